@@ -1,0 +1,475 @@
+//! Stage 1: the closure graph — the store paths of an image and the references between them,
+//! read from any of the formats Nix writes.
+//!
+//! The format of each file is detected from its content:
+//! - `exportReferencesGraph`'s text format (path, deriver, count, references),
+//! - closureInfo's `registration` (`nix-store --load-db`: path, narHash, narSize, deriver, count,
+//!   references),
+//! - JSON: `exportReferencesGraph` with `__structuredAttrs` (a list of `{path, references, ...}`,
+//!   alone or inside the whole `.attrs.json`), and `nix path-info --json --recursive` in its
+//!   older list form and its newer object form keyed by path.
+//!
+//! Several files are merged into one graph. The graph is checked the way Nix guarantees it:
+//! absolute normalised store paths in one store directory, every reference inside the graph,
+//! no cycle between distinct paths (a self-reference is normal and dropped).
+
+mod json;
+mod text;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::error::{Error, Result};
+
+/// Where a record came from, for error messages: `file:line` or `file: $[3]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub at: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Line(usize),
+    JsonPath(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            Location::Line(line) => write!(f, "{}:{line}", self.file),
+            Location::JsonPath(path) => write!(f, "{}: {path}", self.file),
+        }
+    }
+}
+
+/// One store path as a closure file describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathRecord {
+    pub path: String,
+    pub references: Vec<String>,
+    pub nar_size: Option<u64>,
+    pub nar_hash: Option<String>,
+    pub origin: Origin,
+}
+
+/// A validated closure: store paths sorted bytewise, references as indices into them.
+#[derive(Clone, Debug)]
+pub struct ClosureGraph {
+    store_dir: String,
+    paths: Vec<String>,
+    references: Vec<Vec<usize>>,
+    nar_sizes: Vec<Option<u64>>,
+}
+
+/// Options of `load`: which key of an `.attrs.json` holds the graph.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub closure_key: Option<String>,
+}
+
+impl ClosureGraph {
+    /// Reads and merges the closure files.
+    pub fn load(files: &[PathBuf], options: &LoadOptions) -> Result<Self> {
+        if files.is_empty() {
+            return Err(Error::new(
+                "no closure given: pass --closure FILE (exportReferencesGraph's output, \
+                 closureInfo's registration or nix path-info --json --recursive)",
+            ));
+        }
+        let mut records = Vec::new();
+        for file in files {
+            let bytes = std::fs::read(file).map_err(|e| Error::io("reading", file, e))?;
+            records.extend(parse(file, &bytes, options)?);
+        }
+        Self::from_records(records)
+    }
+
+    /// Merges and validates records from one or more files.
+    pub fn from_records(records: Vec<PathRecord>) -> Result<Self> {
+        let mut store_dir: Option<(String, Origin)> = None;
+        let mut by_path: BTreeMap<String, PathRecord> = BTreeMap::new();
+        for mut record in records {
+            let dir = store_dir_of(&record.path)
+                .map_err(|why| Error::new(format!("{}: {why}", record.origin)))?;
+            for reference in &record.references {
+                store_dir_of(reference).map_err(|why| {
+                    Error::new(format!(
+                        "{}: a reference of {}: {why}",
+                        record.origin, record.path
+                    ))
+                })?;
+            }
+            match &store_dir {
+                None => store_dir = Some((dir.to_string(), record.origin.clone())),
+                Some((first, first_origin)) if first != dir => {
+                    return Err(Error::new(format!(
+                        "{}: {} is in the store directory {dir}, but {first_origin} has a path in \
+                         {first}; a closure lives in one store directory",
+                        record.origin, record.path
+                    )));
+                }
+                Some(_) => {}
+            }
+            record.references.sort();
+            record.references.dedup();
+            match by_path.get_mut(&record.path) {
+                None => {
+                    by_path.insert(record.path.clone(), record);
+                }
+                Some(existing) => {
+                    if existing.references != record.references {
+                        return Err(Error::new(format!(
+                            "{} is listed twice with different references: {} gives [{}], {} \
+                             gives [{}]",
+                            record.path,
+                            existing.origin,
+                            existing.references.join(", "),
+                            record.origin,
+                            record.references.join(", ")
+                        )));
+                    }
+                    existing.nar_size = existing.nar_size.or(record.nar_size);
+                    existing.nar_hash = existing.nar_hash.take().or(record.nar_hash);
+                }
+            }
+        }
+        let Some((store_dir, _)) = store_dir else {
+            return Err(Error::new("the closure is empty: no store path was given"));
+        };
+
+        let paths: Vec<String> = by_path.keys().cloned().collect();
+        let index = |p: &str| paths.binary_search_by(|x| x.as_str().cmp(p)).ok();
+        let mut references = Vec::with_capacity(paths.len());
+        let mut nar_sizes = Vec::with_capacity(paths.len());
+        for record in by_path.values() {
+            let mut refs = Vec::with_capacity(record.references.len());
+            for reference in &record.references {
+                if *reference == record.path {
+                    continue; // self-references are normal in Nix and carry no ordering
+                }
+                match index(reference) {
+                    Some(i) => refs.push(i),
+                    None => {
+                        return Err(Error::new(format!(
+                            "{}: {} references {reference}, which is not in the closure graph \
+                             (a closure file lists every path its paths reference)",
+                            record.origin, record.path
+                        )));
+                    }
+                }
+            }
+            references.push(refs);
+            nar_sizes.push(record.nar_size);
+        }
+        let graph = ClosureGraph {
+            store_dir,
+            paths,
+            references,
+            nar_sizes,
+        };
+        graph.check_acyclic()?;
+        Ok(graph)
+    }
+
+    fn check_acyclic(&self) -> Result<()> {
+        let mut g: DiGraph<(), ()> = DiGraph::with_capacity(self.len(), 0);
+        let nodes: Vec<NodeIndex> = (0..self.len()).map(|_| g.add_node(())).collect();
+        for (from, refs) in self.references.iter().enumerate() {
+            for &to in refs {
+                g.add_edge(nodes[from], nodes[to], ());
+            }
+        }
+        if !petgraph::algo::is_cyclic_directed(&g) {
+            return Ok(());
+        }
+        // Name one cycle: inside the first strongly connected component with several paths,
+        // walk from its smallest path along references that stay in the component.
+        let mut components: Vec<Vec<usize>> = petgraph::algo::tarjan_scc(&g)
+            .into_iter()
+            .filter(|c| c.len() > 1)
+            .map(|c| {
+                let mut c: Vec<usize> = c.into_iter().map(|n| n.index()).collect();
+                c.sort_unstable();
+                c
+            })
+            .collect();
+        components.sort();
+        let component = &components[0];
+        let mut walk = vec![component[0]];
+        loop {
+            let last = walk[walk.len() - 1];
+            let next = self.references[last]
+                .iter()
+                .copied()
+                .find(|r| component.binary_search(r).is_ok())
+                .unwrap_or(component[0]);
+            if let Some(start) = walk.iter().position(|&p| p == next) {
+                let mut cycle: Vec<&str> = walk[start..].iter().map(|&p| self.path(p)).collect();
+                cycle.push(self.path(next));
+                return Err(Error::new(format!(
+                    "the closure graph has a cycle, which a Nix closure cannot have: {}",
+                    cycle.join(" -> ")
+                )));
+            }
+            walk.push(next);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The store directory all paths live in, e.g. `/nix/store`.
+    pub fn store_dir(&self) -> &str {
+        &self.store_dir
+    }
+
+    pub fn path(&self, index: usize) -> &str {
+        &self.paths[index]
+    }
+
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// Direct references of a path, without itself, sorted.
+    pub fn references(&self, index: usize) -> &[usize] {
+        &self.references[index]
+    }
+
+    pub fn nar_size(&self, index: usize) -> Option<u64> {
+        self.nar_sizes[index]
+    }
+
+    pub fn index_of(&self, path: &str) -> Option<usize> {
+        self.paths.binary_search_by(|p| p.as_str().cmp(path)).ok()
+    }
+
+    /// The paths that no other path references, in path order.
+    pub fn roots(&self) -> Vec<usize> {
+        let mut referenced = vec![false; self.len()];
+        for refs in &self.references {
+            for &r in refs {
+                referenced[r] = true;
+            }
+        }
+        (0..self.len()).filter(|&i| !referenced[i]).collect()
+    }
+}
+
+/// Parses one closure file, detecting its format from the content.
+pub fn parse(file: &Path, bytes: &[u8], options: &LoadOptions) -> Result<Vec<PathRecord>> {
+    let name = file.display().to_string();
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::new(format!(
+            "{name}:{line}: not UTF-8 text; a closure file is text or JSON written by Nix"
+        ))
+    })?;
+    let start = text.trim_start();
+    if start.starts_with('[') || start.starts_with('{') {
+        json::parse(&name, text, options.closure_key.as_deref())
+    } else {
+        if options.closure_key.is_some() {
+            return Err(Error::new(format!(
+                "{name}: --closure-key selects a key of a JSON file (.attrs.json), but this file \
+                 is not JSON"
+            )));
+        }
+        text::parse(&name, text)
+    }
+}
+
+/// Nix's base-32 alphabet, used in the hash part of store path names.
+const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+/// Checks that `path` is an absolute, normalised store path `<store dir>/<hash>-<name>` and
+/// returns its store directory.
+pub fn store_dir_of(path: &str) -> Result<&str, String> {
+    let expected = "expected an absolute, normalised store path like \
+                    /nix/store/<32-character hash>-<name>";
+    let bad = |why: &str| Err(format!("{path:?} is not a store path ({why}); {expected}"));
+    if !path.starts_with('/') {
+        return bad("not absolute");
+    }
+    if path.ends_with('/') {
+        return bad("ends with a slash");
+    }
+    let (dir, base) = path.rsplit_once('/').unwrap_or(("", path));
+    if dir.is_empty() {
+        return bad("no store directory");
+    }
+    if dir[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return bad("not normalised");
+    }
+    let Some((hash, name)) = base.split_once('-') else {
+        return bad("no '-' after the hash");
+    };
+    if hash.len() != 32 || !hash.bytes().all(|b| NIX_BASE32.contains(&b)) {
+        return bad("the hash part is not 32 characters of Nix's base-32");
+    }
+    let name_ok = !name.is_empty()
+        && name.len() <= 211
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
+    if !name_ok {
+        return bad("the name part is empty, too long, starts with '.' or has a character Nix does not allow");
+    }
+    Ok(dir)
+}
+
+/// The name part of a store path: `/nix/store/<hash>-<name>` gives `<name>`.
+pub fn name_of(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split_once('-').map_or(base, |(_, name)| name)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const H: [&str; 6] = [
+        "00000000000000000000000000000000",
+        "11111111111111111111111111111111",
+        "22222222222222222222222222222222",
+        "33333333333333333333333333333333",
+        "44444444444444444444444444444444",
+        "55555555555555555555555555555555",
+    ];
+
+    fn record(path: &str, refs: &[&str]) -> PathRecord {
+        PathRecord {
+            path: path.to_string(),
+            references: refs.iter().map(|r| r.to_string()).collect(),
+            nar_size: None,
+            nar_hash: None,
+            origin: Origin {
+                file: "t".into(),
+                at: Location::Line(1),
+            },
+        }
+    }
+
+    fn p(i: usize, name: &str) -> String {
+        format!("/nix/store/{}-{name}", H[i])
+    }
+
+    #[test]
+    fn store_paths_are_validated() {
+        assert_eq!(store_dir_of(&p(0, "hello-2.12")), Ok("/nix/store"));
+        assert_eq!(
+            store_dir_of(&format!("/tmp/a/b/{}-x", H[1])),
+            Ok("/tmp/a/b")
+        );
+        for bad in [
+            format!("nix/store/{}-x", H[0]),
+            format!("/nix/store/{}-x/", H[0]),
+            format!("/nix//store/{}-x", H[0]),
+            format!("/nix/./store/{}-x", H[0]),
+            format!("/nix/store/../{}-x", H[0]),
+            "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x".to_string(),
+            "/nix/store/short-x".to_string(),
+            format!("/nix/store/{}", H[0]),
+            format!("/nix/store/{}-", H[0]),
+            format!("/nix/store/{}-a b", H[0]),
+            format!("/{}-x", H[0]),
+        ] {
+            assert!(store_dir_of(&bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(
+            store_dir_of("relative").unwrap_err(),
+            "\"relative\" is not a store path (not absolute); expected an absolute, normalised \
+             store path like /nix/store/<32-character hash>-<name>"
+        );
+    }
+
+    #[test]
+    fn self_references_are_dropped_and_roots_found() {
+        let (a, b) = (p(0, "a"), p(1, "b"));
+        let g = ClosureGraph::from_records(vec![record(&a, &[&a, &b]), record(&b, &[&b])])
+            .unwrap();
+        assert_eq!(g.references(0), &[1]);
+        assert!(g.references(1).is_empty());
+        assert_eq!(g.roots(), vec![0]);
+    }
+
+    #[test]
+    fn missing_reference_is_an_error() {
+        let (a, b) = (p(0, "a"), p(1, "b"));
+        let err = ClosureGraph::from_records(vec![record(&a, &[&b])]).unwrap_err();
+        assert_eq!(
+            err.message(),
+            format!(
+                "t:1: {a} references {b}, which is not in the closure graph (a closure file \
+                 lists every path its paths reference)"
+            )
+        );
+    }
+
+    #[test]
+    fn duplicates_merge_when_equal_and_fail_when_different() {
+        let (a, b) = (p(0, "a"), p(1, "b"));
+        let g = ClosureGraph::from_records(vec![
+            record(&a, &[&b]),
+            record(&b, &[]),
+            record(&a, &[&b, &b]),
+        ])
+        .unwrap();
+        assert_eq!(g.len(), 2);
+        let err = ClosureGraph::from_records(vec![record(&a, &[&b]), record(&b, &[]), record(&a, &[])])
+            .unwrap_err();
+        assert_eq!(
+            err.message(),
+            format!("{a} is listed twice with different references: t:1 gives [{b}], t:1 gives []")
+        );
+    }
+
+    #[test]
+    fn two_store_directories_are_an_error() {
+        let a = p(0, "a");
+        let b = format!("/other/store/{}-b", H[1]);
+        let err = ClosureGraph::from_records(vec![record(&a, &[]), record(&b, &[])]).unwrap_err();
+        assert_eq!(
+            err.message(),
+            format!(
+                "t:1: {b} is in the store directory /other/store, but t:1 has a path in \
+                 /nix/store; a closure lives in one store directory"
+            )
+        );
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let (a, b, c) = (p(0, "a"), p(1, "b"), p(2, "c"));
+        let err = ClosureGraph::from_records(vec![
+            record(&a, &[&b]),
+            record(&b, &[&c]),
+            record(&c, &[&b]),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.message(),
+            format!(
+                "the closure graph has a cycle, which a Nix closure cannot have: {b} -> {c} -> {b}"
+            )
+        );
+    }
+
+    #[test]
+    fn name_of_strips_dir_and_hash() {
+        assert_eq!(name_of(&p(0, "hello-2.12")), "hello-2.12");
+    }
+}

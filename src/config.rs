@@ -1,0 +1,279 @@
+//! Stage 4: the image configuration — platform, creation time, history and the root
+//! filesystem's layer digests, as the OCI image spec and Docker read them.
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// The default creation time: one second into 1970, like the Nix store's mtime, so images are
+/// reproducible.
+pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:01Z";
+
+/// `architecture`, `variant` and `os` of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub architecture: &'static str,
+    pub variant: Option<&'static str>,
+    pub os: &'static str,
+}
+
+/// Accepted platform names: Go's GOARCH (as OCI uses) and Nix system strings.
+const PLATFORMS: &[(&str, &str, Option<&str>)] = &[
+    ("amd64", "amd64", None),
+    ("x86_64-linux", "amd64", None),
+    ("arm64", "arm64", None),
+    ("aarch64-linux", "arm64", None),
+    ("386", "386", None),
+    ("i686-linux", "386", None),
+    ("arm", "arm", Some("v7")),
+    ("arm/v7", "arm", Some("v7")),
+    ("armv7l-linux", "arm", Some("v7")),
+    ("arm/v6", "arm", Some("v6")),
+    ("armv6l-linux", "arm", Some("v6")),
+    ("ppc64le", "ppc64le", None),
+    ("powerpc64le-linux", "ppc64le", None),
+    ("s390x", "s390x", None),
+    ("s390x-linux", "s390x", None),
+    ("riscv64", "riscv64", None),
+    ("riscv64-linux", "riscv64", None),
+    ("mips64le", "mips64le", None),
+    ("mips64el-linux", "mips64le", None),
+];
+
+impl Platform {
+    /// Parses a GOARCH name (`amd64`, `arm/v7`) or a Nix system (`x86_64-linux`).
+    pub fn parse(name: &str) -> Result<Self> {
+        PLATFORMS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|&(_, architecture, variant)| Platform {
+                architecture,
+                variant,
+                os: "linux",
+            })
+            .ok_or_else(|| {
+                Error::new(format!(
+                    "unknown architecture {name:?}; accepted: {}",
+                    PLATFORMS
+                        .iter()
+                        .map(|(n, _, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// The platform this program runs on.
+    pub fn host() -> Self {
+        let name = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            "mips64" => "mips64le",
+            _ => "amd64",
+        };
+        Platform::parse(name).unwrap_or(Platform {
+            architecture: "amd64",
+            variant: None,
+            os: "linux",
+        })
+    }
+}
+
+/// Checks an RFC 3339 time (`2024-05-01T12:00:00Z`, `...+02:00`, fractions allowed) or turns
+/// `now` into the current time.
+pub fn parse_created(text: &str) -> Result<String> {
+    if text == "now" {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        return Ok(format_rfc3339(seconds));
+    }
+    if is_rfc3339(text.as_bytes()) {
+        Ok(text.to_string())
+    } else {
+        Err(Error::new(format!(
+            "--created {text:?} is not an RFC 3339 time like 2024-05-01T12:00:00Z, nor \"now\""
+        )))
+    }
+}
+
+fn is_rfc3339(t: &[u8]) -> bool {
+    let digits = |range: std::ops::Range<usize>| {
+        t.get(range.clone())
+            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
+    };
+    let number = |range: std::ops::Range<usize>| -> u32 {
+        t[range]
+            .iter()
+            .fold(0, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    if t.len() < 20
+        || !digits(0..4)
+        || t[4] != b'-'
+        || !digits(5..7)
+        || t[7] != b'-'
+        || !digits(8..10)
+        || t[10] != b'T'
+        || !digits(11..13)
+        || t[13] != b':'
+        || !digits(14..16)
+        || t[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let (month, day) = (number(5..7), number(8..10));
+    let (hour, minute, second) = (number(11..13), number(14..16), number(17..19));
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return false;
+    }
+    if second > 60 {
+        return false;
+    }
+    let mut rest = &t[19..];
+    if rest.first() == Some(&b'.') {
+        let fraction = rest[1..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if fraction == 0 {
+            return false;
+        }
+        rest = &rest[1 + fraction..];
+    }
+    match rest {
+        b"Z" => true,
+        [sign, h1, h2, b':', m1, m2] if (*sign == b'+' || *sign == b'-') => {
+            [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn format_rfc3339(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rem = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// What the image config says besides the layers.
+#[derive(Clone, Debug)]
+pub struct ImageConfig {
+    pub platform: Platform,
+    pub created: String,
+}
+
+impl ImageConfig {
+    /// The config blob: `diff_ids` are the layers' uncompressed digests (`sha256:...`), and
+    /// `history` holds one comment per layer.
+    pub fn to_json(&self, diff_ids: &[String], history: &[String]) -> Vec<u8> {
+        let history: Vec<Value> = history
+            .iter()
+            .map(|comment| {
+                json!({
+                    "created": self.created,
+                    "created_by": "layered-gen",
+                    "comment": comment,
+                })
+            })
+            .collect();
+        let mut config = json!({
+            "architecture": self.platform.architecture,
+            "config": {},
+            "created": self.created,
+            "history": history,
+            "os": self.platform.os,
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        });
+        if let (Some(variant), Value::Object(map)) = (self.platform.variant, &mut config) {
+            map.insert("variant".to_string(), json!(variant));
+        }
+        // Serialising a Value cannot fail.
+        serde_json::to_vec(&config).unwrap_or_default()
+    }
+}
+
+/// A history comment for a layer of store paths: the names, shortened when long.
+pub fn store_layer_comment(paths: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut comment = format!("store paths: {}", paths[..paths.len().min(SHOWN)].join(" "));
+    if paths.len() > SHOWN {
+        comment.push_str(&format!(" and {} more", paths.len() - SHOWN));
+    }
+    comment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_from_goarch_and_nix_systems() {
+        assert_eq!(Platform::parse("x86_64-linux").unwrap(), Platform::parse("amd64").unwrap());
+        let arm = Platform::parse("armv7l-linux").unwrap();
+        assert_eq!((arm.architecture, arm.variant), ("arm", Some("v7")));
+        let err = Platform::parse("sparc").unwrap_err();
+        assert!(err.message().starts_with("unknown architecture \"sparc\"; accepted: amd64, x86_64-linux"));
+    }
+
+    #[test]
+    fn created_accepts_rfc3339_and_now() {
+        for ok in [
+            "1970-01-01T00:00:01Z",
+            "2024-02-29T23:59:59.123+02:00",
+            "2024-02-29T23:59:60-05:30",
+        ] {
+            assert_eq!(parse_created(ok).unwrap(), ok);
+        }
+        for bad in ["yesterday", "2024-13-01T00:00:00Z", "2024-01-01 00:00:00Z", "2024-01-01T00:00:00"] {
+            assert!(parse_created(bad).is_err(), "{bad}");
+        }
+        assert!(is_rfc3339(parse_created("now").unwrap().as_bytes()));
+    }
+
+    #[test]
+    fn formats_epoch_seconds() {
+        assert_eq!(format_rfc3339(1), "1970-01-01T00:00:01Z");
+        assert_eq!(format_rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
+    }
+
+    #[test]
+    fn config_lists_diff_ids_and_history() {
+        let config = ImageConfig {
+            platform: Platform::parse("arm/v6").unwrap(),
+            created: DEFAULT_CREATED.to_string(),
+        };
+        let json: Value =
+            serde_json::from_slice(&config.to_json(&["sha256:ab".into()], &["c".into()])).unwrap();
+        assert_eq!(json["rootfs"]["diff_ids"][0], "sha256:ab");
+        assert_eq!(json["history"][0]["comment"], "c");
+        assert_eq!(json["variant"], "v6");
+        assert_eq!(json["os"], "linux");
+    }
+
+    #[test]
+    fn long_comments_are_shortened() {
+        let paths: Vec<String> = (0..7).map(|i| format!("/nix/store/p{i}")).collect();
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        assert!(store_layer_comment(&refs).ends_with("/nix/store/p4 and 2 more"));
+    }
+}

@@ -1,0 +1,374 @@
+//! Stage 5: deterministic layer tarballs.
+//!
+//! A layer is a pure function of the NAR contents of its store paths and the options: entries in
+//! depth-first order with each directory's entries sorted bytewise (a directory right before its
+//! contents), names relative, modes from the NAR model (files 0444 or 0555, directories 0555,
+//! symlinks verbatim, the store directory's parents 0755), one mtime, one uid and gid, no user or
+//! group names, never a hardlink. Nothing of the host leaks in: not the umask, the files' own
+//! modes, owners or times, the readdir order, nor hardlinks from `nix-store --optimise`.
+//!
+//! A layer is scanned from metadata first, which fixes its exact length; its content is then
+//! streamed, each file read once.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::tarball::{self, Header, Kind, TarStream};
+
+/// The knobs that reach into every entry.
+#[derive(Clone, Debug)]
+pub struct LayerOptions {
+    pub mtime: u64,
+    pub uid: u64,
+    pub gid: u64,
+    /// Read `/nix/store/x` from `<store_root>/nix/store/x` (a chroot store).
+    pub store_root: Option<PathBuf>,
+}
+
+impl LayerOptions {
+    /// Where the files of a store path are read from.
+    pub fn source_of(&self, store_path: &str) -> PathBuf {
+        match &self.store_root {
+            Some(root) => root.join(store_path.trim_start_matches('/')),
+            None => PathBuf::from(store_path),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: Vec<u8>,
+    kind: Kind,
+    mode: u32,
+    size: u64,
+    /// The file to copy content from (regular files only).
+    source: Option<PathBuf>,
+    link: Vec<u8>,
+}
+
+/// A scanned layer: every entry, in order, with the exact tarball length.
+#[derive(Debug)]
+pub struct LayerTree {
+    entries: Vec<Entry>,
+    mtime: u64,
+    uid: u64,
+    gid: u64,
+    length: u64,
+    content_bytes: u64,
+}
+
+/// Checks that every store path exists where it will be read, before any output is written.
+pub fn check_sources<'a>(
+    paths: impl IntoIterator<Item = &'a str>,
+    options: &LayerOptions,
+) -> Result<()> {
+    for path in paths {
+        let source = options.source_of(path);
+        if let Err(err) = fs::symlink_metadata(&source) {
+            let hint = match &options.store_root {
+                Some(root) => format!(" (looked under --store-root {})", root.display()),
+                None => " (is it built? --store-root reads a store kept elsewhere)".to_string(),
+            };
+            return Err(Error::io(
+                &format!("the store path {path} is in the closure but cannot be read:"),
+                &source,
+                err,
+            )
+            .with_suffix(&hint));
+        }
+    }
+    Ok(())
+}
+
+impl LayerTree {
+    /// The layer of a set of store paths: the store directory's parents, then each path.
+    pub fn for_store_paths(
+        store_dir: &str,
+        paths: &[&str],
+        options: &LayerOptions,
+    ) -> Result<Self> {
+        let mut tree = LayerTree {
+            entries: Vec::new(),
+            mtime: options.mtime,
+            uid: options.uid,
+            gid: options.gid,
+            length: tarball::END_OF_ARCHIVE.len() as u64,
+            content_bytes: 0,
+        };
+        let mut parent = Vec::new();
+        for component in store_dir.trim_start_matches('/').split('/') {
+            parent.extend_from_slice(component.as_bytes());
+            parent.push(b'/');
+            tree.push(Entry {
+                name: parent.clone(),
+                kind: Kind::Directory,
+                mode: 0o755,
+                size: 0,
+                source: None,
+                link: Vec::new(),
+            });
+        }
+        let mut sorted: Vec<&str> = paths.to_vec();
+        sorted.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        sorted.dedup();
+        for path in sorted {
+            let name = path.trim_start_matches('/').as_bytes().to_vec();
+            tree.add_tree(&options.source_of(path), name)?;
+        }
+        Ok(tree)
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.length += tarball::entry_len(&self.header(&entry));
+        self.content_bytes += entry.size;
+        self.entries.push(entry);
+    }
+
+    fn header<'a>(&self, entry: &'a Entry) -> Header<'a> {
+        Header {
+            name: &entry.name,
+            kind: entry.kind,
+            mode: entry.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            size: entry.size,
+            link: &entry.link,
+        }
+    }
+
+    /// Adds `source` (file, symlink or directory, recursively) under the tar name `name`.
+    fn add_tree(&mut self, source: &Path, name: Vec<u8>) -> Result<()> {
+        let meta = fs::symlink_metadata(source).map_err(|e| Error::io("reading", source, e))?;
+        let file_type = meta.file_type();
+        if file_type.is_dir() {
+            let mut dir_name = name;
+            dir_name.push(b'/');
+            self.push(Entry {
+                name: dir_name.clone(),
+                kind: Kind::Directory,
+                mode: 0o555,
+                size: 0,
+                source: None,
+                link: Vec::new(),
+            });
+            let mut children: Vec<std::ffi::OsString> = fs::read_dir(source)
+                .map_err(|e| Error::io("reading the directory", source, e))?
+                .map(|entry| entry.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| Error::io("reading the directory", source, e))?;
+            children.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for child in children {
+                let mut child_name = dir_name.clone();
+                child_name.extend_from_slice(child.as_bytes());
+                self.add_tree(&source.join(&child), child_name)?;
+            }
+        } else if file_type.is_file() {
+            let executable = meta.permissions().mode() & 0o111 != 0;
+            self.push(Entry {
+                name,
+                kind: Kind::File,
+                mode: if executable { 0o555 } else { 0o444 },
+                size: meta.len(),
+                source: Some(source.to_path_buf()),
+                link: Vec::new(),
+            });
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(source).map_err(|e| Error::io("reading the symlink", source, e))?;
+            self.push(Entry {
+                name,
+                kind: Kind::Symlink,
+                mode: 0o777,
+                size: 0,
+                source: None,
+                link: target.as_os_str().as_bytes().to_vec(),
+            });
+        } else {
+            let what = if file_type.is_socket() {
+                "a socket"
+            } else if file_type.is_fifo() {
+                "a fifo"
+            } else if file_type.is_block_device() || file_type.is_char_device() {
+                "a device"
+            } else {
+                "a special file"
+            };
+            return Err(Error::new(format!(
+                "{} is {what}; a store path holds only regular files, directories and symlinks",
+                source.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes of file content in the layer.
+    pub fn content_bytes(&self) -> u64 {
+        self.content_bytes
+    }
+
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn copy_file(&self, source: &Path, size: u64, out: &mut dyn Write, buffer: &mut [u8]) -> Result<()> {
+        let mut file = File::open(source).map_err(|e| Error::io("opening", source, e))?;
+        let mut left = size;
+        while left > 0 {
+            let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let got = file
+                .read(&mut buffer[..want])
+                .map_err(|e| Error::io("reading", source, e))?;
+            if got == 0 {
+                return Err(Error::new(format!(
+                    "{} shrank while it was read ({size} bytes expected); is something writing \
+                     to the store?",
+                    source.display()
+                )));
+            }
+            out.write_all(&buffer[..got])
+                .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+            left -= got as u64;
+        }
+        if file.read(&mut buffer[..1]).map_err(|e| Error::io("reading", source, e))? != 0 {
+            return Err(Error::new(format!(
+                "{} grew while it was read ({size} bytes expected); is something writing to the \
+                 store?",
+                source.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl TarStream for LayerTree {
+    fn len(&self) -> u64 {
+        self.length
+    }
+
+    fn write_to(&self, out: &mut dyn Write) -> Result<()> {
+        let write_error = |e: std::io::Error| Error::new(format!("writing the image: {e}"));
+        let mut buffer = vec![0u8; 256 * 1024];
+        for entry in &self.entries {
+            tarball::write_header(out, &self.header(entry)).map_err(write_error)?;
+            if let Some(source) = &entry.source {
+                self.copy_file(source, entry.size, out, &mut buffer)?;
+                out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
+                    .map_err(write_error)?;
+            }
+        }
+        out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
+    }
+}
+
+/// A name for messages: the path as the user knows it.
+pub fn display_name(name: &[u8]) -> String {
+    OsStr::from_bytes(name).to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+
+    fn options(root: &Path) -> LayerOptions {
+        LayerOptions {
+            mtime: 1,
+            uid: 0,
+            gid: 0,
+            store_root: Some(root.to_path_buf()),
+        }
+    }
+
+    fn tar_bytes(tree: &LayerTree) -> Vec<u8> {
+        let mut out = Vec::new();
+        tree.write_to(&mut out).unwrap();
+        assert_eq!(out.len() as u64, tree.len(), "length from metadata matches");
+        out
+    }
+
+    fn listing(bytes: &[u8]) -> Vec<(String, u32, Option<String>)> {
+        let mut archive = tar::Archive::new(bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned());
+                (
+                    String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                    e.header().mode().unwrap(),
+                    link,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_depth_first_sorted_with_nar_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let store_path = format!("/nix/store/{HASH}-pkg");
+        let dir = root.path().join(store_path.trim_start_matches('/'));
+        fs::create_dir_all(dir.join("a")).unwrap();
+        fs::create_dir_all(dir.join("a-b")).unwrap();
+        fs::write(dir.join("a/x"), "x").unwrap();
+        fs::write(dir.join("a-b/run"), "#!/bin/sh").unwrap();
+        fs::set_permissions(dir.join("a-b/run"), fs::Permissions::from_mode(0o700)).unwrap();
+        symlink("../a/x", dir.join("link")).unwrap();
+        let tree = LayerTree::for_store_paths("/nix/store", &[&store_path], &options(root.path()))
+            .unwrap();
+        let base = format!("nix/store/{HASH}-pkg");
+        assert_eq!(
+            listing(&tar_bytes(&tree)),
+            vec![
+                ("nix/".to_string(), 0o755, None),
+                ("nix/store/".to_string(), 0o755, None),
+                (format!("{base}/"), 0o555, None),
+                // "a" sorts before "a-b" as a name, so its contents come before "a-b"
+                (format!("{base}/a/"), 0o555, None),
+                (format!("{base}/a/x"), 0o444, None),
+                (format!("{base}/a-b/"), 0o555, None),
+                (format!("{base}/a-b/run"), 0o555, None),
+                (format!("{base}/link"), 0o777, Some("../a/x".to_string())),
+            ]
+        );
+    }
+
+    #[test]
+    fn special_files_are_refused_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        let store_path = format!("/nix/store/{HASH}-pkg");
+        let dir = root.path().join(store_path.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pipe");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        let err = LayerTree::for_store_paths("/nix/store", &[&store_path], &options(root.path()))
+            .unwrap_err();
+        assert_eq!(
+            err.message(),
+            format!(
+                "{} is a fifo; a store path holds only regular files, directories and symlinks",
+                fifo.display()
+            )
+        );
+    }
+
+    #[test]
+    fn missing_paths_are_named() {
+        let root = tempfile::tempdir().unwrap();
+        let store_path = format!("/nix/store/{HASH}-gone");
+        let err = check_sources([store_path.as_str()], &options(root.path())).unwrap_err();
+        assert!(err.message().contains(&store_path), "{err}");
+        assert!(err.message().contains("No such file or directory"), "{err}");
+    }
+}

@@ -1,0 +1,266 @@
+//! The `layered-gen` command: parses flags and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use layered_gen::config::{self, ImageConfig, Platform};
+use layered_gen::layer::LayerOptions;
+use layered_gen::output::{Compression, Format, OutputOptions, Target};
+use layered_gen::pipeline::{self, BuildOptions, PlanOptions};
+use layered_gen::{Error, Result};
+
+/// Turn a Nix store closure into a layered, reproducible container image.
+///
+/// Example, from a derivation with `exportReferencesGraph = [ "closure" drv ]`:
+///
+///     layered-gen --closure closure --max-layers 100 --name my/app -o image.tar
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the layer plan as JSON, without reading the store.
+    ///
+    /// Example: layered-gen plan --closure closure --max-layers 100
+    Plan(PlanArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// A closure graph: exportReferencesGraph's output (text, or JSON with __structuredAttrs,
+    /// also a whole .attrs.json), closureInfo's registration, or `nix path-info --json
+    /// --recursive`. Repeat to merge graphs. Example: --closure .attrs.json
+    #[arg(long = "closure", value_name = "FILE", required = true)]
+    closures: Vec<PathBuf>,
+
+    /// The key of an .attrs.json that holds the graph (default: its only graph).
+    /// Example: --closure-key closure
+    #[arg(long, value_name = "NAME")]
+    closure_key: Option<String>,
+
+    /// The most layers the image may have. Example: --max-layers 100
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_layers: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    DockerArchive,
+    Oci,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompressionArg {
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+
+    /// Where to write the image; `-` streams it to stdout (e.g. into `docker load`).
+    /// Example: -o image.tar
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: Option<PathBuf>,
+
+    /// docker-archive (for `docker load`) or oci (an OCI layout directory, or an oci-archive
+    /// when PATH ends in .tar). Example: --format oci
+    #[arg(long, value_enum, default_value = "docker-archive")]
+    format: FormatArg,
+
+    /// Layer compression; default none for docker-archive, gzip for oci. zstd needs oci.
+    /// Example: --compression zstd
+    #[arg(long, value_enum)]
+    compression: Option<CompressionArg>,
+
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3). Example: --compression-level 9
+    #[arg(long, value_name = "N")]
+    compression_level: Option<i32>,
+
+    /// Image name, with a registry and slashes if you like.
+    /// Example: --name registry.example:5000/my/app
+    #[arg(long, default_value = "image")]
+    name: String,
+
+    /// Image tag (default: from the image's content, so one tag names one image).
+    /// Example: --tag v1.2
+    #[arg(long)]
+    tag: Option<String>,
+
+    /// mtime of every entry (default: $SOURCE_DATE_EPOCH, else 1 like the Nix store).
+    /// Example: --mtime 1700000000
+    #[arg(long, value_name = "EPOCH")]
+    mtime: Option<u64>,
+
+    /// Owner of every entry. Example: --uid 0
+    #[arg(long, default_value_t = 0)]
+    uid: u64,
+
+    /// Group of every entry. Example: --gid 0
+    #[arg(long, default_value_t = 0)]
+    gid: u64,
+
+    /// Read the store paths under this directory (a chroot store): /nix/store/x is read from
+    /// DIR/nix/store/x. Example: --store-root examples/tiny/root
+    #[arg(long, value_name = "DIR")]
+    store_root: Option<PathBuf>,
+
+    /// Platform: a GOARCH name (amd64, arm64, arm/v7, ...) or a Nix system (x86_64-linux, ...);
+    /// default: this machine's. Example: --architecture aarch64-linux
+    #[arg(long, value_name = "ARCH")]
+    architecture: Option<String>,
+
+    /// Creation time, RFC 3339 or `now` (default 1970-01-01T00:00:01Z, reproducible).
+    /// Example: --created 2024-05-01T12:00:00Z
+    #[arg(long, value_name = "TIME")]
+    created: Option<String>,
+
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn mtime(arg: Option<u64>) -> Result<u64> {
+    if let Some(mtime) = arg {
+        return Ok(mtime);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            Error::new(format!(
+                "SOURCE_DATE_EPOCH={text:?} is not a number of seconds; unset it or pass --mtime"
+            ))
+        }),
+        Err(_) => Ok(1),
+    }
+}
+
+fn plan_options(args: PlanArgs) -> PlanOptions {
+    PlanOptions {
+        closures: args.closures,
+        closure_key: args.closure_key,
+        max_layers: args.max_layers,
+    }
+}
+
+fn compression(args: &BuildArgs, format: Format) -> Result<Compression> {
+    let kind = args.compression.unwrap_or(match format {
+        Format::DockerArchive => CompressionArg::None,
+        Format::Oci => CompressionArg::Gzip,
+    });
+    Ok(match (kind, args.compression_level) {
+        (CompressionArg::None, None) => Compression::None,
+        (CompressionArg::None, Some(_)) => {
+            return Err(Error::new(
+                "--compression-level needs --compression gzip or zstd",
+            ));
+        }
+        (CompressionArg::Gzip, level) => {
+            let level = level.unwrap_or(Compression::GZIP_DEFAULT_LEVEL as i32);
+            if !(0..=9).contains(&level) {
+                return Err(Error::new(format!(
+                    "--compression-level {level} is out of range for gzip (0-9)"
+                )));
+            }
+            Compression::Gzip {
+                level: level as u32,
+            }
+        }
+        (CompressionArg::Zstd, level) => {
+            let level = level.unwrap_or(Compression::ZSTD_DEFAULT_LEVEL);
+            if !(1..=22).contains(&level) {
+                return Err(Error::new(format!(
+                    "--compression-level {level} is out of range for zstd (1-22)"
+                )));
+            }
+            Compression::Zstd { level }
+        }
+    })
+}
+
+fn build(args: BuildArgs) -> Result<()> {
+    let target = match &args.output {
+        Some(path) if path.as_os_str() == "-" => Target::Stdout,
+        Some(path) => Target::File(path.clone()),
+        None => {
+            return Err(Error::new(
+                "no output given: pass -o image.tar, or -o - to stream the image to stdout",
+            ));
+        }
+    };
+    let format = match args.format {
+        FormatArg::DockerArchive => Format::DockerArchive,
+        FormatArg::Oci => Format::Oci,
+    };
+    let platform = match &args.architecture {
+        Some(name) => Platform::parse(name)?,
+        None => Platform::host(),
+    };
+    let created = match &args.created {
+        Some(text) => config::parse_created(text)?,
+        None => config::DEFAULT_CREATED.to_string(),
+    };
+    let mtime = mtime(args.mtime)?;
+    let options = BuildOptions {
+        output: OutputOptions {
+            target: target.clone(),
+            format,
+            compression: compression(&args, format)?,
+            name: args.name.clone(),
+            tag: args.tag.clone(),
+            mtime,
+        },
+        layer: LayerOptions {
+            mtime,
+            uid: args.uid,
+            gid: args.gid,
+            store_root: args.store_root.clone(),
+        },
+        config: ImageConfig { platform, created },
+        plan: plan_options(args.plan),
+    };
+    let written = pipeline::build(&options)?;
+    if !args.quiet {
+        let place = match &target {
+            Target::File(path) => path.display().to_string(),
+            Target::Stdout => "stdout".to_string(),
+        };
+        eprintln!(
+            "layered-gen: wrote {} ({} layers) to {place}",
+            written.reference(),
+            written.layers.len()
+        );
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Plan(args)) => {
+            let json = pipeline::plan_json(&plan_options(args))?;
+            println!("{json}");
+            Ok(())
+        }
+        None => build(cli.build),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("layered-gen: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

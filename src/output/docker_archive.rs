@@ -1,0 +1,134 @@
+//! The docker-archive format (`docker save`, `docker load`): one tar holding each layer as a file,
+//! the config as `<digest>.json` and a `manifest.json` that ties them to a name.
+//!
+//! It is written in one pass, also to a pipe: a layer's length is known from metadata, so its
+//! entry header goes first and the layer streams behind it while its digest is computed; the
+//! config and `manifest.json`, which need the digests, come last. Layer files are named by
+//! position (`layers/3.tar`) since their digests are not known when their headers are written.
+//! Compressed layers have no length up front: they are compressed side by side into scratch
+//! files first, then copied in order.
+
+use std::io::{BufWriter, Seek, Write};
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
+use super::{ImageSource, OutputOptions, Written, content_tag, copy_all};
+use crate::error::{Error, Result};
+use crate::tarball::{self, Header, Kind};
+
+pub(super) fn write(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    out: &mut dyn Write,
+    scratch: &Path,
+) -> Result<Written> {
+    let count = source.layer_count();
+    let mut layers: Vec<BlobInfo> = Vec::with_capacity(count);
+    let mut layer_names = Vec::with_capacity(count);
+    let suffix = options.compression.file_suffix();
+    if options.compression == Compression::None {
+        for index in 0..count {
+            let tar = source.layer(index)?;
+            let name = format!("layers/{index}.{suffix}");
+            write_entry_header(out, &name, tar.len(), options.mtime)?;
+            let info = write_layer_blob(&*tar, Compression::None, out)?;
+            write_padding(out, info.size)?;
+            layers.push(info);
+            layer_names.push(name);
+        }
+    } else {
+        let spools: Vec<(std::fs::File, BlobInfo)> = (0..count)
+            .into_par_iter()
+            .map(|index| compress_to_scratch(source, index, options.compression, scratch))
+            .collect::<Result<_>>()?;
+        for (index, (mut spool, info)) in spools.into_iter().enumerate() {
+            let name = format!("layers/{index}.{suffix}");
+            write_entry_header(out, &name, info.size, options.mtime)?;
+            copy_all(&mut spool, out)?;
+            write_padding(out, info.size)?;
+            layers.push(info);
+            layer_names.push(name);
+        }
+    }
+
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let config = source.config(&diff_ids)?;
+    let config_digest = sha256_digest(&config);
+    let config_name = format!("{}.json", config_digest.trim_start_matches("sha256:"));
+    write_file(out, &config_name, &config, options.mtime)?;
+
+    let tag = options
+        .tag
+        .clone()
+        .unwrap_or_else(|| content_tag(&config_digest));
+    let manifest = json!([{
+        "Config": config_name,
+        "RepoTags": [format!("{}:{tag}", options.name)],
+        "Layers": layer_names,
+    }]);
+    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+    write_file(out, "manifest.json", &manifest, options.mtime)?;
+    out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)?;
+    Ok(Written {
+        name: options.name.clone(),
+        tag,
+        config_digest,
+        layers,
+    })
+}
+
+fn compress_to_scratch(
+    source: &dyn ImageSource,
+    index: usize,
+    compression: Compression,
+    scratch: &Path,
+) -> Result<(std::fs::File, BlobInfo)> {
+    let tar = source.layer(index)?;
+    let mut file = tempfile::tempfile_in(scratch)
+        .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
+    let info = {
+        let mut buffered = BufWriter::with_capacity(1 << 20, &mut file);
+        let info = write_layer_blob(&*tar, compression, &mut buffered)?;
+        buffered.flush().map_err(write_error)?;
+        info
+    };
+    file.rewind().map_err(write_error)?;
+    Ok((file, info))
+}
+
+fn write_error(e: std::io::Error) -> Error {
+    Error::new(format!("writing the image: {e}"))
+}
+
+pub(super) fn write_entry_header(
+    out: &mut dyn Write,
+    name: &str,
+    size: u64,
+    mtime: u64,
+) -> Result<()> {
+    let header = Header {
+        name: name.as_bytes(),
+        kind: Kind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime,
+        size,
+        link: b"",
+    };
+    tarball::write_header(out, &header).map_err(write_error)
+}
+
+pub(super) fn write_padding(out: &mut dyn Write, size: u64) -> Result<()> {
+    out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(size)])
+        .map_err(write_error)
+}
+
+pub(super) fn write_file(out: &mut dyn Write, name: &str, content: &[u8], mtime: u64) -> Result<()> {
+    write_entry_header(out, name, content.len() as u64, mtime)?;
+    out.write_all(content).map_err(write_error)?;
+    write_padding(out, content.len() as u64)
+}

@@ -1,0 +1,183 @@
+//! Stage 6: the image on disk or on stdout — a docker-archive (what `docker load` reads) or an OCI
+//! image layout (a directory, or an `oci-archive` tar), layers plain, gzip or zstd.
+//!
+//! Output is atomic: it is written under a temporary name next to the target and renamed at the
+//! end, so an error leaves nothing behind. Only stdout cannot be taken back; everything that can
+//! fail early (the closure, the plan, missing store paths) is checked before the first byte.
+
+mod blob;
+mod docker_archive;
+mod oci;
+pub mod reference;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+pub use blob::{BlobInfo, Compression, HashingWriter, hex, sha256_digest};
+
+use crate::error::{Error, Result};
+use crate::tarball::TarStream;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    File(PathBuf),
+    Stdout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    DockerArchive,
+    Oci,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutputOptions {
+    pub target: Target,
+    pub format: Format,
+    pub compression: Compression,
+    pub name: String,
+    /// None: derived from the image's content.
+    pub tag: Option<String>,
+    /// mtime of the archive's own entries (manifest, config, layer files).
+    pub mtime: u64,
+}
+
+/// What the writers need from the rest of the pipeline.
+pub trait ImageSource: Sync {
+    fn layer_count(&self) -> usize;
+    /// Layer `index`, scanned and ready to stream.
+    fn layer(&self, index: usize) -> Result<Box<dyn TarStream + '_>>;
+    /// The config blob, once the layers' uncompressed digests are known.
+    fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>>;
+}
+
+/// What was written.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub name: String,
+    pub tag: String,
+    pub config_digest: String,
+    pub layers: Vec<BlobInfo>,
+}
+
+impl Written {
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.name, self.tag)
+    }
+}
+
+/// The tag of an image without `--tag`: from its config digest, which covers every layer's
+/// content, so one tag always names one image.
+fn content_tag(config_digest: &str) -> String {
+    config_digest.trim_start_matches("sha256:")[..32].to_string()
+}
+
+impl OutputOptions {
+    /// Checks the options before any work is done.
+    pub fn check(&self) -> Result<()> {
+        reference::check_name(&self.name)?;
+        if let Some(tag) = &self.tag {
+            reference::check_tag(tag)?;
+        }
+        if self.format == Format::DockerArchive {
+            if let Compression::Zstd { .. } = self.compression {
+                return Err(Error::new(
+                    "--compression zstd needs --format oci: docker load does not read \
+                     zstd-compressed layers from a docker-archive",
+                ));
+            }
+        }
+        if self.target == Target::Stdout && std::io::stdout().is_terminal() {
+            return Err(Error::new(
+                "-o - writes the image to stdout, which is a terminal; pipe it (e.g. into \
+                 `docker load`) or pass -o FILE",
+            ));
+        }
+        if let Target::File(path) = &self.target {
+            let parent = parent_dir(path);
+            if !parent.is_dir() {
+                return Err(Error::new(format!(
+                    "cannot write {}: the directory {} does not exist",
+                    path.display(),
+                    parent.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writes the image.
+pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<Written> {
+    options.check()?;
+    match (&options.format, &options.target) {
+        (Format::DockerArchive, Target::Stdout) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let written =
+                docker_archive::write(source, options, &mut out, &std::env::temp_dir())?;
+            out.flush()
+                .map_err(|e| Error::new(format!("writing the image to stdout: {e}")))?;
+            Ok(written)
+        }
+        (Format::DockerArchive, Target::File(path)) => atomic_file(path, |file, dir| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let written = docker_archive::write(source, options, &mut out, dir)?;
+            out.flush()
+                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+            Ok(written)
+        }),
+        (Format::Oci, Target::File(path)) if !is_tar_name(path) => {
+            oci::write_layout_dir(source, options, path)
+        }
+        (Format::Oci, Target::File(path)) => atomic_file(path, |file, dir| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let written = oci::write_archive(source, options, &mut out, dir)?;
+            out.flush()
+                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+            Ok(written)
+        }),
+        (Format::Oci, Target::Stdout) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let written = oci::write_archive(source, options, &mut out, &std::env::temp_dir())?;
+            out.flush()
+                .map_err(|e| Error::new(format!("writing the image to stdout: {e}")))?;
+            Ok(written)
+        }
+    }
+}
+
+fn is_tar_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "tar")
+}
+
+/// Runs `write` on a temporary file next to `path` (the directory is also handed over for
+/// scratch files) and renames it to `path` when it succeeds; on failure nothing is left.
+fn atomic_file<T>(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File, &Path) -> Result<T>,
+) -> Result<T> {
+    let dir = parent_dir(path);
+    let mut temp = tempfile::Builder::new()
+        .prefix(".layered-gen-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io("creating a temporary file in", &dir, e))?;
+    let result = write(temp.as_file_mut(), &dir)?;
+    temp.persist(path)
+        .map_err(|e| Error::io("renaming the finished image to", path, e.error))?;
+    Ok(result)
+}
+
+/// Streams `tar` as the content of one entry of an outer archive.
+pub(crate) fn copy_all(from: &mut dyn std::io::Read, to: &mut dyn Write) -> Result<u64> {
+    std::io::copy(from, to).map_err(|e| Error::new(format!("writing the image: {e}")))
+}

@@ -1,0 +1,222 @@
+//! The OCI image layout: `oci-layout`, `index.json` and content-addressed `blobs/sha256/`, as a
+//! directory or packed into an `oci-archive` tar. Layers are written side by side, each to a
+//! scratch file in the blob directory that is renamed to its digest when done.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use super::blob::{BlobInfo, sha256_digest, write_layer_blob};
+use super::docker_archive::{write_file, write_padding};
+use super::{ImageSource, OutputOptions, Written, content_tag, copy_all, parent_dir};
+use crate::error::{Error, Result};
+use crate::tarball::{self, Header, Kind};
+
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Writes the layout into a new directory at `path`, replacing an earlier layout there.
+pub(super) fn write_layout_dir(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    path: &Path,
+) -> Result<Written> {
+    if path.exists() && !path.join("oci-layout").is_file() {
+        let empty_dir = fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+        if !empty_dir {
+            return Err(Error::new(format!(
+                "{} exists and is not an OCI layout; refusing to replace it",
+                path.display()
+            )));
+        }
+    }
+    let parent = parent_dir(path);
+    let temp = tempfile::Builder::new()
+        .prefix(".layered-gen-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io("creating a temporary directory in", &parent, e))?;
+    let written = write_layout(source, options, temp.path())?;
+    let finished = temp.keep();
+    replace_dir(&finished, path).inspect_err(|_| {
+        let _ = fs::remove_dir_all(&finished);
+    })?;
+    Ok(written)
+}
+
+/// Moves `new` to `path`; an old layout at `path` is removed only once the new one is there.
+fn replace_dir(new: &Path, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return fs::rename(new, path).map_err(|e| Error::io("renaming the image to", path, e));
+    }
+    let old: PathBuf = new.with_extension("old");
+    fs::rename(path, &old).map_err(|e| Error::io("moving the previous layout away from", path, e))?;
+    fs::rename(new, path).map_err(|e| Error::io("renaming the image to", path, e))?;
+    fs::remove_dir_all(&old).map_err(|e| Error::io("removing the previous layout at", &old, e))
+}
+
+/// Writes an `oci-archive`: the layout is made in a scratch directory, then packed in a fixed
+/// order.
+pub(super) fn write_archive(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    out: &mut dyn Write,
+    scratch: &Path,
+) -> Result<Written> {
+    let temp = tempfile::Builder::new()
+        .prefix(".layered-gen-")
+        .tempdir_in(scratch)
+        .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
+    let written = write_layout(source, options, temp.path())?;
+    let blob_dir = temp.path().join("blobs/sha256");
+    let mut blobs: Vec<String> = written
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .chain(std::iter::once(written.config_digest.clone()))
+        .chain(std::iter::once(manifest_digest(temp.path())?))
+        .map(|d| d.trim_start_matches("sha256:").to_string())
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let header = Header {
+            name: dir.as_bytes(),
+            kind: Kind::Directory,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: options.mtime,
+            size: 0,
+            link: b"",
+        };
+        tarball::write_header(out, &header)
+            .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+    }
+    for blob in &blobs {
+        let path = blob_dir.join(blob);
+        let mut file = fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("reading", &path, e))?
+            .len();
+        super::docker_archive::write_entry_header(
+            out,
+            &format!("blobs/sha256/{blob}"),
+            size,
+            options.mtime,
+        )?;
+        copy_all(&mut file, out)?;
+        write_padding(out, size)?;
+    }
+    for name in ["index.json", "oci-layout"] {
+        let path = temp.path().join(name);
+        let content = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        write_file(out, name, &content, options.mtime)?;
+    }
+    out.write_all(&tarball::END_OF_ARCHIVE)
+        .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+    Ok(written)
+}
+
+fn manifest_digest(layout: &Path) -> Result<String> {
+    let path = layout.join("index.json");
+    let index: serde_json::Value = serde_json::from_slice(
+        &fs::read(&path).map_err(|e| Error::io("reading", &path, e))?,
+    )
+    .map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
+    index["manifests"][0]["digest"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::new(format!("{} has no manifest digest", path.display())))
+}
+
+fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String> {
+    let digest = sha256_digest(bytes);
+    let path = dir.join(digest.trim_start_matches("sha256:"));
+    fs::write(&path, bytes).map_err(|e| Error::io("writing", &path, e))?;
+    Ok(digest)
+}
+
+fn write_layer(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    index: usize,
+    blob_dir: &Path,
+) -> Result<BlobInfo> {
+    let tar = source.layer(index)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempfile_in(blob_dir)
+        .map_err(|e| Error::io("creating a file in", blob_dir, e))?;
+    let info = {
+        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file_mut());
+        let info = write_layer_blob(&*tar, options.compression, &mut out)?;
+        out.flush()
+            .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+        info
+    };
+    let path = blob_dir.join(info.digest.trim_start_matches("sha256:"));
+    temp.persist(&path)
+        .map_err(|e| Error::io("writing", &path, e.error))?;
+    Ok(info)
+}
+
+/// Writes a complete layout into the existing, empty directory `dir`.
+fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -> Result<Written> {
+    let blob_dir = dir.join("blobs/sha256");
+    fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
+    let layers: Vec<BlobInfo> = (0..source.layer_count())
+        .into_par_iter()
+        .map(|index| write_layer(source, options, index, &blob_dir))
+        .collect::<Result<_>>()?;
+
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let config = source.config(&diff_ids)?;
+    let config_digest = write_blob(&blob_dir, &config)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": { "mediaType": CONFIG_TYPE, "digest": config_digest, "size": config.len() },
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": options.compression.oci_media_type(),
+            "digest": l.digest,
+            "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+    let manifest_digest = write_blob(&blob_dir, &manifest)?;
+
+    let tag = options
+        .tag
+        .clone()
+        .unwrap_or_else(|| content_tag(&config_digest));
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_TYPE,
+        "manifests": [{
+            "mediaType": MANIFEST_TYPE,
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": format!("{}:{tag}", options.name),
+                "org.opencontainers.image.ref.name": tag,
+            },
+        }],
+    });
+    let index_path = dir.join("index.json");
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap_or_default())
+        .map_err(|e| Error::io("writing", &index_path, e))?;
+    let layout_path = dir.join("oci-layout");
+    fs::write(&layout_path, br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(|e| Error::io("writing", &layout_path, e))?;
+    Ok(Written {
+        name: options.name.clone(),
+        tag,
+        config_digest,
+        layers,
+    })
+}

@@ -1,0 +1,588 @@
+//! Stage 2: the layer plan — which store paths go into which layer.
+//!
+//! The popularity strategy is nixpkgs' `referencesByPopularity`, so images share layers with the
+//! grouping users already rely on:
+//!
+//! - Unfold the graph from its roots (the paths nothing references) into a tree, a path reached
+//!   along several routes once per route. nixpkgs scores a forest `F` by `pop[p] += 1` for each
+//!   top-level `p`, and for each top-level `(q, S)`, `pop[x] += pop_S[x] + 1` for every `x` in
+//!   the subtree `S`.
+//! - Unrolling that recursion gives a closed form we can compute without unfolding (the tree is
+//!   exponential): with `N(y)` the number of root-to-`y` routes, `pop[x]` is the sum of `N(y)`
+//!   over every `y` that reaches `x`, `x` included. `N` is one pass in topological order; the
+//!   sums are one walk up the ancestors of each path, in parallel. Both are exact integers
+//!   (`u128`, redone as big integers if that ever overflows).
+//! - Order by popularity, highest first; ties by nixpkgs' `package_name` key, which is the name
+//!   after the hash, then `-`, then the store directory and hash, so the order is total.
+//! - With `L` store layers, the first `L - 1` paths get a layer each and the rest share the last.
+
+use num_bigint::BigUint;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
+
+use crate::closure::{ClosureGraph, name_of};
+use crate::error::{Error, Result};
+
+/// How many layers the image may have and who else takes some.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub max_layers: usize,
+    /// Layers of a base image (`--from-image`), kept as they are.
+    pub base_layers: usize,
+    /// Whether a customisation layer (contents at `/`) comes last.
+    pub customisation_layer: bool,
+}
+
+impl Budget {
+    pub fn new(max_layers: usize) -> Self {
+        Budget {
+            max_layers,
+            base_layers: 0,
+            customisation_layer: false,
+        }
+    }
+
+    /// The number of layers left for store paths.
+    pub fn store_layers(&self) -> Result<usize> {
+        if self.max_layers < 2 {
+            return Err(Error::new(format!(
+                "--max-layers {} is too small: it must be at least 2",
+                self.max_layers
+            )));
+        }
+        let taken = self.base_layers + usize::from(self.customisation_layer);
+        if self.max_layers <= taken {
+            let mut takers = Vec::new();
+            if self.base_layers > 0 {
+                takers.push(format!("the base image has {} layers", self.base_layers));
+            }
+            if self.customisation_layer {
+                takers.push("the customisation layer takes 1".to_string());
+            }
+            return Err(Error::new(format!(
+                "--max-layers {} leaves no layer for the store paths: {}; use --max-layers {} \
+                 or more",
+                self.max_layers,
+                takers.join(" and "),
+                taken + 1
+            )));
+        }
+        Ok(self.max_layers - taken)
+    }
+}
+
+/// The store layers of an image, most popular first, each a list of graph indices.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub budget: Budget,
+    pub layers: Vec<Vec<usize>>,
+    pub popularity: Vec<BigUint>,
+}
+
+/// Plans the store layers by popularity, as nixpkgs does.
+pub fn plan_by_popularity(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
+    let store_layers = budget.store_layers()?;
+    let popularity = popularity(graph);
+    let order = popularity_order(graph, &popularity);
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    for (rank, path) in order.into_iter().enumerate() {
+        if rank < store_layers {
+            layers.push(vec![path]);
+        } else {
+            layers[store_layers - 1].push(path);
+        }
+    }
+    Ok(Plan {
+        budget,
+        layers,
+        popularity,
+    })
+}
+
+/// Paths ordered most popular first, ties by nixpkgs' `package_name` key.
+pub fn popularity_order(graph: &ClosureGraph, popularity: &[BigUint]) -> Vec<usize> {
+    let keys: Vec<String> = (0..graph.len())
+        .map(|i| tie_break_key(graph.store_dir(), graph.path(i)))
+        .collect();
+    let mut order: Vec<usize> = (0..graph.len()).collect();
+    order.sort_by(|&a, &b| {
+        popularity[b]
+            .cmp(&popularity[a])
+            .then_with(|| keys[a].cmp(&keys[b]))
+    });
+    order
+}
+
+/// nixpkgs' `package_name`: the path split at `-` with its first piece moved to the end, i.e.
+/// `<name>-<store dir>/<hash>`. Built from the name so that a `-` in a test store directory
+/// does not change the order.
+fn tie_break_key(store_dir: &str, path: &str) -> String {
+    let base = &path[store_dir.len() + 1..];
+    let hash = base.split('-').next().unwrap_or(base);
+    format!("{}-{store_dir}/{hash}", name_of(path))
+}
+
+/// An exact counter: `u128` while it fits, big integers when it does not.
+trait Count: Clone + Send + Sync {
+    fn zero() -> Self;
+    fn one() -> Self;
+    /// Adds `other`; false when the sum does not fit.
+    fn add(&mut self, other: &Self) -> bool;
+    fn into_big(self) -> BigUint;
+}
+
+impl Count for u128 {
+    fn zero() -> Self {
+        0
+    }
+    fn one() -> Self {
+        1
+    }
+    fn add(&mut self, other: &Self) -> bool {
+        match self.checked_add(*other) {
+            Some(sum) => {
+                *self = sum;
+                true
+            }
+            None => false,
+        }
+    }
+    fn into_big(self) -> BigUint {
+        BigUint::from(self)
+    }
+}
+
+impl Count for BigUint {
+    fn zero() -> Self {
+        BigUint::ZERO
+    }
+    fn one() -> Self {
+        BigUint::from(1u8)
+    }
+    fn add(&mut self, other: &Self) -> bool {
+        *self += other;
+        true
+    }
+    fn into_big(self) -> BigUint {
+        self
+    }
+}
+
+/// The popularity of every path of the graph (see the module doc).
+pub fn popularity(graph: &ClosureGraph) -> Vec<BigUint> {
+    let n = graph.len();
+    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for from in 0..n {
+        for &to in graph.references(from) {
+            parents[to].push(from);
+        }
+    }
+    let order = topological_order(graph, &parents);
+    popularity_with::<u128>(graph, &parents, &order)
+        .unwrap_or_else(|| popularity_with::<BigUint>(graph, &parents, &order).unwrap_or_default())
+}
+
+/// Kahn's algorithm: every path after all the paths that reference it.
+fn topological_order(graph: &ClosureGraph, parents: &[Vec<usize>]) -> Vec<usize> {
+    let mut pending: Vec<usize> = parents.iter().map(Vec::len).collect();
+    let mut order: Vec<usize> = (0..graph.len()).filter(|&i| pending[i] == 0).collect();
+    let mut next = 0;
+    while next < order.len() {
+        let from = order[next];
+        next += 1;
+        for &to in graph.references(from) {
+            pending[to] -= 1;
+            if pending[to] == 0 {
+                order.push(to);
+            }
+        }
+    }
+    order
+}
+
+fn popularity_with<C: Count>(
+    graph: &ClosureGraph,
+    parents: &[Vec<usize>],
+    order: &[usize],
+) -> Option<Vec<BigUint>> {
+    // routes[y]: how often y occurs in the tree unfolded from the roots.
+    let mut routes: Vec<C> = vec![C::zero(); graph.len()];
+    for &y in order {
+        if parents[y].is_empty() {
+            routes[y] = C::one();
+        }
+        let here = routes[y].clone();
+        for &child in graph.references(y) {
+            if !routes[child].add(&here) {
+                return None;
+            }
+        }
+    }
+    // pop[x]: the routes of every path that reaches x, x included.
+    let sums: Option<Vec<C>> = (0..graph.len())
+        .into_par_iter()
+        .map_init(
+            || (vec![usize::MAX; graph.len()], Vec::new()),
+            |(seen, stack), x| {
+                let mut sum = C::zero();
+                seen[x] = x;
+                stack.push(x);
+                while let Some(y) = stack.pop() {
+                    if !sum.add(&routes[y]) {
+                        stack.clear();
+                        return None;
+                    }
+                    for &parent in &parents[y] {
+                        if seen[parent] != x {
+                            seen[parent] = x;
+                            stack.push(parent);
+                        }
+                    }
+                }
+                Some(sum)
+            },
+        )
+        .collect();
+    Some(sums?.into_iter().map(C::into_big).collect())
+}
+
+impl Plan {
+    /// The sum of the NAR sizes of a layer's paths, when the closure file gave them all.
+    pub fn nar_size(&self, graph: &ClosureGraph, layer: usize) -> Option<u64> {
+        self.layers[layer]
+            .iter()
+            .map(|&p| graph.nar_size(p))
+            .sum::<Option<u64>>()
+    }
+
+    /// The plan as `layered-gen plan` prints it.
+    pub fn to_json(&self, graph: &ClosureGraph) -> Result<String> {
+        let number = |n: &BigUint| {
+            RawValue::from_string(n.to_string())
+                .map_err(|e| Error::new(format!("printing a popularity: {e}")))
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mut popularities = Vec::with_capacity(graph.len());
+        for (index, paths) in self.layers.iter().enumerate() {
+            for &p in paths {
+                popularities.push((graph.path(p), number(&self.popularity[p])?));
+            }
+            layers.push(LayerJson {
+                index,
+                kind: "store",
+                paths: paths.iter().map(|&p| graph.path(p)).collect(),
+                nar_size: self.nar_size(graph, index),
+                popularity: number(&self.popularity[paths[0]])?,
+            });
+        }
+        let json = PlanJson {
+            max_layers: self.budget.max_layers,
+            store_layer_budget: self.budget.store_layers()?,
+            store_dir: graph.store_dir(),
+            layers,
+            popularities: OrderedMap(popularities),
+        };
+        serde_json::to_string_pretty(&json)
+            .map_err(|e| Error::new(format!("printing the plan: {e}")))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanJson<'a> {
+    max_layers: usize,
+    store_layer_budget: usize,
+    store_dir: &'a str,
+    layers: Vec<LayerJson<'a>>,
+    popularities: OrderedMap<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LayerJson<'a> {
+    index: usize,
+    kind: &'static str,
+    paths: Vec<&'a str>,
+    nar_size: Option<u64>,
+    /// The highest popularity among the layer's paths.
+    popularity: Box<RawValue>,
+}
+
+/// A JSON object whose keys keep the order given (here: plan order).
+struct OrderedMap<'a>(Vec<(&'a str, Box<RawValue>)>);
+
+impl Serialize for OrderedMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::closure::{Location, Origin, PathRecord};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const ALPHABET: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+    /// A valid store path for node `i` with the given name.
+    fn store_path(i: usize, name: &str) -> String {
+        let mut hash = String::new();
+        let mut n = i;
+        for _ in 0..32 {
+            hash.push(ALPHABET[n % 32] as char);
+            n /= 32;
+        }
+        format!("/nix/store/{hash}-{name}")
+    }
+
+    fn graph(edges: &[(usize, &[usize])], names: &[&str]) -> ClosureGraph {
+        let paths: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| store_path(i, n))
+            .collect();
+        let records = edges
+            .iter()
+            .map(|(from, refs)| PathRecord {
+                path: paths[*from].clone(),
+                references: refs.iter().map(|&r| paths[r].clone()).collect(),
+                nar_size: Some(1),
+                nar_hash: None,
+                origin: Origin {
+                    file: "t".into(),
+                    at: Location::Line(1),
+                },
+            })
+            .collect();
+        ClosureGraph::from_records(records).unwrap()
+    }
+
+    fn pop_by_name(g: &ClosureGraph) -> BTreeMap<String, BigUint> {
+        let pop = popularity(g);
+        (0..g.len())
+            .map(|i| (name_of(g.path(i)).to_string(), pop[i].clone()))
+            .collect()
+    }
+
+    /// nixpkgs' recursion, run literally on the unfolded tree: the reference our closed form
+    /// must equal. Exponential, so only for small graphs.
+    fn unfolded_popularity(g: &ClosureGraph) -> Vec<BigUint> {
+        fn contest(g: &ClosureGraph, forest: &[usize]) -> BTreeMap<usize, BigUint> {
+            let mut pop: BTreeMap<usize, BigUint> = BTreeMap::new();
+            for &top in forest {
+                *pop.entry(top).or_default() += 1u8;
+                for (x, n) in contest(g, g.references(top)) {
+                    *pop.entry(x).or_default() += n + 1u8;
+                }
+            }
+            pop
+        }
+        let pop = contest(g, &g.roots());
+        (0..g.len()).map(|i| pop.get(&i).cloned().unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn chain_popularity_grows_downwards() {
+        // r -> a -> b
+        let g = graph(&[(0, &[1]), (1, &[2]), (2, &[])], &["r", "a", "b"]);
+        let pop = pop_by_name(&g);
+        assert_eq!(pop["r"], 1u8.into());
+        assert_eq!(pop["a"], 2u8.into());
+        assert_eq!(pop["b"], 3u8.into());
+    }
+
+    #[test]
+    fn diamond_worked_by_hand() {
+        // r -> a, r -> b, a -> c, b -> c. Unfolded: r{a{c}, b{c}}.
+        // contest({c}) = {c:1}; contest(S_r = {a{c}, b{c}}) = {a:1, b:1, c:2+2};
+        // top level: r:1, a:1+1, b:1+1, c:4+1.
+        let g = graph(
+            &[(0, &[1, 2]), (1, &[3]), (2, &[3]), (3, &[])],
+            &["r", "a", "b", "c"],
+        );
+        let pop = pop_by_name(&g);
+        assert_eq!(pop["r"], 1u8.into());
+        assert_eq!(pop["a"], 2u8.into());
+        assert_eq!(pop["b"], 2u8.into());
+        assert_eq!(pop["c"], 5u8.into());
+        assert_eq!(popularity(&g), unfolded_popularity(&g));
+    }
+
+    /// A ladder of diamonds: the number of routes doubles at every rung, so popularity at the
+    /// bottom is about 2^(rungs+1): beyond u64 at 70 rungs and beyond u128 at 130.
+    fn ladder(rungs: usize) -> ClosureGraph {
+        let mut edges: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut names = Vec::new();
+        for r in 0..rungs {
+            let (top, left, right) = (3 * r, 3 * r + 1, 3 * r + 2);
+            edges.push((top, vec![left, right]));
+            edges.push((left, vec![top + 3]));
+            edges.push((right, vec![top + 3]));
+            names.extend([format!("t{r}"), format!("l{r}"), format!("r{r}")]);
+        }
+        edges.push((3 * rungs, vec![]));
+        names.push("bottom".to_string());
+        let edge_refs: Vec<(usize, &[usize])> =
+            edges.iter().map(|(f, t)| (*f, t.as_slice())).collect();
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        graph(&edge_refs, &name_refs)
+    }
+
+    /// Closed form for the ladder: the rung-k top is reached by 2^k routes, each side by 2^k,
+    /// and everything above reaches the bottom, so pop(bottom) = sum of routes above it.
+    fn ladder_bottom(rungs: usize) -> BigUint {
+        let mut sum = BigUint::ZERO;
+        for k in 0..rungs {
+            sum += BigUint::from(3u8) << k; // top (2^k) + two sides (2^k each)
+        }
+        sum + (BigUint::from(1u8) << rungs) // the bottom itself
+    }
+
+    #[test]
+    fn deep_ladders_stay_exact_beyond_u64_and_u128() {
+        for rungs in [3, 70, 140] {
+            let g = ladder(rungs);
+            let pop = pop_by_name(&g);
+            assert_eq!(pop["bottom"], ladder_bottom(rungs), "{rungs} rungs");
+        }
+        assert!(ladder_bottom(70) > BigUint::from(u64::MAX));
+        assert!(ladder_bottom(140) > BigUint::from(u128::MAX));
+        let small = ladder(4);
+        assert_eq!(popularity(&small), unfolded_popularity(&small));
+    }
+
+    #[test]
+    fn order_breaks_ties_like_nixpkgs_package_name() {
+        // Equal popularity (three roots). nixpkgs sorts by "<name>-/nix/store/<hash>", so
+        // "foo-1.0+x" comes before "foo-1.0" ('+' < '-'), although "foo-1.0" is a prefix of it.
+        let g = graph(&[(0, &[]), (1, &[]), (2, &[])], &["foo-1.0", "foo-1.0+x", "bar"]);
+        let order = popularity_order(&g, &popularity(&g));
+        let names: Vec<&str> = order.iter().map(|&i| name_of(g.path(i))).collect();
+        assert_eq!(names, vec!["bar", "foo-1.0+x", "foo-1.0"]);
+    }
+
+    #[test]
+    fn first_paths_get_own_layers_rest_share_the_last() {
+        let g = graph(
+            &[(0, &[1, 2]), (1, &[3]), (2, &[3]), (3, &[])],
+            &["r", "a", "b", "c"],
+        );
+        let plan = plan_by_popularity(&g, Budget::new(2)).unwrap();
+        let names = |l: &Vec<usize>| l.iter().map(|&i| name_of(g.path(i))).collect::<Vec<_>>();
+        assert_eq!(plan.layers.len(), 2);
+        assert_eq!(names(&plan.layers[0]), vec!["c"]);
+        assert_eq!(names(&plan.layers[1]), vec!["a", "b", "r"]);
+        let roomy = plan_by_popularity(&g, Budget::new(100)).unwrap();
+        assert_eq!(roomy.layers.len(), 4);
+    }
+
+    #[test]
+    fn budget_errors_say_the_numbers() {
+        assert_eq!(
+            Budget::new(1).store_layers().unwrap_err().message(),
+            "--max-layers 1 is too small: it must be at least 2"
+        );
+        let budget = Budget {
+            max_layers: 5,
+            base_layers: 4,
+            customisation_layer: true,
+        };
+        assert_eq!(
+            budget.store_layers().unwrap_err().message(),
+            "--max-layers 5 leaves no layer for the store paths: the base image has 4 layers and \
+             the customisation layer takes 1; use --max-layers 6 or more"
+        );
+        let budget = Budget {
+            max_layers: 10,
+            base_layers: 3,
+            customisation_layer: true,
+        };
+        assert_eq!(budget.store_layers().unwrap(), 6);
+    }
+
+    #[test]
+    fn plan_json_shape() {
+        let g = graph(&[(0, &[1]), (1, &[])], &["app", "lib"]);
+        let plan = plan_by_popularity(&g, Budget::new(10)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&plan.to_json(&g).unwrap()).unwrap();
+        assert_eq!(json["maxLayers"], 10);
+        assert_eq!(json["layers"][0]["paths"][0], g.path(1));
+        assert_eq!(json["layers"][0]["popularity"], 2);
+        assert_eq!(json["layers"][0]["narSize"], 1);
+        assert_eq!(json["popularities"][g.path(0)], 1);
+    }
+
+    /// Random DAGs: edges only go from lower to higher node numbers.
+    fn arb_dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
+        (1usize..9).prop_flat_map(|n| {
+            proptest::collection::vec(proptest::collection::vec(any::<bool>(), n), n).prop_map(
+                move |m| {
+                    (0..n)
+                        .map(|i| ((i + 1)..n).filter(|&j| m[i][j]).collect())
+                        .collect()
+                },
+            )
+        })
+    }
+
+    fn dag_graph(dag: &[Vec<usize>], permutation_seed: usize) -> ClosureGraph {
+        let n = dag.len();
+        let names: Vec<String> = (0..n).map(|i| format!("n{}", i % 3)).collect();
+        let paths: Vec<String> = (0..n).map(|i| store_path(i, &names[i])).collect();
+        let mut records: Vec<PathRecord> = dag
+            .iter()
+            .enumerate()
+            .map(|(i, refs)| PathRecord {
+                path: paths[i].clone(),
+                references: refs.iter().map(|&r| paths[r].clone()).collect(),
+                nar_size: None,
+                nar_hash: None,
+                origin: Origin {
+                    file: "t".into(),
+                    at: Location::Line(i + 1),
+                },
+            })
+            .collect();
+        records.rotate_left(permutation_seed % n.max(1));
+        records.reverse();
+        ClosureGraph::from_records(records).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn closed_form_equals_unfolded_recursion(dag in arb_dag()) {
+            let g = dag_graph(&dag, 0);
+            prop_assert_eq!(popularity(&g), unfolded_popularity(&g));
+        }
+
+        #[test]
+        fn plan_invariants(dag in arb_dag(), max_layers in 2usize..6, seed in 0usize..10) {
+            let g = dag_graph(&dag, 0);
+            let plan = plan_by_popularity(&g, Budget::new(max_layers)).unwrap();
+            // every path in exactly one layer
+            let mut all: Vec<usize> = plan.layers.iter().flatten().copied().collect();
+            all.sort_unstable();
+            prop_assert_eq!(all, (0..g.len()).collect::<Vec<_>>());
+            // within the budget
+            prop_assert!(plan.layers.len() <= max_layers);
+            prop_assert!(plan.layers.iter().all(|l| !l.is_empty()));
+            // popular first: no path is more popular than one in an earlier layer
+            let flat: Vec<usize> = plan.layers.iter().flatten().copied().collect();
+            for w in flat.windows(2) {
+                prop_assert!(plan.popularity[w[0]] >= plan.popularity[w[1]]);
+            }
+            // deterministic under permutation of the input records
+            let permuted = dag_graph(&dag, seed);
+            let again = plan_by_popularity(&permuted, Budget::new(max_layers)).unwrap();
+            prop_assert_eq!(plan.to_json(&g).unwrap(), again.to_json(&permuted).unwrap());
+        }
+    }
+}
