@@ -109,9 +109,7 @@ fn is_rfc3339(t: &[u8]) -> bool {
             .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
     };
     let number = |range: std::ops::Range<usize>| -> u32 {
-        t[range]
-            .iter()
-            .fold(0, |n, d| n * 10 + u32::from(d - b'0'))
+        t[range].iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'))
     };
     if t.len() < 20
         || !digits(0..4)
@@ -228,11 +226,17 @@ mod tests {
 
     #[test]
     fn platforms_from_goarch_and_nix_systems() {
-        assert_eq!(Platform::parse("x86_64-linux").unwrap(), Platform::parse("amd64").unwrap());
+        assert_eq!(
+            Platform::parse("x86_64-linux").unwrap(),
+            Platform::parse("amd64").unwrap()
+        );
         let arm = Platform::parse("armv7l-linux").unwrap();
         assert_eq!((arm.architecture, arm.variant), ("arm", Some("v7")));
         let err = Platform::parse("sparc").unwrap_err();
-        assert!(err.message().starts_with("unknown architecture \"sparc\"; accepted: amd64, x86_64-linux"));
+        assert!(
+            err.message()
+                .starts_with("unknown architecture \"sparc\"; accepted: amd64, x86_64-linux")
+        );
     }
 
     #[test]
@@ -244,7 +248,12 @@ mod tests {
         ] {
             assert_eq!(parse_created(ok).unwrap(), ok);
         }
-        for bad in ["yesterday", "2024-13-01T00:00:00Z", "2024-01-01 00:00:00Z", "2024-01-01T00:00:00"] {
+        for bad in [
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:00",
+        ] {
             assert!(parse_created(bad).is_err(), "{bad}");
         }
         assert!(is_rfc3339(parse_created("now").unwrap().as_bytes()));

@@ -179,7 +179,8 @@ impl LayerTree {
                 link: Vec::new(),
             });
         } else if file_type.is_symlink() {
-            let target = fs::read_link(source).map_err(|e| Error::io("reading the symlink", source, e))?;
+            let target =
+                fs::read_link(source).map_err(|e| Error::io("reading the symlink", source, e))?;
             self.push(Entry {
                 name,
                 kind: Kind::Symlink,
@@ -215,11 +216,19 @@ impl LayerTree {
         self.entries.len()
     }
 
-    fn copy_file(&self, source: &Path, size: u64, out: &mut dyn Write, buffer: &mut [u8]) -> Result<()> {
+    fn copy_file(
+        &self,
+        source: &Path,
+        size: u64,
+        out: &mut dyn Write,
+        buffer: &mut [u8],
+    ) -> Result<()> {
         let mut file = File::open(source).map_err(|e| Error::io("opening", source, e))?;
         let mut left = size;
         while left > 0 {
-            let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let want = buffer
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
             let got = file
                 .read(&mut buffer[..want])
                 .map_err(|e| Error::io("reading", source, e))?;
@@ -234,7 +243,11 @@ impl LayerTree {
                 .map_err(|e| Error::new(format!("writing the image: {e}")))?;
             left -= got as u64;
         }
-        if file.read(&mut buffer[..1]).map_err(|e| Error::io("reading", source, e))? != 0 {
+        if file
+            .read(&mut buffer[..1])
+            .map_err(|e| Error::io("reading", source, e))?
+            != 0
+        {
             return Err(Error::new(format!(
                 "{} grew while it was read ({size} bytes expected); is something writing to the \
                  store?",
@@ -350,7 +363,10 @@ mod tests {
         let dir = root.path().join(store_path.trim_start_matches('/'));
         fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("pipe");
-        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(status.success());
         let err = LayerTree::for_store_paths("/nix/store", &[&store_path], &options(root.path()))
             .unwrap_err();

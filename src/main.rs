@@ -17,7 +17,11 @@ use layered_gen::{Error, Result};
 ///
 ///     layered-gen --closure closure --max-layers 100 --name my/app -o image.tar
 #[derive(Parser, Debug)]
-#[command(version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

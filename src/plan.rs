@@ -386,7 +386,9 @@ mod tests {
             pop
         }
         let pop = contest(g, &g.roots());
-        (0..g.len()).map(|i| pop.get(&i).cloned().unwrap_or_default()).collect()
+        (0..g.len())
+            .map(|i| pop.get(&i).cloned().unwrap_or_default())
+            .collect()
     }
 
     #[test]
@@ -463,7 +465,10 @@ mod tests {
     fn order_breaks_ties_like_nixpkgs_package_name() {
         // Equal popularity (three roots). nixpkgs sorts by "<name>-/nix/store/<hash>", so
         // "foo-1.0+x" comes before "foo-1.0" ('+' < '-'), although "foo-1.0" is a prefix of it.
-        let g = graph(&[(0, &[]), (1, &[]), (2, &[])], &["foo-1.0", "foo-1.0+x", "bar"]);
+        let g = graph(
+            &[(0, &[]), (1, &[]), (2, &[])],
+            &["foo-1.0", "foo-1.0+x", "bar"],
+        );
         let order = popularity_order(&g, &popularity(&g));
         let names: Vec<&str> = order.iter().map(|&i| name_of(g.path(i))).collect();
         assert_eq!(names, vec!["bar", "foo-1.0+x", "foo-1.0"]);

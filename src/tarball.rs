@@ -157,8 +157,7 @@ fn ustar_block(header: &Header, typeflag: u8) -> tar::Header {
         let ustar = block
             .as_ustar_mut()
             .expect("new_ustar makes a ustar header");
-        let (prefix, name) =
-            ustar_split(header.name).unwrap_or_else(|| (&[], &header.name[..100]));
+        let (prefix, name) = ustar_split(header.name).unwrap_or_else(|| (&[], &header.name[..100]));
         ustar.name[..name.len()].copy_from_slice(name);
         ustar.prefix[..prefix.len()].copy_from_slice(prefix);
         let link = &header.link[..header.link.len().min(100)];
@@ -166,8 +165,16 @@ fn ustar_block(header: &Header, typeflag: u8) -> tar::Header {
         ustar.typeflag[0] = typeflag;
     }
     block.set_mode(header.mode);
-    block.set_uid(if header.uid > USTAR_MAX_ID { 0 } else { header.uid });
-    block.set_gid(if header.gid > USTAR_MAX_ID { 0 } else { header.gid });
+    block.set_uid(if header.uid > USTAR_MAX_ID {
+        0
+    } else {
+        header.uid
+    });
+    block.set_gid(if header.gid > USTAR_MAX_ID {
+        0
+    } else {
+        header.gid
+    });
     block.set_mtime(header.mtime);
     block.set_size(if header.size > USTAR_MAX_SIZE {
         0
@@ -252,8 +259,10 @@ mod tests {
     fn what_we_write_the_tar_crate_reads_back() {
         let long = format!("{}/{}", "a".repeat(200), "b".repeat(50));
         let mut archive = Vec::new();
-        for (name, content) in [(b"short".as_slice(), b"hello".as_slice()), (long.as_bytes(), b"x")]
-        {
+        for (name, content) in [
+            (b"short".as_slice(), b"hello".as_slice()),
+            (long.as_bytes(), b"x"),
+        ] {
             let h = header(name, content.len() as u64, b"");
             write_header(&mut archive, &h).unwrap();
             archive.extend_from_slice(content);

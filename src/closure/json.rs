@@ -164,10 +164,9 @@ impl Reader<'_> {
                         &at,
                         format!("{path} is not valid in the store (path-info gave null)"),
                     )),
-                    other => Err(self.error(
-                        &at,
-                        format!("expected an object, found {}", kind(other)),
-                    )),
+                    other => {
+                        Err(self.error(&at, format!("expected an object, found {}", kind(other))))
+                    }
                 }
             })
             .collect()
@@ -201,10 +200,7 @@ impl Reader<'_> {
                 ));
             }
             None => {
-                return Err(self.error(
-                    at,
-                    format!("missing \"references\" for {path}"),
-                ));
+                return Err(self.error(at, format!("missing \"references\" for {path}")));
             }
         };
         let nar_size = match fields.get("narSize") {
@@ -307,21 +303,33 @@ mod tests {
         let invalid = format!(r#"{{"{a}":null}}"#, a = p(0));
         assert_eq!(
             parse("pi", &invalid, None).unwrap_err().message(),
-            format!("pi: $[\"{a}\"]: {a} is not valid in the store (path-info gave null)", a = p(0))
+            format!(
+                "pi: $[\"{a}\"]: {a} is not valid in the store (path-info gave null)",
+                a = p(0)
+            )
         );
     }
 
     #[test]
     fn errors_name_the_json_path() {
         let cases = [
-            ("[1]", "f: $[0]: expected an object with \"path\" and \"references\", found a number"),
-            (r#"[{"path":3}]"#, "f: $[0].path: expected a store path string, found a number"),
+            (
+                "[1]",
+                "f: $[0]: expected an object with \"path\" and \"references\", found a number",
+            ),
+            (
+                r#"[{"path":3}]"#,
+                "f: $[0].path: expected a store path string, found a number",
+            ),
             (r#"[{"references":[]}]"#, "f: $[0]: missing \"path\""),
             (
                 r#"[{"path":"/x","references":[1]}]"#,
                 "f: $[0].references[0]: expected a store path string, found a number",
             ),
-            (r#"[{"path":"/x"}]"#, "f: $[0]: missing \"references\" for /x"),
+            (
+                r#"[{"path":"/x"}]"#,
+                "f: $[0]: missing \"references\" for /x",
+            ),
             (
                 r#"[{"path":"/x","references":[],"narSize":-1}]"#,
                 "f: $[0].narSize: expected a non-negative integer, found a number",
@@ -330,7 +338,11 @@ mod tests {
             ("\"x\"", "f: expected a JSON list or object, found a string"),
         ];
         for (text, message) in cases {
-            assert_eq!(parse("f", text, None).unwrap_err().message(), message, "{text}");
+            assert_eq!(
+                parse("f", text, None).unwrap_err().message(),
+                message,
+                "{text}"
+            );
         }
     }
 }

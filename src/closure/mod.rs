@@ -269,7 +269,11 @@ impl ClosureGraph {
 pub fn parse(file: &Path, bytes: &[u8], options: &LoadOptions) -> Result<Vec<PathRecord>> {
     let name = file.display().to_string();
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
         Error::new(format!(
             "{name}:{line}: not UTF-8 text; a closure file is text or JSON written by Nix"
         ))
@@ -326,7 +330,9 @@ pub fn store_dir_of(path: &str) -> Result<&str, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
     if !name_ok {
-        return bad("the name part is empty, too long, starts with '.' or has a character Nix does not allow");
+        return bad(
+            "the name part is empty, too long, starts with '.' or has a character Nix does not allow",
+        );
     }
     Ok(dir)
 }
@@ -399,8 +405,7 @@ pub(crate) mod tests {
     #[test]
     fn self_references_are_dropped_and_roots_found() {
         let (a, b) = (p(0, "a"), p(1, "b"));
-        let g = ClosureGraph::from_records(vec![record(&a, &[&a, &b]), record(&b, &[&b])])
-            .unwrap();
+        let g = ClosureGraph::from_records(vec![record(&a, &[&a, &b]), record(&b, &[&b])]).unwrap();
         assert_eq!(g.references(0), &[1]);
         assert!(g.references(1).is_empty());
         assert_eq!(g.roots(), vec![0]);
@@ -429,8 +434,9 @@ pub(crate) mod tests {
         ])
         .unwrap();
         assert_eq!(g.len(), 2);
-        let err = ClosureGraph::from_records(vec![record(&a, &[&b]), record(&b, &[]), record(&a, &[])])
-            .unwrap_err();
+        let err =
+            ClosureGraph::from_records(vec![record(&a, &[&b]), record(&b, &[]), record(&a, &[])])
+                .unwrap_err();
         assert_eq!(
             err.message(),
             format!("{a} is listed twice with different references: t:1 gives [{b}], t:1 gives []")

@@ -178,7 +178,10 @@ mod tests {
         let records = parse("registration", &text).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].nar_size, Some(1234));
-        assert_eq!(records[0].nar_hash.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(
+            records[0].nar_hash.as_deref(),
+            Some("ab".repeat(32).as_str())
+        );
         assert_eq!(records[0].references, vec![p(1)]);
         assert_eq!(records[1].nar_size, Some(7));
     }
@@ -201,7 +204,10 @@ mod tests {
         let cases = [
             (
                 format!("{}\n\nx\n", p(0)),
-                format!("closure:3: expected the number of references of {}, found \"x\"", p(0)),
+                format!(
+                    "closure:3: expected the number of references of {}, found \"x\"",
+                    p(0)
+                ),
             ),
             (
                 format!("{}\n\n2\n{}\n", p(0), p(1)),
@@ -223,9 +229,15 @@ mod tests {
             ),
             (
                 format!("{}\nsha256:x\nbig\n\n0\n", p(0)),
-                format!("closure:3: expected the NAR size of {}, found \"big\"", p(0)),
+                format!(
+                    "closure:3: expected the NAR size of {}, found \"big\"",
+                    p(0)
+                ),
             ),
-            ("\n\n".to_string(), "closure: the file is empty; expected a closure graph".into()),
+            (
+                "\n\n".to_string(),
+                "closure: the file is empty; expected a closure graph".into(),
+            ),
         ];
         for (text, message) in cases {
             assert_eq!(parse("closure", &text).unwrap_err().message(), message);

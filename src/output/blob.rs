@@ -194,8 +194,12 @@ mod tests {
     #[test]
     fn gzip_header_has_no_name_or_time() {
         let mut out = Vec::new();
-        write_layer_blob(&Bytes(vec![1, 2, 3]), Compression::Gzip { level: 6 }, &mut out)
-            .unwrap();
+        write_layer_blob(
+            &Bytes(vec![1, 2, 3]),
+            Compression::Gzip { level: 6 },
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(&out[..4], &[0x1f, 0x8b, 8, 0], "no FNAME flag");
         assert_eq!(&out[4..8], &[0, 0, 0, 0], "mtime 0");
         assert_eq!(out[9], 255, "OS unknown");

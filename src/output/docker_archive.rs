@@ -71,7 +71,8 @@ pub(super) fn write(
     }]);
     let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
     write_file(out, "manifest.json", &manifest, options.mtime)?;
-    out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)?;
+    out.write_all(&tarball::END_OF_ARCHIVE)
+        .map_err(write_error)?;
     Ok(Written {
         name: options.name.clone(),
         tag,
@@ -127,7 +128,12 @@ pub(super) fn write_padding(out: &mut dyn Write, size: u64) -> Result<()> {
         .map_err(write_error)
 }
 
-pub(super) fn write_file(out: &mut dyn Write, name: &str, content: &[u8], mtime: u64) -> Result<()> {
+pub(super) fn write_file(
+    out: &mut dyn Write,
+    name: &str,
+    content: &[u8],
+    mtime: u64,
+) -> Result<()> {
     write_entry_header(out, name, content.len() as u64, mtime)?;
     out.write_all(content).map_err(write_error)?;
     write_padding(out, content.len() as u64)

@@ -11,6 +11,7 @@ mod oci;
 pub mod reference;
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use blob::{BlobInfo, Compression, HashingWriter, hex, sha256_digest};
@@ -121,8 +122,7 @@ pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<
         (Format::DockerArchive, Target::Stdout) => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let written =
-                docker_archive::write(source, options, &mut out, &std::env::temp_dir())?;
+            let written = docker_archive::write(source, options, &mut out, &std::env::temp_dir())?;
             out.flush()
                 .map_err(|e| Error::new(format!("writing the image to stdout: {e}")))?;
             Ok(written)
@@ -172,6 +172,9 @@ fn atomic_file<T>(
         .tempfile_in(&dir)
         .map_err(|e| Error::io("creating a temporary file in", &dir, e))?;
     let result = write(temp.as_file_mut(), &dir)?;
+    // Temporary files are private (0600); the image is an ordinary readable file.
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("setting the mode of", temp.path(), e))?;
     temp.persist(path)
         .map_err(|e| Error::io("renaming the finished image to", path, e.error))?;
     Ok(result)

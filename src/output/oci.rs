@@ -53,7 +53,8 @@ fn replace_dir(new: &Path, path: &Path) -> Result<()> {
         return fs::rename(new, path).map_err(|e| Error::io("renaming the image to", path, e));
     }
     let old: PathBuf = new.with_extension("old");
-    fs::rename(path, &old).map_err(|e| Error::io("moving the previous layout away from", path, e))?;
+    fs::rename(path, &old)
+        .map_err(|e| Error::io("moving the previous layout away from", path, e))?;
     fs::rename(new, path).map_err(|e| Error::io("renaming the image to", path, e))?;
     fs::remove_dir_all(&old).map_err(|e| Error::io("removing the previous layout at", &old, e))
 }
@@ -124,10 +125,9 @@ pub(super) fn write_archive(
 
 fn manifest_digest(layout: &Path) -> Result<String> {
     let path = layout.join("index.json");
-    let index: serde_json::Value = serde_json::from_slice(
-        &fs::read(&path).map_err(|e| Error::io("reading", &path, e))?,
-    )
-    .map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).map_err(|e| Error::io("reading", &path, e))?)
+            .map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
     index["manifests"][0]["digest"]
         .as_str()
         .map(str::to_string)

@@ -23,7 +23,10 @@ pub fn check_name(name: &str) -> Result<()> {
         return fail("it is empty".into());
     }
     if name.len() > MAX_NAME {
-        return fail(format!("it is {} characters long, at most {MAX_NAME} are allowed", name.len()));
+        return fail(format!(
+            "it is {} characters long, at most {MAX_NAME} are allowed",
+            name.len()
+        ));
     }
     if name.contains('@') {
         return fail("a digest (@sha256:...) cannot be part of the name".into());
@@ -183,7 +186,10 @@ mod tests {
             ("a...b", "the path component \"a...b\""),
             ("a___b", "the path component \"a___b\""),
             ("hello:1.0", "a tag belongs in --tag"),
-            ("reg.example:port/x", "the registry port \"port\" is not a number"),
+            (
+                "reg.example:port/x",
+                "the registry port \"port\" is not a number",
+            ),
             ("reg_x.example/x", "the registry host \"reg_x.example\""),
             ("x@sha256:abc", "a digest"),
         ];

@@ -1,0 +1,329 @@
+//! Helpers shared by the integration tests: running the built binary, requiring the real tools,
+//! building small stores, comparing trees, and starting a registry.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use sha2::{Digest, Sha256};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_layered-gen"))
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The full path of a tool the test needs; a missing tool fails the test, naming it.
+pub fn require(tool: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join(tool);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "this test needs `{tool}`, which is not on PATH; .ci/run installs it (apt-get install \
+         the package that provides {tool})"
+    );
+}
+
+/// Runs a command, failing the test with its output if it does not succeed.
+pub fn run(cmd: &mut Command) -> Output {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+    if !output.status.success() {
+        panic!(
+            "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+/// Runs layered-gen with arguments, expecting success.
+pub fn layered_gen(args: &[&str]) -> Output {
+    run(Command::new(bin()).args(args))
+}
+
+/// Runs layered-gen expecting failure; returns stderr.
+pub fn layered_gen_fails(args: &[&str]) -> String {
+    let output = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        !output.status.success(),
+        "expected layered-gen {args:?} to fail, it succeeded"
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut hasher = Sha256::new();
+    let mut file = fs::File::open(path).unwrap();
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+/// A valid, deterministic store path hash for a name.
+pub fn store_hash(seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
+    (0..32)
+        .map(|i| NIX_BASE32[(digest[i] % 32) as usize] as char)
+        .collect()
+}
+
+/// A small store under a temporary root, read with --store-root; paths are `/nix/store/...`.
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+    pub paths: Vec<(String, Vec<String>)>,
+}
+
+impl TestStore {
+    pub fn new() -> Self {
+        TestStore {
+            dir: tempfile::tempdir().unwrap(),
+            paths: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Where the files of a store path live on disk.
+    pub fn source(&self, store_path: &str) -> PathBuf {
+        self.root().join(store_path.trim_start_matches('/'))
+    }
+
+    /// Adds a store path; `fill` creates its content at the given directory path (which does
+    /// not exist yet, so a store path may also be a single file).
+    pub fn add(&mut self, name: &str, references: &[&str], fill: impl FnOnce(&Path)) -> String {
+        let path = format!("/nix/store/{}-{name}", store_hash(name));
+        let source = self.source(&path);
+        fs::create_dir_all(source.parent().unwrap()).unwrap();
+        fill(&source);
+        self.paths.push((
+            path.clone(),
+            references.iter().map(|r| r.to_string()).collect(),
+        ));
+        path
+    }
+
+    /// A store path holding a static busybox as bin/busybox and bin/sh.
+    pub fn add_busybox(&mut self) -> String {
+        let busybox = require("busybox");
+        self.add("busybox-static-1.36", &[], |dir| {
+            fs::create_dir_all(dir.join("bin")).unwrap();
+            fs::copy(&busybox, dir.join("bin/busybox")).unwrap();
+            fs::set_permissions(dir.join("bin/busybox"), fs::Permissions::from_mode(0o555))
+                .unwrap();
+            symlink("busybox", dir.join("bin/sh")).unwrap();
+        })
+    }
+
+    /// A varied store: nested directories, an executable, symlinks, a long name, an empty
+    /// directory, a store path that is a single file, references between paths.
+    pub fn sample(&mut self) -> Vec<String> {
+        let data = self.add("data-1.0", &[], |dir| {
+            fs::create_dir_all(dir.join("share/deep/er/still")).unwrap();
+            fs::write(dir.join("share/deep/er/still/file.txt"), "deep\n").unwrap();
+            fs::create_dir_all(dir.join("empty")).unwrap();
+            let long = "n".repeat(90);
+            fs::create_dir_all(dir.join(&long)).unwrap();
+            fs::write(dir.join(&long).join("m".repeat(120)), "long name\n").unwrap();
+            fs::write(dir.join("big.bin"), vec![7u8; 300_000]).unwrap();
+            fs::write(dir.join("share/same.txt"), "same content\n").unwrap();
+        });
+        let single = self.add("single-file-2", &[], |file| {
+            fs::write(file, "just a file\n").unwrap();
+        });
+        let lib = self.add("lib-3.1", &[&data], |dir| {
+            fs::create_dir_all(dir.join("lib")).unwrap();
+            fs::write(dir.join("lib/libx.so.3"), "ELF-ish").unwrap();
+            fs::write(dir.join("lib/same.txt"), "same content\n").unwrap();
+            symlink("libx.so.3", dir.join("lib/libx.so")).unwrap();
+            symlink(format!("{data}/share"), dir.join("share")).unwrap();
+        });
+        let app = self.add("app-0.9", &[&lib, &single, &data], |dir| {
+            fs::create_dir_all(dir.join("bin")).unwrap();
+            fs::write(dir.join("bin/app"), "#!/bin/sh\necho app\n").unwrap();
+            fs::set_permissions(dir.join("bin/app"), fs::Permissions::from_mode(0o755)).unwrap();
+            fs::write(dir.join("bin/not-exec"), "data").unwrap();
+            symlink("/dangling/target", dir.join("bin/dangling")).unwrap();
+        });
+        vec![data, single, lib, app]
+    }
+
+    /// Writes the closure in exportReferencesGraph's text format.
+    pub fn write_closure(&self) -> PathBuf {
+        let path = self.dir.path().join("closure");
+        let mut file = fs::File::create(&path).unwrap();
+        for (store_path, refs) in &self.paths {
+            writeln!(file, "{store_path}\n\n{}", refs.len()).unwrap();
+            for r in refs {
+                writeln!(file, "{r}").unwrap();
+            }
+        }
+        path
+    }
+
+    pub fn store_root_arg(&self) -> String {
+        self.root().to_str().unwrap().to_string()
+    }
+}
+
+/// What a tree holds, for comparison: relative path → kind, content hash or link, exec bit.
+pub fn tree_listing(root: &Path) -> BTreeMap<Vec<u8>, String> {
+    let mut listing = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, listing: &mut BTreeMap<Vec<u8>, String>) {
+        let meta = fs::symlink_metadata(dir).unwrap();
+        let rel = dir
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(dir).unwrap();
+            listing.insert(rel, format!("link {}", target.display()));
+        } else if meta.is_dir() {
+            listing.insert(rel, "dir".to_string());
+            for entry in fs::read_dir(dir).unwrap() {
+                walk(root, &entry.unwrap().path(), listing);
+            }
+        } else {
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            listing.insert(rel, format!("file exec={exec} sha256={}", sha256_file(dir)));
+        }
+    }
+    walk(root, root, &mut listing);
+    listing
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `docker-registry` on 127.0.0.1, stopped when dropped.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let registry = require("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(registry)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Registry {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("docker-registry did not start listening on 127.0.0.1:{port}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// podman with the settings that work on these machines, its storage private to the test.
+pub struct Podman {
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+impl Podman {
+    pub fn new() -> Self {
+        let binary = require("podman");
+        require("runc");
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = []\n",
+        )
+        .unwrap();
+        Podman { dir, binary }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
+            .arg("--runtime")
+            .arg("runc")
+            .arg("--storage-driver")
+            .arg("vfs")
+            .arg("--cgroup-manager")
+            .arg("cgroupfs")
+            .arg("--events-backend")
+            .arg("file")
+            .arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("runroot"));
+        cmd
+    }
+}
+
+/// Prints diffoscope's explanation of two differing files (when installed) and fails.
+pub fn assert_same_bytes(a: &Path, b: &Path, what: &str) {
+    if fs::read(a).unwrap() == fs::read(b).unwrap() {
+        return;
+    }
+    let explanation = Command::new("diffoscope")
+        .arg(a)
+        .arg(b)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|_| "(diffoscope is not installed)".to_string());
+    panic!(
+        "{what}: {} and {} differ\n{explanation}",
+        a.display(),
+        b.display()
+    );
+}
