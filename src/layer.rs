@@ -46,8 +46,6 @@ struct Entry {
     kind: Kind,
     mode: u32,
     size: u64,
-    /// The file to copy content from (regular files only).
-    source: Option<PathBuf>,
     link: Vec<u8>,
 }
 
@@ -55,6 +53,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct LayerTree {
     entries: Vec<Entry>,
+    /// Entry names are relative to this directory on disk (`/`, or the --store-root).
+    source_root: PathBuf,
     mtime: u64,
     uid: u64,
     gid: u64,
@@ -94,6 +94,7 @@ impl LayerTree {
     ) -> Result<Self> {
         let mut tree = LayerTree {
             entries: Vec::new(),
+            source_root: options.source_of("/"),
             mtime: options.mtime,
             uid: options.uid,
             gid: options.gid,
@@ -109,7 +110,6 @@ impl LayerTree {
                 kind: Kind::Directory,
                 mode: 0o755,
                 size: 0,
-                source: None,
                 link: Vec::new(),
             });
         }
@@ -154,7 +154,6 @@ impl LayerTree {
                 kind: Kind::Directory,
                 mode: 0o555,
                 size: 0,
-                source: None,
                 link: Vec::new(),
             });
             let mut children: Vec<std::ffi::OsString> = fs::read_dir(source)
@@ -175,7 +174,6 @@ impl LayerTree {
                 kind: Kind::File,
                 mode: if executable { 0o555 } else { 0o444 },
                 size: meta.len(),
-                source: Some(source.to_path_buf()),
                 link: Vec::new(),
             });
         } else if file_type.is_symlink() {
@@ -186,7 +184,6 @@ impl LayerTree {
                 kind: Kind::Symlink,
                 mode: 0o777,
                 size: 0,
-                source: None,
                 link: target.as_os_str().as_bytes().to_vec(),
             });
         } else {
@@ -259,7 +256,7 @@ impl LayerTree {
 }
 
 impl TarStream for LayerTree {
-    fn len(&self) -> u64 {
+    fn tar_len(&self) -> u64 {
         self.length
     }
 
@@ -268,8 +265,9 @@ impl TarStream for LayerTree {
         let mut buffer = vec![0u8; 256 * 1024];
         for entry in &self.entries {
             tarball::write_header(out, &self.header(entry)).map_err(write_error)?;
-            if let Some(source) = &entry.source {
-                self.copy_file(source, entry.size, out, &mut buffer)?;
+            if entry.kind == Kind::File {
+                let source = self.source_root.join(OsStr::from_bytes(&entry.name));
+                self.copy_file(&source, entry.size, out, &mut buffer)?;
                 out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
                     .map_err(write_error)?;
             }
@@ -302,7 +300,11 @@ mod tests {
     fn tar_bytes(tree: &LayerTree) -> Vec<u8> {
         let mut out = Vec::new();
         tree.write_to(&mut out).unwrap();
-        assert_eq!(out.len() as u64, tree.len(), "length from metadata matches");
+        assert_eq!(
+            out.len() as u64,
+            tree.tar_len(),
+            "length from metadata matches"
+        );
         out
     }
 

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use rayon::prelude::*;
+
 use crate::closure::{ClosureGraph, LoadOptions};
 use crate::config::{self, ImageConfig};
 use crate::error::Result;
@@ -50,15 +52,13 @@ struct StoreImage<'a> {
     graph: &'a ClosureGraph,
     plan: &'a Plan,
     options: &'a BuildOptions,
+    /// Every layer scanned before the first byte is written, so that a bad file fails the
+    /// build before any output (stdout cannot be taken back) and every length is known.
+    layers: Vec<LayerTree>,
 }
 
-impl StoreImage<'_> {
-    fn layer_paths(&self, index: usize) -> Vec<&str> {
-        self.plan.layers[index]
-            .iter()
-            .map(|&p| self.graph.path(p))
-            .collect()
-    }
+fn layer_paths<'g>(graph: &'g ClosureGraph, plan: &Plan, index: usize) -> Vec<&'g str> {
+    plan.layers[index].iter().map(|&p| graph.path(p)).collect()
 }
 
 impl ImageSource for StoreImage<'_> {
@@ -66,18 +66,13 @@ impl ImageSource for StoreImage<'_> {
         self.plan.layers.len()
     }
 
-    fn layer(&self, index: usize) -> Result<Box<dyn TarStream + '_>> {
-        let tree = LayerTree::for_store_paths(
-            self.graph.store_dir(),
-            &self.layer_paths(index),
-            &self.options.layer,
-        )?;
-        Ok(Box::new(tree))
+    fn layer(&self, index: usize) -> Result<&dyn TarStream> {
+        Ok(&self.layers[index])
     }
 
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>> {
         let history: Vec<String> = (0..self.layer_count())
-            .map(|i| config::store_layer_comment(&self.layer_paths(i)))
+            .map(|i| config::store_layer_comment(&layer_paths(self.graph, self.plan, i)))
             .collect();
         Ok(self.options.config.to_json(diff_ids, &history))
     }
@@ -88,10 +83,21 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
     options.output.check()?;
     let (graph, plan) = plan(&options.plan)?;
     layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
+    let layers = (0..plan.layers.len())
+        .into_par_iter()
+        .map(|i| {
+            LayerTree::for_store_paths(
+                graph.store_dir(),
+                &layer_paths(&graph, &plan, i),
+                &options.layer,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let image = StoreImage {
         graph: &graph,
         plan: &plan,
         options,
+        layers,
     };
     output::write_image(&image, &options.output)
 }

@@ -11,7 +11,7 @@ use crate::error::Result;
 /// A tarball whose length is known before it is written: what the image writers take as a layer.
 pub trait TarStream: Send + Sync {
     /// The exact number of bytes `write_to` writes.
-    fn len(&self) -> u64;
+    fn tar_len(&self) -> u64;
     fn write_to(&self, out: &mut dyn Write) -> Result<()>;
 }
 

@@ -146,13 +146,13 @@ pub fn write_layer_blob(
 /// A layer must write exactly the length its metadata promised (the tar header of a streamed
 /// archive was already written with it).
 fn check_length(tar: &dyn TarStream, written: u64) -> Result<()> {
-    if written == tar.len() {
+    if written == tar.tar_len() {
         Ok(())
     } else {
         Err(Error::new(format!(
             "a layer wrote {written} bytes where {} were expected; did the store change while \
              the image was written?",
-            tar.len()
+            tar.tar_len()
         )))
     }
 }
@@ -163,7 +163,7 @@ mod tests {
 
     struct Bytes(Vec<u8>);
     impl TarStream for Bytes {
-        fn len(&self) -> u64 {
+        fn tar_len(&self) -> u64 {
             self.0.len() as u64
         }
         fn write_to(&self, out: &mut dyn Write) -> Result<()> {

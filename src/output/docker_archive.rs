@@ -33,8 +33,8 @@ pub(super) fn write(
         for index in 0..count {
             let tar = source.layer(index)?;
             let name = format!("layers/{index}.{suffix}");
-            write_entry_header(out, &name, tar.len(), options.mtime)?;
-            let info = write_layer_blob(&*tar, Compression::None, out)?;
+            write_entry_header(out, &name, tar.tar_len(), options.mtime)?;
+            let info = write_layer_blob(tar, Compression::None, out)?;
             write_padding(out, info.size)?;
             layers.push(info);
             layer_names.push(name);
@@ -92,7 +92,7 @@ fn compress_to_scratch(
         .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
     let info = {
         let mut buffered = BufWriter::with_capacity(1 << 20, &mut file);
-        let info = write_layer_blob(&*tar, compression, &mut buffered)?;
+        let info = write_layer_blob(tar, compression, &mut buffered)?;
         buffered.flush().map_err(write_error)?;
         info
     };

@@ -46,8 +46,8 @@ pub struct OutputOptions {
 /// What the writers need from the rest of the pipeline.
 pub trait ImageSource: Sync {
     fn layer_count(&self) -> usize;
-    /// Layer `index`, scanned and ready to stream.
-    fn layer(&self, index: usize) -> Result<Box<dyn TarStream + '_>>;
+    /// Layer `index`, ready to stream.
+    fn layer(&self, index: usize) -> Result<&dyn TarStream>;
     /// The config blob, once the layers' uncompressed digests are known.
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>>;
 }

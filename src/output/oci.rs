@@ -154,7 +154,7 @@ fn write_layer(
         .map_err(|e| Error::io("creating a file in", blob_dir, e))?;
     let info = {
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file_mut());
-        let info = write_layer_blob(&*tar, options.compression, &mut out)?;
+        let info = write_layer_blob(tar, options.compression, &mut out)?;
         out.flush()
             .map_err(|e| Error::new(format!("writing the image: {e}")))?;
         info

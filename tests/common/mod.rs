@@ -251,13 +251,15 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Dropping the guard stops the registry, also when it never comes up.
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Registry {
-                    child,
-                    port,
-                    _dir: dir,
-                };
+                return registry;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

@@ -1,0 +1,290 @@
+//! Bad input gets a clear error naming what to fix, a non-zero exit, and no output left behind.
+
+mod common;
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// The names in a directory, to check that a failed run left nothing (no temp files either).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn sample_store() -> (TestStore, String) {
+    let mut store = TestStore::new();
+    store.sample();
+    let closure = store.write_closure().to_str().unwrap().to_string();
+    (store, closure)
+}
+
+/// Runs layered-gen into a fresh output directory, expects failure, checks the directory stays
+/// empty, and returns stderr.
+fn fails_leaving_nothing(store: &TestStore, closure: &str, extra: &[&str]) -> String {
+    let out_dir = store.dir.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let root = store.store_root_arg();
+    for format in ["docker-archive", "oci"] {
+        let out = out_dir.join("image.tar");
+        let mut args = vec![
+            "--closure",
+            closure,
+            "--store-root",
+            &root,
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let stderr = layered_gen_fails(&args);
+        assert_eq!(
+            names_in(&out_dir),
+            Vec::<String>::new(),
+            "{format}: {stderr}"
+        );
+        if format == "oci" {
+            return stderr;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_path_missing_from_the_store_is_named() {
+    let (store, closure) = sample_store();
+    let missing = &store.paths[1].0;
+    fs::remove_file(store.source(missing)).unwrap();
+    let stderr = fails_leaving_nothing(&store, &closure, &[]);
+    assert_eq!(
+        stderr,
+        format!(
+            "layered-gen: error: the store path {missing} is in the closure but cannot be read: \
+             {}: No such file or directory (looked under --store-root {})\n",
+            store.source(missing).display(),
+            store.root().display()
+        )
+    );
+}
+
+#[test]
+fn a_special_file_is_named() {
+    let (store, closure) = sample_store();
+    let fifo = store.source(&store.paths[3].0).join("bin/fifo");
+    run(Command::new("mkfifo").arg(&fifo));
+    let stderr = fails_leaving_nothing(&store, &closure, &[]);
+    assert_eq!(
+        stderr,
+        format!(
+            "layered-gen: error: {} is a fifo; a store path holds only regular files, \
+             directories and symlinks\n",
+            fifo.display()
+        )
+    );
+}
+
+#[test]
+fn file_names_that_are_not_utf8_keep_their_bytes() {
+    let mut store = TestStore::new();
+    let name = b"caf\xe9-\xff.txt";
+    let path = store.add("latin1-1", &[], |dir| {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(std::ffi::OsStr::from_bytes(name)), "bytes\n").unwrap();
+    });
+    let closure = store.write_closure();
+    let out = store.dir.path().join("image.tar");
+    layered_gen(&[
+        "--closure",
+        closure.to_str().unwrap(),
+        "--store-root",
+        &store.store_root_arg(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let mut outer = tar::Archive::new(fs::File::open(&out).unwrap());
+    let layer = outer
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path_bytes().starts_with(b"layers/"))
+        .unwrap();
+    let mut expected = path.trim_start_matches('/').as_bytes().to_vec();
+    expected.push(b'/');
+    expected.extend_from_slice(name);
+    let names: Vec<Vec<u8>> = tar::Archive::new(layer)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    assert!(names.contains(&expected), "{names:?}");
+}
+
+/// Runs layered-gen as the unprivileged user `nobody` (root reads everything, so permission
+/// errors need another user).
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    let setpriv = require("setpriv");
+    Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Opens the test directory to other users: `nobody` must reach the store and the binary.
+fn open_up(dir: &Path) {
+    let mut path = dir.to_path_buf();
+    loop {
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode | 0o755)).unwrap();
+        if !path.pop() || path.as_os_str() == "/" {
+            break;
+        }
+    }
+    run(Command::new("chmod").args(["-R", "a+rX"]).arg(dir));
+}
+
+#[test]
+fn an_unreadable_file_is_named_and_nothing_is_left() {
+    let (store, closure) = sample_store();
+    open_up(store.dir.path());
+    open_up(bin().parent().unwrap());
+    let secret = store.source(&store.paths[3].0).join("bin/not-exec");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let out_dir = store.dir.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = out_dir.join("image.tar");
+    let output = as_nobody(&[
+        "--closure",
+        &closure,
+        "--store-root",
+        &store.store_root_arg(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "layered-gen: error: opening {}: Permission denied\n",
+            secret.display()
+        )
+    );
+    assert_eq!(names_in(&out_dir), Vec::<String>::new());
+}
+
+#[test]
+fn an_unwritable_output_directory_is_an_error() {
+    let (store, closure) = sample_store();
+    open_up(store.dir.path());
+    open_up(bin().parent().unwrap());
+    let out_dir = store.dir.path().join("readonly");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o555)).unwrap();
+    let out = out_dir.join("image.tar");
+    let output = as_nobody(&[
+        "--closure",
+        &closure,
+        "--store-root",
+        &store.store_root_arg(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "layered-gen: error: creating a temporary file in {}: Permission denied\n",
+            out_dir.display()
+        )
+    );
+    assert_eq!(names_in(&out_dir), Vec::<String>::new());
+}
+
+#[test]
+fn command_line_mistakes_are_explained() {
+    let (store, closure) = sample_store();
+    let root = store.store_root_arg();
+    let out = store.dir.path().join("x.tar");
+    let out = out.to_str().unwrap();
+    let base = ["--closure", closure.as_str(), "--store-root", root.as_str()];
+    let cases: Vec<(Vec<&str>, String)> =
+        vec![
+        (
+            vec![],
+            "no output given: pass -o image.tar, or -o - to stream the image to stdout".into(),
+        ),
+        (
+            vec!["--compression", "zstd", "-o", out],
+            "--compression zstd needs --format oci: docker load does not read zstd-compressed \
+             layers from a docker-archive"
+                .into(),
+        ),
+        (
+            vec!["--name", "Bad Name", "-o", out],
+            "--name \"Bad Name\" is not a valid image name: the path component \"Bad Name\" must \
+             be lower-case letters and digits, separated by '.', '_', '__' or '-'"
+                .into(),
+        ),
+        (
+            vec!["--tag", ".x", "-o", out],
+            "--tag \".x\" is not a valid tag: up to 128 letters, digits, '_', '.' and '-', \
+             starting with a letter, digit or '_'"
+                .into(),
+        ),
+        (
+            vec!["--max-layers", "1", "-o", out],
+            "--max-layers 1 is too small: it must be at least 2".into(),
+        ),
+        (
+            vec!["--architecture", "vax", "-o", out],
+            "unknown architecture \"vax\"; accepted: amd64, x86_64-linux, arm64, aarch64-linux, \
+             386, i686-linux, arm, arm/v7, armv7l-linux, arm/v6, armv6l-linux, ppc64le, \
+             powerpc64le-linux, s390x, s390x-linux, riscv64, riscv64-linux, mips64le, \
+             mips64el-linux"
+                .into(),
+        ),
+        (
+            vec!["-o", "/nonexistent/dir/x.tar"],
+            "cannot write /nonexistent/dir/x.tar: the directory /nonexistent/dir does not exist"
+                .into(),
+        ),
+        (
+            vec!["--compression", "none", "--compression-level", "3", "-o", out],
+            "--compression-level needs --compression gzip or zstd".into(),
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra.iter().copied());
+        assert_eq!(
+            layered_gen_fails(&args),
+            format!("layered-gen: error: {message}\n"),
+            "{extra:?}"
+        );
+    }
+    assert!(!Path::new(out).exists());
+}
+
+#[test]
+fn a_plain_path_list_is_refused() {
+    let (store, _) = sample_store();
+    let list = store.dir.path().join("store-paths");
+    let paths: Vec<&str> = store.paths.iter().map(|(p, _)| p.as_str()).collect();
+    fs::write(&list, paths.join("\n") + "\n").unwrap();
+    let stderr = layered_gen_fails(&["plan", "--closure", list.to_str().unwrap()]);
+    assert!(
+        stderr.contains("this is a plain list of store paths (like closureInfo's store-paths)"),
+        "{stderr}"
+    );
+}
