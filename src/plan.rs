@@ -179,27 +179,9 @@ pub fn popularity(graph: &ClosureGraph) -> Vec<BigUint> {
             parents[to].push(from);
         }
     }
-    let order = topological_order(graph, &parents);
-    popularity_with::<u128>(graph, &parents, &order)
-        .unwrap_or_else(|| popularity_with::<BigUint>(graph, &parents, &order).unwrap_or_default())
-}
-
-/// Kahn's algorithm: every path after all the paths that reference it.
-fn topological_order(graph: &ClosureGraph, parents: &[Vec<usize>]) -> Vec<usize> {
-    let mut pending: Vec<usize> = parents.iter().map(Vec::len).collect();
-    let mut order: Vec<usize> = (0..graph.len()).filter(|&i| pending[i] == 0).collect();
-    let mut next = 0;
-    while next < order.len() {
-        let from = order[next];
-        next += 1;
-        for &to in graph.references(from) {
-            pending[to] -= 1;
-            if pending[to] == 0 {
-                order.push(to);
-            }
-        }
-    }
-    order
+    let order = graph.topological_order();
+    popularity_with::<u128>(graph, &parents, order)
+        .unwrap_or_else(|| popularity_with::<BigUint>(graph, &parents, order).unwrap_or_default())
 }
 
 fn popularity_with<C: Count>(

@@ -6,12 +6,111 @@
 //!   `--closure-key`, or the only list of such objects) holds that list;
 //! - an object keyed by store path, as newer `nix path-info --json --recursive` writes.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{Location, Origin, PathRecord};
 use crate::error::{Error, Result};
 
 pub(super) fn parse(file: &str, text: &str, key: Option<&str>) -> Result<Vec<PathRecord>> {
+    match parse_fast(file, text, key) {
+        Some(records) => Ok(records),
+        None => parse_checked(file, text, key),
+    }
+}
+
+/// One path as the list forms write it; other fields are ignored.
+#[derive(Deserialize)]
+struct TypedRecord<'a> {
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+    #[serde(borrow)]
+    references: Vec<Cow<'a, str>>,
+    #[serde(rename = "narSize", default)]
+    nar_size: Option<u64>,
+    #[serde(rename = "narHash", default, borrow)]
+    nar_hash: Option<Cow<'a, str>>,
+    #[serde(default)]
+    valid: Option<bool>,
+}
+
+/// The common, well-formed case, deserialised straight into records (large closures plan in a
+/// fraction of the time a JSON tree takes). Anything unexpected returns None, and the checked
+/// parser runs instead to say exactly what is wrong and where.
+fn parse_fast(file: &str, text: &str, key: Option<&str>) -> Option<Vec<PathRecord>> {
+    let (list, at): (&str, String) = if text.trim_start().starts_with('[') {
+        if key.is_some() {
+            return None;
+        }
+        (text, "$".to_string())
+    } else {
+        let object: HashMap<&str, &RawValue> = serde_json::from_str(text).ok()?;
+        if object.keys().all(|k| k.starts_with('/')) {
+            return None; // path-info's object form: rare and small, the checked parser reads it
+        }
+        let (name, raw) = match key {
+            Some(key) => (key, object.get(key)?.get()),
+            None => {
+                let mut lists = object
+                    .iter()
+                    .map(|(k, v)| (*k, v.get()))
+                    .filter(|(_, raw)| raw.trim_start().starts_with('['))
+                    .filter(|(_, raw)| {
+                        serde_json::from_str::<Vec<TypedRecord>>(raw).is_ok_and(|r| !r.is_empty())
+                    });
+                let only = lists.next()?;
+                if lists.next().is_some() {
+                    return None;
+                }
+                only
+            }
+        };
+        (raw, format!("$.{name}"))
+    };
+    let typed: Vec<TypedRecord> = serde_json::from_str(list).ok()?;
+    typed
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if r.valid == Some(false) {
+                return None;
+            }
+            let references = r.references.into_iter().map(Cow::into_owned).collect();
+            Some(PathRecord {
+                references: full_references(&r.path, references),
+                path: r.path.into_owned(),
+                nar_size: r.nar_size,
+                nar_hash: r.nar_hash.map(Cow::into_owned),
+                origin: Origin {
+                    file: file.to_string(),
+                    at: Location::JsonPath(format!("{at}[{i}]")),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Newer Nix may print references as bare base names; make them full paths.
+fn full_references(path: &str, references: Vec<String>) -> Vec<String> {
+    let store_dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    references
+        .into_iter()
+        .map(|r| {
+            if r.starts_with('/') || store_dir.is_empty() {
+                r
+            } else {
+                format!("{store_dir}/{r}")
+            }
+        })
+        .collect()
+}
+
+/// Reads the file as a JSON tree, checking every step, so errors name the JSON path.
+fn parse_checked(file: &str, text: &str, key: Option<&str>) -> Result<Vec<PathRecord>> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         Error::new(format!(
             "{file}:{}:{}: invalid JSON: {}",
@@ -217,21 +316,9 @@ impl Reader<'_> {
             .get("narHash")
             .and_then(Value::as_str)
             .map(str::to_string);
-        // Newer Nix may print references as bare base names; make them full paths.
-        let store_dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let references = references
-            .into_iter()
-            .map(|r| {
-                if r.starts_with('/') || store_dir.is_empty() {
-                    r
-                } else {
-                    format!("{store_dir}/{r}")
-                }
-            })
-            .collect();
         Ok(PathRecord {
+            references: full_references(&path, references),
             path,
-            references,
             nar_size,
             nar_hash,
             origin: self.origin(at),
@@ -246,6 +333,21 @@ mod tests {
 
     fn p(i: usize) -> String {
         format!("/nix/store/{}-p{i}", H[i])
+    }
+
+    #[test]
+    fn fast_and_checked_parsers_agree() {
+        let list = format!(
+            r#"[{{"path":"{a}","references":["{b}"],"narSize":10,"narHash":"sha256:x"}},
+                {{"path":"{b}","references":[],"narSize":null}}]"#,
+            a = p(0),
+            b = p(1)
+        );
+        let attrs = format!(r#"{{"name":"x","closure":{list},"outputs":{{"out":"/o"}}}}"#);
+        for (text, key) in [(&list, None), (&attrs, None), (&attrs, Some("closure"))] {
+            let fast = parse_fast("f", text, key).expect("the fast path takes this");
+            assert_eq!(fast, parse_checked("f", text, key).unwrap());
+        }
     }
 
     #[test]

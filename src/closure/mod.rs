@@ -16,7 +16,7 @@
 mod json;
 mod text;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +63,8 @@ pub struct ClosureGraph {
     paths: Vec<String>,
     references: Vec<Vec<usize>>,
     nar_sizes: Vec<Option<u64>>,
+    /// Every path after all the paths that reference it.
+    topological_order: Vec<usize>,
 }
 
 /// Options of `load`: which key of an `.attrs.json` holds the graph.
@@ -89,22 +91,13 @@ impl ClosureGraph {
     }
 
     /// Merges and validates records from one or more files.
-    pub fn from_records(records: Vec<PathRecord>) -> Result<Self> {
-        let mut store_dir: Option<(String, Origin)> = None;
-        let mut by_path: BTreeMap<String, PathRecord> = BTreeMap::new();
-        for mut record in records {
+    pub fn from_records(mut records: Vec<PathRecord>) -> Result<Self> {
+        let mut store_dir: Option<(&str, &Origin)> = None;
+        for record in &records {
             let dir = store_dir_of(&record.path)
                 .map_err(|why| Error::new(format!("{}: {why}", record.origin)))?;
-            for reference in &record.references {
-                store_dir_of(reference).map_err(|why| {
-                    Error::new(format!(
-                        "{}: a reference of {}: {why}",
-                        record.origin, record.path
-                    ))
-                })?;
-            }
-            match &store_dir {
-                None => store_dir = Some((dir.to_string(), record.origin.clone())),
+            match store_dir {
+                None => store_dir = Some((dir, &record.origin)),
                 Some((first, first_origin)) if first != dir => {
                     return Err(Error::new(format!(
                         "{}: {} is in the store directory {dir}, but {first_origin} has a path in \
@@ -114,13 +107,20 @@ impl ClosureGraph {
                 }
                 Some(_) => {}
             }
-            record.references.sort();
+        }
+        let Some((store_dir, _)) = store_dir else {
+            return Err(Error::new("the closure is empty: no store path was given"));
+        };
+        let store_dir = store_dir.to_string();
+
+        // Sort by path (stable, so the first occurrence stays first), then merge duplicates.
+        records.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut merged: Vec<PathRecord> = Vec::with_capacity(records.len());
+        for mut record in records {
+            record.references.sort_unstable();
             record.references.dedup();
-            match by_path.get_mut(&record.path) {
-                None => {
-                    by_path.insert(record.path.clone(), record);
-                }
-                Some(existing) => {
+            match merged.last_mut() {
+                Some(existing) if existing.path == record.path => {
                     if existing.references != record.references {
                         return Err(Error::new(format!(
                             "{} is listed twice with different references: {} gives [{}], {} \
@@ -135,56 +135,79 @@ impl ClosureGraph {
                     existing.nar_size = existing.nar_size.or(record.nar_size);
                     existing.nar_hash = existing.nar_hash.take().or(record.nar_hash);
                 }
+                _ => merged.push(record),
             }
         }
-        let Some((store_dir, _)) = store_dir else {
-            return Err(Error::new("the closure is empty: no store path was given"));
-        };
 
-        let paths: Vec<String> = by_path.keys().cloned().collect();
-        let index = |p: &str| paths.binary_search_by(|x| x.as_str().cmp(p)).ok();
-        let mut references = Vec::with_capacity(paths.len());
-        let mut nar_sizes = Vec::with_capacity(paths.len());
-        for record in by_path.values() {
+        let index: HashMap<&str, usize> = merged
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.path.as_str(), i))
+            .collect();
+        let mut references = Vec::with_capacity(merged.len());
+        for record in &merged {
             let mut refs = Vec::with_capacity(record.references.len());
             for reference in &record.references {
                 if *reference == record.path {
                     continue; // self-references are normal in Nix and carry no ordering
                 }
-                match index(reference) {
-                    Some(i) => refs.push(i),
-                    None => {
-                        return Err(Error::new(format!(
-                            "{}: {} references {reference}, which is not in the closure graph \
-                             (a closure file lists every path its paths reference)",
-                            record.origin, record.path
-                        )));
-                    }
+                match index.get(reference.as_str()) {
+                    Some(&i) => refs.push(i),
+                    None => return Err(unknown_reference(record, reference)),
                 }
             }
+            refs.sort_unstable();
             references.push(refs);
-            nar_sizes.push(record.nar_size);
         }
-        let graph = ClosureGraph {
+        drop(index);
+        let nar_sizes = merged.iter().map(|r| r.nar_size).collect();
+        let paths = merged.into_iter().map(|r| r.path).collect();
+        let mut graph = ClosureGraph {
             store_dir,
             paths,
             references,
             nar_sizes,
+            topological_order: Vec::new(),
         };
-        graph.check_acyclic()?;
+        graph.sort_topologically()?;
         Ok(graph)
     }
 
-    fn check_acyclic(&self) -> Result<()> {
+    /// Orders the paths so that every path comes after all paths that reference it (Kahn's
+    /// algorithm); a path left over sits on a cycle, which is named in the error.
+    fn sort_topologically(&mut self) -> Result<()> {
+        let mut pending = vec![0usize; self.len()];
+        for refs in &self.references {
+            for &r in refs {
+                pending[r] += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..self.len()).filter(|&i| pending[i] == 0).collect();
+        let mut next = 0;
+        while next < order.len() {
+            let from = order[next];
+            next += 1;
+            for &to in &self.references[from] {
+                pending[to] -= 1;
+                if pending[to] == 0 {
+                    order.push(to);
+                }
+            }
+        }
+        if order.len() == self.len() {
+            self.topological_order = order;
+            return Ok(());
+        }
+        Err(self.name_a_cycle())
+    }
+
+    fn name_a_cycle(&self) -> Error {
         let mut g: DiGraph<(), ()> = DiGraph::with_capacity(self.len(), 0);
         let nodes: Vec<NodeIndex> = (0..self.len()).map(|_| g.add_node(())).collect();
         for (from, refs) in self.references.iter().enumerate() {
             for &to in refs {
                 g.add_edge(nodes[from], nodes[to], ());
             }
-        }
-        if !petgraph::algo::is_cyclic_directed(&g) {
-            return Ok(());
         }
         // Name one cycle: inside the first strongly connected component with several paths,
         // walk from its smallest path along references that stay in the component.
@@ -210,10 +233,10 @@ impl ClosureGraph {
             if let Some(start) = walk.iter().position(|&p| p == next) {
                 let mut cycle: Vec<&str> = walk[start..].iter().map(|&p| self.path(p)).collect();
                 cycle.push(self.path(next));
-                return Err(Error::new(format!(
+                return Error::new(format!(
                     "the closure graph has a cycle, which a Nix closure cannot have: {}",
                     cycle.join(" -> ")
-                )));
+                ));
             }
             walk.push(next);
         }
@@ -245,6 +268,11 @@ impl ClosureGraph {
         &self.references[index]
     }
 
+    /// Path indices, each after every path that references it (roots first).
+    pub fn topological_order(&self) -> &[usize] {
+        &self.topological_order
+    }
+
     pub fn nar_size(&self, index: usize) -> Option<u64> {
         self.nar_sizes[index]
     }
@@ -262,6 +290,21 @@ impl ClosureGraph {
             }
         }
         (0..self.len()).filter(|&i| !referenced[i]).collect()
+    }
+}
+
+/// The error for a reference outside the graph: a malformed path says so, a valid one is missing.
+fn unknown_reference(record: &PathRecord, reference: &str) -> Error {
+    match store_dir_of(reference) {
+        Err(why) => Error::new(format!(
+            "{}: a reference of {}: {why}",
+            record.origin, record.path
+        )),
+        Ok(_) => Error::new(format!(
+            "{}: {} references {reference}, which is not in the closure graph (a closure file \
+             lists every path its paths reference)",
+            record.origin, record.path
+        )),
     }
 }
 

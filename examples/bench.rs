@@ -1,0 +1,479 @@
+//! The benchmark: layered-gen against the floor (reading and hashing the same bytes once, on one
+//! thread) and against what users would otherwise run, all in one run on one machine.
+//!
+//!     cargo run --release --example bench -- [--small] [--corpus DIR] [--out FILE]
+//!     cargo run --release --example bench -- --write-synthetic FILE   # the 100,000-path graph
+//!
+//! Builds the shared corpus with ../shared/corpus/make-corpus when it is missing (the full one, or
+//! `--small`: the closure of coreutils and bash), warms the page cache, then times each case as a
+//! whole process and prints seconds, MB/s, the ratio to the floor and the peak RSS (from wait4),
+//! and appends the same as JSON lines to `--out` (default bench-results/results.jsonl).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+struct Case {
+    name: String,
+    seconds: f64,
+    bytes: u64,
+    peak_rss_kib: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--measure") {
+        measure(&args[1..]);
+    }
+    if let [flag, file] = args.as_slice() {
+        if flag == "--write-synthetic" {
+            fs::write(file, synthetic_graph(100_000, 7))
+                .unwrap_or_else(|e| fail(&format!("writing {file}: {e}")));
+            return;
+        }
+    }
+    let small = args.iter().any(|a| a == "--small");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let corpus = value("--corpus").map(PathBuf::from).unwrap_or_else(|| {
+        repo.join("target/bench-corpus")
+            .join(if small { "small" } else { "full" })
+    });
+    let results = value("--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("bench-results/results.jsonl"));
+    let bin = repo.join("target/release/layered-gen");
+    if !bin.is_file() {
+        fail("build the binary first: cargo build --release");
+    }
+    if !corpus.join("graph.json").is_file() {
+        make_corpus(&repo, &corpus, small);
+    }
+    let scratch = repo.join("target/bench-out");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).unwrap_or_else(|e| fail(&format!("creating {scratch:?}: {e}")));
+
+    let graph = corpus.join("graph.json");
+    let store_paths = read_store_paths(&graph);
+    eprintln!(
+        "warming the page cache ({} store paths)...",
+        store_paths.len()
+    );
+    let _ = floor(&store_paths);
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cases = Vec::new();
+
+    let start = Instant::now();
+    let (bytes, _) = floor(&store_paths);
+    cases.push(Case {
+        name: "floor: read + sha256, one thread".into(),
+        seconds: start.elapsed().as_secs_f64(),
+        bytes,
+        peak_rss_kib: 0,
+    });
+    let floor_seconds = cases[0].seconds;
+
+    let graph_arg = graph.to_str().unwrap().to_string();
+    let out_tar = scratch.join("image.tar");
+    let out_dir = scratch.join("oci");
+    let lg = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            bin.to_str().unwrap().to_string(),
+            "--closure".into(),
+            graph_arg.clone(),
+            "-q".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let runs: Vec<(&str, Vec<String>, bool)> = vec![
+        (
+            "layered-gen docker-archive -> file",
+            lg(&["-o", out_tar.to_str().unwrap()]),
+            false,
+        ),
+        (
+            "layered-gen docker-archive -> stdout pipe",
+            lg(&["-o", "-"]),
+            true,
+        ),
+        (
+            "layered-gen oci gzip -> dir",
+            lg(&["--format", "oci", "-o", out_dir.to_str().unwrap()]),
+            false,
+        ),
+        (
+            "layered-gen oci zstd -> dir",
+            lg(&[
+                "--format",
+                "oci",
+                "--compression",
+                "zstd",
+                "-o",
+                out_dir.to_str().unwrap(),
+            ]),
+            false,
+        ),
+    ];
+    for (name, argv, pipe) in runs {
+        let (seconds, rss) = time_process(&argv, pipe);
+        cases.push(Case {
+            name: name.into(),
+            seconds,
+            bytes,
+            peak_rss_kib: rss,
+        });
+        let _ = fs::remove_file(&out_tar);
+        let _ = fs::remove_dir_all(&out_dir);
+    }
+    let store_dir = corpus.join("store");
+    let tar_list = scratch.join("paths");
+    fs::write(
+        &tar_list,
+        store_paths
+            .iter()
+            .map(|p| p.strip_prefix("/").unwrap_or(p).display().to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    for (name, compressor) in [
+        ("tar | pigz -6", format!("pigz -6 -p {cores}")),
+        ("tar | zstd -3", format!("zstd -3 -T{cores}")),
+    ] {
+        let script = format!(
+            "tar -C / -cf - -T '{}' | {compressor} > /dev/null",
+            tar_list.display()
+        );
+        let _ = &store_dir;
+        let (seconds, rss) = time_process(&["sh".into(), "-c".into(), script], false);
+        cases.push(Case {
+            name: format!("{name} (cores={cores})"),
+            seconds,
+            bytes,
+            peak_rss_kib: rss,
+        });
+    }
+    let (seconds, rss) = time_process(
+        &[
+            bin.to_str().unwrap().into(),
+            "plan".into(),
+            "--closure".into(),
+            graph_arg.clone(),
+        ],
+        true,
+    );
+    cases.push(Case {
+        name: "layered-gen plan (corpus)".into(),
+        seconds,
+        bytes: 0,
+        peak_rss_kib: rss,
+    });
+
+    let synthetic = scratch.join("synthetic-100k.json");
+    fs::write(&synthetic, synthetic_graph(100_000, 7)).unwrap();
+    let (seconds, rss) = time_process(
+        &[
+            bin.to_str().unwrap().into(),
+            "plan".into(),
+            "--closure".into(),
+            synthetic.to_str().unwrap().into(),
+        ],
+        true,
+    );
+    cases.push(Case {
+        name: "layered-gen plan (synthetic, 100000 paths)".into(),
+        seconds,
+        bytes: 0,
+        peak_rss_kib: rss,
+    });
+
+    let tiny = repo.join("examples/tiny");
+    let mut tiny_times: Vec<(f64, u64)> = (0..21)
+        .map(|_| {
+            time_process(
+                &[
+                    bin.to_str().unwrap().into(),
+                    "--closure".into(),
+                    tiny.join("closure").to_str().unwrap().into(),
+                    "--store-root".into(),
+                    tiny.join("root").to_str().unwrap().into(),
+                    "-q".into(),
+                    "-o".into(),
+                    out_tar.to_str().unwrap().into(),
+                ],
+                false,
+            )
+        })
+        .collect();
+    tiny_times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    cases.push(Case {
+        name: "startup + tiny closure (median of 21)".into(),
+        seconds: tiny_times[10].0,
+        bytes: 0,
+        peak_rss_kib: tiny_times[10].1,
+    });
+
+    let machine = format!(
+        "{} cores, corpus {} ({} paths, {:.1} GB)",
+        cores,
+        corpus.display(),
+        store_paths.len(),
+        bytes as f64 / 1e9
+    );
+    println!("{machine}");
+    println!(
+        "{:<48} {:>9} {:>10} {:>9} {:>10}",
+        "case", "seconds", "MB/s", "x floor", "peak RSS"
+    );
+    if let Some(parent) = results.parent() {
+        let _ = fs::create_dir_all(parent);
+    }
+    let mut jsonl = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&results)
+        .unwrap_or_else(|e| fail(&format!("opening {results:?}: {e}")));
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for case in &cases {
+        let mbps = if case.bytes > 0 {
+            format!("{:.0}", case.bytes as f64 / 1e6 / case.seconds)
+        } else {
+            "-".into()
+        };
+        let ratio = if case.bytes > 0 {
+            format!("{:.2}", case.seconds / floor_seconds)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<48} {:>9.3} {:>10} {:>9} {:>7} MiB",
+            case.name,
+            case.seconds,
+            mbps,
+            ratio,
+            case.peak_rss_kib / 1024
+        );
+        let line = serde_json::json!({
+            "time": when,
+            "corpus": corpus.display().to_string(),
+            "paths": store_paths.len(),
+            "bytes": bytes,
+            "cores": cores,
+            "case": case.name,
+            "seconds": case.seconds,
+            "ratio_to_floor": if case.bytes > 0 { Some(case.seconds / floor_seconds) } else { None },
+            "peak_rss_kib": case.peak_rss_kib,
+        });
+        writeln!(jsonl, "{line}").unwrap();
+    }
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("bench: {message}");
+    std::process::exit(1);
+}
+
+fn make_corpus(repo: &Path, out: &Path, small: bool) {
+    let script = repo.join("../shared/corpus/make-corpus");
+    eprintln!("building the corpus at {} ...", out.display());
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg(out);
+    if small {
+        cmd.args(["--roots", "coreutils,bash"]);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("running {script:?}: {e}")));
+    if !status.success() {
+        fail("make-corpus failed");
+    }
+}
+
+fn read_store_paths(graph: &Path) -> Vec<PathBuf> {
+    let text = fs::read(graph).unwrap_or_else(|e| fail(&format!("reading {graph:?}: {e}")));
+    let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| PathBuf::from(item["path"].as_str().unwrap()))
+        .collect()
+}
+
+/// Reads every regular file under the paths once, hashing all bytes on this thread.
+fn floor(paths: &[PathBuf]) -> (u64, String) {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let mut children: Vec<PathBuf> = fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            children.sort();
+            stack.extend(children);
+        } else if meta.is_file() {
+            let mut file = fs::File::open(&path).unwrap();
+            loop {
+                let n = file.read(&mut buffer).unwrap();
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+                total += n as u64;
+            }
+        }
+    }
+    (total, format!("{:x}", hasher.finalize()))
+}
+
+/// Runs a process to completion; returns wall seconds and its peak RSS in KiB. With `pipe`, its
+/// stdout goes into a pipe that a thread drains (what `| docker load` costs the writer).
+///
+/// The process is started by a fresh copy of this program (`--measure`): Linux counts a child's
+/// peak RSS from the memory of the process that spawned it, which for this benchmark (holding a
+/// 100,000-path graph) would swamp the numbers.
+fn time_process(argv: &[String], pipe: bool) -> (f64, u64) {
+    let me = std::env::current_exe().unwrap_or_else(|e| fail(&format!("finding myself: {e}")));
+    let output = Command::new(me)
+        .arg("--measure")
+        .arg(if pipe { "pipe" } else { "null" })
+        .args(argv)
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| fail(&format!("starting {argv:?}: {e}")));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut words = text.split_whitespace();
+    match (
+        words.next().and_then(|w| w.parse().ok()),
+        words.next().and_then(|w| w.parse().ok()),
+    ) {
+        (Some(seconds), Some(rss)) if output.status.success() => (seconds, rss),
+        _ => fail(&format!("{argv:?} failed: {text}")),
+    }
+}
+
+/// `--measure pipe|null ARGV...`: runs ARGV, prints "<seconds> <peak RSS KiB>" and exits.
+fn measure(args: &[String]) -> ! {
+    let pipe = args[0] == "pipe";
+    let argv = &args[1..];
+    let start = Instant::now();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(if pipe { Stdio::piped() } else { Stdio::null() })
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("starting {argv:?}: {e}")));
+    let drain = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 1 << 20];
+            while out.read(&mut buffer).is_ok_and(|n| n > 0) {}
+        })
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid pointers; the Child is never waited on again.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(drain) = drain {
+        let _ = drain.join();
+    }
+    std::mem::forget(child);
+    if waited != pid || std::process::ExitStatus::from_raw(status).code() != Some(0) {
+        fail(&format!("{argv:?} failed (status {status})"));
+    }
+    println!("{seconds} {}", usage.ru_maxrss);
+    std::process::exit(0);
+}
+
+/// A realistic 100,000-path closure graph in exportReferencesGraph's JSON form: a few hubs
+/// (glibc and friends) that nearly everything references, clusters of packages that depend on
+/// each other (an ecosystem each), some cross-cluster dependencies, and a few deep chains.
+fn synthetic_graph(n: usize, seed: u64) -> String {
+    let mut rng = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move |bound: usize| -> usize {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % bound as u64) as usize
+    };
+    const HUBS: usize = 20;
+    const CLUSTER: usize = 100;
+    const CHAIN: usize = 1000;
+    let chains_start = n - 3 * CHAIN;
+    // References point to lower indices: hubs are 0..HUBS.
+    let mut refs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, r) in refs.iter_mut().enumerate().take(HUBS).skip(1) {
+        r.push(next(i));
+    }
+    for (i, slot) in refs.iter_mut().enumerate().take(chains_start).skip(HUBS) {
+        let cluster_start = HUBS + (i - HUBS) / CLUSTER * CLUSTER;
+        let mut r = vec![next(HUBS)];
+        if next(2) == 0 {
+            r.push(next(HUBS));
+        }
+        if i > cluster_start {
+            for _ in 0..1 + next(3) {
+                let back = 1 + next((i - cluster_start).min(10));
+                r.push(i - back);
+            }
+        }
+        if next(20) == 0 && cluster_start > HUBS {
+            // a core package of an earlier cluster
+            let other = HUBS + next((cluster_start - HUBS) / CLUSTER) * CLUSTER;
+            r.push(other + next(10));
+        }
+        r.sort_unstable();
+        r.dedup();
+        *slot = r;
+    }
+    for (i, slot) in refs.iter_mut().enumerate().skip(chains_start) {
+        let in_chain = (i - chains_start) % CHAIN;
+        *slot = if in_chain == 0 {
+            vec![next(HUBS), HUBS + next(chains_start - HUBS)]
+        } else {
+            vec![i - 1, next(HUBS)]
+        };
+    }
+    let name = |i: usize| {
+        let mut hash = String::with_capacity(32);
+        let mut x = (i as u64).wrapping_mul(0x9E3779B97F4A7C15);
+        for _ in 0..32 {
+            hash.push(b"0123456789abcdfghijklmnpqrsvwxyz"[(x % 32) as usize] as char);
+            x = x.rotate_right(5) ^ 0x5555;
+        }
+        format!("/nix/store/{hash}-pkg-{i}")
+    };
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "path": name(i),
+                "references": refs[i].iter().map(|&r| name(r)).collect::<Vec<_>>(),
+                "narSize": 1000 + next(1_000_000),
+            })
+        })
+        .collect();
+    serde_json::to_string(&items).unwrap()
+}
