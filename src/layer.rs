@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::tarball::{self, Header, Kind, TarStream};
 
+mod custom;
+
+pub use custom::{Customisation, PermRule, read_perms};
+
 /// The knobs that reach into every entry.
 #[derive(Clone, Debug)]
 pub struct LayerOptions {
@@ -47,6 +51,66 @@ struct Entry {
     mode: u32,
     size: u64,
     link: Vec<u8>,
+    source: Source,
+    /// Set by permission rules in the customisation layer; None: the layer's uid and gid.
+    owner: Option<Box<Owner>>,
+}
+
+/// Where a regular file's content comes from.
+#[derive(Debug)]
+enum Source {
+    /// The entry's name under the layer's source root (store paths).
+    Named,
+    /// A file elsewhere (an `--extra-dir`).
+    Path(Box<Path>),
+    /// No content (a whiteout).
+    Empty,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u64,
+    pub gid: u64,
+    pub uname: String,
+    pub gname: String,
+}
+
+impl Entry {
+    fn directory(name: Vec<u8>, mode: u32) -> Self {
+        Entry {
+            name,
+            kind: Kind::Directory,
+            mode,
+            size: 0,
+            link: Vec::new(),
+            source: Source::Empty,
+            owner: None,
+        }
+    }
+
+    fn symlink(name: Vec<u8>, target: Vec<u8>) -> Self {
+        Entry {
+            name,
+            kind: Kind::Symlink,
+            mode: 0o777,
+            size: 0,
+            link: target,
+            source: Source::Empty,
+            owner: None,
+        }
+    }
+
+    fn file(name: Vec<u8>, mode: u32, size: u64, source: Source) -> Self {
+        Entry {
+            name,
+            kind: Kind::File,
+            mode,
+            size,
+            link: Vec::new(),
+            source,
+            owner: None,
+        }
+    }
 }
 
 /// A scanned layer: every entry, in order, with the exact tarball length.
@@ -92,26 +156,12 @@ impl LayerTree {
         paths: &[&str],
         options: &LayerOptions,
     ) -> Result<Self> {
-        let mut tree = LayerTree {
-            entries: Vec::new(),
-            source_root: options.source_of("/"),
-            mtime: options.mtime,
-            uid: options.uid,
-            gid: options.gid,
-            length: tarball::END_OF_ARCHIVE.len() as u64,
-            content_bytes: 0,
-        };
+        let mut tree = LayerTree::empty(options);
         let mut parent = Vec::new();
         for component in store_dir.trim_start_matches('/').split('/') {
             parent.extend_from_slice(component.as_bytes());
             parent.push(b'/');
-            tree.push(Entry {
-                name: parent.clone(),
-                kind: Kind::Directory,
-                mode: 0o755,
-                size: 0,
-                link: Vec::new(),
-            });
+            tree.push(Entry::directory(parent.clone(), 0o755));
         }
         let mut sorted: Vec<&str> = paths.to_vec();
         sorted.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -123,6 +173,28 @@ impl LayerTree {
         Ok(tree)
     }
 
+    fn empty(options: &LayerOptions) -> Self {
+        LayerTree {
+            entries: Vec::new(),
+            source_root: options.source_of("/"),
+            mtime: options.mtime,
+            uid: options.uid,
+            gid: options.gid,
+            length: tarball::END_OF_ARCHIVE.len() as u64,
+            content_bytes: 0,
+        }
+    }
+
+    /// Recomputes the tarball length after entries changed.
+    fn recount(&mut self) {
+        let length: u64 = self
+            .entries
+            .iter()
+            .map(|e| tarball::entry_len(&self.header(e)))
+            .sum();
+        self.length = length + tarball::END_OF_ARCHIVE.len() as u64;
+    }
+
     fn push(&mut self, entry: Entry) {
         self.length += tarball::entry_len(&self.header(&entry));
         self.content_bytes += entry.size;
@@ -130,15 +202,21 @@ impl LayerTree {
     }
 
     fn header<'a>(&self, entry: &'a Entry) -> Header<'a> {
+        let (uid, gid, uname, gname): (u64, u64, &[u8], &[u8]) = match &entry.owner {
+            Some(o) => (o.uid, o.gid, o.uname.as_bytes(), o.gname.as_bytes()),
+            None => (self.uid, self.gid, b"", b""),
+        };
         Header {
             name: &entry.name,
             kind: entry.kind,
             mode: entry.mode,
-            uid: self.uid,
-            gid: self.gid,
+            uid,
+            gid,
             mtime: self.mtime,
             size: entry.size,
             link: &entry.link,
+            uname,
+            gname,
         }
     }
 
@@ -149,13 +227,7 @@ impl LayerTree {
         if file_type.is_dir() {
             let mut dir_name = name;
             dir_name.push(b'/');
-            self.push(Entry {
-                name: dir_name.clone(),
-                kind: Kind::Directory,
-                mode: 0o555,
-                size: 0,
-                link: Vec::new(),
-            });
+            self.push(Entry::directory(dir_name.clone(), 0o555));
             let mut children: Vec<std::ffi::OsString> = fs::read_dir(source)
                 .map_err(|e| Error::io("reading the directory", source, e))?
                 .map(|entry| entry.map(|e| e.file_name()))
@@ -169,37 +241,14 @@ impl LayerTree {
             }
         } else if file_type.is_file() {
             let executable = meta.permissions().mode() & 0o111 != 0;
-            self.push(Entry {
-                name,
-                kind: Kind::File,
-                mode: if executable { 0o555 } else { 0o444 },
-                size: meta.len(),
-                link: Vec::new(),
-            });
+            let mode = if executable { 0o555 } else { 0o444 };
+            self.push(Entry::file(name, mode, meta.len(), Source::Named));
         } else if file_type.is_symlink() {
             let target =
                 fs::read_link(source).map_err(|e| Error::io("reading the symlink", source, e))?;
-            self.push(Entry {
-                name,
-                kind: Kind::Symlink,
-                mode: 0o777,
-                size: 0,
-                link: target.as_os_str().as_bytes().to_vec(),
-            });
+            self.push(Entry::symlink(name, target.as_os_str().as_bytes().to_vec()));
         } else {
-            let what = if file_type.is_socket() {
-                "a socket"
-            } else if file_type.is_fifo() {
-                "a fifo"
-            } else if file_type.is_block_device() || file_type.is_char_device() {
-                "a device"
-            } else {
-                "a special file"
-            };
-            return Err(Error::new(format!(
-                "{} is {what}; a store path holds only regular files, directories and symlinks",
-                source.display()
-            )));
+            return Err(special_file(source, &meta, "a store path"));
         }
         Ok(())
     }
@@ -266,8 +315,14 @@ impl TarStream for LayerTree {
         for entry in &self.entries {
             tarball::write_header(out, &self.header(entry)).map_err(write_error)?;
             if entry.kind == Kind::File {
-                let source = self.source_root.join(OsStr::from_bytes(&entry.name));
-                self.copy_file(&source, entry.size, out, &mut buffer)?;
+                match &entry.source {
+                    Source::Named => {
+                        let source = self.source_root.join(OsStr::from_bytes(&entry.name));
+                        self.copy_file(&source, entry.size, out, &mut buffer)?;
+                    }
+                    Source::Path(path) => self.copy_file(path, entry.size, out, &mut buffer)?,
+                    Source::Empty => {}
+                }
                 out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
                     .map_err(write_error)?;
             }
@@ -276,9 +331,22 @@ impl TarStream for LayerTree {
     }
 }
 
-/// A name for messages: the path as the user knows it.
-pub fn display_name(name: &[u8]) -> String {
-    OsStr::from_bytes(name).to_string_lossy().into_owned()
+/// The error for a socket, fifo or device where only files, directories and symlinks may be.
+fn special_file(path: &Path, meta: &fs::Metadata, place: &str) -> Error {
+    let file_type = meta.file_type();
+    let what = if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_fifo() {
+        "a fifo"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    };
+    Error::new(format!(
+        "{} is {what}; {place} holds only regular files, directories and symlinks",
+        path.display()
+    ))
 }
 
 #[cfg(test)]

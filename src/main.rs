@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use layered_gen::config::{self, ImageConfig, Platform};
-use layered_gen::layer::LayerOptions;
+use layered_gen::config::{self, ImageConfig, Platform, runtime};
+use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::{Compression, Format, OutputOptions, Target};
 use layered_gen::pipeline::{self, BuildOptions, PlanOptions};
 use layered_gen::{Error, Result};
@@ -34,7 +34,7 @@ enum Command {
     /// Print the layer plan as JSON, without reading the store.
     ///
     /// Example: layered-gen plan --closure closure --max-layers 100
-    Plan(PlanArgs),
+    Plan(PlanCommand),
 }
 
 #[derive(Args, Debug)]
@@ -53,6 +53,17 @@ struct PlanArgs {
     /// The most layers the image may have. Example: --max-layers 100
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_layers: usize,
+}
+
+#[derive(Args, Debug)]
+struct PlanCommand {
+    #[command(flatten)]
+    plan: PlanArgs,
+
+    /// Keep one layer for a customisation layer, as an image with --contents, --extra-dir or
+    /// --remove has. Example: --customisation-layer
+    #[arg(long)]
+    customisation_layer: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,6 +140,41 @@ struct BuildArgs {
     /// Example: --created 2024-05-01T12:00:00Z
     #[arg(long, value_name = "TIME")]
     created: Option<String>,
+
+    /// The runtime config, a JSON object as dockerTools' `config`: Cmd, Entrypoint, Env,
+    /// ExposedPorts, Labels, User, Volumes, WorkingDir, StopSignal, Healthcheck, ArgsEscaped,
+    /// OnBuild, Shell. Example: --config config.json
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Add an environment variable (merged last; a repeated name keeps its first position and
+    /// takes the last value). Example: --env LANG=C.UTF-8
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+
+    /// Add a label (merged last). Example: --label org.opencontainers.image.source=https://example.org
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+
+    /// A store path of the closure whose tree is linked at / (like dockerTools' contents):
+    /// directories merged, files as symlinks into the store. Example: --contents /nix/store/...-busybox
+    #[arg(long = "contents", value_name = "PATH")]
+    contents: Vec<String>,
+
+    /// A directory copied as it is into the image root, keeping permission bits (what
+    /// extraCommands produce). Example: --extra-dir ./root
+    #[arg(long = "extra-dir", value_name = "DIR")]
+    extra_dirs: Vec<PathBuf>,
+
+    /// Owners and modes for the customisation layer, a JSON list of rules like
+    /// [{"path": "/var/lib/app", "recursive": true, "uid": 1000, "gid": 1000, "mode": "0750"}]
+    /// (keys: path, regex, recursive, uid, gid, uname, gname, mode). Example: --perms perms.json
+    #[arg(long, value_name = "FILE")]
+    perms: Option<PathBuf>,
+
+    /// Hide a path of the base image with a whiteout. Example: --remove /etc/motd
+    #[arg(long = "remove", value_name = "PATH")]
+    remove: Vec<String>,
 
     /// Print nothing but errors.
     #[arg(short, long)]
@@ -215,7 +261,30 @@ fn build(args: BuildArgs) -> Result<()> {
         None => config::DEFAULT_CREATED.to_string(),
     };
     let mtime = mtime(args.mtime)?;
+    let user_config = match &args.config {
+        Some(path) => config::read_runtime_config(path)?,
+        None => Default::default(),
+    };
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| runtime::split_assignment("--label", l))
+        .collect::<Result<Vec<_>>>()?;
+    for entry in &args.env {
+        runtime::split_assignment("--env", entry)?;
+    }
+    let runtime = config::runtime_config(&Default::default(), &user_config, &args.env, &labels)?;
+    let customisation = Customisation {
+        contents: args.contents.clone(),
+        extra_dirs: args.extra_dirs.clone(),
+        perms: match &args.perms {
+            Some(path) => read_perms(path)?,
+            None => Vec::new(),
+        },
+        remove: args.remove.clone(),
+    };
     let options = BuildOptions {
+        customisation,
         output: OutputOptions {
             target: target.clone(),
             format,
@@ -230,7 +299,11 @@ fn build(args: BuildArgs) -> Result<()> {
             gid: args.gid,
             store_root: args.store_root.clone(),
         },
-        config: ImageConfig { platform, created },
+        config: ImageConfig {
+            platform,
+            created,
+            runtime,
+        },
         plan: plan_options(args.plan),
     };
     let written = pipeline::build(&options)?;
@@ -251,7 +324,7 @@ fn build(args: BuildArgs) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Plan(args)) => {
-            let json = pipeline::plan_json(&plan_options(args))?;
+            let json = pipeline::plan_json(&plan_options(args.plan), args.customisation_layer)?;
             println!("{json}");
             Ok(())
         }

@@ -7,8 +7,9 @@ use rayon::prelude::*;
 
 use crate::closure::{ClosureGraph, LoadOptions};
 use crate::config::{self, ImageConfig};
+use crate::error::Error;
 use crate::error::Result;
-use crate::layer::{self, LayerOptions, LayerTree};
+use crate::layer::{self, Customisation, LayerOptions, LayerTree};
 use crate::output::{self, ImageSource, OutputOptions, Written};
 use crate::plan::{self, Budget, Plan};
 use crate::tarball::TarStream;
@@ -26,35 +27,40 @@ pub struct PlanOptions {
 pub struct BuildOptions {
     pub plan: PlanOptions,
     pub layer: LayerOptions,
+    pub customisation: Customisation,
     pub config: ImageConfig,
     pub output: OutputOptions,
 }
 
-/// Reads the closure and plans its layers.
-pub fn plan(options: &PlanOptions) -> Result<(ClosureGraph, Plan)> {
+/// Reads the closure and plans its layers, leaving room for a customisation layer.
+pub fn plan(options: &PlanOptions, customisation_layer: bool) -> Result<(ClosureGraph, Plan)> {
     let graph = ClosureGraph::load(
         &options.closures,
         &LoadOptions {
             closure_key: options.closure_key.clone(),
         },
     )?;
-    let plan = plan::plan_by_popularity(&graph, Budget::new(options.max_layers))?;
+    let budget = Budget {
+        customisation_layer,
+        ..Budget::new(options.max_layers)
+    };
+    let plan = plan::plan_by_popularity(&graph, budget)?;
     Ok((graph, plan))
 }
 
 /// `layered-gen plan`: the plan as JSON.
-pub fn plan_json(options: &PlanOptions) -> Result<String> {
-    let (graph, plan) = plan(options)?;
+pub fn plan_json(options: &PlanOptions, customisation_layer: bool) -> Result<String> {
+    let (graph, plan) = plan(options, customisation_layer)?;
     plan.to_json(&graph)
 }
 
 struct StoreImage<'a> {
-    graph: &'a ClosureGraph,
-    plan: &'a Plan,
     options: &'a BuildOptions,
     /// Every layer scanned before the first byte is written, so that a bad file fails the
     /// build before any output (stdout cannot be taken back) and every length is known.
     layers: Vec<LayerTree>,
+    /// One history comment per layer.
+    comments: Vec<String>,
 }
 
 fn layer_paths<'g>(graph: &'g ClosureGraph, plan: &Plan, index: usize) -> Vec<&'g str> {
@@ -63,7 +69,7 @@ fn layer_paths<'g>(graph: &'g ClosureGraph, plan: &Plan, index: usize) -> Vec<&'
 
 impl ImageSource for StoreImage<'_> {
     fn layer_count(&self) -> usize {
-        self.plan.layers.len()
+        self.layers.len()
     }
 
     fn layer(&self, index: usize) -> Result<&dyn TarStream> {
@@ -71,19 +77,31 @@ impl ImageSource for StoreImage<'_> {
     }
 
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>> {
-        let history: Vec<String> = (0..self.layer_count())
-            .map(|i| config::store_layer_comment(&layer_paths(self.graph, self.plan, i)))
-            .collect();
-        Ok(self.options.config.to_json(diff_ids, &history))
+        Ok(self.options.config.to_json(diff_ids, &self.comments))
     }
 }
 
 /// Builds the image: the whole job of `layered-gen --closure ... -o ...`.
 pub fn build(options: &BuildOptions) -> Result<Written> {
     options.output.check()?;
-    let (graph, plan) = plan(&options.plan)?;
+    let custom = &options.customisation;
+    if custom.is_empty() && !custom.perms.is_empty() {
+        return Err(Error::new(
+            "--perms applies to the customisation layer, which is empty: add --contents, \
+             --extra-dir or --remove",
+        ));
+    }
+    let (graph, plan) = plan(&options.plan, !custom.is_empty())?;
+    for path in &custom.contents {
+        if graph.index_of(path).is_none() {
+            return Err(Error::new(format!(
+                "--contents {path} is not in the closure; the closure must include the \
+                 contents (export their references graph)"
+            )));
+        }
+    }
     layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
-    let layers = (0..plan.layers.len())
+    let mut layers = (0..plan.layers.len())
         .into_par_iter()
         .map(|i| {
             LayerTree::for_store_paths(
@@ -93,11 +111,17 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
             )
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut comments: Vec<String> = (0..plan.layers.len())
+        .map(|i| config::store_layer_comment(&layer_paths(&graph, &plan, i)))
+        .collect();
+    if !custom.is_empty() {
+        layers.push(custom.layer(&options.layer)?);
+        comments.push(config::customisation_comment(custom));
+    }
     let image = StoreImage {
-        graph: &graph,
-        plan: &plan,
-        options,
         layers,
+        comments,
+        options,
     };
     output::write_image(&image, &options.output)
 }

@@ -46,6 +46,9 @@ pub struct Header<'a> {
     pub size: u64,
     /// Symlink target; empty otherwise.
     pub link: &'a [u8],
+    /// User and group names; empty in store layers (at most 31 bytes each).
+    pub uname: &'a [u8],
+    pub gname: &'a [u8],
 }
 
 /// Rounds up to whole blocks.
@@ -136,6 +139,8 @@ pub fn write_header(out: &mut (impl Write + ?Sized), header: &Header) -> io::Res
             mtime: header.mtime,
             size: pax.len() as u64,
             link: b"",
+            uname: b"",
+            gname: b"",
         };
         out.write_all(ustar_block(&pax_header, b'x').as_bytes())?;
         out.write_all(&pax)?;
@@ -163,6 +168,10 @@ fn ustar_block(header: &Header, typeflag: u8) -> tar::Header {
         let link = &header.link[..header.link.len().min(100)];
         ustar.linkname[..link.len()].copy_from_slice(link);
         ustar.typeflag[0] = typeflag;
+        let uname = &header.uname[..header.uname.len().min(31)];
+        ustar.uname[..uname.len()].copy_from_slice(uname);
+        let gname = &header.gname[..header.gname.len().min(31)];
+        ustar.gname[..gname.len()].copy_from_slice(gname);
     }
     block.set_mode(header.mode);
     block.set_uid(if header.uid > USTAR_MAX_ID {
@@ -203,6 +212,8 @@ mod tests {
             mtime: 1,
             size,
             link,
+            uname: b"",
+            gname: b"",
         }
     }
 

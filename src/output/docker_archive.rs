@@ -119,6 +119,8 @@ pub(super) fn write_entry_header(
         mtime,
         size,
         link: b"",
+        uname: b"",
+        gname: b"",
     };
     tarball::write_header(out, &header).map_err(write_error)
 }

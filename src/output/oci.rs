@@ -93,6 +93,8 @@ pub(super) fn write_archive(
             mtime: options.mtime,
             size: 0,
             link: b"",
+            uname: b"",
+            gname: b"",
         };
         tarball::write_header(out, &header)
             .map_err(|e| Error::new(format!("writing the image: {e}")))?;

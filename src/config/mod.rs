@@ -1,7 +1,12 @@
-//! Stage 4: the image configuration — platform, creation time, history and the root
-//! filesystem's layer digests, as the OCI image spec and Docker read them.
+//! Stage 4: the image configuration — platform, creation time, history, the runtime config
+//! (`Cmd`, `Env`, ...) and the root filesystem's layer digests, as the OCI image spec and Docker
+//! read them.
 
-use serde_json::{Value, json};
+pub mod runtime;
+
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 
@@ -178,6 +183,47 @@ pub fn format_rfc3339(seconds: u64) -> String {
 pub struct ImageConfig {
     pub platform: Platform,
     pub created: String,
+    /// The `config` object: Cmd, Env, Labels, ...
+    pub runtime: Map<String, Value>,
+}
+
+/// The runtime config from `--config FILE`, checked.
+pub fn read_runtime_config(path: &Path) -> Result<Map<String, Value>> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(format!(
+            "{name}:{}:{}: invalid JSON: {}",
+            e.line(),
+            e.column(),
+            e.to_string().split(" at line ").next().unwrap_or_default()
+        ))
+    })?;
+    runtime::check(&name, &value)
+}
+
+/// The runtime config of the image: `user` over `base`, then `--env` and `--label` last.
+pub fn runtime_config(
+    base: &Map<String, Value>,
+    user: &Map<String, Value>,
+    env: &[String],
+    labels: &[(String, String)],
+) -> Result<Map<String, Value>> {
+    let mut command_line = Map::new();
+    if !env.is_empty() {
+        for entry in env {
+            runtime::check_env_entry("--env", entry)?;
+        }
+        command_line.insert("Env".to_string(), Value::from(env.to_vec()));
+    }
+    if !labels.is_empty() {
+        let labels: Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect();
+        command_line.insert("Labels".to_string(), Value::Object(labels));
+    }
+    Ok(runtime::merge(&runtime::merge(base, user), &command_line))
 }
 
 impl ImageConfig {
@@ -196,7 +242,7 @@ impl ImageConfig {
             .collect();
         let mut config = json!({
             "architecture": self.platform.architecture,
-            "config": {},
+            "config": self.runtime,
             "created": self.created,
             "history": history,
             "os": self.platform.os,
@@ -208,6 +254,24 @@ impl ImageConfig {
         // Serialising a Value cannot fail.
         serde_json::to_vec(&config).unwrap_or_default()
     }
+}
+
+/// The history comment of the customisation layer.
+pub fn customisation_comment(custom: &crate::layer::Customisation) -> String {
+    let mut parts = Vec::new();
+    if !custom.contents.is_empty() {
+        parts.push(format!("contents: {}", custom.contents.join(" ")));
+    }
+    if !custom.extra_dirs.is_empty() {
+        parts.push(format!("{} extra directories", custom.extra_dirs.len()));
+    }
+    if !custom.perms.is_empty() {
+        parts.push(format!("{} permission rules", custom.perms.len()));
+    }
+    if !custom.remove.is_empty() {
+        parts.push(format!("removes: {}", custom.remove.join(" ")));
+    }
+    format!("customisation layer; {}", parts.join("; "))
 }
 
 /// A history comment for a layer of store paths: the names, shortened when long.
@@ -270,6 +334,13 @@ mod tests {
         let config = ImageConfig {
             platform: Platform::parse("arm/v6").unwrap(),
             created: DEFAULT_CREATED.to_string(),
+            runtime: runtime_config(
+                &Map::new(),
+                &json!({"Env": ["A=1"]}).as_object().unwrap().clone(),
+                &["A=2".to_string()],
+                &[("k".to_string(), "v".to_string())],
+            )
+            .unwrap(),
         };
         let json: Value =
             serde_json::from_slice(&config.to_json(&["sha256:ab".into()], &["c".into()])).unwrap();
@@ -277,6 +348,10 @@ mod tests {
         assert_eq!(json["history"][0]["comment"], "c");
         assert_eq!(json["variant"], "v6");
         assert_eq!(json["os"], "linux");
+        assert_eq!(
+            json["config"],
+            json!({"Env": ["A=2"], "Labels": {"k": "v"}})
+        );
     }
 
     #[test]
