@@ -243,7 +243,7 @@ fn bad_customisation_input_is_explained() {
         json!([{"path": "/var/lib/missing", "uid": 1}]),
     );
     let out = dir.join("out.tar");
-    let base = vec![
+    let base = [
         "--closure".to_string(),
         closure.to_str().unwrap().to_string(),
         "--store-root".to_string(),
