@@ -218,8 +218,7 @@ fn command_line_mistakes_are_explained() {
     let out = store.dir.path().join("x.tar");
     let out = out.to_str().unwrap();
     let base = ["--closure", closure.as_str(), "--store-root", root.as_str()];
-    let cases: Vec<(Vec<&str>, String)> =
-        vec![
+    let cases: Vec<(Vec<&str>, String)> = vec![
         (
             vec![],
             "no output given: pass -o image.tar, or -o - to stream the image to stdout".into(),
@@ -257,6 +256,11 @@ fn command_line_mistakes_are_explained() {
         (
             vec!["-o", "/nonexistent/dir/x.tar"],
             "cannot write /nonexistent/dir/x.tar: the directory /nonexistent/dir does not exist"
+                .into(),
+        ),
+        (
+            vec!["--created", "yesterday", "-o", out],
+            "--created \"yesterday\" is not an RFC 3339 time like 2024-05-01T12:00:00Z, nor \"now\""
                 .into(),
         ),
         (

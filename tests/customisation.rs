@@ -219,6 +219,72 @@ fn podman_runs_with_the_merged_env_and_owners() {
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "3\n1000:1000\n");
 }
 
+/// A whiteout in the customisation layer hides a path of a lower layer, as Docker and umoci
+/// apply it.
+#[test]
+fn removed_paths_are_gone_in_docker_and_umoci() {
+    let docker = require("docker");
+    let mut store = TestStore::new();
+    let busybox = store.add_busybox();
+    let paths = store.sample();
+    let closure = store.write_closure();
+    let hidden = format!("{}/share/same.txt", paths[0]);
+    let kept = format!("{}/share/deep/er/still/file.txt", paths[0]);
+    let image = store.dir.path().join("removed.tar");
+    let reference = "layered-gen-test/removed:v1";
+    layered_gen(&[
+        "--closure",
+        closure.to_str().unwrap(),
+        "--store-root",
+        &store.store_root_arg(),
+        "--contents",
+        &busybox,
+        "--remove",
+        &hidden,
+        "--name",
+        "layered-gen-test/removed",
+        "--tag",
+        "v1",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    run(Command::new(&docker).arg("load").arg("-i").arg(&image));
+    let script = format!("test -e {hidden} && echo present || echo gone; cat {kept}");
+    let ran = run(Command::new(&docker)
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            reference,
+            "/bin/sh",
+            "-c",
+        ])
+        .arg(&script));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "gone\ndeep\n");
+    run(Command::new(&docker).args(["rmi", reference]));
+
+    let layout = store.dir.path().join("layout");
+    run(Command::new(require("skopeo"))
+        .arg("copy")
+        .arg(format!("docker-archive:{}", image.display()))
+        .arg(format!("oci:{}:v1", layout.display())));
+    let bundle = store.dir.path().join("bundle");
+    run(Command::new(require("umoci"))
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", layout.display()))
+        .arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    assert!(!rootfs.join(hidden.trim_start_matches('/')).exists());
+    assert!(rootfs.join(kept.trim_start_matches('/')).exists());
+    assert!(
+        fs::symlink_metadata(rootfs.join("bin/sh"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
 #[test]
 fn bad_customisation_input_is_explained() {
     let mut store = TestStore::new();

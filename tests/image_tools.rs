@@ -277,3 +277,62 @@ fn stdout_stream_equals_the_file() {
     let streamed = layered_gen(&args).stdout;
     assert_eq!(streamed, fs::read(&file).unwrap());
 }
+
+/// A file over 8 GiB does not fit ustar's size field: its size goes in a PAX record, and the
+/// whole stream stays readable. (A sparse file, so it costs no disk; the bytes still stream.)
+#[test]
+fn files_over_8_gib_are_written_with_pax_sizes() {
+    use std::io::Read;
+    const SIZE: u64 = (8 << 30) + 5;
+    let mut store = TestStore::new();
+    let path = store.add("huge-1", &[], |dir| {
+        fs::create_dir_all(dir).unwrap();
+        let file = fs::File::create(dir.join("big.sparse")).unwrap();
+        file.set_len(SIZE - 5).unwrap();
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = file;
+        file.seek(SeekFrom::End(0)).unwrap();
+        file.write_all(b"tail!").unwrap();
+    });
+    let closure = store.write_closure();
+    let mut child = Command::new(bin())
+        .args(["--closure", closure.to_str().unwrap(), "--store-root"])
+        .arg(store.root())
+        .args(["-q", "-o", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut outer = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, stdout));
+    let mut checked = false;
+    for entry in outer.entries().unwrap() {
+        let entry = entry.unwrap();
+        if !entry.path().unwrap().starts_with("layers") {
+            continue;
+        }
+        for inner in tar::Archive::new(entry).entries().unwrap() {
+            let mut inner = inner.unwrap();
+            let name = inner.path().unwrap().display().to_string();
+            if name != format!("{}/big.sparse", path.trim_start_matches('/')) {
+                continue;
+            }
+            assert_eq!(inner.size(), SIZE);
+            let mut buffer = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            let mut last = Vec::new();
+            loop {
+                let n = inner.read(&mut buffer).unwrap();
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                last = buffer[n.saturating_sub(5)..n].to_vec();
+            }
+            assert_eq!(total, SIZE);
+            assert_eq!(last, b"tail!");
+            checked = true;
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(checked, "the big file was not in the image");
+}
