@@ -16,6 +16,7 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
 use crate::error::{Error, Result};
 use crate::tarball::{self, Header, Kind, TarStream};
@@ -262,21 +263,53 @@ impl LayerTree {
         self.entries.len()
     }
 
-    fn copy_file(
-        &self,
+    /// Where a regular file's content is read from; None for entries without content.
+    fn content_source(&self, entry: &Entry) -> Option<PathBuf> {
+        match (&entry.kind, &entry.source) {
+            (Kind::File, Source::Named) => {
+                Some(self.source_root.join(OsStr::from_bytes(&entry.name)))
+            }
+            (Kind::File, Source::Path(path)) => Some(path.to_path_buf()),
+            _ => None,
+        }
+    }
+
+    /// Reads every file's content in entry order into chunks, sending each on `full` and taking
+    /// empty buffers back from `empty`; stops at the first error (which it sends) or when the
+    /// writer hangs up.
+    fn read_ahead(&self, full: &SyncSender<Result<Vec<u8>>>, empty: &Receiver<Vec<u8>>) {
+        for entry in &self.entries {
+            let Some(source) = self.content_source(entry) else {
+                continue;
+            };
+            if entry.size == 0 && matches!(entry.source, Source::Empty) {
+                continue;
+            }
+            if let Err(err) = Self::read_file(&source, entry.size, full, empty) {
+                let _ = full.send(Err(err));
+                return;
+            }
+        }
+    }
+
+    fn read_file(
         source: &Path,
         size: u64,
-        out: &mut dyn Write,
-        buffer: &mut [u8],
+        full: &SyncSender<Result<Vec<u8>>>,
+        empty: &Receiver<Vec<u8>>,
     ) -> Result<()> {
         let mut file = File::open(source).map_err(|e| Error::io("opening", source, e))?;
         let mut left = size;
         while left > 0 {
+            let Ok(mut buffer) = empty.recv() else {
+                return Ok(()); // the writer stopped
+            };
             let want = buffer
-                .len()
+                .capacity()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
+            buffer.resize(want, 0);
             let got = file
-                .read(&mut buffer[..want])
+                .read(&mut buffer)
                 .map_err(|e| Error::io("reading", source, e))?;
             if got == 0 {
                 return Err(Error::new(format!(
@@ -285,12 +318,15 @@ impl LayerTree {
                     source.display()
                 )));
             }
-            out.write_all(&buffer[..got])
-                .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+            buffer.truncate(got);
             left -= got as u64;
+            if full.send(Ok(buffer)).is_err() {
+                return Ok(());
+            }
         }
+        let mut probe = [0u8; 1];
         if file
-            .read(&mut buffer[..1])
+            .read(&mut probe)
             .map_err(|e| Error::io("reading", source, e))?
             != 0
         {
@@ -309,25 +345,43 @@ impl TarStream for LayerTree {
         self.length
     }
 
+    /// Writes the tarball. A reader thread reads file contents ahead into a few reused
+    /// buffers while this thread writes them (and, through `out`, hashes and compresses), so
+    /// reading overlaps the rest and memory stays bounded.
     fn write_to(&self, out: &mut dyn Write) -> Result<()> {
+        const CHUNK: usize = 1 << 20;
+        const IN_FLIGHT: usize = 4;
         let write_error = |e: std::io::Error| Error::new(format!("writing the image: {e}"));
-        let mut buffer = vec![0u8; 256 * 1024];
-        for entry in &self.entries {
-            tarball::write_header(out, &self.header(entry)).map_err(write_error)?;
-            if entry.kind == Kind::File {
-                match &entry.source {
-                    Source::Named => {
-                        let source = self.source_root.join(OsStr::from_bytes(&entry.name));
-                        self.copy_file(&source, entry.size, out, &mut buffer)?;
+        std::thread::scope(|scope| {
+            // Created in here so that an early return drops the writer's ends first, which
+            // stops the reader before the scope waits for it.
+            let (full_tx, full_rx) = sync_channel::<Result<Vec<u8>>>(IN_FLIGHT);
+            let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+            for _ in 0..IN_FLIGHT + 2 {
+                let _ = empty_tx.send(Vec::with_capacity(CHUNK));
+            }
+            scope.spawn(move || self.read_ahead(&full_tx, &empty_rx));
+            for entry in &self.entries {
+                tarball::write_header(out, &self.header(entry)).map_err(write_error)?;
+                if entry.kind != Kind::File {
+                    continue;
+                }
+                if self.content_source(entry).is_some() {
+                    let mut left = entry.size;
+                    while left > 0 {
+                        let chunk = full_rx
+                            .recv()
+                            .map_err(|_| Error::new("the file reader stopped unexpectedly"))??;
+                        out.write_all(&chunk).map_err(write_error)?;
+                        left -= chunk.len() as u64;
+                        let _ = empty_tx.send(chunk);
                     }
-                    Source::Path(path) => self.copy_file(path, entry.size, out, &mut buffer)?,
-                    Source::Empty => {}
                 }
                 out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
                     .map_err(write_error)?;
             }
-        }
-        out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
+            out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
+        })
     }
 }
 

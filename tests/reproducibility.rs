@@ -44,7 +44,7 @@ fn golden_example_images() {
         (
             "gzip-oci.tar",
             &["--format", "oci"],
-            "8f2af0a9c644a4795231f7f698ba031582eb54bf4d9c9da8e74103ab8e069ea9",
+            "bc85ff233b3364526d44a88b1be43042336f96c3ca6f98b42d05eda0f10940e3",
         ),
         (
             "zstd-oci.tar",

@@ -117,9 +117,7 @@ pub fn write_layer_blob(
             });
         }
         Compression::Gzip { level } => {
-            let encoder = flate2::GzBuilder::new()
-                .operating_system(255)
-                .write(stored, flate2::Compression::new(level));
+            let encoder = super::pgzip::ParallelGzWriter::new(stored, level);
             let mut plain = HashingWriter::new(encoder);
             tar.write_to(&mut plain)?;
             let (encoder, diff_id, length) = plain.finish();
@@ -128,6 +126,11 @@ pub fn write_layer_blob(
         Compression::Zstd { level } => {
             let mut encoder = zstd::stream::Encoder::new(stored, level).map_err(write_error)?;
             encoder.include_checksum(true).map_err(write_error)?;
+            // zstd's multithreaded output depends on its job size, not on the number of
+            // workers (as long as there is at least one), so any thread count gives the same
+            // bytes; tests/reproducibility.rs checks 1 against 8.
+            let workers = rayon::current_num_threads().max(1) as u32;
+            encoder.multithread(workers).map_err(write_error)?;
             let mut plain = HashingWriter::new(encoder);
             tar.write_to(&mut plain)?;
             let (encoder, diff_id, length) = plain.finish();
@@ -188,6 +191,45 @@ mod tests {
             let mut again = Vec::new();
             write_layer_blob(&tar, compression, &mut again).unwrap();
             assert_eq!(out, again, "{compression:?} is deterministic");
+        }
+    }
+
+    #[test]
+    fn compressed_bytes_do_not_depend_on_the_thread_count() {
+        // Large enough for several zstd jobs and many gzip blocks.
+        let mut x = 7u64;
+        let data: Vec<u8> = (0..24 << 20)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 5 == 0 {
+                    x as u8
+                } else {
+                    b"nix store "[i % 10]
+                }
+            })
+            .collect();
+        let tar = Bytes(data);
+        for compression in [
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+        ] {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut out = Vec::new();
+                    write_layer_blob(&tar, compression, &mut out).unwrap();
+                    out
+                })
+            };
+            assert!(
+                run(1) == run(4),
+                "{compression:?} output changed with the thread count"
+            );
         }
     }
 

@@ -8,7 +8,9 @@
 mod blob;
 mod docker_archive;
 mod oci;
+mod pgzip;
 pub mod reference;
+mod threaded;
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -120,39 +122,51 @@ pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<
     options.check()?;
     match (&options.format, &options.target) {
         (Format::DockerArchive, Target::Stdout) => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let written = docker_archive::write(source, options, &mut out, &std::env::temp_dir())?;
-            out.flush()
-                .map_err(|e| Error::new(format!("writing the image to stdout: {e}")))?;
-            Ok(written)
+            to_stdout(|out| docker_archive::write(source, options, out, &std::env::temp_dir()))
         }
         (Format::DockerArchive, Target::File(path)) => atomic_file(path, |file, dir| {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let written = docker_archive::write(source, options, &mut out, dir)?;
-            out.flush()
-                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
-            Ok(written)
+            to_file(file, path, |out| {
+                docker_archive::write(source, options, out, dir)
+            })
         }),
         (Format::Oci, Target::File(path)) if !is_tar_name(path) => {
             oci::write_layout_dir(source, options, path)
         }
         (Format::Oci, Target::File(path)) => atomic_file(path, |file, dir| {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let written = oci::write_archive(source, options, &mut out, dir)?;
-            out.flush()
-                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
-            Ok(written)
+            to_file(file, path, |out| {
+                oci::write_archive(source, options, out, dir)
+            })
         }),
         (Format::Oci, Target::Stdout) => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let written = oci::write_archive(source, options, &mut out, &std::env::temp_dir())?;
-            out.flush()
-                .map_err(|e| Error::new(format!("writing the image to stdout: {e}")))?;
-            Ok(written)
+            to_stdout(|out| oci::write_archive(source, options, out, &std::env::temp_dir()))
         }
     }
+}
+
+/// Runs `write` with stdout behind a writer thread.
+fn to_stdout<T>(write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    threaded::enlarge_stdout_pipe();
+    let mut out = threaded::ThreadedWriter::new(std::io::stdout());
+    let result = write(&mut out)?;
+    out.finish()
+        .map_err(|e| Error::new(format!("writing the image to stdout: {e}")))?;
+    Ok(result)
+}
+
+/// Runs `write` with `file` behind a writer thread.
+fn to_file<T>(
+    file: &mut std::fs::File,
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    let handle = file
+        .try_clone()
+        .map_err(|e| Error::io("writing", path, e))?;
+    let mut out = threaded::ThreadedWriter::new(handle);
+    let result = write(&mut out)?;
+    out.finish()
+        .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+    Ok(result)
 }
 
 fn is_tar_name(path: &Path) -> bool {
