@@ -1,5 +1,6 @@
 //! The `layered-gen` command: parses flags and calls the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -176,7 +177,8 @@ struct BuildArgs {
     #[arg(long = "remove", value_name = "PATH")]
     remove: Vec<String>,
 
-    /// Print nothing but errors.
+    /// Print nothing but errors (no progress bar, no summary). Without it, a progress bar is
+    /// shown when stderr is a terminal. Example: --quiet
     #[arg(short, long)]
     quiet: bool,
 }
@@ -284,6 +286,7 @@ fn build(args: BuildArgs) -> Result<()> {
         remove: args.remove.clone(),
     };
     let options = BuildOptions {
+        progress: !args.quiet && std::io::stderr().is_terminal(),
         customisation,
         output: OutputOptions {
             target: target.clone(),

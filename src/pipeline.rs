@@ -1,7 +1,10 @@
 //! The stages in order, as the command line runs them: closure → plan → layers → config →
 //! output. Each stage is its own module; this one only hands data from one to the next.
 
+use std::io::Write;
 use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use rayon::prelude::*;
 
@@ -25,6 +28,8 @@ pub struct PlanOptions {
 /// Everything `layered-gen` needs to write an image.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
+    /// Show a progress bar on stderr (the caller checks that it is a terminal).
+    pub progress: bool,
     pub plan: PlanOptions,
     pub layer: LayerOptions,
     pub customisation: Customisation,
@@ -58,7 +63,7 @@ struct StoreImage<'a> {
     options: &'a BuildOptions,
     /// Every layer scanned before the first byte is written, so that a bad file fails the
     /// build before any output (stdout cannot be taken back) and every length is known.
-    layers: Vec<LayerTree>,
+    layers: Vec<Counted>,
     /// One history comment per layer.
     comments: Vec<String>,
 }
@@ -118,10 +123,70 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
         layers.push(custom.layer(&options.layer)?);
         comments.push(config::customisation_comment(custom));
     }
+    let progress = options.progress.then(|| progress_bar(&layers));
+    let layers = layers
+        .into_iter()
+        .map(|tree| Counted {
+            tree,
+            progress: progress.clone(),
+        })
+        .collect();
     let image = StoreImage {
         layers,
         comments,
         options,
     };
-    output::write_image(&image, &options.output)
+    let written = output::write_image(&image, &options.output);
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    written
+}
+
+/// Bytes done, throughput and time left, over the layers' uncompressed length.
+fn progress_bar(layers: &[LayerTree]) -> ProgressBar {
+    let total = layers.iter().map(TarStream::tar_len).sum();
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A layer that reports the bytes it writes to the progress bar.
+struct Counted {
+    tree: LayerTree,
+    progress: Option<ProgressBar>,
+}
+
+impl TarStream for Counted {
+    fn tar_len(&self) -> u64 {
+        self.tree.tar_len()
+    }
+
+    fn write_to(&self, out: &mut dyn Write) -> Result<()> {
+        match &self.progress {
+            Some(bar) => self.tree.write_to(&mut CountingWriter { out, bar }),
+            None => self.tree.write_to(out),
+        }
+    }
+}
+
+struct CountingWriter<'a> {
+    out: &'a mut dyn Write,
+    bar: &'a ProgressBar,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }

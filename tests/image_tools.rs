@@ -336,3 +336,40 @@ fn files_over_8_gib_are_written_with_pax_sizes() {
     assert!(child.wait().unwrap().success());
     assert!(checked, "the big file was not in the image");
 }
+
+/// The progress bar shows on a terminal (here a pseudo-terminal from `script`), never in a
+/// pipe or a Nix build log, and `--quiet` silences it.
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    let script = require("script");
+    let mut store = TestStore::new();
+    store.sample();
+    let closure = store.write_closure();
+    let out = store.dir.path().join("p.tar");
+    let command = format!(
+        "{} --closure {} --store-root {} -o {}",
+        bin().display(),
+        closure.display(),
+        store.root().display(),
+        out.display()
+    );
+    let on_terminal = run(Command::new(&script).args(["-qec", &command, "/dev/null"]));
+    let screen = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(
+        screen.contains("ETA"),
+        "no progress bar on a terminal: {screen:?}"
+    );
+    assert!(screen.contains("layered-gen: wrote image:"), "{screen:?}");
+
+    let quiet =
+        run(Command::new(&script).args(["-qec", &format!("{command} --quiet"), "/dev/null"]));
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout), "");
+
+    let piped = run(Command::new("sh").arg("-c").arg(&command));
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("ETA"), "{stderr:?}");
+    assert!(
+        stderr.starts_with("layered-gen: wrote image:"),
+        "{stderr:?}"
+    );
+}
