@@ -94,6 +94,9 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
+/// Bytes per zstd job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 fn write_error(e: io::Error) -> Error {
     Error::new(format!("writing the image: {e}"))
 }
@@ -131,6 +134,11 @@ pub fn write_layer_blob(
             // bytes; tests/reproducibility.rs checks 1 against 8.
             let workers = rayon::current_num_threads().max(1) as u32;
             encoder.multithread(workers).map_err(write_error)?;
+            // A fixed job size keeps memory small (each worker holds about two jobs) and, like
+            // everything else here, is not derived from the machine.
+            encoder
+                .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                .map_err(write_error)?;
             let mut plain = HashingWriter::new(encoder);
             tar.write_to(&mut plain)?;
             let (encoder, diff_id, length) = plain.finish();

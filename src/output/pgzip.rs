@@ -14,7 +14,7 @@ use rayon::prelude::*;
 /// Uncompressed bytes per block (pigz's default).
 const BLOCK: usize = 128 * 1024;
 /// Blocks compressed together: enough to keep every core busy, little memory.
-const BATCH: usize = 32;
+const BATCH: usize = 16;
 /// Deflate's window: the dictionary carried from one block into the next.
 const WINDOW: usize = 32 * 1024;
 
