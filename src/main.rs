@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use layered_gen::config::{self, ImageConfig, Platform, runtime};
+use layered_gen::base::BaseOptions;
+use layered_gen::config::{self, Platform, runtime};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::{Compression, Format, OutputOptions, Target};
-use layered_gen::pipeline::{self, BuildOptions, PlanOptions};
+use layered_gen::pipeline::{self, BuildOptions, ConfigOptions, PlanOptions};
 use layered_gen::{Error, Result};
 
 /// Turn a Nix store closure into a layered, reproducible container image.
@@ -57,9 +58,39 @@ struct PlanArgs {
 }
 
 #[derive(Args, Debug)]
+struct BaseArgs {
+    /// A base image to put the layers on, like dockerTools' fromImage: a docker-archive (`docker
+    /// save`, ours, or the legacy format) or an OCI layout (directory or archive). Its layers
+    /// are kept as they are and count toward --max-layers. Example: --from-image base.tar
+    #[arg(long, value_name = "PATH")]
+    from_image: Option<PathBuf>,
+
+    /// Which image of a --from-image holding several. Example: --from-image-tag alpine:3.19
+    #[arg(long, value_name = "NAME:TAG")]
+    from_image_tag: Option<String>,
+}
+
+impl BaseArgs {
+    fn options(&self) -> Option<BaseOptions> {
+        self.from_image.as_ref().map(|path| BaseOptions {
+            path: path.clone(),
+            tag: self.from_image_tag.clone(),
+        })
+    }
+}
+
+#[derive(Args, Debug)]
 struct PlanCommand {
     #[command(flatten)]
     plan: PlanArgs,
+
+    #[command(flatten)]
+    base: BaseArgs,
+
+    /// The platform to pick from a multi-platform --from-image (default: this machine's).
+    /// Example: --architecture arm64
+    #[arg(long, value_name = "ARCH")]
+    architecture: Option<String>,
 
     /// Keep one layer for a customisation layer, as an image with --contents, --extra-dir or
     /// --remove has. Example: --customisation-layer
@@ -71,6 +102,12 @@ struct PlanCommand {
 enum FormatArg {
     DockerArchive,
     Oci,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BaseLayersArg {
+    Keep,
+    Decompress,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -177,6 +214,14 @@ struct BuildArgs {
     #[arg(long = "remove", value_name = "PATH")]
     remove: Vec<String>,
 
+    #[command(flatten)]
+    base: BaseArgs,
+
+    /// What to do with a base image's layers: keep them byte for byte (default), or decompress
+    /// them to plain tar (for zstd layers into a docker-archive). Example: --base-layers decompress
+    #[arg(long, value_enum, default_value = "keep")]
+    base_layers: BaseLayersArg,
+
     /// Print nothing but errors (no progress bar, no summary). Without it, a progress bar is
     /// shown when stderr is a terminal. Example: --quiet
     #[arg(short, long)]
@@ -254,10 +299,11 @@ fn build(args: BuildArgs) -> Result<()> {
         FormatArg::DockerArchive => Format::DockerArchive,
         FormatArg::Oci => Format::Oci,
     };
-    let platform = match &args.architecture {
-        Some(name) => Platform::parse(name)?,
-        None => Platform::host(),
-    };
+    let platform = args
+        .architecture
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()?;
     let created = match &args.created {
         Some(text) => config::parse_created(text)?,
         None => config::DEFAULT_CREATED.to_string(),
@@ -275,7 +321,6 @@ fn build(args: BuildArgs) -> Result<()> {
     for entry in &args.env {
         runtime::split_assignment("--env", entry)?;
     }
-    let runtime = config::runtime_config(&Default::default(), &user_config, &args.env, &labels)?;
     let customisation = Customisation {
         contents: args.contents.clone(),
         extra_dirs: args.extra_dirs.clone(),
@@ -302,11 +347,15 @@ fn build(args: BuildArgs) -> Result<()> {
             gid: args.gid,
             store_root: args.store_root.clone(),
         },
-        config: ImageConfig {
+        config: ConfigOptions {
             platform,
             created,
-            runtime,
+            user: user_config,
+            env: args.env.clone(),
+            labels,
         },
+        base: args.base.options(),
+        decompress_base_layers: matches!(args.base_layers, BaseLayersArg::Decompress),
         plan: plan_options(args.plan),
     };
     let written = pipeline::build(&options)?;
@@ -327,7 +376,17 @@ fn build(args: BuildArgs) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Plan(args)) => {
-            let json = pipeline::plan_json(&plan_options(args.plan), args.customisation_layer)?;
+            let platform = args
+                .architecture
+                .as_deref()
+                .map(Platform::parse)
+                .transpose()?;
+            let json = pipeline::plan_json(
+                &plan_options(args.plan),
+                args.base.options().as_ref(),
+                platform.as_ref(),
+                args.customisation_layer,
+            )?;
             println!("{json}");
             Ok(())
         }

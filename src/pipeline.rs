@@ -1,19 +1,19 @@
-//! The stages in order, as the command line runs them: closure → plan → layers → config →
-//! output. Each stage is its own module; this one only hands data from one to the next.
+//! The stages in order, as the command line runs them: closure → plan → base → layers → config
+//! → output. Each stage is its own module; this one only hands data from one to the next.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use rayon::prelude::*;
+use serde_json::{Map, Value, json};
 
+use crate::base::{BaseBlob, BaseImage, BaseOptions, SpooledTar};
 use crate::closure::{ClosureGraph, LoadOptions};
-use crate::config::{self, ImageConfig};
-use crate::error::Error;
-use crate::error::Result;
+use crate::config::{self, ImageConfig, Platform};
+use crate::error::{Error, Result};
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
-use crate::output::{self, ImageSource, OutputOptions, Written};
+use crate::output::{self, Compression, Format, ImageSource, Layer, OutputOptions, Written};
 use crate::plan::{self, Budget, Plan};
 use crate::tarball::TarStream;
 
@@ -25,6 +25,18 @@ pub struct PlanOptions {
     pub max_layers: usize,
 }
 
+/// What goes into the image config besides the layers.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigOptions {
+    /// None: the base image's platform, or this machine's.
+    pub platform: Option<Platform>,
+    pub created: String,
+    /// `--config FILE`, checked.
+    pub user: Map<String, Value>,
+    pub env: Vec<String>,
+    pub labels: Vec<(String, String)>,
+}
+
 /// Everything `layered-gen` needs to write an image.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
@@ -33,12 +45,19 @@ pub struct BuildOptions {
     pub plan: PlanOptions,
     pub layer: LayerOptions,
     pub customisation: Customisation,
-    pub config: ImageConfig,
+    pub config: ConfigOptions,
     pub output: OutputOptions,
+    pub base: Option<BaseOptions>,
+    /// Rewrite compressed base layers as plain tar (`--base-layers decompress`).
+    pub decompress_base_layers: bool,
 }
 
-/// Reads the closure and plans its layers, leaving room for a customisation layer.
-pub fn plan(options: &PlanOptions, customisation_layer: bool) -> Result<(ClosureGraph, Plan)> {
+/// Reads the closure and plans its layers around the base's and the customisation layer.
+pub fn plan(
+    options: &PlanOptions,
+    base_layers: usize,
+    customisation_layer: bool,
+) -> Result<(ClosureGraph, Plan)> {
     let graph = ClosureGraph::load(
         &options.closures,
         &LoadOptions {
@@ -46,43 +65,99 @@ pub fn plan(options: &PlanOptions, customisation_layer: bool) -> Result<(Closure
         },
     )?;
     let budget = Budget {
+        max_layers: options.max_layers,
+        base_layers,
         customisation_layer,
-        ..Budget::new(options.max_layers)
     };
     let plan = plan::plan_by_popularity(&graph, budget)?;
     Ok((graph, plan))
 }
 
-/// `layered-gen plan`: the plan as JSON.
-pub fn plan_json(options: &PlanOptions, customisation_layer: bool) -> Result<String> {
-    let (graph, plan) = plan(options, customisation_layer)?;
-    plan.to_json(&graph)
-}
-
-struct StoreImage<'a> {
-    options: &'a BuildOptions,
-    /// Every layer scanned before the first byte is written, so that a bad file fails the
-    /// build before any output (stdout cannot be taken back) and every length is known.
-    layers: Vec<Counted>,
-    /// One history comment per layer.
-    comments: Vec<String>,
+/// `layered-gen plan`: the plan as JSON, base layers first.
+pub fn plan_json(
+    options: &PlanOptions,
+    base: Option<&BaseOptions>,
+    platform: Option<&Platform>,
+    customisation_layer: bool,
+) -> Result<String> {
+    let base = base.map(|b| BaseImage::load(b, platform)).transpose()?;
+    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
+    let (graph, plan) = plan(options, base_layers, customisation_layer)?;
+    let base_json: Vec<Value> = base
+        .iter()
+        .flat_map(|b| b.layers.iter())
+        .enumerate()
+        .map(|(index, l)| {
+            json!({
+                "index": index,
+                "kind": "base",
+                "file": l.name,
+                "digest": l.digest,
+                "diffId": l.diff_id,
+                "size": l.size,
+            })
+        })
+        .collect();
+    plan.to_json(&graph, base_json)
 }
 
 fn layer_paths<'g>(graph: &'g ClosureGraph, plan: &Plan, index: usize) -> Vec<&'g str> {
     plan.layers[index].iter().map(|&p| graph.path(p)).collect()
 }
 
-impl ImageSource for StoreImage<'_> {
+/// The image's layers as the pipeline holds them.
+enum ImageLayer<'a> {
+    Base(BaseBlob<'a>),
+    DecompressedBase(SpooledTar),
+    Built(Counted),
+}
+
+struct Image<'a> {
+    layers: Vec<ImageLayer<'a>>,
+    config: ImageConfig,
+    /// One history comment per layer we add.
+    comments: Vec<String>,
+}
+
+impl ImageSource for Image<'_> {
     fn layer_count(&self) -> usize {
         self.layers.len()
     }
 
-    fn layer(&self, index: usize) -> Result<&dyn TarStream> {
-        Ok(&self.layers[index])
+    fn layer(&self, index: usize) -> Result<Layer<'_>> {
+        Ok(match &self.layers[index] {
+            ImageLayer::Base(blob) => Layer::Blob(blob),
+            ImageLayer::DecompressedBase(tar) => Layer::Tar(tar),
+            ImageLayer::Built(tar) => Layer::Tar(tar),
+        })
     }
 
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>> {
-        Ok(self.options.config.to_json(diff_ids, &self.comments))
+        Ok(self.config.to_json(diff_ids, &self.comments))
+    }
+}
+
+/// The platform of the image: as asked, else the base's, else this machine's.
+fn platform(asked: Option<&Platform>, base: Option<&BaseImage>) -> Result<Platform> {
+    let Some(base) = base else {
+        return Ok(asked.cloned().unwrap_or_else(Platform::host));
+    };
+    let (architecture, variant, os) = base.platform();
+    let theirs = Platform {
+        architecture,
+        variant,
+        os,
+    };
+    match asked {
+        Some(asked) if asked.architecture != theirs.architecture || asked.os != theirs.os => {
+            Err(Error::new(format!(
+                "--architecture asks for {}, but the base image {} is {}",
+                asked.describe(),
+                base.describe(),
+                theirs.describe()
+            )))
+        }
+        _ => Ok(theirs),
     }
 }
 
@@ -96,7 +171,16 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
              --extra-dir or --remove",
         ));
     }
-    let (graph, plan) = plan(&options.plan, !custom.is_empty())?;
+    let base = options
+        .base
+        .as_ref()
+        .map(|b| BaseImage::load(b, options.config.platform.as_ref()))
+        .transpose()?;
+    if let Some(base) = &base {
+        check_base_compression(base, options)?;
+    }
+    let base_count = base.as_ref().map_or(0, |b| b.layers.len());
+    let (graph, plan) = plan(&options.plan, base_count, !custom.is_empty())?;
     for path in &custom.contents {
         if graph.index_of(path).is_none() {
             return Err(Error::new(format!(
@@ -106,7 +190,7 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
         }
     }
     layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
-    let mut layers = (0..plan.layers.len())
+    let mut built = (0..plan.layers.len())
         .into_par_iter()
         .map(|i| {
             LayerTree::for_store_paths(
@@ -120,21 +204,46 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
         .map(|i| config::store_layer_comment(&layer_paths(&graph, &plan, i)))
         .collect();
     if !custom.is_empty() {
-        layers.push(custom.layer(&options.layer)?);
+        built.push(custom.layer(&options.layer)?);
         comments.push(config::customisation_comment(custom));
     }
-    let progress = options.progress.then(|| progress_bar(&layers));
-    let layers = layers
-        .into_iter()
-        .map(|tree| Counted {
+
+    let mut layers = Vec::new();
+    if let Some(base) = &base {
+        for index in 0..base.layers.len() {
+            layers.push(if options.decompress_base_layers {
+                ImageLayer::DecompressedBase(base.decompressed(index, &std::env::temp_dir())?)
+            } else {
+                ImageLayer::Base(base.blob(index))
+            });
+        }
+    }
+    let progress = options.progress.then(|| progress_bar(&built));
+    layers.extend(built.into_iter().map(|tree| {
+        ImageLayer::Built(Counted {
             tree,
             progress: progress.clone(),
         })
-        .collect();
-    let image = StoreImage {
+    }));
+
+    let base_runtime = base
+        .as_ref()
+        .map(BaseImage::runtime_config)
+        .unwrap_or_default();
+    let image = Image {
         layers,
         comments,
-        options,
+        config: ImageConfig {
+            platform: platform(options.config.platform.as_ref(), base.as_ref())?,
+            created: options.config.created.clone(),
+            base_history: base.as_ref().map(BaseImage::history).unwrap_or_default(),
+            runtime: config::runtime_config(
+                &base_runtime,
+                &options.config.user,
+                &options.config.env,
+                &options.config.labels,
+            )?,
+        },
     };
     let written = output::write_image(&image, &options.output);
     if let Some(bar) = progress {
@@ -143,7 +252,27 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
     written
 }
 
-/// Bytes done, throughput and time left, over the layers' uncompressed length.
+/// docker load may not read zstd layers: a zstd base into a docker-archive needs decompressing.
+fn check_base_compression(base: &BaseImage, options: &BuildOptions) -> Result<()> {
+    let zstd = base
+        .layers
+        .iter()
+        .position(|l| matches!(l.compression, Compression::Zstd { .. }));
+    if let (Some(index), Format::DockerArchive, false) =
+        (zstd, options.output.format, options.decompress_base_layers)
+    {
+        return Err(Error::new(format!(
+            "the base image {} has zstd-compressed layers (layer {index}: {}), which docker \
+             load may not read from a docker-archive; choose --format oci, or pass \
+             --base-layers decompress to rewrite them as plain tar",
+            base.describe(),
+            base.layers[index].name
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes done, throughput and time left, over the built layers' uncompressed length.
 fn progress_bar(layers: &[LayerTree]) -> ProgressBar {
     let total = layers.iter().map(TarStream::tar_len).sum();
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());

@@ -239,25 +239,40 @@ impl Plan {
             .sum::<Option<u64>>()
     }
 
-    /// The plan as `layered-gen plan` prints it.
-    pub fn to_json(&self, graph: &ClosureGraph) -> Result<String> {
+    /// The plan as `layered-gen plan` prints it; `base_layers` (already JSON) come first.
+    pub fn to_json(
+        &self,
+        graph: &ClosureGraph,
+        base_layers: Vec<serde_json::Value>,
+    ) -> Result<String> {
         let number = |n: &BigUint| {
             RawValue::from_string(n.to_string())
                 .map_err(|e| Error::new(format!("printing a popularity: {e}")))
         };
-        let mut layers = Vec::with_capacity(self.layers.len());
+        let first = base_layers.len();
+        let mut layers: Vec<Box<RawValue>> = base_layers
+            .iter()
+            .map(|l| {
+                serde_json::value::to_raw_value(l)
+                    .map_err(|e| Error::new(format!("printing the plan: {e}")))
+            })
+            .collect::<Result<_>>()?;
         let mut popularities = Vec::with_capacity(graph.len());
-        for (index, paths) in self.layers.iter().enumerate() {
+        for (store_index, paths) in self.layers.iter().enumerate() {
             for &p in paths {
                 popularities.push((graph.path(p), number(&self.popularity[p])?));
             }
-            layers.push(LayerJson {
-                index,
+            let layer = LayerJson {
+                index: first + store_index,
                 kind: "store",
                 paths: paths.iter().map(|&p| graph.path(p)).collect(),
-                nar_size: self.nar_size(graph, index),
+                nar_size: self.nar_size(graph, store_index),
                 popularity: number(&self.popularity[paths[0]])?,
-            });
+            };
+            layers.push(
+                serde_json::value::to_raw_value(&layer)
+                    .map_err(|e| Error::new(format!("printing the plan: {e}")))?,
+            );
         }
         let json = PlanJson {
             max_layers: self.budget.max_layers,
@@ -277,7 +292,7 @@ struct PlanJson<'a> {
     max_layers: usize,
     store_layer_budget: usize,
     store_dir: &'a str,
-    layers: Vec<LayerJson<'a>>,
+    layers: Vec<Box<RawValue>>,
     popularities: OrderedMap<'a>,
 }
 
@@ -499,7 +514,8 @@ mod tests {
     fn plan_json_shape() {
         let g = graph(&[(0, &[1]), (1, &[])], &["app", "lib"]);
         let plan = plan_by_popularity(&g, Budget::new(10)).unwrap();
-        let json: serde_json::Value = serde_json::from_str(&plan.to_json(&g).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&plan.to_json(&g, Vec::new()).unwrap()).unwrap();
         assert_eq!(json["maxLayers"], 10);
         assert_eq!(json["layers"][0]["paths"][0], g.path(1));
         assert_eq!(json["layers"][0]["popularity"], 2);
@@ -569,7 +585,7 @@ mod tests {
             // deterministic under permutation of the input records
             let permuted = dag_graph(&dag, seed);
             let again = plan_by_popularity(&permuted, Budget::new(max_layers)).unwrap();
-            prop_assert_eq!(plan.to_json(&g).unwrap(), again.to_json(&permuted).unwrap());
+            prop_assert_eq!(plan.to_json(&g, Vec::new()).unwrap(), again.to_json(&permuted, Vec::new()).unwrap());
         }
     }
 }

@@ -17,9 +17,9 @@ pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:01Z";
 /// `architecture`, `variant` and `os` of an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
-    pub architecture: &'static str,
-    pub variant: Option<&'static str>,
-    pub os: &'static str,
+    pub architecture: String,
+    pub variant: Option<String>,
+    pub os: String,
 }
 
 /// Accepted platform names: Go's GOARCH (as OCI uses) and Nix system strings.
@@ -52,9 +52,9 @@ impl Platform {
             .iter()
             .find(|(n, _, _)| *n == name)
             .map(|&(_, architecture, variant)| Platform {
-                architecture,
-                variant,
-                os: "linux",
+                architecture: architecture.to_string(),
+                variant: variant.map(str::to_string),
+                os: "linux".to_string(),
             })
             .ok_or_else(|| {
                 Error::new(format!(
@@ -82,10 +82,18 @@ impl Platform {
             _ => "amd64",
         };
         Platform::parse(name).unwrap_or(Platform {
-            architecture: "amd64",
+            architecture: "amd64".to_string(),
             variant: None,
-            os: "linux",
+            os: "linux".to_string(),
         })
+    }
+
+    /// `os/architecture[/variant]`, as platforms are written in messages.
+    pub fn describe(&self) -> String {
+        match &self.variant {
+            Some(variant) => format!("{}/{}/{variant}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
     }
 }
 
@@ -183,6 +191,8 @@ pub fn format_rfc3339(seconds: u64) -> String {
 pub struct ImageConfig {
     pub platform: Platform,
     pub created: String,
+    /// A base image's history, kept before ours.
+    pub base_history: Vec<Value>,
     /// The `config` object: Cmd, Env, Labels, ...
     pub runtime: Map<String, Value>,
 }
@@ -230,16 +240,14 @@ impl ImageConfig {
     /// The config blob: `diff_ids` are the layers' uncompressed digests (`sha256:...`), and
     /// `history` holds one comment per layer.
     pub fn to_json(&self, diff_ids: &[String], history: &[String]) -> Vec<u8> {
-        let history: Vec<Value> = history
-            .iter()
-            .map(|comment| {
-                json!({
+        let ours = history.iter().map(|comment| {
+            json!({
                     "created": self.created,
                     "created_by": "layered-gen",
-                    "comment": comment,
-                })
+                "comment": comment,
             })
-            .collect();
+        });
+        let history: Vec<Value> = self.base_history.iter().cloned().chain(ours).collect();
         let mut config = json!({
             "architecture": self.platform.architecture,
             "config": self.runtime,
@@ -248,7 +256,7 @@ impl ImageConfig {
             "os": self.platform.os,
             "rootfs": { "type": "layers", "diff_ids": diff_ids },
         });
-        if let (Some(variant), Value::Object(map)) = (self.platform.variant, &mut config) {
+        if let (Some(variant), Value::Object(map)) = (&self.platform.variant, &mut config) {
             map.insert("variant".to_string(), json!(variant));
         }
         // Serialising a Value cannot fail.
@@ -295,7 +303,7 @@ mod tests {
             Platform::parse("amd64").unwrap()
         );
         let arm = Platform::parse("armv7l-linux").unwrap();
-        assert_eq!((arm.architecture, arm.variant), ("arm", Some("v7")));
+        assert_eq!(arm.describe(), "linux/arm/v7");
         let err = Platform::parse("sparc").unwrap_err();
         assert!(
             err.message()
@@ -334,6 +342,7 @@ mod tests {
         let config = ImageConfig {
             platform: Platform::parse("arm/v6").unwrap(),
             created: DEFAULT_CREATED.to_string(),
+            base_history: vec![json!({"created_by": "base"})],
             runtime: runtime_config(
                 &Map::new(),
                 &json!({"Env": ["A=1"]}).as_object().unwrap().clone(),
@@ -345,7 +354,8 @@ mod tests {
         let json: Value =
             serde_json::from_slice(&config.to_json(&["sha256:ab".into()], &["c".into()])).unwrap();
         assert_eq!(json["rootfs"]["diff_ids"][0], "sha256:ab");
-        assert_eq!(json["history"][0]["comment"], "c");
+        assert_eq!(json["history"][0]["created_by"], "base");
+        assert_eq!(json["history"][1]["comment"], "c");
         assert_eq!(json["variant"], "v6");
         assert_eq!(json["os"], "linux");
         assert_eq!(

@@ -15,9 +15,9 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
-use super::{ImageSource, OutputOptions, Written, content_tag, copy_all};
+use super::{ImageSource, Layer, OutputOptions, Written, content_tag, copy_all};
 use crate::error::{Error, Result};
-use crate::tarball::{self, Header, Kind};
+use crate::tarball::{self, Header, Kind, TarStream};
 
 pub(super) fn write(
     source: &dyn ImageSource,
@@ -29,29 +29,41 @@ pub(super) fn write(
     let mut layers: Vec<BlobInfo> = Vec::with_capacity(count);
     let mut layer_names = Vec::with_capacity(count);
     let suffix = options.compression.file_suffix();
-    if options.compression == Compression::None {
-        for index in 0..count {
-            let tar = source.layer(index)?;
-            let name = format!("layers/{index}.{suffix}");
-            write_entry_header(out, &name, tar.tar_len(), options.mtime)?;
-            let info = write_layer_blob(tar, Compression::None, out)?;
-            write_padding(out, info.size)?;
-            layers.push(info);
-            layer_names.push(name);
-        }
-    } else {
-        let spools: Vec<(std::fs::File, BlobInfo)> = (0..count)
-            .into_par_iter()
-            .map(|index| compress_to_scratch(source, index, options.compression, scratch))
-            .collect::<Result<_>>()?;
-        for (index, (mut spool, info)) in spools.into_iter().enumerate() {
-            let name = format!("layers/{index}.{suffix}");
-            write_entry_header(out, &name, info.size, options.mtime)?;
-            copy_all(&mut spool, out)?;
-            write_padding(out, info.size)?;
-            layers.push(info);
-            layer_names.push(name);
-        }
+    // Plain tarballs and existing blobs have a known length: they stream straight in.
+    // Tarballs to compress do not: they are compressed side by side into scratch files first.
+    let mut spools: Vec<Option<(std::fs::File, BlobInfo)>> = (0..count)
+        .into_par_iter()
+        .map(|index| match source.layer(index)? {
+            Layer::Tar(tar) if options.compression != Compression::None => {
+                compress_to_scratch(tar, options.compression, scratch).map(Some)
+            }
+            _ => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    for (index, spool) in spools.iter_mut().enumerate() {
+        let info = match (source.layer(index)?, spool.take()) {
+            (_, Some((mut file, info))) => {
+                let name = format!("layers/{index}.{suffix}");
+                write_entry_header(out, &name, info.size, options.mtime)?;
+                copy_all(&mut file, out)?;
+                layer_names.push(name);
+                info
+            }
+            (Layer::Tar(tar), None) => {
+                let name = format!("layers/{index}.tar");
+                write_entry_header(out, &name, tar.tar_len(), options.mtime)?;
+                layer_names.push(name);
+                write_layer_blob(tar, Compression::None, out)?
+            }
+            (Layer::Blob(blob), None) => {
+                let name = format!("layers/{index}.{}", blob.compression().file_suffix());
+                write_entry_header(out, &name, blob.size(), options.mtime)?;
+                layer_names.push(name);
+                blob.copy_to(out)?
+            }
+        };
+        write_padding(out, info.size)?;
+        layers.push(info);
     }
 
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
@@ -82,12 +94,10 @@ pub(super) fn write(
 }
 
 fn compress_to_scratch(
-    source: &dyn ImageSource,
-    index: usize,
+    tar: &dyn TarStream,
     compression: Compression,
     scratch: &Path,
 ) -> Result<(std::fs::File, BlobInfo)> {
-    let tar = source.layer(index)?;
     let mut file = tempfile::tempfile_in(scratch)
         .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
     let info = {

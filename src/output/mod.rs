@@ -45,11 +45,29 @@ pub struct OutputOptions {
     pub mtime: u64,
 }
 
+/// A layer that already exists as a blob (a base image's), copied as it is: same bytes, same
+/// digest, verified on the way.
+pub trait BlobSource: Sync {
+    fn size(&self) -> u64;
+    /// How the blob is compressed (its level is meaningless here).
+    fn compression(&self) -> Compression;
+    /// Copies the blob to `out`, checking it, and returns its digests.
+    fn copy_to(&self, out: &mut dyn Write) -> Result<BlobInfo>;
+}
+
+/// A layer as the writers get it.
+pub enum Layer<'a> {
+    /// A tarball to compress as the options say.
+    Tar(&'a dyn TarStream),
+    /// A blob to copy unchanged.
+    Blob(&'a dyn BlobSource),
+}
+
 /// What the writers need from the rest of the pipeline.
 pub trait ImageSource: Sync {
     fn layer_count(&self) -> usize;
     /// Layer `index`, ready to stream.
-    fn layer(&self, index: usize) -> Result<&dyn TarStream>;
+    fn layer(&self, index: usize) -> Result<Layer<'_>>;
     /// The config blob, once the layers' uncompressed digests are known.
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>>;
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::blob::{BlobInfo, sha256_digest, write_layer_blob};
 use super::docker_archive::{write_file, write_padding};
-use super::{ImageSource, OutputOptions, Written, content_tag, copy_all, parent_dir};
+use super::{ImageSource, Layer, OutputOptions, Written, content_tag, copy_all, parent_dir};
 use crate::error::{Error, Result};
 use crate::tarball::{self, Header, Kind};
 
@@ -143,20 +143,24 @@ fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String> {
     Ok(digest)
 }
 
+/// Writes layer `index` as a blob; returns its digests and media type.
 fn write_layer(
     source: &dyn ImageSource,
     options: &OutputOptions,
     index: usize,
     blob_dir: &Path,
-) -> Result<BlobInfo> {
-    let tar = source.layer(index)?;
+) -> Result<(BlobInfo, &'static str)> {
+    let layer = source.layer(index)?;
     let mut temp = tempfile::Builder::new()
         .prefix(".layer-")
         .tempfile_in(blob_dir)
         .map_err(|e| Error::io("creating a file in", blob_dir, e))?;
     let info = {
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file_mut());
-        let info = write_layer_blob(tar, options.compression, &mut out)?;
+        let info = match layer {
+            Layer::Tar(tar) => write_layer_blob(tar, options.compression, &mut out)?,
+            Layer::Blob(blob) => blob.copy_to(&mut out)?,
+        };
         out.flush()
             .map_err(|e| Error::new(format!("writing the image: {e}")))?;
         info
@@ -164,17 +168,22 @@ fn write_layer(
     let path = blob_dir.join(info.digest.trim_start_matches("sha256:"));
     temp.persist(&path)
         .map_err(|e| Error::io("writing", &path, e.error))?;
-    Ok(info)
+    let media_type = match layer {
+        Layer::Tar(_) => options.compression.oci_media_type(),
+        Layer::Blob(blob) => blob.compression().oci_media_type(),
+    };
+    Ok((info, media_type))
 }
 
 /// Writes a complete layout into the existing, empty directory `dir`.
 fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -> Result<Written> {
     let blob_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
-    let layers: Vec<BlobInfo> = (0..source.layer_count())
+    let layers: Vec<(BlobInfo, &'static str)> = (0..source.layer_count())
         .into_par_iter()
         .map(|index| write_layer(source, options, index, &blob_dir))
         .collect::<Result<_>>()?;
+    let (layers, media_types): (Vec<BlobInfo>, Vec<&str>) = layers.into_iter().unzip();
 
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
@@ -183,8 +192,8 @@ fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "config": { "mediaType": CONFIG_TYPE, "digest": config_digest, "size": config.len() },
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": options.compression.oci_media_type(),
+        "layers": layers.iter().zip(&media_types).map(|(l, media_type)| json!({
+            "mediaType": media_type,
             "digest": l.digest,
             "size": l.size,
         })).collect::<Vec<_>>(),

@@ -1,0 +1,145 @@
+//! Where a base image's files are: a directory (an OCI layout) or a tar archive read in place.
+//! An archive is indexed once by walking its headers and seeking past contents; a file is then
+//! read straight from its offset, so nothing is unpacked.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// JSON files (manifests, configs) are small; refuse to load anything larger into memory.
+const MAX_JSON: u64 = 64 << 20;
+
+pub(super) enum BlobStore {
+    Dir(PathBuf),
+    Archive {
+        path: PathBuf,
+        file: File,
+        /// name → (offset of the content, size)
+        entries: HashMap<String, (u64, u64)>,
+    },
+}
+
+impl BlobStore {
+    pub(super) fn dir(path: &Path) -> Self {
+        BlobStore::Dir(path.to_path_buf())
+    }
+
+    /// Indexes a tar archive; Err when the file is not a tar archive.
+    pub(super) fn archive(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let not_tar = |why: String| {
+            Error::new(format!(
+                "--from-image {}: not a docker-archive, legacy docker image or OCI archive ({why})",
+                path.display()
+            ))
+        };
+        let mut archive = tar::Archive::new(
+            file.try_clone()
+                .map_err(|e| Error::io("opening", path, e))?,
+        );
+        let mut entries = HashMap::new();
+        for entry in archive
+            .entries_with_seek()
+            .map_err(|e| not_tar(e.to_string()))?
+        {
+            let entry = entry.map_err(|e| not_tar(e.to_string()))?;
+            if entry.header().entry_type().is_dir() {
+                continue;
+            }
+            let name = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
+            entries.insert(name, (entry.raw_file_position(), entry.size()));
+        }
+        if entries.is_empty() {
+            return Err(not_tar("it holds no files".to_string()));
+        }
+        Ok(BlobStore::Archive {
+            path: path.to_path_buf(),
+            file,
+            entries,
+        })
+    }
+
+    pub(super) fn describe(&self) -> String {
+        match self {
+            BlobStore::Dir(path) | BlobStore::Archive { path, .. } => path.display().to_string(),
+        }
+    }
+
+    pub(super) fn contains(&self, name: &str) -> bool {
+        match self {
+            BlobStore::Dir(dir) => dir.join(name).is_file(),
+            BlobStore::Archive { entries, .. } => entries.contains_key(&normalise(name)),
+        }
+    }
+
+    /// Opens a file: a reader over exactly its bytes, and its size.
+    pub(super) fn open(&self, name: &str) -> Result<(Box<dyn Read + Send>, u64)> {
+        match self {
+            BlobStore::Dir(dir) => {
+                let path = dir.join(name);
+                let file = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+                let size = file
+                    .metadata()
+                    .map_err(|e| Error::io("reading", &path, e))?
+                    .len();
+                Ok((Box::new(file), size))
+            }
+            BlobStore::Archive {
+                path,
+                file,
+                entries,
+            } => {
+                let &(offset, size) = entries.get(&normalise(name)).ok_or_else(|| {
+                    Error::new(format!(
+                        "{}: there is no {name} in the archive",
+                        path.display()
+                    ))
+                })?;
+                let mut file = file
+                    .try_clone()
+                    .map_err(|e| Error::io("reading", path, e))?;
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(|e| Error::io("reading", path, e))?;
+                Ok((Box::new(file.take(size)), size))
+            }
+        }
+    }
+
+    /// Reads a small file (JSON) whole.
+    pub(super) fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let (mut reader, size) = self.open(name)?;
+        if size > MAX_JSON {
+            return Err(Error::new(format!(
+                "{}: {name} is {size} bytes, too large for a manifest or config",
+                self.describe()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::new(format!("{}: reading {name}: {e}", self.describe())))?;
+        Ok(bytes)
+    }
+
+    /// Reads and parses a JSON file.
+    pub(super) fn json(&self, name: &str) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.read(name)?).map_err(|e| {
+            Error::new(format!(
+                "{}: {name} is not valid JSON: {e}",
+                self.describe()
+            ))
+        })
+    }
+}
+
+/// Archive member names without `./` or leading slashes.
+fn normalise(name: &str) -> String {
+    let mut name = name.trim_start_matches('/');
+    while let Some(rest) = name.strip_prefix("./") {
+        name = rest;
+    }
+    name.to_string()
+}
