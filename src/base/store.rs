@@ -19,6 +19,8 @@ pub(super) enum BlobStore {
         file: File,
         /// name → (offset of the content, size)
         entries: HashMap<String, (u64, u64)>,
+        /// name → the name it links to (`docker save` links layers shared by two images)
+        links: HashMap<String, String>,
     },
 }
 
@@ -41,16 +43,32 @@ impl BlobStore {
                 .map_err(|e| Error::io("opening", path, e))?,
         );
         let mut entries = HashMap::new();
+        let mut links = HashMap::new();
         for entry in archive
             .entries_with_seek()
             .map_err(|e| not_tar(e.to_string()))?
         {
             let entry = entry.map_err(|e| not_tar(e.to_string()))?;
-            if entry.header().entry_type().is_dir() {
+            let kind = entry.header().entry_type();
+            if kind.is_dir() {
                 continue;
             }
             let name = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
-            entries.insert(name, (entry.raw_file_position(), entry.size()));
+            if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                // Symlink targets are relative to the link's directory, hardlinks to the root.
+                let target = if kind.is_symlink() {
+                    resolve(&name, &target)
+                } else {
+                    normalise(&target)
+                };
+                links.insert(name, target);
+            } else {
+                entries.insert(name, (entry.raw_file_position(), entry.size()));
+            }
         }
         if entries.is_empty() {
             return Err(not_tar("it holds no files".to_string()));
@@ -59,6 +77,7 @@ impl BlobStore {
             path: path.to_path_buf(),
             file,
             entries,
+            links,
         })
     }
 
@@ -71,7 +90,7 @@ impl BlobStore {
     pub(super) fn contains(&self, name: &str) -> bool {
         match self {
             BlobStore::Dir(dir) => dir.join(name).is_file(),
-            BlobStore::Archive { entries, .. } => entries.contains_key(&normalise(name)),
+            BlobStore::Archive { .. } => self.locate(name).is_some(),
         }
     }
 
@@ -87,12 +106,8 @@ impl BlobStore {
                     .len();
                 Ok((Box::new(file), size))
             }
-            BlobStore::Archive {
-                path,
-                file,
-                entries,
-            } => {
-                let &(offset, size) = entries.get(&normalise(name)).ok_or_else(|| {
+            BlobStore::Archive { path, file, .. } => {
+                let (offset, size) = self.locate(name).ok_or_else(|| {
                     Error::new(format!(
                         "{}: there is no {name} in the archive",
                         path.display()
@@ -106,6 +121,21 @@ impl BlobStore {
                 Ok((Box::new(file.take(size)), size))
             }
         }
+    }
+
+    /// Where a member's content is, following links (a few hops at most).
+    fn locate(&self, name: &str) -> Option<(u64, u64)> {
+        let BlobStore::Archive { entries, links, .. } = self else {
+            return None;
+        };
+        let mut name = normalise(name);
+        for _ in 0..8 {
+            if let Some(&found) = entries.get(&name) {
+                return Some(found);
+            }
+            name = links.get(&name)?.clone();
+        }
+        None
     }
 
     /// Reads a small file (JSON) whole.
@@ -135,6 +165,26 @@ impl BlobStore {
     }
 }
 
+/// The member a symlink at `link` pointing to `target` names.
+fn resolve(link: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        link.split('/').collect()
+    };
+    parts.pop(); // the link's own name
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
 /// Archive member names without `./` or leading slashes.
 fn normalise(name: &str) -> String {
     let mut name = name.trim_start_matches('/');
@@ -142,4 +192,18 @@ fn normalise(name: &str) -> String {
         name = rest;
     }
     name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_targets_resolve_from_the_link_directory() {
+        assert_eq!(resolve("b/layer.tar", "../a/layer.tar"), "a/layer.tar");
+        assert_eq!(resolve("layer.tar", "./x/y"), "x/y");
+        assert_eq!(resolve("a/b/c", "/d"), "d");
+        assert_eq!(normalise("./a/./b"), "a/./b");
+        assert_eq!(normalise("/x"), "x");
+    }
 }
