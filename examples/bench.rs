@@ -4,6 +4,9 @@
 //!     cargo run --release --example bench -- [--small] [--corpus DIR] [--out FILE]
 //!     cargo run --release --example bench -- --write-synthetic FILE   # the 100,000-path graph
 //!
+//! The tar baselines use `--hard-dereference`: layered-gen never writes hardlinks, so both
+//! sides archive the same bytes.
+//!
 //! Builds the shared corpus with ../shared/corpus/make-corpus when it is missing (the full one, or
 //! `--small`: the closure of coreutils and bash), warms the page cache, then times each case as a
 //! whole process and prints seconds, MB/s, the ratio to the floor and the peak RSS (from wait4),
@@ -171,7 +174,7 @@ fn main() {
         (
             "GNU tar -> file (no hashing)".to_string(),
             format!(
-                "tar -C / -cf '{}' -T '{}'",
+                "tar --hard-dereference -C / -cf '{}' -T '{}'",
                 tar_file.display(),
                 tar_list.display()
             ),
@@ -179,7 +182,7 @@ fn main() {
         (
             format!("tar | pigz -6 -p {cores}"),
             format!(
-                "tar -C / -cf - -T '{}' | pigz -6 -p {cores} | wc -c > '{}'",
+                "tar --hard-dereference -C / -cf - -T '{}' | pigz -6 -p {cores} | wc -c > '{}'",
                 tar_list.display(),
                 size_file.display()
             ),
@@ -187,7 +190,7 @@ fn main() {
         (
             format!("tar | zstd -3 -T{cores}"),
             format!(
-                "tar -C / -cf - -T '{}' | zstd -3 -T{cores} | wc -c > '{}'",
+                "tar --hard-dereference -C / -cf - -T '{}' | zstd -3 -T{cores} | wc -c > '{}'",
                 tar_list.display(),
                 size_file.display()
             ),
