@@ -5,6 +5,7 @@
 //! deterministic tarball, [`config`] describes the image, [`output`] writes docker-archive or
 //! OCI layouts. [`pipeline`] runs them in order for the command line.
 
+pub mod attrs;
 pub mod base;
 pub mod closure;
 pub mod config;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use layered_gen::attrs;
 use layered_gen::base::BaseOptions;
 use layered_gen::config::{self, Platform, runtime};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
@@ -37,6 +38,15 @@ enum Command {
     ///
     /// Example: layered-gen plan --closure closure --max-layers 100
     Plan(PlanCommand),
+    /// Write streamLayeredImage's executable from a structured-attrs derivation (used by
+    /// nix/default.nix as the builder).
+    ///
+    /// Example: layered-gen stream-script --attrs .attrs.json
+    StreamScript {
+        /// The .attrs.json Nix gives the builder. Example: --attrs .attrs.json
+        #[arg(long, value_name = "FILE")]
+        attrs: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +136,26 @@ struct BuildArgs {
     /// Example: -o image.tar
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: Option<PathBuf>,
+
+    /// Write to the output path `out` of a structured-attrs derivation (its .attrs.json), for
+    /// layered-gen as a Nix builder. Example: --output-from-attrs .attrs.json
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    output_from_attrs: Option<PathBuf>,
+
+    /// Tag the image with its output path's store hash, as dockerTools does without a tag.
+    /// Example: --tag-from-output
+    #[arg(long, conflicts_with = "tag")]
+    tag_from_output: bool,
+
+    /// Compress the whole archive (docker-archive or oci-archive), like dockerTools'
+    /// compressor; deterministic and parallel. Example: --archive-compression gzip
+    #[arg(long, value_enum, default_value = "none")]
+    archive_compression: CompressionArg,
+
+    /// Leave the store paths out: only the base and the customisation layer (dockerTools'
+    /// includeStorePaths = false). Example: --no-store-paths
+    #[arg(long)]
+    no_store_paths: bool,
 
     /// docker-archive (for `docker load`) or oci (an OCI layout directory, or an oci-archive
     /// when PATH ends in .tar). Example: --format oci
@@ -242,11 +272,12 @@ fn mtime(arg: Option<u64>) -> Result<u64> {
     }
 }
 
-fn plan_options(args: PlanArgs) -> PlanOptions {
+fn plan_options(args: PlanArgs, include_store_paths: bool) -> PlanOptions {
     PlanOptions {
         closures: args.closures,
         closure_key: args.closure_key,
         max_layers: args.max_layers,
+        include_store_paths,
     }
 }
 
@@ -286,14 +317,24 @@ fn compression(args: &BuildArgs, format: Format) -> Result<Compression> {
 }
 
 fn build(args: BuildArgs) -> Result<()> {
-    let target = match &args.output {
-        Some(path) if path.as_os_str() == "-" => Target::Stdout,
-        Some(path) => Target::File(path.clone()),
-        None => {
+    let target = match (&args.output, &args.output_from_attrs) {
+        (Some(path), _) if path.as_os_str() == "-" => Target::Stdout,
+        (Some(path), _) => Target::File(path.clone()),
+        (None, Some(attrs)) => Target::File(attrs::output_path(attrs)?),
+        (None, None) => {
             return Err(Error::new(
                 "no output given: pass -o image.tar, or -o - to stream the image to stdout",
             ));
         }
+    };
+    let tag = match (&target, args.tag_from_output) {
+        (Target::File(path), true) => Some(attrs::tag_from_output(path)?),
+        (Target::Stdout, true) => {
+            return Err(Error::new(
+                "--tag-from-output needs an output path, not stdout",
+            ));
+        }
+        _ => args.tag.clone(),
     };
     let format = match args.format {
         FormatArg::DockerArchive => Format::DockerArchive,
@@ -338,7 +379,16 @@ fn build(args: BuildArgs) -> Result<()> {
             format,
             compression: compression(&args, format)?,
             name: args.name.clone(),
-            tag: args.tag.clone(),
+            tag,
+            archive_compression: match args.archive_compression {
+                CompressionArg::None => Compression::None,
+                CompressionArg::Gzip => Compression::Gzip {
+                    level: Compression::GZIP_DEFAULT_LEVEL,
+                },
+                CompressionArg::Zstd => Compression::Zstd {
+                    level: Compression::ZSTD_DEFAULT_LEVEL,
+                },
+            },
             mtime,
         },
         layer: LayerOptions {
@@ -356,7 +406,7 @@ fn build(args: BuildArgs) -> Result<()> {
         },
         base: args.base.options(),
         decompress_base_layers: matches!(args.base_layers, BaseLayersArg::Decompress),
-        plan: plan_options(args.plan),
+        plan: plan_options(args.plan, !args.no_store_paths),
     };
     let written = pipeline::build(&options)?;
     if !args.quiet {
@@ -382,7 +432,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map(Platform::parse)
                 .transpose()?;
             let json = pipeline::plan_json(
-                &plan_options(args.plan),
+                &plan_options(args.plan, true),
                 args.base.options().as_ref(),
                 platform.as_ref(),
                 args.customisation_layer,
@@ -390,11 +440,34 @@ fn run(cli: Cli) -> Result<()> {
             println!("{json}");
             Ok(())
         }
+        Some(Command::StreamScript { attrs }) => {
+            attrs::write_stream_script(&attrs)?;
+            Ok(())
+        }
         None => build(cli.build),
     }
 }
 
+/// Inside a Nix build, use the cores Nix grants (`NIX_BUILD_CORES`) unless
+/// `RAYON_NUM_THREADS` says otherwise. The output never depends on it.
+fn size_thread_pool() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let cores = std::env::var("NIX_BUILD_CORES")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0);
+    if let Some(cores) = cores {
+        // Fails only if a pool exists already, and then that one is used: harmless.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(cores)
+            .build_global();
+    }
+}
+
 fn main() -> ExitCode {
+    size_thread_pool();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

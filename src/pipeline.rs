@@ -23,6 +23,9 @@ pub struct PlanOptions {
     pub closures: Vec<PathBuf>,
     pub closure_key: Option<String>,
     pub max_layers: usize,
+    /// False: the closure is read (to check contents) but no store layer is written, as
+    /// dockerTools' `includeStorePaths = false`.
+    pub include_store_paths: bool,
 }
 
 /// What goes into the image config besides the layers.
@@ -69,7 +72,10 @@ pub fn plan(
         base_layers,
         customisation_layer,
     };
-    let plan = plan::plan_by_popularity(&graph, budget)?;
+    let mut plan = plan::plan_by_popularity(&graph, budget)?;
+    if !options.include_store_paths {
+        plan.layers.clear();
+    }
     Ok((graph, plan))
 }
 
@@ -189,7 +195,9 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
             )));
         }
     }
-    layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
+    if options.plan.include_store_paths {
+        layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
+    }
     let mut built = (0..plan.layers.len())
         .into_par_iter()
         .map(|i| {

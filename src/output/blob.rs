@@ -97,6 +97,24 @@ pub struct BlobInfo {
 /// Bytes per zstd job.
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
+/// A deterministic, multithreaded zstd encoder.
+pub(super) fn zstd_encoder<W: Write>(
+    out: W,
+    level: i32,
+) -> io::Result<zstd::stream::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::Encoder::new(out, level)?;
+    encoder.include_checksum(true)?;
+    // zstd's multithreaded output depends on its job size, not on the number of workers (as
+    // long as there is at least one), so any thread count gives the same bytes;
+    // tests/reproducibility.rs checks 1 against 8.
+    let workers = rayon::current_num_threads().max(1) as u32;
+    encoder.multithread(workers)?;
+    // A fixed job size keeps memory small (each worker holds about two jobs) and, like
+    // everything else here, is not derived from the machine.
+    encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    Ok(encoder)
+}
+
 fn write_error(e: io::Error) -> Error {
     Error::new(format!("writing the image: {e}"))
 }
@@ -127,18 +145,7 @@ pub fn write_layer_blob(
             (encoder.finish().map_err(write_error)?, diff_id, length)
         }
         Compression::Zstd { level } => {
-            let mut encoder = zstd::stream::Encoder::new(stored, level).map_err(write_error)?;
-            encoder.include_checksum(true).map_err(write_error)?;
-            // zstd's multithreaded output depends on its job size, not on the number of
-            // workers (as long as there is at least one), so any thread count gives the same
-            // bytes; tests/reproducibility.rs checks 1 against 8.
-            let workers = rayon::current_num_threads().max(1) as u32;
-            encoder.multithread(workers).map_err(write_error)?;
-            // A fixed job size keeps memory small (each worker holds about two jobs) and, like
-            // everything else here, is not derived from the machine.
-            encoder
-                .set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
-                .map_err(write_error)?;
+            let encoder = zstd_encoder(stored, level).map_err(write_error)?;
             let mut plain = HashingWriter::new(encoder);
             tar.write_to(&mut plain)?;
             let (encoder, diff_id, length) = plain.finish();

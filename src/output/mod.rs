@@ -38,6 +38,9 @@ pub struct OutputOptions {
     pub target: Target,
     pub format: Format,
     pub compression: Compression,
+    /// Compression of the whole archive (docker-archive or oci-archive), as dockerTools'
+    /// `compressor` does; layers inside keep `compression`.
+    pub archive_compression: Compression,
     pub name: String,
     /// None: derived from the image's content.
     pub tag: Option<String>,
@@ -138,52 +141,87 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 /// Writes the image.
 pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<Written> {
     options.check()?;
+    let archive = options.archive_compression;
     match (&options.format, &options.target) {
-        (Format::DockerArchive, Target::Stdout) => {
-            to_stdout(|out| docker_archive::write(source, options, out, &std::env::temp_dir()))
-        }
+        (Format::DockerArchive, Target::Stdout) => to_stdout(archive, |out| {
+            docker_archive::write(source, options, out, &std::env::temp_dir())
+        }),
         (Format::DockerArchive, Target::File(path)) => atomic_file(path, |file, dir| {
-            to_file(file, path, |out| {
+            to_file(file, path, archive, |out| {
                 docker_archive::write(source, options, out, dir)
             })
         }),
         (Format::Oci, Target::File(path)) if !is_tar_name(path) => {
+            if archive != Compression::None {
+                return Err(Error::new(
+                    "--archive-compression needs an archive: a docker-archive, or an OCI \
+                     layout written as a .tar",
+                ));
+            }
             oci::write_layout_dir(source, options, path)
         }
         (Format::Oci, Target::File(path)) => atomic_file(path, |file, dir| {
-            to_file(file, path, |out| {
+            to_file(file, path, archive, |out| {
                 oci::write_archive(source, options, out, dir)
             })
         }),
-        (Format::Oci, Target::Stdout) => {
-            to_stdout(|out| oci::write_archive(source, options, out, &std::env::temp_dir()))
-        }
+        (Format::Oci, Target::Stdout) => to_stdout(archive, |out| {
+            oci::write_archive(source, options, out, &std::env::temp_dir())
+        }),
     }
 }
 
 /// Runs `write` with stdout behind a writer thread.
-fn to_stdout<T>(write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+fn to_stdout<T>(
+    compression: Compression,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
     threaded::enlarge_stdout_pipe();
-    let mut out = threaded::ThreadedWriter::new(std::io::stdout());
-    let result = write(&mut out)?;
-    out.finish()
-        .map_err(|e| Error::new(format!("writing the image to stdout: {e}")))?;
-    Ok(result)
+    let out = threaded::ThreadedWriter::new(std::io::stdout());
+    compressed(out, compression, write).map_err(|e| e.context("writing the image to stdout"))
 }
 
 /// Runs `write` with `file` behind a writer thread.
 fn to_file<T>(
     file: &mut std::fs::File,
     path: &Path,
+    compression: Compression,
     write: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
     let handle = file
         .try_clone()
         .map_err(|e| Error::io("writing", path, e))?;
-    let mut out = threaded::ThreadedWriter::new(handle);
-    let result = write(&mut out)?;
-    out.finish()
-        .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+    let out = threaded::ThreadedWriter::new(handle);
+    compressed(out, compression, write)
+        .map_err(|e| e.context(format!("writing {}", path.display())))
+}
+
+/// Runs `write` into `out`, compressing the whole stream as asked, and finishes both.
+fn compressed<T>(
+    out: threaded::ThreadedWriter,
+    compression: Compression,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    let io_error = |e: std::io::Error| Error::new(e.to_string());
+    let result;
+    let out = match compression {
+        Compression::None => {
+            let mut out = out;
+            result = write(&mut out)?;
+            out
+        }
+        Compression::Gzip { level } => {
+            let mut encoder = pgzip::ParallelGzWriter::new(out, level);
+            result = write(&mut encoder)?;
+            encoder.finish().map_err(io_error)?
+        }
+        Compression::Zstd { level } => {
+            let mut encoder = blob::zstd_encoder(out, level).map_err(io_error)?;
+            result = write(&mut encoder)?;
+            encoder.finish().map_err(io_error)?
+        }
+    };
+    out.finish().map_err(io_error)?;
     Ok(result)
 }
 

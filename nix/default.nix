@@ -1,0 +1,117 @@
+# buildLayeredImage and streamLayeredImage: drop-ins for nixpkgs' dockerTools functions of the
+# same names, built by layered-gen.
+#
+# With nixpkgs:     (pkgs.callPackage ./nix { layered-gen = pkgs.callPackage ./nix/package.nix { }; })
+# Without nixpkgs:  import ./nix { layered-gen = <path with bin/layered-gen>; runtimeShell = "/nix/store/...-bash/bin/sh"; }
+{
+  # A derivation or store path with bin/layered-gen.
+  layered-gen,
+  # A shell: runs extraCommands, and is the interpreter of streamLayeredImage's script.
+  runtimeShell,
+  # Optional: put on PATH for extraCommands (bash alone has no mkdir, ln, ...).
+  coreutils ? null,
+  ...
+}:
+let
+  system = builtins.currentSystem;
+
+  # The last component of "registry.example:5000/my/image" names the derivation.
+  derivationName = name: builtins.baseNameOf name;
+
+  # The runtime config, written by a tiny derivation so that the store paths it mentions are
+  # references of the file, and so part of the image's closure (as dockerTools does).
+  configFile = name: config: derivation {
+    name = "${derivationName name}-config.json";
+    inherit system;
+    builder = runtimeShell;
+    args = [ "-c" ''printf '%s' "$json" > "$out"'' ];
+    json = builtins.toJSON config;
+  };
+
+  # extraCommands run in an empty directory that becomes --extra-dir.
+  extraDir = name: extraCommands: derivation ({
+    name = "${derivationName name}-extra";
+    inherit system;
+    builder = runtimeShell;
+    args = [ "-c" ''mkdir "$out" && cd "$out" && ${extraCommands}'' ];
+  } // (if coreutils == null then { } else { PATH = "${coreutils}/bin"; }));
+
+  compressorFlag = compressor:
+    { none = "none"; gz = "gzip"; zstd = "zstd"; }.${compressor}
+      or (throw "layered-gen: compressor must be \"none\", \"gz\" or \"zstd\", not \"${compressor}\"");
+
+  suffix = { none = ""; gz = ".gz"; zstd = ".zst"; };
+
+  # The arguments both functions share, as layered-gen flags.
+  commonArgs =
+    { name
+    , fromImage ? null
+    , contents ? [ ]
+    , config ? { }
+    , architecture ? null
+    , created ? "1970-01-01T00:00:01Z"
+    , maxLayers ? 100
+    , extraCommands ? ""
+    , perms ? [ ]
+    , uid ? 0
+    , gid ? 0
+    , includeStorePaths ? true
+    , format ? "docker-archive"
+    , ...
+    }:
+    [ "--name" name "--max-layers" (toString maxLayers) "--created" created
+      "--uid" (toString uid) "--gid" (toString gid) "--format" format
+      "--config" "${configFile name config}" ]
+    ++ builtins.concatMap (p: [ "--contents" "${p}" ]) contents
+    ++ (if architecture == null then [ ] else [ "--architecture" architecture ])
+    ++ (if fromImage == null then [ ] else [ "--from-image" "${fromImage}" ])
+    ++ (if extraCommands == "" then [ ] else [ "--extra-dir" "${extraDir name extraCommands}" ])
+    ++ (if perms == [ ] then [ ] else [ "--perms" "${builtins.toFile "perms.json" (builtins.toJSON perms)}" ])
+    ++ (if includeStorePaths then [ ] else [ "--no-store-paths" ]);
+
+  # Everything the image holds: the contents and what the config mentions.
+  closureRoots = args@{ name, contents ? [ ], config ? { }, ... }:
+    contents ++ [ (configFile name config) ];
+
+  # imageName and imageTag, set whatever the arguments (tag null: the output's store hash).
+  withImageAttrs = args: drv:
+    drv // {
+      imageName = args.name;
+      imageTag =
+        if args.tag or null != null then args.tag
+        else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext drv.outPath));
+    };
+in
+rec {
+  # An image file (docker-archive, or an OCI layout with format = "oci"), compressed as a whole
+  # by `compressor` ("none", "gz", "zstd").
+  buildLayeredImage = args@{ name, tag ? null, compressor ? "gz", format ? "docker-archive", ... }:
+    withImageAttrs args (derivation {
+      name = derivationName name
+        + (if format == "oci" then "-oci" else ".tar" + suffix.${compressor} or "");
+      inherit system;
+      builder = "${layered-gen}/bin/layered-gen";
+      args = commonArgs args ++ [
+        "--closure" ".attrs.json" "--closure-key" "closure"
+        "--output-from-attrs" ".attrs.json" "--quiet"
+      ]
+      ++ (if format == "oci" then [ ] else [ "--archive-compression" (compressorFlag compressor) ])
+      ++ (if tag == null then [ "--tag-from-output" ] else [ "--tag" tag ]);
+      __structuredAttrs = true;
+      exportReferencesGraph.closure = closureRoots args;
+    });
+
+  # An executable that streams the image to stdout: `$(nix-build ...) | docker load`. Only the
+  # script goes into the store; the image is made from the store each time it runs.
+  streamLayeredImage = args@{ name, tag ? null, ... }:
+    withImageAttrs args (derivation {
+      name = "stream-${derivationName name}";
+      inherit system runtimeShell tag;
+      layeredGen = "${layered-gen}";
+      builder = "${layered-gen}/bin/layered-gen";
+      args = [ "stream-script" "--attrs" ".attrs.json" ];
+      streamArgs = commonArgs args;
+      __structuredAttrs = true;
+      exportReferencesGraph.closure = closureRoots args;
+    });
+}

@@ -1,0 +1,54 @@
+# Images built by nix/default.nix for tests/nix_functions.rs, from real derivations made with a
+# static busybox (no nixpkgs).
+{ layeredGenDir, busyboxDir, maxLayers ? 10, config ? { } }:
+let
+  busybox = builtins.path { path = busyboxDir; name = "busybox-static"; };
+  sh = "${busybox}/bin/sh";
+  layered = import ../../nix {
+    layered-gen = builtins.path { path = layeredGenDir; name = "layered-gen"; };
+    runtimeShell = sh;
+  };
+  mk = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = sh;
+    args = [ "-c" script ];
+  };
+  lib = mk "libgreet-2.0" "mkdir -p $out/lib && echo 'greet() { echo \"hi $1\"; }' > $out/lib/greet.sh";
+  app = mk "app-1.0" ''
+    mkdir -p $out/bin
+    printf '#!${sh}\n. ${lib}/lib/greet.sh\ngreet "$NAME"\n' > $out/bin/app
+    chmod +x $out/bin/app
+  '';
+  common = {
+    contents = [ busybox app ];
+    inherit maxLayers;
+    config = { Cmd = [ "/bin/app" ]; Env = [ "NAME=top" ]; } // config;
+  };
+in
+rec {
+  base = layered.buildLayeredImage {
+    name = "registry.example:5000/layered-gen-test/base";
+    contents = [ busybox ];
+    config = { Env = [ "FROM_BASE=yes" "NAME=base" ]; };
+    compressor = "none";
+  };
+  top = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/top";
+    fromImage = base;
+    tag = "nix";
+    compressor = "none";
+    perms = [ { path = "/var/lib/app"; recursive = true; uid = 1000; gid = 1000; mode = "0750"; } ];
+    extraCommands = "mkdir -p var/lib/app && echo state > var/lib/app/state";
+  });
+  topStream = layered.streamLayeredImage (common // {
+    name = "layered-gen-test/top";
+    fromImage = base;
+    tag = "nix";
+    perms = [ { path = "/var/lib/app"; recursive = true; uid = 1000; gid = 1000; mode = "0750"; } ];
+    extraCommands = "mkdir -p var/lib/app && echo state > var/lib/app/state";
+  });
+  zstd = layered.buildLayeredImage (common // { name = "layered-gen-test/zstd"; compressor = "zstd"; });
+  oci = layered.buildLayeredImage (common // { name = "layered-gen-test/oci"; format = "oci"; tag = "oci"; });
+  noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
+}

@@ -1,0 +1,341 @@
+//! nix/default.nix built with a real Nix: buildLayeredImage and streamLayeredImage from real
+//! derivations, loaded by skopeo, umoci, podman and Docker, rebuilt with `nix-build --check`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Directories the expressions take: bin/layered-gen and a static busybox with bin/sh.
+struct Inputs {
+    dir: tempfile::TempDir,
+}
+
+impl Inputs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("lg/bin")).unwrap();
+        fs::copy(bin(), dir.path().join("lg/bin/layered-gen")).unwrap();
+        fs::create_dir_all(dir.path().join("bb/bin")).unwrap();
+        fs::copy(require("busybox"), dir.path().join("bb/bin/busybox")).unwrap();
+        symlink("busybox", dir.path().join("bb/bin/sh")).unwrap();
+        Inputs { dir }
+    }
+
+    fn nix_build(&self, file: &Path, attr: Option<&str>, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(require("nix-build"));
+        cmd.arg(file)
+            .arg("--arg")
+            .arg("layeredGenDir")
+            .arg(self.dir.path().join("lg"))
+            .arg("--arg")
+            .arg("busyboxDir")
+            .arg(self.dir.path().join("bb"))
+            .arg("--no-out-link")
+            .args(extra);
+        if let Some(attr) = attr {
+            cmd.args(["-A", attr]);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn build(&self, file: &Path, attr: Option<&str>, extra: &[&str]) -> PathBuf {
+        let output = self.nix_build(file, attr, extra);
+        assert!(
+            output.status.success(),
+            "nix-build {attr:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    }
+
+    fn eval(&self, file: &Path, expr_attr: &str) -> String {
+        let output = run(Command::new(require("nix-instantiate"))
+            .args(["--eval", "--strict", "--json"])
+            .arg(file)
+            .arg("--arg")
+            .arg("layeredGenDir")
+            .arg(self.dir.path().join("lg"))
+            .arg("--arg")
+            .arg("busyboxDir")
+            .arg(self.dir.path().join("bb"))
+            .args(["-A", expr_attr]));
+        serde_json::from_slice::<Value>(&output.stdout)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn images_nix() -> PathBuf {
+    repo_root().join("tests/nix/images.nix")
+}
+
+/// Decompresses a gzip/zstd file (or copies a plain one) to `to`.
+fn decompress(from: &Path, to: &Path) {
+    let bytes = fs::read(from).unwrap();
+    let tool = match bytes.get(..4) {
+        Some([0x1f, 0x8b, ..]) => Some("gzip"),
+        Some([0x28, 0xb5, 0x2f, 0xfd]) => Some("zstd"),
+        _ => None,
+    };
+    match tool {
+        Some(tool) => {
+            let output = run(Command::new(require(tool)).arg("-dc").arg(from));
+            fs::write(to, output.stdout).unwrap();
+        }
+        None => {
+            fs::write(to, bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_example_builds_loads_and_runs() {
+    let inputs = Inputs::new();
+    let example = repo_root().join("examples/nix/default.nix");
+    let image = inputs.build(&example, None, &[]);
+    assert!(
+        image.to_str().unwrap().ends_with("-hello.tar.gz"),
+        "{image:?}"
+    );
+    // skopeo 1.9 reads only uncompressed docker-archives; docker and podman read it as it is.
+    let work = tempfile::tempdir().unwrap();
+    let plain = work.path().join("hello.tar");
+    decompress(&image, &plain);
+
+    let config: Value = serde_json::from_slice(
+        &run(Command::new(require("skopeo"))
+            .args(["inspect", "--config"])
+            .arg(format!("docker-archive:{}", plain.display())))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(config["config"]["Cmd"], json!(["/bin/hello"]));
+    assert_eq!(config["config"]["Env"], json!(["GREETING=Hello"]));
+
+    let layout = work.path().join("layout");
+    run(Command::new(require("skopeo"))
+        .arg("copy")
+        .arg(format!("docker-archive:{}", plain.display()))
+        .arg(format!("oci:{}:x", layout.display())));
+    let bundle = work.path().join("bundle");
+    run(Command::new(require("umoci"))
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:x", layout.display()))
+        .arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    let hello = fs::read_link(rootfs.join("bin/hello")).unwrap();
+    assert!(
+        hello.starts_with("/nix/store") && hello.ends_with("bin/hello"),
+        "{hello:?}"
+    );
+    let store_hello = rootfs.join(hello.strip_prefix("/").unwrap());
+    assert!(
+        fs::read_to_string(store_hello)
+            .unwrap()
+            .contains("from a layered-gen image")
+    );
+    assert!(rootfs.join("tmp").is_dir());
+
+    // podman 4.3 here reads zstd archives but not gzip ones (a plain gzip of a docker save
+    // fails the same way): it loads the decompressed archive; Docker loads the file as it is.
+    let podman = Podman::new();
+    run(podman.command().arg("load").arg("-i").arg(&plain));
+    let ran = run(podman.command().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "example/hello:latest-example",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "Hello from a layered-gen image\n"
+    );
+    let ran = run(podman.command().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "example/hello:latest-example",
+        "/bin/busybox",
+        "echo",
+        "hello",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hello\n");
+
+    let docker = require("docker");
+    let loaded = Command::new(&docker)
+        .arg("load")
+        .stdin(fs::File::open(&image).unwrap())
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{loaded:?}");
+    let ran = run(Command::new(&docker).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "example/hello:latest-example",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "Hello from a layered-gen image\n"
+    );
+    run(Command::new(&docker).args(["rmi", "example/hello:latest-example"]));
+}
+
+#[test]
+fn from_image_streaming_and_reproducibility() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let top = inputs.build(&nix, Some("top"), &[]);
+
+    // fromImage: the base's layers first, its Env under ours.
+    let inspect = |image: &Path, raw: &[&str]| -> Value {
+        serde_json::from_slice(
+            &run(Command::new(require("skopeo"))
+                .arg("inspect")
+                .args(raw)
+                .arg(format!("docker-archive:{}", image.display())))
+            .stdout,
+        )
+        .unwrap()
+    };
+    let base = inputs.build(&nix, Some("base"), &[]);
+    let base_layers = inspect(&base, &[])["Layers"].as_array().unwrap().clone();
+    let top_layers = inspect(&top, &[])["Layers"].as_array().unwrap().clone();
+    assert_eq!(top_layers[..base_layers.len()], base_layers[..]);
+    let config = inspect(&top, &["--config"]);
+    assert_eq!(
+        config["config"]["Env"],
+        json!(["FROM_BASE=yes", "NAME=top"])
+    );
+
+    let podman = Podman::new();
+    run(podman.command().arg("load").arg("-i").arg(&top));
+    let ran = run(podman.command().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/layered-gen-test/top:nix",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi top\n");
+    let ran = run(podman.command().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/layered-gen-test/top:nix",
+        "/bin/sh",
+        "-c",
+        "stat -c %u:%g /var/lib/app/state; echo $FROM_BASE",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "1000:1000\nyes\n");
+
+    // imageName and imageTag, also for a registry name and a derived tag.
+    assert_eq!(inputs.eval(&nix, "top.imageTag"), "nix");
+    assert_eq!(
+        inputs.eval(&nix, "base.imageName"),
+        "registry.example:5000/layered-gen-test/base"
+    );
+    let base_tag = inputs.eval(&nix, "base.imageTag");
+    assert_eq!(base_tag.len(), 32);
+    assert!(base.to_str().unwrap().contains(&base_tag));
+    assert!(base.to_str().unwrap().ends_with("-base.tar"));
+
+    // streamLayeredImage: the script's output equals buildLayeredImage's file.
+    let script = inputs.build(&nix, Some("topStream"), &[]);
+    let streamed = Command::new(&script)
+        .arg("--quiet")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(streamed.status.success(), "{streamed:?}");
+    assert!(
+        streamed.stdout == fs::read(&top).unwrap(),
+        "the streamed image differs from the built one"
+    );
+
+    // Reproducibility: Nix rebuilds and compares, with another number of cores.
+    for cores in ["1", "3"] {
+        let output = inputs.nix_build(&nix, Some("top"), &["--check", "--cores", cores]);
+        assert!(
+            output.status.success(),
+            "nix-build --check --cores {cores}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn compressors_formats_and_include_store_paths() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let work = tempfile::tempdir().unwrap();
+
+    let zstd = inputs.build(&nix, Some("zstd"), &[]);
+    assert!(zstd.to_str().unwrap().ends_with(".tar.zst"));
+    assert_eq!(&fs::read(&zstd).unwrap()[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+    // Docker 20.10 here cannot load zstd archives (Docker 23 and later can); podman can.
+    let podman = Podman::new();
+    run(podman.command().arg("load").arg("-i").arg(&zstd));
+    let plain = work.path().join("zstd.tar");
+    decompress(&zstd, &plain);
+    run(Command::new(require("skopeo"))
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", plain.display())));
+    let output = inputs.nix_build(&nix, Some("zstd"), &["--check"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let oci = inputs.build(&nix, Some("oci"), &[]);
+    run(Command::new(require("skopeo"))
+        .arg("inspect")
+        .arg(format!("oci:{}:oci", oci.display())));
+
+    let no_store = inputs.build(&nix, Some("noStore"), &[]);
+    let mut archive = tar::Archive::new(fs::File::open(&no_store).unwrap());
+    let layers = archive
+        .entries()
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().unwrap().starts_with("layers"))
+        .count();
+    assert_eq!(layers, 1, "only the customisation layer");
+}
+
+#[test]
+fn bad_arguments_fail_with_the_tools_message() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let output = inputs.nix_build(&nix, Some("top"), &["--arg", "maxLayers", "0"]);
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("layered-gen: error: --max-layers 0 is too small: it must be at least 2"),
+        "{log}"
+    );
+    let output = inputs.nix_build(
+        &nix,
+        Some("top"),
+        &["--arg", "config", "{ Entrypont = [ \"/bin/sh\" ]; }"],
+    );
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("unknown config key \\\"Entrypont\\\"")
+            || log.contains("unknown config key \"Entrypont\""),
+        "{log}"
+    );
+}
