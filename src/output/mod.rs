@@ -178,7 +178,7 @@ fn to_stdout<T>(
 ) -> Result<T> {
     threaded::enlarge_stdout_pipe();
     let out = threaded::ThreadedWriter::new(std::io::stdout());
-    compressed(out, compression, write).map_err(|e| e.context("writing the image to stdout"))
+    compressed(out, compression, "writing the image to stdout", write)
 }
 
 /// Runs `write` with `file` behind a writer thread.
@@ -192,17 +192,18 @@ fn to_file<T>(
         .try_clone()
         .map_err(|e| Error::io("writing", path, e))?;
     let out = threaded::ThreadedWriter::new(handle);
-    compressed(out, compression, write)
-        .map_err(|e| e.context(format!("writing {}", path.display())))
+    let what = format!("writing {}", path.display());
+    compressed(out, compression, &what, write)
 }
 
 /// Runs `write` into `out`, compressing the whole stream as asked, and finishes both.
 fn compressed<T>(
     out: threaded::ThreadedWriter,
     compression: Compression,
+    what: &str,
     write: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
-    let io_error = |e: std::io::Error| Error::new(e.to_string());
+    let io_error = |e: std::io::Error| Error::new(format!("{what}: {e}"));
     let result;
     let out = match compression {
         Compression::None => {
