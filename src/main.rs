@@ -12,6 +12,7 @@ use layered_gen::config::{self, Platform, runtime};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::{Compression, Format, OutputOptions, Target};
 use layered_gen::pipeline::{self, BuildOptions, ConfigOptions, PlanOptions};
+use layered_gen::plan::Layering;
 use layered_gen::{Error, Result};
 
 /// Turn a Nix store closure into a layered, reproducible container image.
@@ -65,6 +66,22 @@ struct PlanArgs {
     /// The most layers the image may have. Example: --max-layers 100
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_layers: usize,
+
+    /// How store paths are grouped: popularity (nixpkgs' grouping, the default) or reuse
+    /// (layers that survive updates and are shared between images). Example: --layering reuse
+    #[arg(long, value_enum, default_value = "popularity")]
+    layering: LayeringArg,
+
+    /// The `plan` JSON of the last release: its layers whose paths are all unchanged are kept
+    /// exactly as they were (with --layering reuse). Example: --previous-plan v1-plan.json
+    #[arg(long, value_name = "FILE")]
+    previous_plan: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LayeringArg {
+    Popularity,
+    Reuse,
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +295,11 @@ fn plan_options(args: PlanArgs, include_store_paths: bool) -> PlanOptions {
         closure_key: args.closure_key,
         max_layers: args.max_layers,
         include_store_paths,
+        layering: match args.layering {
+            LayeringArg::Popularity => Layering::Popularity,
+            LayeringArg::Reuse => Layering::Reuse,
+        },
+        previous_plan: args.previous_plan,
     }
 }
 

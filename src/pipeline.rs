@@ -14,7 +14,7 @@ use crate::config::{self, ImageConfig, Platform};
 use crate::error::{Error, Result};
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
 use crate::output::{self, Compression, Format, ImageSource, Layer, OutputOptions, Written};
-use crate::plan::{self, Budget, Plan};
+use crate::plan::{self, Budget, Layering, Plan, PreviousPlan};
 use crate::tarball::TarStream;
 
 /// Where the closure comes from and how it is split.
@@ -26,6 +26,9 @@ pub struct PlanOptions {
     /// False: the closure is read (to check contents) but no store layer is written, as
     /// dockerTools' `includeStorePaths = false`.
     pub include_store_paths: bool,
+    pub layering: Layering,
+    /// The plan of the last release, for `Layering::Reuse`.
+    pub previous_plan: Option<PathBuf>,
 }
 
 /// What goes into the image config besides the layers.
@@ -72,7 +75,15 @@ pub fn plan(
         base_layers,
         customisation_layer,
     };
-    let mut plan = plan::plan_by_popularity(&graph, budget)?;
+    let previous = options
+        .previous_plan
+        .as_deref()
+        .map(PreviousPlan::read)
+        .transpose()?;
+    if previous.is_some() && options.layering != Layering::Reuse {
+        return Err(Error::new("--previous-plan needs --layering reuse"));
+    }
+    let mut plan = plan::plan(&graph, budget, options.layering, previous.as_ref())?;
     if !options.include_store_paths {
         plan.layers.clear();
     }

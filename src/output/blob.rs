@@ -94,9 +94,6 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
-/// Bytes per zstd job.
-const ZSTD_JOB_SIZE: u32 = 2 << 20;
-
 /// A deterministic, multithreaded zstd encoder.
 pub(super) fn zstd_encoder<W: Write>(
     out: W,
@@ -108,10 +105,9 @@ pub(super) fn zstd_encoder<W: Write>(
     // long as there is at least one), so any thread count gives the same bytes;
     // tests/reproducibility.rs checks 1 against 8.
     let workers = rayon::current_num_threads().max(1) as u32;
+    // (An explicit job size smaller than zstd's default makes the output depend on the
+    // worker count again: the unit test below catches that.)
     encoder.multithread(workers)?;
-    // A fixed job size keeps memory small (each worker holds about two jobs) and, like
-    // everything else here, is not derived from the machine.
-    encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
     Ok(encoder)
 }
 

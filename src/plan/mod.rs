@@ -16,6 +16,10 @@
 //!   after the hash, then `-`, then the store directory and hash, so the order is total.
 //! - With `L` store layers, the first `L - 1` paths get a layer each and the rest share the last.
 
+mod reuse;
+
+pub use reuse::{PreviousPlan, plan_for_reuse};
+
 use num_bigint::BigUint;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -79,6 +83,31 @@ pub struct Plan {
     pub budget: Budget,
     pub layers: Vec<Vec<usize>>,
     pub popularity: Vec<BigUint>,
+    /// Why each layer's paths are together.
+    pub reasons: Vec<String>,
+}
+
+/// How store paths are grouped into layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layering {
+    /// nixpkgs' grouping (the default).
+    #[default]
+    Popularity,
+    /// Layers that survive updates (see `reuse`).
+    Reuse,
+}
+
+/// Plans the store layers with the chosen strategy.
+pub fn plan(
+    graph: &ClosureGraph,
+    budget: Budget,
+    layering: Layering,
+    previous: Option<&PreviousPlan>,
+) -> Result<Plan> {
+    match layering {
+        Layering::Popularity => plan_by_popularity(graph, budget),
+        Layering::Reuse => plan_for_reuse(graph, budget, previous),
+    }
 }
 
 /// Plans the store layers by popularity, as nixpkgs does.
@@ -94,10 +123,24 @@ pub fn plan_by_popularity(graph: &ClosureGraph, budget: Budget) -> Result<Plan> 
             layers[store_layers - 1].push(path);
         }
     }
+    let count = layers.len();
+    let reasons = (0..count)
+        .map(|i| {
+            if i + 1 == count && layers[i].len() > 1 {
+                format!(
+                    "the {} least popular paths, beyond the budget",
+                    layers[i].len()
+                )
+            } else {
+                format!("popularity rank {}", i + 1)
+            }
+        })
+        .collect();
     Ok(Plan {
         budget,
         layers,
         popularity,
+        reasons,
     })
 }
 
@@ -265,6 +308,11 @@ impl Plan {
             let layer = LayerJson {
                 index: first + store_index,
                 kind: "store",
+                reason: self
+                    .reasons
+                    .get(store_index)
+                    .map(String::as_str)
+                    .unwrap_or(""),
                 paths: paths.iter().map(|&p| graph.path(p)).collect(),
                 nar_size: self.nar_size(graph, store_index),
                 popularity: number(&self.popularity[paths[0]])?,
@@ -301,6 +349,7 @@ struct PlanJson<'a> {
 struct LayerJson<'a> {
     index: usize,
     kind: &'static str,
+    reason: &'a str,
     paths: Vec<&'a str>,
     nar_size: Option<u64>,
     /// The highest popularity among the layer's paths.
