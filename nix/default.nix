@@ -57,10 +57,11 @@ let
     , gid ? 0
     , includeStorePaths ? true
     , format ? "docker-archive"
+    , layering ? "popularity"
     , ...
     }:
     [ "--name" name "--max-layers" (toString maxLayers) "--created" created
-      "--uid" (toString uid) "--gid" (toString gid) "--format" format
+      "--uid" (toString uid) "--gid" (toString gid) "--format" format "--layering" layering
       "--config" "${configFile name config}" ]
     ++ builtins.concatMap (p: [ "--contents" "${p}" ]) contents
     ++ (if architecture == null then [ ] else [ "--architecture" architecture ])

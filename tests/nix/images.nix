@@ -48,7 +48,7 @@ rec {
     perms = [ { path = "/var/lib/app"; recursive = true; uid = 1000; gid = 1000; mode = "0750"; } ];
     extraCommands = "mkdir -p var/lib/app && echo state > var/lib/app/state";
   });
-  zstd = layered.buildLayeredImage (common // { name = "layered-gen-test/zstd"; compressor = "zstd"; });
+  zstd = layered.buildLayeredImage (common // { name = "layered-gen-test/zstd"; compressor = "zstd"; layering = "reuse"; });
   oci = layered.buildLayeredImage (common // { name = "layered-gen-test/oci"; format = "oci"; tag = "oci"; });
   noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
 }
