@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::blob::{BlobInfo, sha256_digest, write_layer_blob};
+use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
 use super::docker_archive::{write_file, write_padding};
 use super::{ImageSource, Layer, OutputOptions, Written, content_tag, copy_all, parent_dir};
 use crate::error::{Error, Result};
@@ -179,10 +179,17 @@ fn write_layer(
 fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -> Result<Written> {
     let blob_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
-    let layers: Vec<(BlobInfo, &'static str)> = (0..source.layer_count())
-        .into_par_iter()
-        .map(|index| write_layer(source, options, index, &blob_dir))
-        .collect::<Result<_>>()?;
+    // Compressors use every core within a layer, so compressed layers are written one after
+    // another (which keeps one compressor's memory at a time); plain ones side by side.
+    let write = |index| write_layer(source, options, index, &blob_dir);
+    let layers: Vec<(BlobInfo, &'static str)> = if options.compression == Compression::None {
+        (0..source.layer_count())
+            .into_par_iter()
+            .map(write)
+            .collect::<Result<_>>()?
+    } else {
+        (0..source.layer_count()).map(write).collect::<Result<_>>()?
+    };
     let (layers, media_types): (Vec<BlobInfo>, Vec<&str>) = layers.into_iter().unzip();
 
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
