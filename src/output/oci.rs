@@ -188,7 +188,9 @@ fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -
             .map(write)
             .collect::<Result<_>>()?
     } else {
-        (0..source.layer_count()).map(write).collect::<Result<_>>()?
+        (0..source.layer_count())
+            .map(write)
+            .collect::<Result<_>>()?
     };
     let (layers, media_types): (Vec<BlobInfo>, Vec<&str>) = layers.into_iter().unzip();
 

@@ -33,10 +33,15 @@ use crate::closure::ClosureGraph;
 use crate::error::{Error, Result};
 
 /// Phase 1 stops at this many groups per layer; phase 2 merges the rest.
-const PHASE_ONE_FACTOR: usize = 4;
+const PHASE_ONE_FACTOR: usize = 2;
 
-/// One layer in this many holds grouped small paths; the others hold one large path each.
-const SMALL_SHARE: usize = 3;
+/// The share of layers (in percent) that hold grouped small paths; the others hold one large
+/// path each. Measured with examples/simulate.rs on the shared corpus: fewer group layers make
+/// each group larger (more re-pulled per update), more leave fewer large paths alone.
+const SMALL_PERCENT: usize = 45;
+
+/// With more roots than a quarter of the layers, roots are not given layers apart.
+const ROOTS_APART_SHARE: usize = 4;
 
 /// A path's name without its hash: what stays when the package is rebuilt.
 fn name_key(graph: &ClosureGraph, x: usize) -> &str {
@@ -302,7 +307,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
     // a graph with many roots has its roots treated like any other path.
     let is_root = {
         let mut r = vec![false; n];
-        if roots.len() <= (store_layers / SMALL_SHARE).max(1) {
+        if roots.len() <= (store_layers / ROOTS_APART_SHARE).max(1) {
             for &x in &roots {
                 r[x] = true;
             }
@@ -313,7 +318,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
     // The largest paths get layers of their own: most bytes then sit in layers that change
     // exactly when their path does, and that other images of the same store share. The
     // roots, which change with every update, stay apart too. The small rest is grouped into
-    // a quarter of the layers.
+    // SMALL_PERCENT of the layers.
     let mut by_size: Vec<usize> = candidates
         .iter()
         .copied()
@@ -330,7 +335,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
     let singles = if by_size.len() <= for_paths {
         by_size.len()
     } else {
-        for_paths - (for_paths / SMALL_SHARE).max(1)
+        for_paths - (for_paths * SMALL_PERCENT / 100).max(1)
     };
     let buckets = for_paths - singles;
     let mut single = vec![false; n];
