@@ -345,6 +345,9 @@ fn archived_and_compressed_bases() {
     for (name, extra) in [
         ("base-oci.tar", vec!["--format", "oci", "--tag", "base"]),
         ("base-gzip.tar", vec!["--compression", "gzip"]),
+        // Compressed as a whole, as buildLayeredImage's default compressor does.
+        ("base.tar.gz", vec!["--archive-compression", "gzip"]),
+        ("base.tar.zst", vec!["--archive-compression", "zstd"]),
     ] {
         let input = base.store.dir.path().join(name);
         run(Command::new(bin())

@@ -305,6 +305,17 @@ fn compressors_formats_and_include_store_paths() {
         .arg("inspect")
         .arg(format!("oci:{}:oci", oci.display())));
 
+    // A gzip-compressed base (buildLayeredImage's default compressor) works as fromImage.
+    let on_gz = inputs.build(&nix, Some("onGz"), &[]);
+    let config: Value = serde_json::from_slice(
+        &run(Command::new(require("skopeo"))
+            .args(["inspect", "--config"])
+            .arg(format!("docker-archive:{}", on_gz.display())))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(config["config"]["Env"], json!(["FROM_BASE=gz", "NAME=top"]));
+
     let no_store = inputs.build(&nix, Some("noStore"), &[]);
     let mut archive = tar::Archive::new(fs::File::open(&no_store).unwrap());
     let layers = archive

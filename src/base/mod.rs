@@ -3,7 +3,9 @@
 //! Formats, told apart by content: a `docker save` archive with `manifest.json` (ours too), the
 //! legacy layout without it (`repositories` and one directory per layer, ordered by `parent`),
 //! and the OCI image layout as a directory or a tar (`oci-archive`), multi-platform indexes
-//! included. Archives are read in place, never unpacked.
+//! included. Archives are read in place, never unpacked; one compressed as a whole (gzip or
+//! zstd, as dockerTools' default compressor writes it) is first decompressed into one unnamed
+//! scratch file, since a compressed stream cannot be seeked.
 //!
 //! Every base layer is verified while it is copied: its compressed digest against the OCI
 //! manifest (or its content-addressed name) and its uncompressed digest against the config's

@@ -29,9 +29,11 @@ impl BlobStore {
         BlobStore::Dir(path.to_path_buf())
     }
 
-    /// Indexes a tar archive; Err when the file is not a tar archive.
+    /// Indexes a tar archive; Err when the file is not a tar archive. An archive compressed as
+    /// a whole (dockerTools' and our `compressor`) is decompressed once into an unnamed scratch
+    /// file, since its members cannot be reached in place.
     pub(super) fn archive(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        let file = decompressed(path)?;
         let not_tar = |why: String| {
             Error::new(format!(
                 "--from-image {}: not a docker-archive, legacy docker image or OCI archive ({why})",
@@ -163,6 +165,35 @@ impl BlobStore {
             ))
         })
     }
+}
+
+/// The archive as a seekable file: the file itself, or its decompressed content.
+fn decompressed(path: &Path) -> Result<File> {
+    let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut magic = [0u8; 4];
+    let got = file
+        .read(&mut magic)
+        .map_err(|e| Error::io("reading", path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("reading", path, e))?;
+    let reader: Box<dyn Read> = match &magic[..got] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        ))),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| Error::io("decompressing", path, e))?,
+        ),
+        _ => return Ok(file),
+    };
+    let mut scratch =
+        tempfile::tempfile().map_err(|e| Error::io("creating a scratch file for", path, e))?;
+    let mut reader = reader;
+    std::io::copy(&mut reader, &mut scratch).map_err(|e| Error::io("decompressing", path, e))?;
+    scratch
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("reading back", path, e))?;
+    Ok(scratch)
 }
 
 /// The member a symlink at `link` pointing to `target` names.

@@ -33,6 +33,17 @@ rec {
     config = { Env = [ "FROM_BASE=yes" "NAME=base" ]; };
     compressor = "none";
   };
+  # The default compressor (gz) as a base, as dockerTools users write it.
+  baseGz = layered.buildLayeredImage {
+    name = "layered-gen-test/base-gz";
+    contents = [ busybox ];
+    config = { Env = [ "FROM_BASE=gz" ]; };
+  };
+  onGz = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/on-gz";
+    fromImage = baseGz;
+    compressor = "none";
+  });
   top = layered.buildLayeredImage (common // {
     name = "layered-gen-test/top";
     fromImage = base;
