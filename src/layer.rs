@@ -229,13 +229,7 @@ impl LayerTree {
             let mut dir_name = name;
             dir_name.push(b'/');
             self.push(Entry::directory(dir_name.clone(), 0o555));
-            let mut children: Vec<std::ffi::OsString> = fs::read_dir(source)
-                .map_err(|e| Error::io("reading the directory", source, e))?
-                .map(|entry| entry.map(|e| e.file_name()))
-                .collect::<std::io::Result<_>>()
-                .map_err(|e| Error::io("reading the directory", source, e))?;
-            children.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            for child in children {
+            for child in sorted_children(source)? {
                 let mut child_name = dir_name.clone();
                 child_name.extend_from_slice(child.as_bytes());
                 self.add_tree(&source.join(&child), child_name)?;
@@ -383,6 +377,17 @@ impl TarStream for LayerTree {
             out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
         })
     }
+}
+
+/// A directory's entry names, sorted bytewise (readdir's order is the filesystem's whim).
+fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
+        .map_err(|e| Error::io("reading the directory", dir, e))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io("reading the directory", dir, e))?;
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
 }
 
 /// The error for a socket, fifo or device where only files, directories and symlinks may be.

@@ -10,6 +10,7 @@ pub mod base;
 pub mod closure;
 pub mod config;
 pub mod error;
+pub mod json_file;
 pub mod layer;
 pub mod output;
 pub mod pipeline;

@@ -153,62 +153,61 @@ fn open_up(dir: &Path) {
     run(Command::new("chmod").args(["-R", "a+rX"]).arg(dir));
 }
 
-#[test]
-fn an_unreadable_file_is_named_and_nothing_is_left() {
-    let (store, closure) = sample_store();
+/// Builds the sample store as `nobody` into `out_dir` (made with `mode`), with `unreadable`
+/// closed to it, expecting failure; returns stderr after checking that nothing was left.
+fn fails_as_nobody(
+    store: &TestStore,
+    closure: &str,
+    out_dir: &Path,
+    mode: u32,
+    unreadable: Option<&Path>,
+) -> String {
     open_up(store.dir.path());
     open_up(bin().parent().unwrap());
-    let secret = store.source(&store.paths[3].0).join("bin/not-exec");
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
-    let out_dir = store.dir.path().join("out");
-    fs::create_dir_all(&out_dir).unwrap();
-    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    if let Some(file) = unreadable {
+        fs::set_permissions(file, fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    fs::create_dir_all(out_dir).unwrap();
+    fs::set_permissions(out_dir, fs::Permissions::from_mode(mode)).unwrap();
     let out = out_dir.join("image.tar");
     let output = as_nobody(&[
         "--closure",
-        &closure,
+        closure,
         "--store-root",
         &store.store_root_arg(),
         "-o",
         out.to_str().unwrap(),
     ]);
     assert!(!output.status.success());
+    assert_eq!(names_in(out_dir), Vec::<String>::new());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_unreadable_file_is_named_and_nothing_is_left() {
+    let (store, closure) = sample_store();
+    let secret = store.source(&store.paths[3].0).join("bin/not-exec");
+    let out_dir = store.dir.path().join("out");
     assert_eq!(
-        String::from_utf8_lossy(&output.stderr),
+        fails_as_nobody(&store, &closure, &out_dir, 0o777, Some(&secret)),
         format!(
             "layered-gen: error: opening {}: Permission denied\n",
             secret.display()
         )
     );
-    assert_eq!(names_in(&out_dir), Vec::<String>::new());
 }
 
 #[test]
 fn an_unwritable_output_directory_is_an_error() {
     let (store, closure) = sample_store();
-    open_up(store.dir.path());
-    open_up(bin().parent().unwrap());
     let out_dir = store.dir.path().join("readonly");
-    fs::create_dir_all(&out_dir).unwrap();
-    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o555)).unwrap();
-    let out = out_dir.join("image.tar");
-    let output = as_nobody(&[
-        "--closure",
-        &closure,
-        "--store-root",
-        &store.store_root_arg(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!output.status.success());
     assert_eq!(
-        String::from_utf8_lossy(&output.stderr),
+        fails_as_nobody(&store, &closure, &out_dir, 0o555, None),
         format!(
             "layered-gen: error: creating a temporary file in {}: Permission denied\n",
             out_dir.display()
         )
     );
-    assert_eq!(names_in(&out_dir), Vec::<String>::new());
 }
 
 #[test]

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use super::{Location, Origin, PathRecord};
 use crate::error::{Error, Result};
+use crate::json_file::{kind, without_position};
 
 pub(super) fn parse(file: &str, text: &str, key: Option<&str>) -> Result<Vec<PathRecord>> {
     match parse_fast(file, text, key) {
@@ -116,7 +117,7 @@ fn parse_checked(file: &str, text: &str, key: Option<&str>) -> Result<Vec<PathRe
             "{file}:{}:{}: invalid JSON: {}",
             e.line(),
             e.column(),
-            strip_position(&e.to_string())
+            without_position(&e.to_string())
         ))
     })?;
     let reader = Reader { file };
@@ -158,11 +159,6 @@ fn parse_checked(file: &str, text: &str, key: Option<&str>) -> Result<Vec<PathRe
     }
 }
 
-/// serde_json appends " at line L column C"; we print the position first instead.
-fn strip_position(message: &str) -> &str {
-    message.split(" at line ").next().unwrap_or(message)
-}
-
 fn is_keyed_by_store_path(map: &serde_json::Map<String, Value>) -> bool {
     !map.is_empty() && map.keys().all(|k| k.starts_with('/'))
 }
@@ -193,17 +189,6 @@ fn only_closure_list(file: &str, map: &serde_json::Map<String, Value>) -> Result
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

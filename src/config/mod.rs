@@ -199,17 +199,8 @@ pub struct ImageConfig {
 
 /// The runtime config from `--config FILE`, checked.
 pub fn read_runtime_config(path: &Path) -> Result<Map<String, Value>> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::new(format!(
-            "{name}:{}:{}: invalid JSON: {}",
-            e.line(),
-            e.column(),
-            e.to_string().split(" at line ").next().unwrap_or_default()
-        ))
-    })?;
-    runtime::check(&name, &value)
+    let value = crate::json_file::read(path)?;
+    runtime::check(&path.display().to_string(), &value)
 }
 
 /// The runtime config of the image: `user` over `base`, then `--env` and `--label` last.

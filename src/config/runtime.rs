@@ -9,6 +9,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::json_file::kind;
 
 /// The keys the OCI image spec and Docker define for `config`, with what each must be.
 const KEYS: &[(&str, Shape)] = &[
@@ -58,17 +59,6 @@ impl Shape {
             (Shape::SetOfObjects, Value::Object(map)) => map.values().all(Value::is_object),
             _ => false,
         }
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

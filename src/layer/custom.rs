@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Entry, LayerOptions, LayerTree, Owner, Source, special_file};
+use super::{Entry, LayerOptions, LayerTree, Owner, Source, sorted_children, special_file};
 use crate::error::{Error, Result};
 
 /// What the user puts at the image root.
@@ -94,16 +94,6 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 
 fn shown(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
-}
-
-fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
-    let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
-        .map_err(|e| Error::io("reading the directory", dir, e))?
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::io("reading the directory", dir, e))?;
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
 }
 
 /// Links `source` (a directory of store path `store_path`, at `image_path` in the image) into
@@ -433,17 +423,8 @@ impl<'a> Matcher<'a> {
 
 /// Reads `--perms FILE`: a JSON list of rules.
 pub fn read_perms(path: &Path) -> Result<Vec<PermRule>> {
-    let name = path.display().to_string();
-    let bytes = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::new(format!(
-            "{name}:{}:{}: invalid JSON: {}",
-            e.line(),
-            e.column(),
-            e.to_string().split(" at line ").next().unwrap_or_default()
-        ))
-    })?;
-    parse_perms(&name, &value)
+    let value = crate::json_file::read(path)?;
+    parse_perms(&path.display().to_string(), &value)
 }
 
 const PERM_KEYS: &[&str] = &[

@@ -110,22 +110,26 @@ impl PreviousPlan {
     }
 }
 
-/// Number of paths in each path's closure, itself included.
-fn closure_counts(graph: &ClosureGraph) -> Vec<u64> {
-    (0..graph.len())
+/// For each path, how many of the paths it reaches along `next` (itself included) `counts`.
+fn reach_counts<'a>(
+    n: usize,
+    next: impl Fn(usize) -> &'a [usize] + Sync,
+    counts: impl Fn(usize) -> bool + Sync,
+) -> Vec<u64> {
+    (0..n)
         .into_par_iter()
         .map_init(
-            || (vec![usize::MAX; graph.len()], Vec::new()),
+            || (vec![usize::MAX; n], Vec::new()),
             |(seen, stack), x| {
                 let mut count = 0;
                 seen[x] = x;
                 stack.push(x);
                 while let Some(y) = stack.pop() {
-                    count += 1;
-                    for &r in graph.references(y) {
-                        if seen[r] != x {
-                            seen[r] = x;
-                            stack.push(r);
+                    count += u64::from(counts(y));
+                    for &z in next(y) {
+                        if seen[z] != x {
+                            seen[z] = x;
+                            stack.push(z);
                         }
                     }
                 }
@@ -167,33 +171,6 @@ fn top_level(graph: &ClosureGraph) -> Vec<usize> {
         [root] => graph.references(*root).to_vec(),
         roots => roots.to_vec(),
     }
-}
-
-/// How many top-level packages reach each path (its own top-level package counts).
-fn sharer_counts(graph: &ClosureGraph, parents: &[Vec<usize>], tops: &[bool]) -> Vec<u64> {
-    (0..graph.len())
-        .into_par_iter()
-        .map_init(
-            || (vec![usize::MAX; graph.len()], Vec::new()),
-            |(seen, stack), x| {
-                let mut count = 0;
-                seen[x] = x;
-                stack.push(x);
-                while let Some(y) = stack.pop() {
-                    if tops[y] {
-                        count += 1;
-                    }
-                    for &p in &parents[y] {
-                        if seen[p] != x {
-                            seen[p] = x;
-                            stack.push(p);
-                        }
-                    }
-                }
-                count
-            },
-        )
-        .collect()
 }
 
 /// Plans the store layers for reuse across updates (see the module doc).
@@ -289,7 +266,8 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
 
     let room = store_layers;
 
-    let counts = closure_counts(graph);
+    // C(x): the paths in x's closure, itself included.
+    let counts = reach_counts(n, |x| graph.references(x), |_| true);
     let idom = immediate_dominators(graph);
     let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
     for x in 0..n {
@@ -301,7 +279,8 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
     for t in top_level(graph) {
         is_top[t] = true;
     }
-    let sharers = sharer_counts(graph, &parents, &is_top);
+    // How many top-level packages use each path.
+    let sharers = reach_counts(n, |x| parents[x].as_slice(), |x| is_top[x]);
     let roots = graph.roots();
     // A few roots (an image's own root, which changes with every update) get layers apart;
     // a graph with many roots has its roots treated like any other path.
