@@ -281,6 +281,17 @@ impl ClosureGraph {
         self.paths.binary_search_by(|p| p.as_str().cmp(path)).ok()
     }
 
+    /// For each path, the paths that reference it.
+    pub fn referrers(&self) -> Vec<Vec<usize>> {
+        let mut referrers = vec![Vec::new(); self.len()];
+        for (from, refs) in self.references.iter().enumerate() {
+            for &to in refs {
+                referrers[to].push(from);
+            }
+        }
+        referrers
+    }
+
     /// The paths that no other path references, in path order.
     pub fn roots(&self) -> Vec<usize> {
         let mut referenced = vec![false; self.len()];

@@ -215,13 +215,7 @@ impl Count for BigUint {
 
 /// The popularity of every path of the graph (see the module doc).
 pub fn popularity(graph: &ClosureGraph) -> Vec<BigUint> {
-    let n = graph.len();
-    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for from in 0..n {
-        for &to in graph.references(from) {
-            parents[to].push(from);
-        }
-    }
+    let parents = graph.referrers();
     let order = graph.topological_order();
     popularity_with::<u128>(graph, &parents, order)
         .unwrap_or_else(|| popularity_with::<BigUint>(graph, &parents, order).unwrap_or_default())

@@ -269,12 +269,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
     // C(x): the paths in x's closure, itself included.
     let counts = reach_counts(n, |x| graph.references(x), |_| true);
     let idom = immediate_dominators(graph);
-    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for x in 0..n {
-        for &r in graph.references(x) {
-            parents[r].push(x);
-        }
-    }
+    let parents = graph.referrers();
     let mut is_top = vec![false; n];
     for t in top_level(graph) {
         is_top[t] = true;
@@ -417,16 +412,6 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
         overflowed = true;
     }
 
-    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for x in 0..n {
-        for &r in graph.references(x) {
-            parents[r].push(x);
-        }
-    }
-    let mut is_top = vec![false; n];
-    for t in top_level(graph) {
-        is_top[t] = true;
-    }
     let mut layers = Vec::new();
     let mut reasons = Vec::new();
     let count = ordered.len();
