@@ -49,7 +49,7 @@ fn golden_example_images() {
         (
             "zstd-oci.tar",
             &["--format", "oci", "--compression", "zstd"],
-            "8a4fa0156ec725ed97c9f018cb112a244ff7ac29ea66b987fe0910a79ac1f2ac",
+            "b28b01085be840ff2380f42a68ad4266f2517c180166be4c9341f533eca4caff",
         ),
     ];
     let mut report = Vec::new();

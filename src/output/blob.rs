@@ -94,23 +94,6 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
-/// A deterministic, multithreaded zstd encoder.
-pub(super) fn zstd_encoder<W: Write>(
-    out: W,
-    level: i32,
-) -> io::Result<zstd::stream::Encoder<'static, W>> {
-    let mut encoder = zstd::stream::Encoder::new(out, level)?;
-    encoder.include_checksum(true)?;
-    // zstd's multithreaded output depends on its job size, not on the number of workers (as
-    // long as there is at least one), so any thread count gives the same bytes;
-    // tests/reproducibility.rs checks 1 against 8.
-    let workers = rayon::current_num_threads().max(1) as u32;
-    // (An explicit job size smaller than zstd's default makes the output depend on the
-    // worker count again: the unit test below catches that.)
-    encoder.multithread(workers)?;
-    Ok(encoder)
-}
-
 fn write_error(e: io::Error) -> Error {
     Error::new(format!("writing the image: {e}"))
 }
@@ -134,14 +117,14 @@ pub fn write_layer_blob(
             });
         }
         Compression::Gzip { level } => {
-            let encoder = super::pgzip::ParallelGzWriter::new(stored, level);
+            let encoder = super::parallel::gzip(stored, level);
             let mut plain = HashingWriter::new(encoder);
             tar.write_to(&mut plain)?;
             let (encoder, diff_id, length) = plain.finish();
             (encoder.finish().map_err(write_error)?, diff_id, length)
         }
         Compression::Zstd { level } => {
-            let encoder = zstd_encoder(stored, level).map_err(write_error)?;
+            let encoder = super::parallel::zstd(stored, level);
             let mut plain = HashingWriter::new(encoder);
             tar.write_to(&mut plain)?;
             let (encoder, diff_id, length) = plain.finish();

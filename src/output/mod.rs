@@ -8,7 +8,7 @@
 mod blob;
 mod docker_archive;
 mod oci;
-mod pgzip;
+mod parallel;
 pub mod reference;
 mod threaded;
 
@@ -212,12 +212,12 @@ fn compressed<T>(
             out
         }
         Compression::Gzip { level } => {
-            let mut encoder = pgzip::ParallelGzWriter::new(out, level);
+            let mut encoder = parallel::gzip(out, level);
             result = write(&mut encoder)?;
             encoder.finish().map_err(io_error)?
         }
         Compression::Zstd { level } => {
-            let mut encoder = blob::zstd_encoder(out, level).map_err(io_error)?;
+            let mut encoder = parallel::zstd(out, level);
             result = write(&mut encoder)?;
             encoder.finish().map_err(io_error)?
         }
