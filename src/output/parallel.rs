@@ -34,10 +34,16 @@ pub trait BlockCodec: Clone + Send + Sync + 'static {
     fn trailer(&self, crc: u32, length: u64) -> Vec<u8>;
 }
 
-type Batch = io::Result<Vec<Vec<u8>>>;
+/// A compressed batch, and the buffer its input was in (to be filled again).
+type Batch = (io::Result<Vec<Vec<u8>>>, Vec<u8>);
 
 /// Compresses a batch of blocks side by side.
-fn compress_batch<C: BlockCodec>(codec: &C, history: &[u8], data: &[u8], last: bool) -> Batch {
+fn compress_batch<C: BlockCodec>(
+    codec: &C,
+    history: &[u8],
+    data: &[u8],
+    last: bool,
+) -> io::Result<Vec<Vec<u8>>> {
     let chunks: Vec<&[u8]> = if data.is_empty() {
         vec![&[]]
     } else {
@@ -69,19 +75,26 @@ pub struct ParallelWriter<W: Write, C: BlockCodec> {
     history: Vec<u8>,
     /// The batch being compressed.
     in_flight: Option<Receiver<Batch>>,
+    /// An input buffer back from a finished batch: buffers are reused, not reallocated, which
+    /// keeps the allocator's per-thread arenas from growing.
+    spare: Vec<u8>,
     crc: crc32fast::Hasher,
     length: u64,
     header_written: bool,
 }
 
 impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
+    /// A batch, the partial block after it, and one write of up to 1 MiB.
+    const CAPACITY: usize = C::BLOCK * (C::BATCH + 1) + (1 << 20);
+
     pub fn new(inner: W, codec: C) -> Self {
         ParallelWriter {
             inner: Some(inner),
             codec,
-            pending: Vec::with_capacity(C::BLOCK * C::BATCH),
+            pending: Vec::with_capacity(Self::CAPACITY),
             history: Vec::new(),
             in_flight: None,
+            spare: Vec::new(),
             crc: crc32fast::Hasher::new(),
             length: 0,
             header_written: false,
@@ -97,9 +110,12 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
     /// Writes the batch in flight, once it is compressed.
     fn write_in_flight(&mut self) -> io::Result<()> {
         if let Some(receiver) = self.in_flight.take() {
-            let blocks = receiver
+            let (blocks, mut buffer) = receiver
                 .recv()
-                .map_err(|_| io::Error::other("a compression job stopped"))??;
+                .map_err(|_| io::Error::other("a compression job stopped"))?;
+            buffer.clear();
+            self.spare = buffer;
+            let blocks = blocks?;
             let inner = self.inner()?;
             for block in blocks {
                 inner.write_all(&block)?;
@@ -121,8 +137,12 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
         } else {
             blocks * C::BLOCK
         };
-        let rest = self.pending.split_off(data_len);
-        let data = std::mem::replace(&mut self.pending, rest);
+        self.write_in_flight()?;
+        let mut next = std::mem::take(&mut self.spare);
+        next.reserve(Self::CAPACITY);
+        next.extend_from_slice(&self.pending[data_len..]);
+        self.pending.truncate(data_len);
+        let data = std::mem::replace(&mut self.pending, next);
         let history = self.history.clone();
         if C::HISTORY > 0 {
             self.history
@@ -130,7 +150,6 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             let cut = self.history.len().saturating_sub(C::HISTORY);
             self.history.drain(..cut);
         }
-        self.write_in_flight()?;
         if rayon::current_thread_index().is_some() {
             // On a pool thread, waiting for a pool job could starve the pool: work inline.
             let blocks = compress_batch(&self.codec, &history, &data, last)?;
@@ -138,12 +157,15 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             for block in blocks {
                 inner.write_all(&block)?;
             }
+            self.spare = data;
+            self.spare.clear();
             return Ok(());
         }
         let (sender, receiver) = channel();
         let codec = self.codec.clone();
         rayon::spawn(move || {
-            let _ = sender.send(compress_batch(&codec, &history, &data, last));
+            let blocks = compress_batch(&codec, &history, &data, last);
+            let _ = sender.send((blocks, data));
         });
         self.in_flight = Some(receiver);
         Ok(())
@@ -267,7 +289,7 @@ thread_local! {
 
 impl BlockCodec for Zstd {
     const BLOCK: usize = 1 << 20;
-    const BATCH: usize = 2;
+    const BATCH: usize = 4;
     const HISTORY: usize = 0;
     const CRC: bool = false;
 
