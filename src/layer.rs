@@ -45,7 +45,7 @@ impl LayerOptions {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Entry {
     name: Vec<u8>,
     kind: Kind,
@@ -58,7 +58,7 @@ struct Entry {
 }
 
 /// Where a regular file's content comes from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Source {
     /// The entry's name under the layer's source root (store paths).
     Named,
@@ -114,10 +114,25 @@ impl Entry {
     }
 }
 
-/// A scanned layer: every entry, in order, with the exact tarball length.
+/// What a layer holds.
+#[derive(Debug)]
+enum Contents {
+    /// Entries kept in memory: the customisation layer, which is small and built in memory.
+    Listed(Vec<Entry>),
+    /// Store paths, walked from disk: once when the layer is made (to check every file and
+    /// know the exact length) and again while it is written, so no list of its files is kept
+    /// and memory does not grow with the closure.
+    Walked {
+        parents: Vec<Entry>,
+        /// (where on disk, name in the tarball), sorted by name.
+        roots: Vec<(PathBuf, Vec<u8>)>,
+    },
+}
+
+/// A layer ready to write, with its exact tarball length.
 #[derive(Debug)]
 pub struct LayerTree {
-    entries: Vec<Entry>,
+    contents: Contents,
     /// Entry names are relative to this directory on disk (`/`, or the --store-root).
     source_root: PathBuf,
     mtime: u64,
@@ -126,6 +141,18 @@ pub struct LayerTree {
     length: u64,
     content_bytes: u64,
 }
+
+/// What the reader thread sends the writer: entries whose headers come next, and file
+/// content in order (the rest of the file being written first, then these entries' files).
+/// Batching keeps a closure of many small files from costing a thread wake-up per file.
+struct Batch {
+    entries: Vec<Entry>,
+    data: Vec<u8>,
+}
+
+/// Content bytes per batch, and entries at most.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_ENTRIES: usize = 512;
 
 /// Checks that every store path exists where it will be read, before any output is written.
 pub fn check_sources<'a>(
@@ -157,26 +184,74 @@ impl LayerTree {
         paths: &[&str],
         options: &LayerOptions,
     ) -> Result<Self> {
-        let mut tree = LayerTree::empty(options);
+        let mut parents = Vec::new();
         let mut parent = Vec::new();
         for component in store_dir.trim_start_matches('/').split('/') {
             parent.extend_from_slice(component.as_bytes());
             parent.push(b'/');
-            tree.push(Entry::directory(parent.clone(), 0o755));
+            parents.push(Entry::directory(parent.clone(), 0o755));
         }
         let mut sorted: Vec<&str> = paths.to_vec();
         sorted.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         sorted.dedup();
-        for path in sorted {
-            let name = path.trim_start_matches('/').as_bytes().to_vec();
-            tree.add_tree(&options.source_of(path), name)?;
-        }
+        let roots = sorted
+            .into_iter()
+            .map(|path| {
+                let name = path.trim_start_matches('/').as_bytes().to_vec();
+                (options.source_of(path), name)
+            })
+            .collect();
+        let mut tree = LayerTree::empty(options);
+        tree.contents = Contents::Walked { parents, roots };
+        // The first walk: every file checked, the length and content counted.
+        let (mut length, mut content) = (0, 0);
+        tree.visit(&mut |entry| {
+            length += tarball::entry_len(&tree.header(entry));
+            content += entry.size;
+            Ok(())
+        })?;
+        tree.length += length;
+        tree.content_bytes = content;
         Ok(tree)
+    }
+
+    /// Calls `f` on every entry in tarball order.
+    fn visit(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
+        match &self.contents {
+            Contents::Listed(entries) => entries.iter().try_for_each(f),
+            Contents::Walked { parents, roots } => {
+                parents.iter().try_for_each(&mut *f)?;
+                for (source, name) in roots {
+                    walk(source, name.clone(), f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The entries of a layer built in memory (empty for walked layers).
+    #[cfg(test)]
+    fn listed(&self) -> &[Entry] {
+        match &self.contents {
+            Contents::Listed(entries) => entries,
+            Contents::Walked { .. } => &[],
+        }
+    }
+
+    /// The entries of a layer built in memory (the customisation layer).
+    fn listed_mut(&mut self) -> &mut Vec<Entry> {
+        if !matches!(self.contents, Contents::Listed(_)) {
+            self.contents = Contents::Listed(Vec::new());
+        }
+        match &mut self.contents {
+            Contents::Listed(entries) => entries,
+            Contents::Walked { .. } => unreachable!("just made a list"),
+        }
     }
 
     fn empty(options: &LayerOptions) -> Self {
         LayerTree {
-            entries: Vec::new(),
+            contents: Contents::Listed(Vec::new()),
             source_root: options.source_of("/"),
             mtime: options.mtime,
             uid: options.uid,
@@ -186,20 +261,21 @@ impl LayerTree {
         }
     }
 
-    /// Recomputes the tarball length after entries changed.
+    /// Recomputes the tarball length after listed entries changed.
     fn recount(&mut self) {
-        let length: u64 = self
-            .entries
-            .iter()
-            .map(|e| tarball::entry_len(&self.header(e)))
-            .sum();
-        self.length = length + tarball::END_OF_ARCHIVE.len() as u64;
+        let mut length = tarball::END_OF_ARCHIVE.len() as u64;
+        let _ = self.visit(&mut |e| {
+            length += tarball::entry_len(&self.header(e));
+            Ok(())
+        });
+        self.length = length;
     }
 
+    /// Adds an entry to a layer built in memory.
     fn push(&mut self, entry: Entry) {
         self.length += tarball::entry_len(&self.header(&entry));
         self.content_bytes += entry.size;
-        self.entries.push(entry);
+        self.listed_mut().push(entry);
     }
 
     fn header<'a>(&self, entry: &'a Entry) -> Header<'a> {
@@ -221,40 +297,18 @@ impl LayerTree {
         }
     }
 
-    /// Adds `source` (file, symlink or directory, recursively) under the tar name `name`.
-    fn add_tree(&mut self, source: &Path, name: Vec<u8>) -> Result<()> {
-        let meta = fs::symlink_metadata(source).map_err(|e| Error::io("reading", source, e))?;
-        let file_type = meta.file_type();
-        if file_type.is_dir() {
-            let mut dir_name = name;
-            dir_name.push(b'/');
-            self.push(Entry::directory(dir_name.clone(), 0o555));
-            for child in sorted_children(source)? {
-                let mut child_name = dir_name.clone();
-                child_name.extend_from_slice(child.as_bytes());
-                self.add_tree(&source.join(&child), child_name)?;
-            }
-        } else if file_type.is_file() {
-            let executable = meta.permissions().mode() & 0o111 != 0;
-            let mode = if executable { 0o555 } else { 0o444 };
-            self.push(Entry::file(name, mode, meta.len(), Source::Named));
-        } else if file_type.is_symlink() {
-            let target =
-                fs::read_link(source).map_err(|e| Error::io("reading the symlink", source, e))?;
-            self.push(Entry::symlink(name, target.as_os_str().as_bytes().to_vec()));
-        } else {
-            return Err(special_file(source, &meta, "a store path"));
-        }
-        Ok(())
-    }
-
     /// Bytes of file content in the layer.
     pub fn content_bytes(&self) -> u64 {
         self.content_bytes
     }
 
     pub fn entry_count(&self) -> usize {
-        self.entries.len()
+        let mut count = 0;
+        let _ = self.visit(&mut |_| {
+            count += 1;
+            Ok(())
+        });
+        count
     }
 
     /// Where a regular file's content is read from; None for entries without content.
@@ -268,69 +322,74 @@ impl LayerTree {
         }
     }
 
-    /// Reads every file's content in entry order into chunks, sending each on `full` and taking
-    /// empty buffers back from `empty`; stops at the first error (which it sends) or when the
+    /// Walks the entries again and reads the files' content, sending batches on `full` (data
+    /// buffers come back on `empty`); stops at the first error, which it sends, or when the
     /// writer hangs up.
-    fn read_ahead(&self, full: &SyncSender<Result<Vec<u8>>>, empty: &Receiver<Vec<u8>>) {
-        for entry in &self.entries {
-            let Some(source) = self.content_source(entry) else {
-                continue;
-            };
-            if entry.size == 0 && matches!(entry.source, Source::Empty) {
-                continue;
-            }
-            if let Err(err) = Self::read_file(&source, entry.size, full, empty) {
-                let _ = full.send(Err(err));
-                return;
-            }
+    fn read_ahead(&self, full: &SyncSender<Result<Batch>>, empty: &Receiver<Vec<u8>>) {
+        let stopped = || Error::new("the writer stopped");
+        let next_batch = || -> Result<Batch> {
+            let data = empty.recv().map_err(|_| stopped())?;
+            Ok(Batch {
+                entries: Vec::new(),
+                data,
+            })
+        };
+        let result = (|| -> Result<()> {
+            let mut batch = next_batch()?;
+            self.visit(&mut |entry| {
+                batch.entries.push(entry.clone());
+                if let Some(source) = self.content_source(entry) {
+                    let mut file =
+                        File::open(&source).map_err(|e| Error::io("opening", &source, e))?;
+                    let mut left = entry.size;
+                    while left > 0 {
+                        if batch.data.len() == BATCH_BYTES {
+                            let full_batch = std::mem::replace(&mut batch, next_batch()?);
+                            full.send(Ok(full_batch)).map_err(|_| stopped())?;
+                        }
+                        let start = batch.data.len();
+                        let want =
+                            (BATCH_BYTES - start).min(usize::try_from(left).unwrap_or(usize::MAX));
+                        batch.data.resize(start + want, 0);
+                        let got = file
+                            .read(&mut batch.data[start..])
+                            .map_err(|e| Error::io("reading", &source, e))?;
+                        batch.data.truncate(start + got);
+                        if got == 0 {
+                            return Err(Error::new(format!(
+                                "{} shrank while it was read ({} bytes expected); is something \
+                                 writing to the store?",
+                                source.display(),
+                                entry.size
+                            )));
+                        }
+                        left -= got as u64;
+                    }
+                    let mut probe = [0u8; 1];
+                    if file
+                        .read(&mut probe)
+                        .map_err(|e| Error::io("reading", &source, e))?
+                        != 0
+                    {
+                        return Err(Error::new(format!(
+                            "{} grew while it was read ({} bytes expected); is something \
+                             writing to the store?",
+                            source.display(),
+                            entry.size
+                        )));
+                    }
+                }
+                if batch.entries.len() >= BATCH_ENTRIES {
+                    let full_batch = std::mem::replace(&mut batch, next_batch()?);
+                    full.send(Ok(full_batch)).map_err(|_| stopped())?;
+                }
+                Ok(())
+            })?;
+            full.send(Ok(batch)).map_err(|_| stopped())
+        })();
+        if let Err(err) = result {
+            let _ = full.send(Err(err));
         }
-    }
-
-    fn read_file(
-        source: &Path,
-        size: u64,
-        full: &SyncSender<Result<Vec<u8>>>,
-        empty: &Receiver<Vec<u8>>,
-    ) -> Result<()> {
-        let mut file = File::open(source).map_err(|e| Error::io("opening", source, e))?;
-        let mut left = size;
-        while left > 0 {
-            let Ok(mut buffer) = empty.recv() else {
-                return Ok(()); // the writer stopped
-            };
-            let want = buffer
-                .capacity()
-                .min(usize::try_from(left).unwrap_or(usize::MAX));
-            buffer.resize(want, 0);
-            let got = file
-                .read(&mut buffer)
-                .map_err(|e| Error::io("reading", source, e))?;
-            if got == 0 {
-                return Err(Error::new(format!(
-                    "{} shrank while it was read ({size} bytes expected); is something writing \
-                     to the store?",
-                    source.display()
-                )));
-            }
-            buffer.truncate(got);
-            left -= got as u64;
-            if full.send(Ok(buffer)).is_err() {
-                return Ok(());
-            }
-        }
-        let mut probe = [0u8; 1];
-        if file
-            .read(&mut probe)
-            .map_err(|e| Error::io("reading", source, e))?
-            != 0
-        {
-            return Err(Error::new(format!(
-                "{} grew while it was read ({size} bytes expected); is something writing to the \
-                 store?",
-                source.display()
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -339,36 +398,65 @@ impl TarStream for LayerTree {
         self.length
     }
 
-    /// Writes the tarball. A reader thread reads file contents ahead into a few reused
-    /// buffers while this thread writes them (and, through `out`, hashes and compresses), so
-    /// reading overlaps the rest and memory stays bounded.
+    /// Writes the tarball. A reader thread walks the entries and reads file contents ahead
+    /// into a few reused buffers while this thread writes them (and, through `out`, hashes and
+    /// compresses), so reading overlaps the rest and memory stays bounded.
     fn write_to(&self, out: &mut dyn Write) -> Result<()> {
-        const CHUNK: usize = 1 << 20;
-        const IN_FLIGHT: usize = 4;
+        const BUFFERS: usize = 6;
         let write_error = |e: std::io::Error| Error::new(format!("writing the image: {e}"));
+        let stopped = || Error::new("the file reader stopped unexpectedly");
         std::thread::scope(|scope| {
             // Created in here so that an early return drops the writer's ends first, which
             // stops the reader before the scope waits for it.
-            let (full_tx, full_rx) = sync_channel::<Result<Vec<u8>>>(IN_FLIGHT);
+            let (full_tx, full_rx) = sync_channel::<Result<Batch>>(BUFFERS - 2);
             let (empty_tx, empty_rx) = channel::<Vec<u8>>();
-            for _ in 0..IN_FLIGHT + 2 {
-                let _ = empty_tx.send(Vec::with_capacity(CHUNK));
+            for _ in 0..BUFFERS {
+                let _ = empty_tx.send(Vec::with_capacity(BATCH_BYTES));
             }
             scope.spawn(move || self.read_ahead(&full_tx, &empty_rx));
-            for entry in &self.entries {
-                tarball::write_header(out, &self.header(entry)).map_err(write_error)?;
+            let mut queue: std::collections::VecDeque<Entry> = Default::default();
+            let mut data: Vec<u8> = Vec::new();
+            let mut at = 0;
+            // The next batch: its entries join the queue, its data continues the stream.
+            let receive = |queue: &mut std::collections::VecDeque<Entry>,
+                           data: &mut Vec<u8>,
+                           at: &mut usize|
+             -> Result<bool> {
+                match full_rx.recv() {
+                    Ok(batch) => {
+                        let batch = batch?;
+                        queue.extend(batch.entries);
+                        let mut used = std::mem::replace(data, batch.data);
+                        used.clear();
+                        let _ = empty_tx.send(used);
+                        *at = 0;
+                        Ok(true)
+                    }
+                    Err(_) => Ok(false),
+                }
+            };
+            loop {
+                let Some(entry) = queue.pop_front() else {
+                    if receive(&mut queue, &mut data, &mut at)? {
+                        continue;
+                    }
+                    break;
+                };
+                tarball::write_header(out, &self.header(&entry)).map_err(write_error)?;
                 if entry.kind != Kind::File {
                     continue;
                 }
-                if self.content_source(entry).is_some() {
+                if self.content_source(&entry).is_some() {
                     let mut left = entry.size;
                     while left > 0 {
-                        let chunk = full_rx
-                            .recv()
-                            .map_err(|_| Error::new("the file reader stopped unexpectedly"))??;
-                        out.write_all(&chunk).map_err(write_error)?;
-                        left -= chunk.len() as u64;
-                        let _ = empty_tx.send(chunk);
+                        if at == data.len() && !receive(&mut queue, &mut data, &mut at)? {
+                            return Err(stopped());
+                        }
+                        let take =
+                            (data.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
+                        out.write_all(&data[at..at + take]).map_err(write_error)?;
+                        at += take;
+                        left -= take as u64;
                     }
                 }
                 out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
@@ -377,6 +465,37 @@ impl TarStream for LayerTree {
             out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
         })
     }
+}
+
+/// Calls `f` on `source` (file, symlink or directory, recursively) as the entry `name`, in
+/// tarball order: a directory, then its children sorted by name.
+fn walk(source: &Path, name: Vec<u8>, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
+    let meta = fs::symlink_metadata(source).map_err(|e| Error::io("reading", source, e))?;
+    let file_type = meta.file_type();
+    if file_type.is_dir() {
+        let mut dir_name = name;
+        dir_name.push(b'/');
+        f(&Entry::directory(dir_name.clone(), 0o555))?;
+        for child in sorted_children(source)? {
+            let mut child_name = dir_name.clone();
+            child_name.extend_from_slice(child.as_bytes());
+            walk(&source.join(&child), child_name, f)?;
+        }
+    } else if file_type.is_file() {
+        let executable = meta.permissions().mode() & 0o111 != 0;
+        let mode = if executable { 0o555 } else { 0o444 };
+        f(&Entry::file(name, mode, meta.len(), Source::Named))?;
+    } else if file_type.is_symlink() {
+        let target =
+            fs::read_link(source).map_err(|e| Error::io("reading the symlink", source, e))?;
+        f(&Entry::symlink(
+            name,
+            target.as_os_str().as_bytes().to_vec(),
+        ))?;
+    } else {
+        return Err(special_file(source, &meta, "a store path"));
+    }
+    Ok(())
 }
 
 /// A directory's entry names, sorted bytewise (readdir's order is the filesystem's whim).

@@ -322,7 +322,8 @@ impl Customisation {
         for rule in &self.perms {
             let matcher = Matcher::new(rule)?;
             let mut matched = 0;
-            for entry in &mut tree.entries {
+            let (uid, gid) = (tree.uid, tree.gid);
+            for entry in tree.listed_mut() {
                 let mut path = b"/".to_vec();
                 path.extend_from_slice(entry.name.strip_suffix(b"/").unwrap_or(&entry.name));
                 if !matcher.matches(&path) {
@@ -331,8 +332,8 @@ impl Customisation {
                 matched += 1;
                 let owner = entry.owner.get_or_insert_with(|| {
                     Box::new(Owner {
-                        uid: tree.uid,
-                        gid: tree.gid,
+                        uid,
+                        gid,
                         uname: String::new(),
                         gname: String::new(),
                     })
@@ -544,7 +545,7 @@ mod tests {
     }
 
     fn listing(tree: &LayerTree) -> Vec<(String, Kind, u32, String, u64)> {
-        tree.entries
+        tree.listed()
             .iter()
             .map(|e| {
                 (
@@ -713,7 +714,7 @@ mod tests {
         };
         let tree = regex.layer(&options(dir.path())).unwrap();
         let with_gid: Vec<String> = tree
-            .entries
+            .listed()
             .iter()
             .filter(|e| e.owner.as_ref().is_some_and(|o| o.gid == 5))
             .map(|e| shown(&e.name))
