@@ -26,6 +26,8 @@ struct Case {
     seconds: f64,
     bytes: u64,
     peak_rss_kib: u64,
+    /// User and system CPU seconds, all threads.
+    cpu: f64,
 }
 
 fn main() {
@@ -84,6 +86,7 @@ fn main() {
         seconds: start.elapsed().as_secs_f64(),
         bytes,
         peak_rss_kib: 0,
+        cpu: start.elapsed().as_secs_f64(),
     });
     let floor_seconds = cases[0].seconds;
 
@@ -135,13 +138,13 @@ fn main() {
         ),
     ];
     for (name, argv, pipe, repeat) in runs {
-        let mut best = (f64::MAX, 0);
+        let mut best = (f64::MAX, 0, 0.0);
         let mut output_size = None;
         for _ in 0..repeat {
             settle();
-            let (seconds, rss) = time_process(&argv, pipe);
+            let (seconds, rss, cpu) = time_process(&argv, pipe);
             if seconds < best.0 {
-                best = (seconds, rss);
+                best = (seconds, rss, cpu);
             }
             if out_dir.is_dir() {
                 output_size = Some(dir_size(&out_dir.join("blobs/sha256")));
@@ -157,6 +160,7 @@ fn main() {
             seconds: best.0,
             bytes,
             peak_rss_kib: best.1,
+            cpu: best.2,
         });
     }
     let tar_list = scratch.join("paths");
@@ -198,7 +202,7 @@ fn main() {
     ] {
         settle();
         let _ = fs::remove_file(&size_file);
-        let (seconds, rss) = time_process(&["sh".into(), "-c".into(), script], false);
+        let (seconds, rss, cpu) = time_process(&["sh".into(), "-c".into(), script], false);
         let _ = fs::remove_file(&tar_file);
         let size = fs::read_to_string(&size_file)
             .ok()
@@ -211,9 +215,10 @@ fn main() {
             seconds,
             bytes,
             peak_rss_kib: rss,
+            cpu,
         });
     }
-    let (seconds, rss) = time_process(
+    let (seconds, rss, cpu) = time_process(
         &[
             bin.to_str().unwrap().into(),
             "plan".into(),
@@ -227,11 +232,12 @@ fn main() {
         seconds,
         bytes: 0,
         peak_rss_kib: rss,
+        cpu,
     });
 
     let synthetic = scratch.join("synthetic-100k.json");
     fs::write(&synthetic, synthetic_graph(100_000, 7)).unwrap();
-    let (seconds, rss) = time_process(
+    let (seconds, rss, cpu) = time_process(
         &[
             bin.to_str().unwrap().into(),
             "plan".into(),
@@ -245,10 +251,11 @@ fn main() {
         seconds,
         bytes: 0,
         peak_rss_kib: rss,
+        cpu,
     });
 
     let tiny = repo.join("examples/tiny");
-    let mut tiny_times: Vec<(f64, u64)> = (0..21)
+    let mut tiny_times: Vec<(f64, u64, f64)> = (0..21)
         .map(|_| {
             time_process(
                 &[
@@ -271,6 +278,7 @@ fn main() {
         seconds: tiny_times[10].0,
         bytes: 0,
         peak_rss_kib: tiny_times[10].1,
+        cpu: tiny_times[10].2,
     });
 
     let machine = format!(
@@ -282,8 +290,8 @@ fn main() {
     );
     println!("{machine}");
     println!(
-        "{:<58} {:>9} {:>10} {:>9} {:>10}",
-        "case", "seconds", "MB/s", "x floor", "peak RSS"
+        "{:<58} {:>9} {:>10} {:>9} {:>10} {:>8}",
+        "case", "seconds", "MB/s", "x floor", "peak RSS", "CPU s"
     );
     if let Some(parent) = results.parent() {
         let _ = fs::create_dir_all(parent);
@@ -308,12 +316,13 @@ fn main() {
             "-".into()
         };
         println!(
-            "{:<58} {:>9.3} {:>10} {:>9} {:>7} MiB",
+            "{:<58} {:>9.3} {:>10} {:>9} {:>7} MiB {:>8.2}",
             case.name,
             case.seconds,
             mbps,
             ratio,
-            case.peak_rss_kib / 1024
+            case.peak_rss_kib / 1024,
+            case.cpu
         );
         let line = serde_json::json!({
             "time": when,
@@ -325,6 +334,7 @@ fn main() {
             "seconds": case.seconds,
             "ratio_to_floor": if case.bytes > 0 { Some(case.seconds / floor_seconds) } else { None },
             "peak_rss_kib": case.peak_rss_kib,
+            "cpu_seconds": case.cpu,
         });
         writeln!(jsonl, "{line}").unwrap();
     }
@@ -419,7 +429,7 @@ fn floor(paths: &[PathBuf]) -> (u64, String) {
 /// The process is started by a fresh copy of this program (`--measure`): Linux counts a child's
 /// peak RSS from the memory of the process that spawned it, which for this benchmark (holding a
 /// 100,000-path graph) would swamp the numbers.
-fn time_process(argv: &[String], pipe: bool) -> (f64, u64) {
+fn time_process(argv: &[String], pipe: bool) -> (f64, u64, f64) {
     let me = std::env::current_exe().unwrap_or_else(|e| fail(&format!("finding myself: {e}")));
     let output = Command::new(me)
         .arg("--measure")
@@ -433,13 +443,15 @@ fn time_process(argv: &[String], pipe: bool) -> (f64, u64) {
     match (
         words.next().and_then(|w| w.parse().ok()),
         words.next().and_then(|w| w.parse().ok()),
+        words.next().and_then(|w| w.parse().ok()),
     ) {
-        (Some(seconds), Some(rss)) if output.status.success() => (seconds, rss),
+        (Some(seconds), Some(rss), Some(cpu)) if output.status.success() => (seconds, rss, cpu),
         _ => fail(&format!("{argv:?} failed: {text}")),
     }
 }
 
-/// `--measure pipe|null ARGV...`: runs ARGV, prints "<seconds> <peak RSS KiB>" and exits.
+/// `--measure pipe|null ARGV...`: runs ARGV, prints "<seconds> <peak RSS KiB> <CPU seconds>"
+/// and exits.
 fn measure(args: &[String]) -> ! {
     let pipe = args[0] == "pipe";
     let argv = &args[1..];
@@ -469,7 +481,12 @@ fn measure(args: &[String]) -> ! {
     if waited != pid || std::process::ExitStatus::from_raw(status).code() != Some(0) {
         fail(&format!("{argv:?} failed (status {status})"));
     }
-    println!("{seconds} {}", usage.ru_maxrss);
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    println!(
+        "{seconds} {} {}",
+        usage.ru_maxrss,
+        cpu(usage.ru_utime) + cpu(usage.ru_stime)
+    );
     std::process::exit(0);
 }
 

@@ -139,7 +139,6 @@ pub struct LayerTree {
     uid: u64,
     gid: u64,
     length: u64,
-    content_bytes: u64,
 }
 
 /// What the reader thread sends the writer: entries whose headers come next, and file
@@ -204,14 +203,12 @@ impl LayerTree {
         let mut tree = LayerTree::empty(options);
         tree.contents = Contents::Walked { parents, roots };
         // The first walk: every file checked, the length and content counted.
-        let (mut length, mut content) = (0, 0);
+        let mut length = 0;
         tree.visit(&mut |entry| {
             length += tarball::entry_len(&tree.header(entry));
-            content += entry.size;
             Ok(())
         })?;
         tree.length += length;
-        tree.content_bytes = content;
         Ok(tree)
     }
 
@@ -257,7 +254,6 @@ impl LayerTree {
             uid: options.uid,
             gid: options.gid,
             length: tarball::END_OF_ARCHIVE.len() as u64,
-            content_bytes: 0,
         }
     }
 
@@ -274,7 +270,6 @@ impl LayerTree {
     /// Adds an entry to a layer built in memory.
     fn push(&mut self, entry: Entry) {
         self.length += tarball::entry_len(&self.header(&entry));
-        self.content_bytes += entry.size;
         self.listed_mut().push(entry);
     }
 
@@ -295,20 +290,6 @@ impl LayerTree {
             uname,
             gname,
         }
-    }
-
-    /// Bytes of file content in the layer.
-    pub fn content_bytes(&self) -> u64 {
-        self.content_bytes
-    }
-
-    pub fn entry_count(&self) -> usize {
-        let mut count = 0;
-        let _ = self.visit(&mut |_| {
-            count += 1;
-            Ok(())
-        });
-        count
     }
 
     /// Where a regular file's content is read from; None for entries without content.

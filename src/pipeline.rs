@@ -316,21 +316,36 @@ impl TarStream for Counted {
 
     fn write_to(&self, out: &mut dyn Write) -> Result<()> {
         match &self.progress {
-            Some(bar) => self.tree.write_to(&mut CountingWriter { out, bar }),
+            Some(bar) => {
+                let mut counting = CountingWriter {
+                    out,
+                    bar,
+                    uncounted: 0,
+                };
+                let result = self.tree.write_to(&mut counting);
+                bar.inc(counting.uncounted);
+                result
+            }
             None => self.tree.write_to(out),
         }
     }
 }
 
+/// Counts bytes for the progress bar, telling it every few MiB (not on each small write).
 struct CountingWriter<'a> {
     out: &'a mut dyn Write,
     bar: &'a ProgressBar,
+    uncounted: u64,
 }
 
 impl Write for CountingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.out.write(buf)?;
-        self.bar.inc(n as u64);
+        self.uncounted += n as u64;
+        if self.uncounted >= 4 << 20 {
+            self.bar.inc(self.uncounted);
+            self.uncounted = 0;
+        }
         Ok(n)
     }
 

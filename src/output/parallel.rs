@@ -12,11 +12,15 @@
 //!   and its bytes depend on nothing but the block size.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, channel};
 
 use flate2::{Compress, FlushCompress, Status};
 use rayon::prelude::*;
+
+/// Batches compressed at once.
+const IN_FLIGHT: usize = 2;
 
 /// How one format compresses a block.
 pub trait BlockCodec: Clone + Send + Sync + 'static {
@@ -73,11 +77,12 @@ pub struct ParallelWriter<W: Write, C: BlockCodec> {
     pending: Vec<u8>,
     /// The last HISTORY bytes before `pending`.
     history: Vec<u8>,
-    /// The batch being compressed.
-    in_flight: Option<Receiver<Batch>>,
-    /// An input buffer back from a finished batch: buffers are reused, not reallocated, which
-    /// keeps the allocator's per-thread arenas from growing.
-    spare: Vec<u8>,
+    /// The batches being compressed, oldest first. Two in flight keep every core busy at the
+    /// tail of a batch, when its last blocks are still being compressed.
+    in_flight: VecDeque<Receiver<Batch>>,
+    /// Input buffers back from finished batches: reused, not reallocated, which keeps the
+    /// allocator's per-thread arenas from growing.
+    spare: Vec<Vec<u8>>,
     crc: crc32fast::Hasher,
     length: u64,
     header_written: bool,
@@ -93,7 +98,7 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             codec,
             pending: Vec::with_capacity(Self::CAPACITY),
             history: Vec::new(),
-            in_flight: None,
+            in_flight: VecDeque::new(),
             spare: Vec::new(),
             crc: crc32fast::Hasher::new(),
             length: 0,
@@ -107,14 +112,14 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             .ok_or_else(|| io::Error::other("the compressor was used after finishing"))
     }
 
-    /// Writes the batch in flight, once it is compressed.
+    /// Writes the oldest batch in flight, once it is compressed.
     fn write_in_flight(&mut self) -> io::Result<()> {
-        if let Some(receiver) = self.in_flight.take() {
+        if let Some(receiver) = self.in_flight.pop_front() {
             let (blocks, mut buffer) = receiver
                 .recv()
                 .map_err(|_| io::Error::other("a compression job stopped"))?;
             buffer.clear();
-            self.spare = buffer;
+            self.spare.push(buffer);
             let blocks = blocks?;
             let inner = self.inner()?;
             for block in blocks {
@@ -137,8 +142,10 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
         } else {
             blocks * C::BLOCK
         };
-        self.write_in_flight()?;
-        let mut next = std::mem::take(&mut self.spare);
+        if self.in_flight.len() >= IN_FLIGHT {
+            self.write_in_flight()?;
+        }
+        let mut next = self.spare.pop().unwrap_or_default();
         next.reserve(Self::CAPACITY);
         next.extend_from_slice(&self.pending[data_len..]);
         self.pending.truncate(data_len);
@@ -152,13 +159,17 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
         }
         if rayon::current_thread_index().is_some() {
             // On a pool thread, waiting for a pool job could starve the pool: work inline.
+            while !self.in_flight.is_empty() {
+                self.write_in_flight()?;
+            }
             let blocks = compress_batch(&self.codec, &history, &data, last)?;
             let inner = self.inner()?;
             for block in blocks {
                 inner.write_all(&block)?;
             }
-            self.spare = data;
-            self.spare.clear();
+            let mut data = data;
+            data.clear();
+            self.spare.push(data);
             return Ok(());
         }
         let (sender, receiver) = channel();
@@ -167,14 +178,16 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             let blocks = compress_batch(&codec, &history, &data, last);
             let _ = sender.send((blocks, data));
         });
-        self.in_flight = Some(receiver);
+        self.in_flight.push_back(receiver);
         Ok(())
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_blocks(0, true)?;
-        self.write_in_flight()?;
+        while !self.in_flight.is_empty() {
+            self.write_in_flight()?;
+        }
         let trailer = self.codec.trailer(self.crc.clone().finalize(), self.length);
         let mut inner = self
             .inner
