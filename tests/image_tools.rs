@@ -35,22 +35,18 @@ fn assert_unpacks_to_store(layout: &Path, tag: &str, store: &TestStore) {
 fn docker_archive_inspects_copies_and_unpacks_to_the_same_tree() {
     let mut store = TestStore::new();
     store.sample();
-    let closure = store.write_closure();
     let image = store.dir.path().join("image.tar");
-    layered_gen(&[
-        "--closure",
-        closure.to_str().unwrap(),
-        "--store-root",
-        &store.store_root_arg(),
-        "--max-layers",
-        "3",
-        "--name",
-        "registry.example:5000/test/sample",
-        "--tag",
-        "v1",
-        "-o",
-        image.to_str().unwrap(),
-    ]);
+    store.build(
+        &image,
+        &[
+            "--max-layers",
+            "3",
+            "--name",
+            "registry.example:5000/test/sample",
+            "--tag",
+            "v1",
+        ],
+    );
     let info = skopeo_inspect(&format!("docker-archive:{}", image.display()), &[]);
     assert_eq!(info["Layers"].as_array().unwrap().len(), 3);
     assert_eq!(info["Os"], "linux");
@@ -68,7 +64,6 @@ fn docker_archive_inspects_copies_and_unpacks_to_the_same_tree() {
 fn oci_layouts_in_every_compression_push_to_a_registry_and_unpack() {
     let mut store = TestStore::new();
     store.sample();
-    let closure = store.write_closure();
     let registry = Registry::start();
     for (compression, media_type) in [
         ("none", "application/vnd.oci.image.layer.v1.tar"),
@@ -76,22 +71,19 @@ fn oci_layouts_in_every_compression_push_to_a_registry_and_unpack() {
         ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
     ] {
         let layout = store.dir.path().join(format!("oci-{compression}"));
-        layered_gen(&[
-            "--closure",
-            closure.to_str().unwrap(),
-            "--store-root",
-            &store.store_root_arg(),
-            "--format",
-            "oci",
-            "--compression",
-            compression,
-            "--name",
-            "test/oci",
-            "--tag",
-            compression,
-            "-o",
-            layout.to_str().unwrap(),
-        ]);
+        store.build(
+            &layout,
+            &[
+                "--format",
+                "oci",
+                "--compression",
+                compression,
+                "--name",
+                "test/oci",
+                "--tag",
+                compression,
+            ],
+        );
         let local = format!("oci:{}:{compression}", layout.display());
         let info = skopeo_inspect(&local, &[]);
         let manifest = skopeo_inspect(&local, &["--raw"]);
@@ -130,20 +122,8 @@ fn oci_layouts_in_every_compression_push_to_a_registry_and_unpack() {
 fn oci_archive_is_read_by_skopeo() {
     let mut store = TestStore::new();
     store.sample();
-    let closure = store.write_closure();
     let archive = store.dir.path().join("image-oci.tar");
-    layered_gen(&[
-        "--closure",
-        closure.to_str().unwrap(),
-        "--store-root",
-        &store.store_root_arg(),
-        "--format",
-        "oci",
-        "--tag",
-        "archived",
-        "-o",
-        archive.to_str().unwrap(),
-    ]);
+    store.build(&archive, &["--format", "oci", "--tag", "archived"]);
     let info = skopeo_inspect(&format!("oci-archive:{}:archived", archive.display()), &[]);
     assert_eq!(info["Layers"].as_array().unwrap().len(), 4);
 }

@@ -181,6 +181,20 @@ impl TestStore {
         path
     }
 
+    /// Runs layered-gen on this store (writing its closure first) with `extra` arguments,
+    /// writing `out`; fails the test if it fails.
+    pub fn build(&self, out: &Path, extra: &[&str]) -> Output {
+        let closure = self.write_closure();
+        run(Command::new(bin())
+            .arg("--closure")
+            .arg(&closure)
+            .arg("--store-root")
+            .arg(self.root())
+            .args(extra)
+            .arg("-o")
+            .arg(out))
+    }
+
     pub fn store_root_arg(&self) -> String {
         self.root().to_str().unwrap().to_string()
     }
