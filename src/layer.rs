@@ -509,13 +509,14 @@ fn special_file(path: &Path, meta: &fs::Metadata, place: &str) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
     const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
 
-    fn options(root: &Path) -> LayerOptions {
+    /// Options for tests: mtime 1, root owner, the store under `root`.
+    pub(crate) fn options(root: &Path) -> LayerOptions {
         LayerOptions {
             mtime: 1,
             uid: 0,

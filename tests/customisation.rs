@@ -171,21 +171,17 @@ fn docker_runs_with_the_merged_env_and_owners() {
         .arg("load")
         .arg("-i")
         .arg(&fixture.image));
-    let ran = run(Command::new(&docker).args(["run", "--rm", "--network", "none", reference]));
+    let ran = docker_run(&[reference]);
     assert_eq!(
         String::from_utf8_lossy(&ran.stdout),
         "A=3 B=b C=from-flag\n"
     );
-    let ran = run(Command::new(&docker).args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
+    let ran = docker_run(&[
         reference,
         "/bin/sh",
         "-c",
         "stat -c '%u:%g %a' /var/lib/app/state/db && pwd && readlink /bin/sh",
-    ]));
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&ran.stdout),
         format!("1000:1000 750\n/var/lib/app\n{}/bin/sh\n", fixture.busybox)
@@ -199,9 +195,7 @@ fn podman_runs_with_the_merged_env_and_owners() {
     let fixture = build_fixture("layered-gen-test/custom-podman");
     let reference = "layered-gen-test/custom-podman:custom";
     run(podman.command().arg("load").arg("-i").arg(&fixture.image));
-    let ran = run(podman
-        .command()
-        .args(["run", "--rm", "--network", "none", reference]));
+    let ran = podman.run(&[reference]);
     assert_eq!(
         String::from_utf8_lossy(&ran.stdout),
         "A=3 B=b C=from-flag\n"

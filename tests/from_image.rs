@@ -152,7 +152,7 @@ fn our_own_image_as_base_keeps_its_layers_and_merges_the_config() {
 
     run(Command::new(&docker).arg("load").arg("-i").arg(&top));
     let reference = "layered-gen-test/top:top";
-    let ran = run(Command::new(&docker).args(["run", "--rm", "--network", "none", reference]));
+    let ran = docker_run(&[reference]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "A=2 FROM=base\n");
     let ran = run(Command::new(&docker)
         .args([
@@ -304,16 +304,12 @@ fn oci_bases_keep_their_compression_and_zstd_needs_decompressing_for_docker() {
                 ],
             ));
             run(Command::new(&docker).arg("load").arg("-i").arg(&out));
-            let ran = run(Command::new(&docker).args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
+            let ran = docker_run(&[
                 "layered-gen-test/unzstd:t",
                 "/bin/sh",
                 "-c",
                 "echo from zstd base",
-            ]));
+            ]);
             assert_eq!(String::from_utf8_lossy(&ran.stdout), "from zstd base\n");
             run(Command::new(&docker).args(["rmi", "layered-gen-test/unzstd:t"]));
         } else {

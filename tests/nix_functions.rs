@@ -148,27 +148,17 @@ fn the_example_builds_loads_and_runs() {
     // fails the same way): it loads the decompressed archive; Docker loads the file as it is.
     let podman = Podman::new();
     run(podman.command().arg("load").arg("-i").arg(&plain));
-    let ran = run(podman.command().args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "example/hello:latest-example",
-    ]));
+    let ran = podman.run(&["example/hello:latest-example"]);
     assert_eq!(
         String::from_utf8_lossy(&ran.stdout),
         "Hello from a layered-gen image\n"
     );
-    let ran = run(podman.command().args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
+    let ran = podman.run(&[
         "example/hello:latest-example",
         "/bin/busybox",
         "echo",
         "hello",
-    ]));
+    ]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "hello\n");
 
     let docker = require("docker");
@@ -178,13 +168,7 @@ fn the_example_builds_loads_and_runs() {
         .output()
         .unwrap();
     assert!(loaded.status.success(), "{loaded:?}");
-    let ran = run(Command::new(&docker).args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "example/hello:latest-example",
-    ]));
+    let ran = docker_run(&["example/hello:latest-example"]);
     assert_eq!(
         String::from_utf8_lossy(&ran.stdout),
         "Hello from a layered-gen image\n"
@@ -221,13 +205,7 @@ fn from_image_streaming_and_reproducibility() {
 
     let podman = Podman::new();
     run(podman.command().arg("load").arg("-i").arg(&top));
-    let ran = run(podman.command().args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "localhost/layered-gen-test/top:nix",
-    ]));
+    let ran = podman.run(&["localhost/layered-gen-test/top:nix"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi top\n");
     let ran = run(podman.command().args([
         "run",

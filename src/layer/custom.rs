@@ -535,14 +535,7 @@ mod tests {
     use serde_json::json;
     use std::os::unix::fs::symlink;
 
-    fn options(root: &Path) -> LayerOptions {
-        LayerOptions {
-            mtime: 1,
-            uid: 0,
-            gid: 0,
-            store_root: Some(root.to_path_buf()),
-        }
-    }
+    use crate::layer::tests::options;
 
     fn listing(tree: &LayerTree) -> Vec<(String, Kind, u32, String, u64)> {
         tree.listed()

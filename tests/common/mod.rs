@@ -307,6 +307,14 @@ impl Podman {
         Podman { dir, binary }
     }
 
+    /// `podman run --rm --network none ARGS...`, which must succeed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run(self
+            .command()
+            .args(["run", "--rm", "--network", "none"])
+            .args(args))
+    }
+
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.env("CONTAINERS_CONF", self.dir.path().join("containers.conf"))
@@ -324,6 +332,13 @@ impl Podman {
             .arg(self.dir.path().join("runroot"));
         cmd
     }
+}
+
+/// `docker run --rm --network none ARGS...`, which must succeed.
+pub fn docker_run(args: &[&str]) -> Output {
+    run(Command::new(require("docker"))
+        .args(["run", "--rm", "--network", "none"])
+        .args(args))
 }
 
 /// Prints diffoscope's explanation of two differing files (when installed) and fails.
