@@ -64,7 +64,7 @@ fn graph_of(nodes: &[Node], keep: &[bool]) -> ClosureGraph {
             },
         })
         .collect();
-    ClosureGraph::from_records(records).unwrap_or_else(|e| fail(e.message()))
+    ClosureGraph::from_records(records).unwrap_or_else(|e| fail(&e.message()))
 }
 
 fn layer_sets(graph: &ClosureGraph, plan: &Plan) -> Vec<(Vec<String>, u64)> {
@@ -94,7 +94,8 @@ fn make_plan(
     layering: Layering,
     previous: Option<&PreviousPlan>,
 ) -> Plan {
-    plan::plan(graph, Budget::new(layers), layering, previous).unwrap_or_else(|e| fail(e.message()))
+    plan::plan(graph, Budget::new(layers), layering, previous)
+        .unwrap_or_else(|e| fail(&e.message()))
 }
 
 fn previous_of(graph: &ClosureGraph, plan: &Plan) -> PreviousPlan {
@@ -162,7 +163,7 @@ fn main() {
     let updates: usize = value("--updates").map_or(200, |s| s.parse().unwrap_or(200));
 
     let loaded = ClosureGraph::load(&[file.into()], &Default::default())
-        .unwrap_or_else(|e| fail(e.message()));
+        .unwrap_or_else(|e| fail(&e.message()));
     let nodes: Vec<Node> = (0..loaded.len())
         .map(|i| Node {
             path: loaded.path(i).to_string(),

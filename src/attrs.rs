@@ -5,38 +5,44 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown_path};
+use crate::json_file;
 
-fn read(attrs: &Path) -> Result<Value> {
-    let bytes = std::fs::read(attrs).map_err(|e| Error::io("reading", attrs, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::new(format!("{}: not valid JSON: {e}", attrs.display())))
+/// The attributes layered-gen reads; a derivation has many more, which are ignored.
+#[derive(Deserialize)]
+struct Outputs {
+    outputs: OutputPaths,
 }
 
-fn string<'a>(attrs_file: &Path, value: &'a Value, key: &str) -> Result<&'a str> {
-    value[key].as_str().ok_or_else(|| {
-        Error::new(format!(
-            "{}: expected a string at {key:?}",
-            attrs_file.display()
-        ))
-    })
+#[derive(Deserialize)]
+struct OutputPaths {
+    out: PathBuf,
+}
+
+/// The attributes of `streamLayeredImage`'s script derivation (see `nix/default.nix`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StreamAttrs {
+    outputs: OutputPaths,
+    runtime_shell: String,
+    layered_gen: String,
+    stream_args: Vec<String>,
+    tag: Option<String>,
+    closure: Box<RawValue>,
 }
 
 /// The path of the output `out`.
 pub fn output_path(attrs: &Path) -> Result<PathBuf> {
-    let value = read(attrs)?;
-    value["outputs"]["out"]
-        .as_str()
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            Error::new(format!(
-                "{}: no outputs.out; is this the .attrs.json of a derivation with \
-                 __structuredAttrs = true?",
-                attrs.display()
-            ))
-        })
+    let parsed: Outputs = json_file::read_typed(attrs).map_err(|e| {
+        e.context(format!(
+            "{} (the .attrs.json of a derivation with __structuredAttrs = true)",
+            shown_path(attrs)
+        ))
+    })?;
+    Ok(parsed.outputs.out)
 }
 
 /// The tag an image gets from its output path: the store hash, as dockerTools does.
@@ -47,9 +53,9 @@ pub fn tag_from_output(output: &Path) -> Result<String> {
         .unwrap_or_default();
     match name.split_once('-') {
         Some((hash, _)) if hash.len() == 32 => Ok(hash.to_string()),
-        _ => Err(Error::new(format!(
-            "--tag-from-output: {} is not a store path (<hash>-<name>)",
-            output.display()
+        _ => Err(Error::value(format!(
+            "the output {} is not a store path (<hash>-<name>), so it gives no tag",
+            shown_path(output)
         ))),
     }
 }
@@ -66,38 +72,28 @@ fn quote(word: &str) -> String {
 /// Attributes read: `outputs.out`, `runtimeShell`, `layeredGen`, `streamArgs`, `tag` (null:
 /// the script's own store hash) and the closure graph under `closure`.
 pub fn write_stream_script(attrs_file: &Path) -> Result<PathBuf> {
-    let attrs = read(attrs_file)?;
-    let out = output_path(attrs_file)?;
-    let shell = string(attrs_file, &attrs, "runtimeShell")?;
-    let layered_gen = string(attrs_file, &attrs, "layeredGen")?;
-    let args: Vec<&str> = attrs["streamArgs"]
-        .as_array()
-        .ok_or_else(|| {
-            Error::new(format!(
-                "{}: expected a list of strings at \"streamArgs\"",
-                attrs_file.display()
-            ))
-        })?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let tag = match attrs["tag"].as_str() {
-        Some(tag) => tag.to_string(),
+    let attrs: StreamAttrs = json_file::read_typed(attrs_file)?;
+    let out = attrs.outputs.out;
+    let tag = match attrs.tag {
+        Some(tag) => tag,
         None => tag_from_output(&out)?,
     };
-    let closure = serde_json::to_string(&attrs["closure"])
-        .map_err(|e| Error::new(format!("writing the closure: {e}")))?;
+    let closure = attrs.closure.get();
     const END: &str = "LAYERED_GEN_CLOSURE_END";
-    if closure.contains(END) {
-        return Err(Error::new("the closure contains the script's end marker"));
+    if closure.lines().any(|line| line == END) {
+        return Err(Error::input(
+            shown_path(attrs_file),
+            "the closure holds a line equal to the script's end marker",
+        ));
     }
     let mut script = format!(
-        "#!{shell}\n# Streams a container image to stdout: run it and pipe it, e.g. into \
+        "#!{}\n# Streams a container image to stdout: run it and pipe it, e.g. into \
          `docker load`.\n# Extra arguments go to layered-gen (e.g. --quiet).\nexec {} \
          --closure /dev/fd/3",
-        quote(&format!("{layered_gen}/bin/layered-gen"))
+        attrs.runtime_shell,
+        quote(&format!("{}/bin/layered-gen", attrs.layered_gen))
     );
-    for arg in args {
+    for arg in &attrs.stream_args {
         script.push(' ');
         script.push_str(&quote(arg));
     }

@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result, Setting, shown, shown_path};
 use crate::tarball::{self, Header, Kind, TarStream};
 
 mod custom;
@@ -120,12 +120,14 @@ enum Contents {
     /// Entries kept in memory: the customisation layer, which is small and built in memory.
     Listed(Vec<Entry>),
     /// Store paths, walked from disk: once when the layer is made (to check every file and
-    /// know the exact length) and again while it is written, so no list of its files is kept
-    /// and memory does not grow with the closure.
+    /// know the exact length) and again while it is written, so no list of its entries is
+    /// kept; only each file's size (8 bytes a file), to tell which file changed in between.
     Walked {
         parents: Vec<Entry>,
         /// (where on disk, name in the tarball), sorted by name.
         roots: Vec<(PathBuf, Vec<u8>)>,
+        /// The sizes of the regular files the first walk found, in walk order.
+        file_sizes: Vec<u64>,
     },
 }
 
@@ -161,16 +163,20 @@ pub fn check_sources<'a>(
     for path in paths {
         let source = options.source_of(path);
         if let Err(err) = fs::symlink_metadata(&source) {
-            let hint = match &options.store_root {
-                Some(root) => format!(" (looked under --store-root {})", root.display()),
-                None => " (is it built? --store-root reads a store kept elsewhere)".to_string(),
-            };
-            return Err(Error::io(
-                &format!("the store path {path} is in the closure but cannot be read:"),
-                &source,
-                err,
-            )
-            .with_suffix(&hint));
+            let err = Error::io("reading", &source, err);
+            return Err(match &options.store_root {
+                Some(_) => err
+                    .context(format!(
+                        "the store path {} is in the closure but not under the store root",
+                        shown(path)
+                    ))
+                    .about(Setting::StoreRoot),
+                None => err.context(format!(
+                    "the store path {} is in the closure but cannot be read (is it built, or \
+                     kept under another store root?)",
+                    shown(path)
+                )),
+            });
         }
     }
     Ok(())
@@ -201,13 +207,24 @@ impl LayerTree {
             })
             .collect();
         let mut tree = LayerTree::empty(options);
-        tree.contents = Contents::Walked { parents, roots };
-        // The first walk: every file checked, the length and content counted.
+        tree.contents = Contents::Walked {
+            parents,
+            roots,
+            file_sizes: Vec::new(),
+        };
+        // The first walk: every file checked, the length counted, file sizes kept.
         let mut length = 0;
+        let mut sizes = Vec::new();
         tree.visit(&mut |entry| {
             length += tarball::entry_len(&tree.header(entry));
+            if entry.kind == Kind::File {
+                sizes.push(entry.size);
+            }
             Ok(())
         })?;
+        if let Contents::Walked { file_sizes, .. } = &mut tree.contents {
+            *file_sizes = sizes;
+        }
         tree.length += length;
         Ok(tree)
     }
@@ -216,7 +233,7 @@ impl LayerTree {
     fn visit(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
         match &self.contents {
             Contents::Listed(entries) => entries.iter().try_for_each(f),
-            Contents::Walked { parents, roots } => {
+            Contents::Walked { parents, roots, .. } => {
                 parents.iter().try_for_each(&mut *f)?;
                 for (source, name) in roots {
                     walk(source, name.clone(), f)?;
@@ -303,11 +320,33 @@ impl LayerTree {
         }
     }
 
+    /// Checks a file of the second walk against the first walk: its header went out with the
+    /// size the first walk found, so a file that changed since cannot be written.
+    fn check_unchanged(&self, entry: &Entry, file_number: usize) -> Result<()> {
+        let Contents::Walked { file_sizes, .. } = &self.contents else {
+            return Ok(());
+        };
+        let path = self.source_root.join(OsStr::from_bytes(&entry.name));
+        match file_sizes.get(file_number) {
+            Some(&expected) if expected == entry.size => Ok(()),
+            Some(&expected) => Err(Error::new(ErrorKind::StoreChanged {
+                path,
+                expected,
+                found: entry.size,
+            })),
+            None => Err(Error::input(
+                shown_path(&path),
+                "this file appeared after its layer was sized: the store changed while the \
+                 image was written",
+            )),
+        }
+    }
+
     /// Walks the entries again and reads the files' content, sending batches on `full` (data
     /// buffers come back on `empty`); stops at the first error, which it sends, or when the
     /// writer hangs up.
     fn read_ahead(&self, full: &SyncSender<Result<Batch>>, empty: &Receiver<Vec<u8>>) {
-        let stopped = || Error::new("the writer stopped");
+        let stopped = || Error::write("the image", std::io::ErrorKind::BrokenPipe.into());
         let next_batch = || -> Result<Batch> {
             let data = empty.recv().map_err(|_| stopped())?;
             Ok(Batch {
@@ -317,7 +356,12 @@ impl LayerTree {
         };
         let result = (|| -> Result<()> {
             let mut batch = next_batch()?;
+            let mut file_number = 0;
             self.visit(&mut |entry| {
+                if entry.kind == Kind::File {
+                    self.check_unchanged(entry, file_number)?;
+                    file_number += 1;
+                }
                 batch.entries.push(entry.clone());
                 if let Some(source) = self.content_source(entry) {
                     let mut file =
@@ -337,12 +381,11 @@ impl LayerTree {
                             .map_err(|e| Error::io("reading", &source, e))?;
                         batch.data.truncate(start + got);
                         if got == 0 {
-                            return Err(Error::new(format!(
-                                "{} shrank while it was read ({} bytes expected); is something \
-                                 writing to the store?",
-                                source.display(),
-                                entry.size
-                            )));
+                            return Err(Error::new(ErrorKind::StoreChanged {
+                                path: source.clone(),
+                                expected: entry.size,
+                                found: entry.size - left,
+                            }));
                         }
                         left -= got as u64;
                     }
@@ -352,12 +395,13 @@ impl LayerTree {
                         .map_err(|e| Error::io("reading", &source, e))?
                         != 0
                     {
-                        return Err(Error::new(format!(
-                            "{} grew while it was read ({} bytes expected); is something \
-                             writing to the store?",
-                            source.display(),
-                            entry.size
-                        )));
+                        // Count the rest, so the message says how large the file has become.
+                        let rest = std::io::copy(&mut file, &mut std::io::sink()).unwrap_or(0);
+                        return Err(Error::new(ErrorKind::StoreChanged {
+                            path: source.clone(),
+                            expected: entry.size,
+                            found: entry.size + 1 + rest,
+                        }));
                     }
                 }
                 if batch.entries.len() >= BATCH_ENTRIES {
@@ -384,8 +428,13 @@ impl TarStream for LayerTree {
     /// compresses), so reading overlaps the rest and memory stays bounded.
     fn write_to(&self, out: &mut dyn Write) -> Result<()> {
         const BUFFERS: usize = 6;
-        let write_error = |e: std::io::Error| Error::new(format!("writing the image: {e}"));
-        let stopped = || Error::new("the file reader stopped unexpectedly");
+        let write_error = |e: std::io::Error| Error::write("the image", e);
+        let stopped = || {
+            Error::write(
+                "the image",
+                std::io::Error::other("the file reader stopped unexpectedly"),
+            )
+        };
         std::thread::scope(|scope| {
             // Created in here so that an early return drops the writer's ends first, which
             // stops the reader before the scope waits for it.
@@ -502,10 +551,10 @@ fn special_file(path: &Path, meta: &fs::Metadata, place: &str) -> Error {
     } else {
         "a special file"
     };
-    Error::new(format!(
-        "{} is {what}; {place} holds only regular files, directories and symlinks",
-        path.display()
-    ))
+    Error::input(
+        shown_path(path),
+        format!("it is {what}; {place} holds only regular files, directories and symlinks"),
+    )
 }
 
 #[cfg(test)]
@@ -603,10 +652,35 @@ pub(crate) mod tests {
         assert_eq!(
             err.message(),
             format!(
-                "{} is a fifo; a store path holds only regular files, directories and symlinks",
+                "{}: it is a fifo; a store path holds only regular files, directories and symlinks",
                 fifo.display()
             )
         );
+    }
+
+    #[test]
+    fn a_file_that_changes_after_the_scan_is_named_with_both_sizes() {
+        let root = tempfile::tempdir().unwrap();
+        let store_path = format!("/nix/store/{HASH}-glibc");
+        let dir = root.path().join(store_path.trim_start_matches('/'));
+        fs::create_dir_all(dir.join("lib")).unwrap();
+        let file = dir.join("lib/libc.so.6");
+        fs::write(&file, vec![1u8; 3000]).unwrap();
+        let tree = LayerTree::for_store_paths("/nix/store", &[&store_path], &options(root.path()))
+            .unwrap();
+        for (now, found) in [(1000usize, 1000u64), (5000, 5000)] {
+            fs::write(&file, vec![2u8; now]).unwrap();
+            let err = tree.write_to(&mut Vec::new()).unwrap_err();
+            assert_eq!(
+                err.message(),
+                format!(
+                    "{}: read {found} bytes where 3000 were expected: the store changed while \
+                     the image was written",
+                    file.display()
+                )
+            );
+            assert!(matches!(err.kind(), ErrorKind::StoreChanged { .. }));
+        }
     }
 
     #[test]

@@ -4,17 +4,24 @@
 //! [`closure`] reads the graph, [`plan`] splits it into layers, [`layer`] writes each layer as a
 //! deterministic tarball, [`config`] describes the image, [`output`] writes docker-archive or
 //! OCI layouts. [`pipeline`] runs them in order for the command line.
+//!
+//! Shared by several stages, knowing none: [`error`] (the error type), [`image_spec`] (the
+//! image formats' JSON documents), [`codec`] (compression formats), [`tarball`] (the tar
+//! encoding), [`json_file`] (reading users' JSON), [`progress`] (the terminal progress bar).
 
 pub mod attrs;
 pub mod base;
 pub mod closure;
+pub mod codec;
 pub mod config;
 pub mod error;
+pub mod image_spec;
 pub mod json_file;
 pub mod layer;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
+pub mod progress;
 pub mod tarball;
 
 pub use error::{Error, Result};

@@ -4,16 +4,17 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use layered_gen::attrs;
-use layered_gen::base::BaseOptions;
-use layered_gen::config::{self, Platform, runtime};
+use layered_gen::base::{BaseLayers, BaseOptions};
+use layered_gen::codec::Codec;
+use layered_gen::config::{self, Platform, RuntimeOptions, runtime};
+use layered_gen::error::{Error, Result, ResultExt, Setting};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::{Compression, Format, OutputOptions, Target};
-use layered_gen::pipeline::{self, BuildOptions, ConfigOptions, PlanOptions};
+use layered_gen::pipeline::{self, BuildOptions, PlanOptions};
 use layered_gen::plan::Layering;
-use layered_gen::{Error, Result};
 
 /// Turn a Nix store closure into a layered, reproducible container image.
 ///
@@ -31,6 +32,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     build: BuildArgs,
+    #[command(flatten)]
+    global: GlobalArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,8 +72,8 @@ struct PlanArgs {
 
     /// How store paths are grouped: popularity (nixpkgs' grouping, the default) or reuse
     /// (layers that survive updates and are shared between images). Example: --layering reuse
-    #[arg(long, value_enum, default_value = "popularity")]
-    layering: LayeringArg,
+    #[arg(long, value_enum, default_value_t = Layering::Popularity)]
+    layering: Layering,
 
     /// The `plan` JSON of the last release: its layers whose paths are all unchanged are kept
     /// exactly as they were (with --layering reuse). Example: --previous-plan v1-plan.json
@@ -78,10 +81,17 @@ struct PlanArgs {
     previous_plan: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LayeringArg {
-    Popularity,
-    Reuse,
+impl PlanArgs {
+    fn options(self, include_store_paths: bool) -> PlanOptions {
+        PlanOptions {
+            closures: self.closures,
+            closure_key: self.closure_key,
+            max_layers: self.max_layers,
+            include_store_paths,
+            layering: self.layering,
+            previous_plan: self.previous_plan,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -116,32 +126,13 @@ struct PlanCommand {
 
     /// The platform to pick from a multi-platform --from-image (default: this machine's).
     /// Example: --architecture arm64
-    #[arg(long, value_name = "ARCH")]
-    architecture: Option<String>,
+    #[arg(long, value_name = "ARCH", value_parser = parse_platform)]
+    architecture: Option<Platform>,
 
     /// Keep one layer for a customisation layer, as an image with --contents, --extra-dir or
     /// --remove has. Example: --customisation-layer
     #[arg(long)]
     customisation_layer: bool,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum FormatArg {
-    DockerArchive,
-    Oci,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BaseLayersArg {
-    Keep,
-    Decompress,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CompressionArg {
-    None,
-    Gzip,
-    Zstd,
 }
 
 #[derive(Args, Debug)]
@@ -166,8 +157,8 @@ struct BuildArgs {
 
     /// Compress the whole archive (docker-archive or oci-archive), like dockerTools'
     /// compressor; deterministic and parallel. Example: --archive-compression gzip
-    #[arg(long, value_enum, default_value = "none")]
-    archive_compression: CompressionArg,
+    #[arg(long, value_enum, default_value_t = Codec::None)]
+    archive_compression: Codec,
 
     /// Leave the store paths out: only the base and the customisation layer (dockerTools'
     /// includeStorePaths = false). Example: --no-store-paths
@@ -176,13 +167,13 @@ struct BuildArgs {
 
     /// docker-archive (for `docker load`) or oci (an OCI layout directory, or an oci-archive
     /// when PATH ends in .tar). Example: --format oci
-    #[arg(long, value_enum, default_value = "docker-archive")]
-    format: FormatArg,
+    #[arg(long, value_enum, default_value_t = Format::DockerArchive)]
+    format: Format,
 
     /// Layer compression; default none for docker-archive, gzip for oci. zstd needs oci.
     /// Example: --compression zstd
     #[arg(long, value_enum)]
-    compression: Option<CompressionArg>,
+    compression: Option<Codec>,
 
     /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3). Example: --compression-level 9
     #[arg(long, value_name = "N")]
@@ -200,16 +191,21 @@ struct BuildArgs {
 
     /// mtime of every entry (default: $SOURCE_DATE_EPOCH, else 1 like the Nix store).
     /// Example: --mtime 1700000000
-    #[arg(long, value_name = "EPOCH")]
-    mtime: Option<u64>,
+    #[arg(
+        long,
+        value_name = "EPOCH",
+        env = "SOURCE_DATE_EPOCH",
+        default_value_t = 1
+    )]
+    mtime: u64,
 
     /// Owner of every entry. Example: --uid 0
     #[arg(long, default_value_t = 0)]
-    uid: u64,
+    uid: u32,
 
     /// Group of every entry. Example: --gid 0
     #[arg(long, default_value_t = 0)]
-    gid: u64,
+    gid: u32,
 
     /// Read the store paths under this directory (a chroot store): /nix/store/x is read from
     /// DIR/nix/store/x. Example: --store-root examples/tiny/root
@@ -217,14 +213,14 @@ struct BuildArgs {
     store_root: Option<PathBuf>,
 
     /// Platform: a GOARCH name (amd64, arm64, arm/v7, ...) or a Nix system (x86_64-linux, ...);
-    /// default: this machine's. Example: --architecture aarch64-linux
-    #[arg(long, value_name = "ARCH")]
-    architecture: Option<String>,
+    /// default: the base image's, else this machine's. Example: --architecture aarch64-linux
+    #[arg(long, value_name = "ARCH", value_parser = parse_platform)]
+    architecture: Option<Platform>,
 
     /// Creation time, RFC 3339 or `now` (default 1970-01-01T00:00:01Z, reproducible).
     /// Example: --created 2024-05-01T12:00:00Z
-    #[arg(long, value_name = "TIME")]
-    created: Option<String>,
+    #[arg(long, value_name = "TIME", default_value = config::DEFAULT_CREATED, value_parser = parse_created)]
+    created: String,
 
     /// The runtime config, a JSON object as dockerTools' `config`: Cmd, Entrypoint, Env,
     /// ExposedPorts, Labels, User, Volumes, WorkingDir, StopSignal, Healthcheck, ArgsEscaped,
@@ -266,8 +262,8 @@ struct BuildArgs {
 
     /// What to do with a base image's layers: keep them byte for byte (default), or decompress
     /// them to plain tar (for zstd layers into a docker-archive). Example: --base-layers decompress
-    #[arg(long, value_enum, default_value = "keep")]
-    base_layers: BaseLayersArg,
+    #[arg(long, value_enum, default_value_t = BaseLayers::Keep)]
+    base_layers: BaseLayers,
 
     /// Print nothing but errors (no progress bar, no summary). Without it, a progress bar is
     /// shown when stderr is a terminal. Example: --quiet
@@ -275,160 +271,99 @@ struct BuildArgs {
     quiet: bool,
 }
 
-fn mtime(arg: Option<u64>) -> Result<u64> {
-    if let Some(mtime) = arg {
-        return Ok(mtime);
-    }
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) => text.trim().parse().map_err(|_| {
-            Error::new(format!(
-                "SOURCE_DATE_EPOCH={text:?} is not a number of seconds; unset it or pass --mtime"
-            ))
-        }),
-        Err(_) => Ok(1),
-    }
+/// Options shared by every command.
+#[derive(Args, Debug)]
+struct GlobalArgs {
+    /// Worker threads (default: $NIX_BUILD_CORES inside a Nix build, else every core; 0 means
+    /// every core). The output never depends on it. Example: --threads 4
+    #[arg(long, value_name = "N", env = "NIX_BUILD_CORES", global = true)]
+    threads: Option<usize>,
 }
 
-fn plan_options(args: PlanArgs, include_store_paths: bool) -> PlanOptions {
-    PlanOptions {
-        closures: args.closures,
-        closure_key: args.closure_key,
-        max_layers: args.max_layers,
-        include_store_paths,
-        layering: match args.layering {
-            LayeringArg::Popularity => Layering::Popularity,
-            LayeringArg::Reuse => Layering::Reuse,
-        },
-        previous_plan: args.previous_plan,
-    }
+fn parse_platform(text: &str) -> std::result::Result<Platform, String> {
+    Platform::parse(text).map_err(|e| e.to_string())
 }
 
-fn compression(args: &BuildArgs, format: Format) -> Result<Compression> {
-    let kind = args.compression.unwrap_or(match format {
-        Format::DockerArchive => CompressionArg::None,
-        Format::Oci => CompressionArg::Gzip,
-    });
-    Ok(match (kind, args.compression_level) {
-        (CompressionArg::None, None) => Compression::None,
-        (CompressionArg::None, Some(_)) => {
-            return Err(Error::new(
-                "--compression-level needs --compression gzip or zstd",
-            ));
-        }
-        (CompressionArg::Gzip, level) => {
-            let level = level.unwrap_or(Compression::GZIP_DEFAULT_LEVEL as i32);
-            if !(0..=9).contains(&level) {
-                return Err(Error::new(format!(
-                    "--compression-level {level} is out of range for gzip (0-9)"
-                )));
-            }
-            Compression::Gzip {
-                level: level as u32,
-            }
-        }
-        (CompressionArg::Zstd, level) => {
-            let level = level.unwrap_or(Compression::ZSTD_DEFAULT_LEVEL);
-            if !(1..=22).contains(&level) {
-                return Err(Error::new(format!(
-                    "--compression-level {level} is out of range for zstd (1-22)"
-                )));
-            }
-            Compression::Zstd { level }
-        }
-    })
+fn parse_created(text: &str) -> std::result::Result<String, String> {
+    config::parse_created(text).map_err(|e| e.to_string())
 }
 
-fn build(args: BuildArgs) -> Result<()> {
+/// Where the image goes and under which tag.
+fn target_and_tag(args: &BuildArgs) -> Result<(Target, Option<String>)> {
     let target = match (&args.output, &args.output_from_attrs) {
         (Some(path), _) if path.as_os_str() == "-" => Target::Stdout,
         (Some(path), _) => Target::File(path.clone()),
         (None, Some(attrs)) => Target::File(attrs::output_path(attrs)?),
         (None, None) => {
-            return Err(Error::new(
+            return Err(Error::value(
                 "no output given: pass -o image.tar, or -o - to stream the image to stdout",
             ));
         }
     };
     let tag = match (&target, args.tag_from_output) {
-        (Target::File(path), true) => Some(attrs::tag_from_output(path)?),
+        (Target::File(path), true) => {
+            Some(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
+        }
         (Target::Stdout, true) => {
-            return Err(Error::new(
+            return Err(Error::value(
                 "--tag-from-output needs an output path, not stdout",
             ));
         }
         _ => args.tag.clone(),
     };
-    let format = match args.format {
-        FormatArg::DockerArchive => Format::DockerArchive,
-        FormatArg::Oci => Format::Oci,
-    };
-    let platform = args
-        .architecture
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()?;
-    let created = match &args.created {
-        Some(text) => config::parse_created(text)?,
-        None => config::DEFAULT_CREATED.to_string(),
-    };
-    let mtime = mtime(args.mtime)?;
-    let user_config = match &args.config {
-        Some(path) => config::read_runtime_config(path)?,
-        None => Default::default(),
-    };
-    let labels = args
-        .labels
-        .iter()
-        .map(|l| runtime::split_assignment("--label", l))
-        .collect::<Result<Vec<_>>>()?;
-    for entry in &args.env {
-        runtime::split_assignment("--env", entry)?;
-    }
-    let customisation = Customisation {
-        contents: args.contents.clone(),
-        extra_dirs: args.extra_dirs.clone(),
-        perms: match &args.perms {
-            Some(path) => read_perms(path)?,
-            None => Vec::new(),
-        },
-        remove: args.remove.clone(),
-    };
+    Ok((target, tag))
+}
+
+fn build(args: BuildArgs) -> Result<()> {
+    let (target, tag) = target_and_tag(&args)?;
+    let layer_compression = args.compression.unwrap_or(match args.format {
+        Format::DockerArchive => Codec::None,
+        Format::Oci => Codec::Gzip,
+    });
     let options = BuildOptions {
         progress: !args.quiet && std::io::stderr().is_terminal(),
-        customisation,
+        customisation: Customisation {
+            contents: args.contents,
+            extra_dirs: args.extra_dirs,
+            perms: args
+                .perms
+                .as_deref()
+                .map(read_perms)
+                .transpose()?
+                .unwrap_or_default(),
+            remove: args.remove,
+        },
         output: OutputOptions {
             target: target.clone(),
-            format,
-            compression: compression(&args, format)?,
-            name: args.name.clone(),
+            format: args.format,
+            compression: Compression::new(layer_compression, args.compression_level)?,
+            name: args.name,
             tag,
-            archive_compression: match args.archive_compression {
-                CompressionArg::None => Compression::None,
-                CompressionArg::Gzip => Compression::Gzip {
-                    level: Compression::GZIP_DEFAULT_LEVEL,
-                },
-                CompressionArg::Zstd => Compression::Zstd {
-                    level: Compression::ZSTD_DEFAULT_LEVEL,
-                },
-            },
-            mtime,
+            archive_compression: Compression::default_for(args.archive_compression),
+            mtime: args.mtime,
         },
         layer: LayerOptions {
-            mtime,
-            uid: args.uid,
-            gid: args.gid,
-            store_root: args.store_root.clone(),
+            mtime: args.mtime,
+            uid: args.uid.into(),
+            gid: args.gid.into(),
+            store_root: args.store_root,
         },
-        config: ConfigOptions {
-            platform,
-            created,
-            user: user_config,
-            env: args.env.clone(),
-            labels,
+        platform: args.architecture,
+        config: RuntimeOptions {
+            created: args.created,
+            user: args
+                .config
+                .as_deref()
+                .map(runtime::read)
+                .transpose()
+                .about(Setting::Config)?
+                .unwrap_or_default(),
+            env: args.env,
+            labels: args.labels,
         },
         base: args.base.options(),
-        decompress_base_layers: matches!(args.base_layers, BaseLayersArg::Decompress),
-        plan: plan_options(args.plan, !args.no_store_paths),
+        base_layers: args.base_layers,
+        plan: args.plan.options(!args.no_store_paths),
     };
     let written = pipeline::build(&options)?;
     if !args.quiet {
@@ -448,15 +383,10 @@ fn build(args: BuildArgs) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Plan(args)) => {
-            let platform = args
-                .architecture
-                .as_deref()
-                .map(Platform::parse)
-                .transpose()?;
             let json = pipeline::plan_json(
-                &plan_options(args.plan, true),
+                &args.plan.options(true),
                 args.base.options().as_ref(),
-                platform.as_ref(),
+                args.architecture.as_ref(),
                 args.customisation_layer,
             )?;
             println!("{json}");
@@ -470,30 +400,60 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Inside a Nix build, use the cores Nix grants (`NIX_BUILD_CORES`) unless
-/// `RAYON_NUM_THREADS` says otherwise. The output never depends on it.
-fn size_thread_pool() {
+/// The flag a setting is given with.
+fn flag(setting: Setting) -> &'static str {
+    match setting {
+        Setting::Closure => "--closure",
+        Setting::ClosureKey => "--closure-key",
+        Setting::MaxLayers => "--max-layers",
+        Setting::PreviousPlan => "--previous-plan",
+        Setting::Output => "-o",
+        Setting::Format => "--format",
+        Setting::Compression => "--compression",
+        Setting::CompressionLevel => "--compression-level",
+        Setting::ArchiveCompression => "--archive-compression",
+        Setting::Name => "--name",
+        Setting::Tag => "--tag",
+        Setting::Architecture => "--architecture",
+        Setting::Created => "--created",
+        Setting::Config => "--config",
+        Setting::Env => "--env",
+        Setting::Label => "--label",
+        Setting::Contents => "--contents",
+        Setting::ExtraDir => "--extra-dir",
+        Setting::Perms => "--perms",
+        Setting::Remove => "--remove",
+        Setting::FromImage => "--from-image",
+        Setting::FromImageTag => "--from-image-tag",
+        Setting::BaseLayers => "--base-layers",
+        Setting::StoreRoot => "--store-root",
+    }
+}
+
+/// Sizes the worker pool: `--threads`/`NIX_BUILD_CORES`, unless `RAYON_NUM_THREADS` is set
+/// (rayon reads it itself). 0, as Nix says "every core", leaves rayon's default.
+fn size_thread_pool(threads: Option<usize>) {
     if std::env::var_os("RAYON_NUM_THREADS").is_some() {
         return;
     }
-    let cores = std::env::var("NIX_BUILD_CORES")
-        .ok()
-        .and_then(|c| c.trim().parse::<usize>().ok())
-        .filter(|&c| c > 0);
-    if let Some(cores) = cores {
+    if let Some(threads) = threads.filter(|&t| t > 0) {
         // Fails only if a pool exists already, and then that one is used: harmless.
         let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(cores)
+            .num_threads(threads)
             .build_global();
     }
 }
 
 fn main() -> ExitCode {
-    size_thread_pool();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    size_thread_pool(cli.global.threads);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("layered-gen: error: {err}");
+            match err.setting() {
+                Some(setting) => eprintln!("layered-gen: error: {}: {err}", flag(setting)),
+                None => eprintln!("layered-gen: error: {err}"),
+            }
             ExitCode::FAILURE
         }
     }

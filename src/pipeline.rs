@@ -4,17 +4,17 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
-use serde_json::{Map, Value, json};
 
-use crate::base::{BaseBlob, BaseImage, BaseOptions, SpooledTar};
+use crate::base::{BaseBlob, BaseImage, BaseLayers, BaseOptions, SpooledTar};
 use crate::closure::{ClosureGraph, LoadOptions};
-use crate::config::{self, ImageConfig, Platform};
-use crate::error::{Error, Result};
+use crate::codec::Codec;
+use crate::config::{self, ImageConfig, Platform, RuntimeOptions};
+use crate::error::{Error, Result, Setting, shown};
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
-use crate::output::{self, Compression, Format, ImageSource, Layer, OutputOptions, Written};
-use crate::plan::{self, Budget, Layering, Plan, PreviousPlan};
+use crate::output::{self, Format, ImageSource, Layer, OutputOptions, Written};
+use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
+use crate::progress::Progress;
 use crate::tarball::TarStream;
 
 /// Where the closure comes from and how it is split.
@@ -31,18 +31,6 @@ pub struct PlanOptions {
     pub previous_plan: Option<PathBuf>,
 }
 
-/// What goes into the image config besides the layers.
-#[derive(Clone, Debug, Default)]
-pub struct ConfigOptions {
-    /// None: the base image's platform, or this machine's.
-    pub platform: Option<Platform>,
-    pub created: String,
-    /// `--config FILE`, checked.
-    pub user: Map<String, Value>,
-    pub env: Vec<String>,
-    pub labels: Vec<(String, String)>,
-}
-
 /// Everything `layered-gen` needs to write an image.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
@@ -51,11 +39,12 @@ pub struct BuildOptions {
     pub plan: PlanOptions,
     pub layer: LayerOptions,
     pub customisation: Customisation,
-    pub config: ConfigOptions,
+    /// The platform asked for; None: the base image's, or this machine's.
+    pub platform: Option<Platform>,
+    pub config: RuntimeOptions,
     pub output: OutputOptions,
     pub base: Option<BaseOptions>,
-    /// Rewrite compressed base layers as plain tar (`--base-layers decompress`).
-    pub decompress_base_layers: bool,
+    pub base_layers: BaseLayers,
 }
 
 /// Reads the closure and plans its layers around the base's and the customisation layer.
@@ -81,7 +70,10 @@ pub fn plan(
         .map(PreviousPlan::read)
         .transpose()?;
     if previous.is_some() && options.layering != Layering::Reuse {
-        return Err(Error::new("--previous-plan needs --layering reuse"));
+        return Err(
+            Error::value("a previous plan is only used by the reuse layering")
+                .about(Setting::PreviousPlan),
+        );
     }
     let mut plan = plan::plan(&graph, budget, options.layering, previous.as_ref())?;
     if !options.include_store_paths {
@@ -97,43 +89,179 @@ pub fn plan_json(
     platform: Option<&Platform>,
     customisation_layer: bool,
 ) -> Result<String> {
-    let base = base.map(|b| BaseImage::load(b, platform)).transpose()?;
-    let base_layers = base.as_ref().map_or(0, |b| b.layers.len());
-    let (graph, plan) = plan(options, base_layers, customisation_layer)?;
-    let base_json: Vec<Value> = base
+    let base = base
+        .map(|b| BaseImage::load(b, platform, &std::env::temp_dir()))
+        .transpose()?;
+    let base_layers: Vec<BaseLayerJson> = base
         .iter()
         .flat_map(|b| b.layers.iter())
         .enumerate()
-        .map(|(index, l)| {
-            json!({
-                "index": index,
-                "kind": "base",
-                "file": l.name,
-                "digest": l.digest,
-                "diffId": l.diff_id,
-                "size": l.size,
-            })
+        .map(|(index, l)| BaseLayerJson {
+            index,
+            kind: BaseKind::Base,
+            file: l.name.clone(),
+            digest: l.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            size: l.size,
         })
         .collect();
-    plan.to_json(&graph, base_json)
+    let (graph, plan) = plan(options, base_layers.len(), customisation_layer)?;
+    plan.to_json(&graph, &base_layers)
 }
 
-fn layer_paths<'g>(graph: &'g ClosureGraph, plan: &Plan, index: usize) -> Vec<&'g str> {
-    plan.layers[index].iter().map(|&p| graph.path(p)).collect()
+/// Builds the image: the whole job of `layered-gen --closure ... -o ...`.
+pub fn build(options: &BuildOptions) -> Result<Written> {
+    options.output.check()?;
+    let custom = &options.customisation;
+    custom.check()?;
+    let base = load_base(options)?;
+    let base_count = base.as_ref().map_or(0, |b| b.layers.len());
+    let (graph, plan) = plan(&options.plan, base_count, !custom.is_empty())?;
+    for path in &custom.contents {
+        if graph.index_of(path).is_none() {
+            return Err(Error::value(format!(
+                "the contents {} is not in the closure; the closure must include the contents \
+                 (export their references graph)",
+                shown(path)
+            ))
+            .about(Setting::Contents));
+        }
+    }
+    if options.plan.include_store_paths {
+        layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
+    }
+    let built = build_layers(&graph, &plan, options)?;
+    let progress = Progress::new(
+        options.progress,
+        built.iter().map(|l| l.tree.tar_len()).sum(),
+    );
+    let image = Image {
+        layers: image_layers(base.as_ref(), built, &progress, options)?,
+        config: image_config(base.as_ref(), options)?,
+    };
+    let written = output::write_image(&image, &options.output);
+    progress.finish();
+    written
+}
+
+/// Reads the base image, if any, and checks that the output can carry its layers.
+fn load_base(options: &BuildOptions) -> Result<Option<BaseImage>> {
+    let Some(base_options) = &options.base else {
+        return Ok(None);
+    };
+    let base = BaseImage::load(
+        base_options,
+        options.platform.as_ref(),
+        &options.output.scratch_dir(),
+    )?;
+    // docker load may not read zstd layers: a zstd base into a docker-archive needs decompressing.
+    let zstd = base.layers.iter().position(|l| l.codec == Codec::Zstd);
+    if let (Some(index), Format::DockerArchive, BaseLayers::Keep) =
+        (zstd, options.output.format, options.base_layers)
+    {
+        return Err(Error::value(format!(
+            "the base image {} has zstd-compressed layers (layer {index}: {}), which docker \
+             load may not read from a docker-archive; write the OCI format, or have the base \
+             layers decompressed to plain tar",
+            shown(&base.describe()),
+            shown(&base.layers[index].name)
+        ))
+        .about(Setting::BaseLayers));
+    }
+    Ok(Some(base))
+}
+
+/// A layer we build: its tarball, and a label for errors ("layer 3 (/nix/store/…-glibc)").
+struct BuiltLayer {
+    tree: LayerTree,
+    label: String,
+    comment: String,
+}
+
+/// The store layers of the plan, then the customisation layer.
+fn build_layers(
+    graph: &ClosureGraph,
+    plan: &Plan,
+    options: &BuildOptions,
+) -> Result<Vec<BuiltLayer>> {
+    let first_index = plan.budget.base_layers;
+    let mut built = (0..plan.layers.len())
+        .into_par_iter()
+        .map(|i| {
+            let paths: Vec<&str> = plan.layers[i].iter().map(|&p| graph.path(p)).collect();
+            let label = format!("layer {} ({})", first_index + i, shown(paths[0]));
+            let tree = LayerTree::for_store_paths(graph.store_dir(), &paths, &options.layer)
+                .map_err(|e| e.context(&label))?;
+            Ok(BuiltLayer {
+                tree,
+                label,
+                comment: config::store_layer_comment(&paths),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let custom = &options.customisation;
+    if !custom.is_empty() {
+        built.push(BuiltLayer {
+            tree: custom.layer(&options.layer)?,
+            label: format!(
+                "layer {} (the customisation layer)",
+                first_index + plan.layers.len()
+            ),
+            comment: config::customisation_comment(custom),
+        });
+    }
+    Ok(built)
+}
+
+/// The image's layers as the output stage takes them: the base's, then ours.
+fn image_layers<'a>(
+    base: Option<&'a BaseImage>,
+    built: Vec<BuiltLayer>,
+    progress: &Progress,
+    options: &BuildOptions,
+) -> Result<Vec<ImageLayer<'a>>> {
+    let mut layers = Vec::new();
+    if let Some(base) = base {
+        for index in 0..base.layers.len() {
+            layers.push(match options.base_layers {
+                BaseLayers::Decompress => ImageLayer::DecompressedBase(
+                    base.decompressed(index, &options.output.scratch_dir())?,
+                ),
+                BaseLayers::Keep => ImageLayer::Base(base.blob(index)),
+            });
+        }
+    }
+    layers.extend(built.into_iter().map(|layer| {
+        ImageLayer::Built(Labelled {
+            layer,
+            progress: progress.clone(),
+        })
+    }));
+    Ok(layers)
+}
+
+/// The config of the image: platform, history and the runtime config merged over the base's.
+fn image_config(base: Option<&BaseImage>, options: &BuildOptions) -> Result<ImageConfig> {
+    let base_platform = base.map(|b| (b.platform(), b.describe()));
+    let base_runtime = base.map(BaseImage::runtime_config).unwrap_or_default();
+    Ok(ImageConfig {
+        platform: Platform::reconcile(options.platform.as_ref(), base_platform)?,
+        created: options.config.created.clone(),
+        base_history: base.map(BaseImage::history).unwrap_or_default(),
+        runtime: config::runtime_config(&base_runtime, &options.config)?,
+    })
 }
 
 /// The image's layers as the pipeline holds them.
 enum ImageLayer<'a> {
     Base(BaseBlob<'a>),
     DecompressedBase(SpooledTar),
-    Built(Counted),
+    Built(Labelled),
 }
 
 struct Image<'a> {
     layers: Vec<ImageLayer<'a>>,
     config: ImageConfig,
-    /// One history comment per layer we add.
-    comments: Vec<String>,
 }
 
 impl ImageSource for Image<'_> {
@@ -150,206 +278,32 @@ impl ImageSource for Image<'_> {
     }
 
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>> {
-        Ok(self.config.to_json(diff_ids, &self.comments))
+        let comments: Vec<String> = self
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                ImageLayer::Built(built) => Some(built.layer.comment.clone()),
+                _ => None,
+            })
+            .collect();
+        Ok(self.config.to_json(diff_ids, &comments))
     }
 }
 
-/// The platform of the image: as asked, else the base's, else this machine's.
-fn platform(asked: Option<&Platform>, base: Option<&BaseImage>) -> Result<Platform> {
-    let Some(base) = base else {
-        return Ok(asked.cloned().unwrap_or_else(Platform::host));
-    };
-    let (architecture, variant, os) = base.platform();
-    let theirs = Platform {
-        architecture,
-        variant,
-        os,
-    };
-    match asked {
-        Some(asked) if asked.architecture != theirs.architecture || asked.os != theirs.os => {
-            Err(Error::new(format!(
-                "--architecture asks for {}, but the base image {} is {}",
-                asked.describe(),
-                base.describe(),
-                theirs.describe()
-            )))
-        }
-        _ => Ok(theirs),
-    }
+/// A built layer as it is written: counted on the progress bar, its errors labelled.
+struct Labelled {
+    layer: BuiltLayer,
+    progress: Progress,
 }
 
-/// Builds the image: the whole job of `layered-gen --closure ... -o ...`.
-pub fn build(options: &BuildOptions) -> Result<Written> {
-    options.output.check()?;
-    let custom = &options.customisation;
-    if custom.is_empty() && !custom.perms.is_empty() {
-        return Err(Error::new(
-            "--perms applies to the customisation layer, which is empty: add --contents, \
-             --extra-dir or --remove",
-        ));
-    }
-    let base = options
-        .base
-        .as_ref()
-        .map(|b| BaseImage::load(b, options.config.platform.as_ref()))
-        .transpose()?;
-    if let Some(base) = &base {
-        check_base_compression(base, options)?;
-    }
-    let base_count = base.as_ref().map_or(0, |b| b.layers.len());
-    let (graph, plan) = plan(&options.plan, base_count, !custom.is_empty())?;
-    for path in &custom.contents {
-        if graph.index_of(path).is_none() {
-            return Err(Error::new(format!(
-                "--contents {path} is not in the closure; the closure must include the \
-                 contents (export their references graph)"
-            )));
-        }
-    }
-    if options.plan.include_store_paths {
-        layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
-    }
-    let mut built = (0..plan.layers.len())
-        .into_par_iter()
-        .map(|i| {
-            LayerTree::for_store_paths(
-                graph.store_dir(),
-                &layer_paths(&graph, &plan, i),
-                &options.layer,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut comments: Vec<String> = (0..plan.layers.len())
-        .map(|i| config::store_layer_comment(&layer_paths(&graph, &plan, i)))
-        .collect();
-    if !custom.is_empty() {
-        built.push(custom.layer(&options.layer)?);
-        comments.push(config::customisation_comment(custom));
-    }
-
-    let mut layers = Vec::new();
-    if let Some(base) = &base {
-        for index in 0..base.layers.len() {
-            layers.push(if options.decompress_base_layers {
-                ImageLayer::DecompressedBase(base.decompressed(index, &std::env::temp_dir())?)
-            } else {
-                ImageLayer::Base(base.blob(index))
-            });
-        }
-    }
-    let progress = options.progress.then(|| progress_bar(&built));
-    layers.extend(built.into_iter().map(|tree| {
-        ImageLayer::Built(Counted {
-            tree,
-            progress: progress.clone(),
-        })
-    }));
-
-    let base_runtime = base
-        .as_ref()
-        .map(BaseImage::runtime_config)
-        .unwrap_or_default();
-    let image = Image {
-        layers,
-        comments,
-        config: ImageConfig {
-            platform: platform(options.config.platform.as_ref(), base.as_ref())?,
-            created: options.config.created.clone(),
-            base_history: base.as_ref().map(BaseImage::history).unwrap_or_default(),
-            runtime: config::runtime_config(
-                &base_runtime,
-                &options.config.user,
-                &options.config.env,
-                &options.config.labels,
-            )?,
-        },
-    };
-    let written = output::write_image(&image, &options.output);
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    written
-}
-
-/// docker load may not read zstd layers: a zstd base into a docker-archive needs decompressing.
-fn check_base_compression(base: &BaseImage, options: &BuildOptions) -> Result<()> {
-    let zstd = base
-        .layers
-        .iter()
-        .position(|l| matches!(l.compression, Compression::Zstd { .. }));
-    if let (Some(index), Format::DockerArchive, false) =
-        (zstd, options.output.format, options.decompress_base_layers)
-    {
-        return Err(Error::new(format!(
-            "the base image {} has zstd-compressed layers (layer {index}: {}), which docker \
-             load may not read from a docker-archive; choose --format oci, or pass \
-             --base-layers decompress to rewrite them as plain tar",
-            base.describe(),
-            base.layers[index].name
-        )));
-    }
-    Ok(())
-}
-
-/// Bytes done, throughput and time left, over the built layers' uncompressed length.
-fn progress_bar(layers: &[LayerTree]) -> ProgressBar {
-    let total = layers.iter().map(TarStream::tar_len).sum();
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
-
-/// A layer that reports the bytes it writes to the progress bar.
-struct Counted {
-    tree: LayerTree,
-    progress: Option<ProgressBar>,
-}
-
-impl TarStream for Counted {
+impl TarStream for Labelled {
     fn tar_len(&self) -> u64 {
-        self.tree.tar_len()
+        self.layer.tree.tar_len()
     }
 
     fn write_to(&self, out: &mut dyn Write) -> Result<()> {
-        match &self.progress {
-            Some(bar) => {
-                let mut counting = CountingWriter {
-                    out,
-                    bar,
-                    uncounted: 0,
-                };
-                let result = self.tree.write_to(&mut counting);
-                bar.inc(counting.uncounted);
-                result
-            }
-            None => self.tree.write_to(out),
-        }
-    }
-}
-
-/// Counts bytes for the progress bar, telling it every few MiB (not on each small write).
-struct CountingWriter<'a> {
-    out: &'a mut dyn Write,
-    bar: &'a ProgressBar,
-    uncounted: u64,
-}
-
-impl Write for CountingWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.uncounted += n as u64;
-        if self.uncounted >= 4 << 20 {
-            self.bar.inc(self.uncounted);
-            self.uncounted = 0;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        self.progress
+            .counting(out, |out| self.layer.tree.write_to(out))
+            .map_err(|e| e.context(&self.layer.label))
     }
 }

@@ -51,6 +51,29 @@ pub struct Header<'a> {
     pub gname: &'a [u8],
 }
 
+impl<'a> Header<'a> {
+    /// An entry of an image archive itself (a layer file, the config, `manifest.json`, a blob
+    /// directory): owned by root, no names, regular files 0644 and directories 0755.
+    pub fn archive_member(name: &'a [u8], kind: Kind, size: u64, mtime: u64) -> Self {
+        Header {
+            name,
+            kind,
+            mode: if kind == Kind::Directory {
+                0o755
+            } else {
+                0o644
+            },
+            uid: 0,
+            gid: 0,
+            mtime,
+            size,
+            link: b"",
+            uname: b"",
+            gname: b"",
+        }
+    }
+}
+
 /// Rounds up to whole blocks.
 pub fn padded(size: u64) -> u64 {
     size.div_ceil(BLOCK) * BLOCK
@@ -130,18 +153,12 @@ pub fn entry_len(header: &Header) -> u64 {
 pub fn write_header(out: &mut (impl Write + ?Sized), header: &Header) -> io::Result<()> {
     let pax = pax_records(header);
     if !pax.is_empty() {
-        let pax_header = Header {
-            name: b"././@PaxHeader",
-            kind: Kind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: header.mtime,
-            size: pax.len() as u64,
-            link: b"",
-            uname: b"",
-            gname: b"",
-        };
+        let pax_header = Header::archive_member(
+            b"././@PaxHeader",
+            Kind::File,
+            pax.len() as u64,
+            header.mtime,
+        );
         out.write_all(ustar_block(&pax_header, b'x').as_bytes())?;
         out.write_all(&pax)?;
         out.write_all(&[0; BLOCK as usize][..padding(pax.len() as u64)])?;

@@ -68,10 +68,9 @@ fn a_path_missing_from_the_store_is_named() {
     assert_eq!(
         stderr,
         format!(
-            "layered-gen: error: the store path {missing} is in the closure but cannot be read: \
-             {}: No such file or directory (looked under --store-root {})\n",
+            "layered-gen: error: --store-root: the store path {missing} is in the closure but \
+             not under the store root: reading {}: No such file or directory\n",
             store.source(missing).display(),
-            store.root().display()
         )
     );
 }
@@ -85,8 +84,9 @@ fn a_special_file_is_named() {
     assert_eq!(
         stderr,
         format!(
-            "layered-gen: error: {} is a fifo; a store path holds only regular files, \
-             directories and symlinks\n",
+            "layered-gen: error: layer 3 ({}): {}: it is a fifo; a store path holds only \
+             regular files, directories and symlinks\n",
+            store.paths[3].0,
             fifo.display()
         )
     );
@@ -191,7 +191,8 @@ fn an_unreadable_file_is_named_and_nothing_is_left() {
     assert_eq!(
         fails_as_nobody(&store, &closure, &out_dir, 0o777, Some(&secret)),
         format!(
-            "layered-gen: error: opening {}: Permission denied\n",
+            "layered-gen: error: layer 3 ({}): opening {}: Permission denied\n",
+            store.paths[3].0,
             secret.display()
         )
     );
@@ -217,54 +218,55 @@ fn command_line_mistakes_are_explained() {
     let out = store.dir.path().join("x.tar");
     let out = out.to_str().unwrap();
     let base = ["--closure", closure.as_str(), "--store-root", root.as_str()];
-    let cases: Vec<(Vec<&str>, String)> = vec![
+    let cases: Vec<(Vec<&str>, String)> =
+        vec![
         (
             vec![],
             "no output given: pass -o image.tar, or -o - to stream the image to stdout".into(),
         ),
         (
             vec!["--compression", "zstd", "-o", out],
-            "--compression zstd needs --format oci: docker load does not read zstd-compressed \
-             layers from a docker-archive"
+            "--compression: zstd-compressed layers need the OCI format: docker load does not \
+             read them from a docker-archive"
                 .into(),
         ),
         (
             vec!["--name", "Bad Name", "-o", out],
-            "--name \"Bad Name\" is not a valid image name: the path component \"Bad Name\" must \
-             be lower-case letters and digits, separated by '.', '_', '__' or '-'"
+            "--name: the image name \"Bad Name\" is not valid: the path component \"Bad Name\" \
+             must be lower-case letters and digits, separated by '.', '_', '__' or '-'"
                 .into(),
         ),
         (
             vec!["--tag", ".x", "-o", out],
-            "--tag \".x\" is not a valid tag: up to 128 letters, digits, '_', '.' and '-', \
+            "--tag: the tag \".x\" is not valid: up to 128 letters, digits, '_', '.' and '-', \
              starting with a letter, digit or '_'"
                 .into(),
         ),
         (
             vec!["--max-layers", "1", "-o", out],
-            "--max-layers 1 is too small: it must be at least 2".into(),
-        ),
-        (
-            vec!["--architecture", "vax", "-o", out],
-            "unknown architecture \"vax\"; accepted: amd64, x86_64-linux, arm64, aarch64-linux, \
-             386, i686-linux, arm, arm/v7, armv7l-linux, arm/v6, armv6l-linux, ppc64le, \
-             powerpc64le-linux, s390x, s390x-linux, riscv64, riscv64-linux, mips64le, \
-             mips64el-linux"
-                .into(),
+            "--max-layers: a limit of 1 layers is too small: it must be at least 2".into(),
         ),
         (
             vec!["-o", "/nonexistent/dir/x.tar"],
-            "cannot write /nonexistent/dir/x.tar: the directory /nonexistent/dir does not exist"
-                .into(),
-        ),
-        (
-            vec!["--created", "yesterday", "-o", out],
-            "--created \"yesterday\" is not an RFC 3339 time like 2024-05-01T12:00:00Z, nor \"now\""
+            "-o: cannot write /nonexistent/dir/x.tar: the directory /nonexistent/dir does not \
+             exist"
                 .into(),
         ),
         (
             vec!["--compression", "none", "--compression-level", "3", "-o", out],
-            "--compression-level needs --compression gzip or zstd".into(),
+            "--compression-level: a compression level needs gzip or zstd compression".into(),
+        ),
+        (
+            vec!["--compression-level", "12", "--format", "oci", "-o", out],
+            "--compression-level: compression level 12 is out of range for gzip (0-9)".into(),
+        ),
+        (
+            vec!["--env", "NOVALUE", "-o", out],
+            "--env: the Env entry \"NOVALUE\" is not NAME=value".into(),
+        ),
+        (
+            vec!["--label", "x", "-o", out],
+            "--label: \"x\" is not KEY=VALUE".into(),
         ),
     ];
     for (extra, message) in cases {
@@ -276,6 +278,48 @@ fn command_line_mistakes_are_explained() {
             "{extra:?}"
         );
     }
+    // Values clap checks with the library's parsers: clap names the flag and the value.
+    let parsed: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--architecture", "vax", "-o", out],
+            "invalid value 'vax' for '--architecture <ARCH>': unknown architecture \"vax\"; \
+             accepted: amd64, x86_64-linux, arm64, aarch64-linux, 386, i686-linux, arm, arm/v7, \
+             armv7l-linux, arm/v6, armv6l-linux, ppc64le, powerpc64le-linux, ppc64, \
+             powerpc64-linux, s390x, s390x-linux, riscv64, riscv64-linux, mips64le, \
+             mips64el-linux, mips64, mips64-linux",
+        ),
+        (
+            vec!["--created", "yesterday", "-o", out],
+            "invalid value 'yesterday' for '--created <TIME>': \"yesterday\" is not an RFC 3339 \
+             time like 2024-05-01T12:00:00Z, nor \"now\"",
+        ),
+        (
+            vec!["--uid", "4294967296", "-o", out],
+            "invalid value '4294967296' for '--uid <UID>': 4294967296 is not in 0..=4294967295",
+        ),
+    ];
+    for (extra, message) in parsed {
+        let mut args = base.to_vec();
+        args.extend(extra.iter().copied());
+        let stderr = layered_gen_fails(&args);
+        assert!(
+            stderr.starts_with(&format!("error: {message}\n")),
+            "{extra:?}: {stderr}"
+        );
+    }
+    // SOURCE_DATE_EPOCH is --mtime's default, checked the same way.
+    let mut args = base.to_vec();
+    args.extend(["-o", out]);
+    let output = Command::new(bin())
+        .args(&args)
+        .env("SOURCE_DATE_EPOCH", "soon")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: invalid value 'soon' for '--mtime <EPOCH>'"),
+        "{stderr}"
+    );
     assert!(!Path::new(out).exists());
 }
 
@@ -290,4 +334,31 @@ fn a_plain_path_list_is_refused() {
         stderr.contains("this is a plain list of store paths (like closureInfo's store-paths)"),
         "{stderr}"
     );
+}
+
+/// Bytes from a hostile closure reach the terminal escaped, and a huge value only as an excerpt.
+#[test]
+fn hostile_input_is_escaped_and_shortened_in_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = "0".repeat(32);
+    let cases = [
+        format!("/nix/store/{hash}-evil\u{1b}]0;owned\u{7}\u{1b}[2J\n\n0\n"),
+        format!("/nix/store/{hash}-{}\n\n0\n", "x".repeat(100_000)),
+        format!("[{{\"path\": \"/nix/store/{hash}-a\\u009b31m\", \"references\": []}}]"),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let closure = dir.path().join(format!("closure-{i}"));
+        fs::write(&closure, text).unwrap();
+        let stderr = layered_gen_fails(&["plan", "--closure", closure.to_str().unwrap()]);
+        let message = stderr.strip_suffix('\n').unwrap_or(&stderr);
+        assert!(
+            !message.chars().any(char::is_control),
+            "case {i}: a control character reached the terminal: {message:?}"
+        );
+        assert!(message.len() < 1000, "case {i}: {} bytes", message.len());
+        assert!(
+            message.starts_with("layered-gen: error: --closure: "),
+            "{message}"
+        );
+    }
 }

@@ -315,60 +315,60 @@ fn bad_customisation_input_is_explained() {
         (
             vec!["--config", &typo],
             format!(
-                "{typo}: unknown config key \"Entrypont\"; the keys are: Cmd, Entrypoint, Env, \
-                 ExposedPorts, Labels, User, Volumes, WorkingDir, StopSignal, Healthcheck, \
+                "--config: {typo}:1:12: unknown key \"Entrypont\"; the keys are: Cmd, Entrypoint, \
+                 Env, ExposedPorts, Labels, User, Volumes, WorkingDir, StopSignal, Healthcheck, \
                  ArgsEscaped, OnBuild, Shell"
             ),
         ),
         (
             vec!["--config", &wrong],
             format!(
-                "{wrong}: Cmd must be a list of strings, e.g. [\"/bin/sh\", \"-c\", \"echo hi\"], \
-                 found a string"
+                "--config: {wrong}:1:17: $.Cmd: expected a list of strings, e.g. [\"/bin/sh\", \
+                 \"-c\", \"echo hi\"], found a string"
             ),
         ),
         (
             vec!["--config", &env],
-            format!("{env}: the Env entry \"JUSTANAME\" is not NAME=value"),
+            format!("--config: {env}:1:27: $.Env: the Env entry \"JUSTANAME\" is not NAME=value"),
         ),
         (
             vec!["--env", "NOEQUALS"],
-            "--env \"NOEQUALS\" is not KEY=VALUE".to_string(),
+            "--env: the Env entry \"NOEQUALS\" is not NAME=value".to_string(),
         ),
         (
             vec!["--label", "=x"],
-            "--label \"=x\" is not KEY=VALUE".to_string(),
+            "--label: \"=x\" is not KEY=VALUE".to_string(),
         ),
         (
             vec!["--contents", &busybox, "--contents", &clash],
             format!(
-                "/bin/sh is provided twice: a link from --contents {busybox} and a link from \
-                 --contents {clash}; drop one of them from the contents or make them agree"
+                "/bin/sh is provided twice: a link from the contents {busybox} and a link from the \
+                 contents {clash}; drop one of them from the contents or make them agree"
             ),
         ),
         (
             vec!["--contents", &outside],
             format!(
-                "--contents {outside} is not in the closure; the closure must include the \
-                 contents (export their references graph)"
+                "--contents: the contents {outside} is not in the closure; the closure must \
+                 include the contents (export their references graph)"
             ),
         ),
         (
             vec!["--contents", &busybox, "--perms", &perms],
             format!(
-                "{perms}: $[0]: the rule for \"/var/lib/missing\" matches nothing in the \
+                "--perms: {perms}: $[0]: the rule for \"/var/lib/missing\" matches nothing in the \
                  customisation layer; is the path spelled right?"
             ),
         ),
         (
             vec!["--perms", &perms],
-            "--perms applies to the customisation layer, which is empty: add --contents, \
-             --extra-dir or --remove"
+            "--perms: permission rules apply to the customisation layer, which is empty: add \
+             contents, an extra directory or a removal"
                 .to_string(),
         ),
         (
             vec!["--contents", &busybox, "--max-layers", "2", "--remove", "x"],
-            "--remove \"x\" is not an absolute, normalised path like /etc/motd".to_string(),
+            "--remove: \"x\" is not an absolute, normalised path like /etc/motd".to_string(),
         ),
     ];
     for (extra, message) in cases {

@@ -80,7 +80,7 @@ fn reuse_plans_explain_themselves_and_build_images() {
     ]);
     assert_eq!(
         stderr,
-        "layered-gen: error: --previous-plan needs --layering reuse\n"
+        "layered-gen: error: --previous-plan: a previous plan is only used by the reuse layering\n"
     );
 
     let image = store.dir.path().join("reuse.tar");

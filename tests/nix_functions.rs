@@ -312,7 +312,9 @@ fn bad_arguments_fail_with_the_tools_message() {
     assert!(!output.status.success());
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
-        log.contains("layered-gen: error: --max-layers 0 is too small: it must be at least 2"),
+        log.contains(
+            "layered-gen: error: --max-layers: a limit of 0 layers is too small: it must be at least 2"
+        ),
         "{log}"
     );
     let output = inputs.nix_build(
@@ -323,8 +325,7 @@ fn bad_arguments_fail_with_the_tools_message() {
     assert!(!output.status.success());
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
-        log.contains("unknown config key \\\"Entrypont\\\"")
-            || log.contains("unknown config key \"Entrypont\""),
+        log.contains("unknown key \\\"Entrypont\\\"") || log.contains("unknown key \"Entrypont\""),
         "{log}"
     );
 }

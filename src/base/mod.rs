@@ -18,9 +18,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::codec::Codec;
 use crate::config::Platform;
-use crate::error::{Error, Result};
-use crate::output::{BlobInfo, BlobSource, Compression, HashingWriter};
+use crate::error::{Error, Result, Setting, quoted, shown};
+use crate::image_spec::{
+    CONTAINERD_NAME, Descriptor, DockerManifestEntry, ImageConfigBlob, Index, LegacyLayerJson,
+    Manifest, REF_NAME, Repositories, media_type,
+};
+use crate::output::{BlobInfo, BlobSource, HashingWriter};
 use crate::tarball::TarStream;
 use store::BlobStore;
 
@@ -32,13 +37,23 @@ pub struct BaseOptions {
     pub tag: Option<String>,
 }
 
+/// What to do with a base image's layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseLayers {
+    /// Copy them byte for byte.
+    #[default]
+    Keep,
+    /// Rewrite them as plain tar (zstd bases into a docker-archive).
+    Decompress,
+}
+
 /// One layer of the base, as stored.
 #[derive(Clone, Debug)]
 pub struct BaseLayer {
     /// Its file in the archive or layout.
     pub name: String,
     pub size: u64,
-    pub compression: Compression,
+    pub codec: Codec,
     /// The config's `diff_id` for it; None in the legacy format, which has none.
     pub diff_id: Option<String>,
     /// Its digest as stored, when the format names one.
@@ -48,17 +63,13 @@ pub struct BaseLayer {
 pub struct BaseImage {
     store: BlobStore,
     pub layers: Vec<BaseLayer>,
-    /// The base's whole config object.
-    pub config: Map<String, Value>,
+    /// The base's whole config.
+    pub config: ImageConfigBlob,
 }
 
-const INDEX_TYPES: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-
-fn invalid(store: &BlobStore, what: impl std::fmt::Display) -> Error {
-    Error::new(format!("--from-image {}: {what}", store.describe()))
+/// An error about the base image as a whole.
+fn invalid(store: &BlobStore, what: impl Into<String>) -> Error {
+    Error::input(shown(&store.describe()), what)
 }
 
 /// Picks the one candidate whose names contain `wanted`, or the only candidate.
@@ -68,17 +79,19 @@ fn choose<T>(
     wanted: Option<&str>,
 ) -> Result<T> {
     let listing = |candidates: &[(Vec<String>, T)]| {
-        candidates
-            .iter()
-            .map(|(names, _)| {
-                if names.is_empty() {
-                    "(untagged)".to_string()
-                } else {
-                    names.join(" ")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        shown(
+            &candidates
+                .iter()
+                .map(|(names, _)| {
+                    if names.is_empty() {
+                        "(untagged)".to_string()
+                    } else {
+                        names.join(" ")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     };
     match wanted {
         Some(wanted) => {
@@ -91,8 +104,12 @@ fn choose<T>(
             found.map(|(_, c)| c).ok_or_else(|| {
                 invalid(
                     store,
-                    format!("no image is tagged {wanted}; the images are: {list}"),
+                    format!(
+                        "no image is tagged {}; the images are: {list}",
+                        quoted(wanted)
+                    ),
                 )
+                .about(Setting::FromImageTag)
             })
         }
         None if candidates.len() <= 1 => candidates
@@ -103,46 +120,33 @@ fn choose<T>(
         None => Err(invalid(
             store,
             format!(
-                "it holds several images ({}); choose one with --from-image-tag NAME:TAG",
+                "it holds several images ({}); choose one by its NAME:TAG",
                 listing(&candidates)
             ),
-        )),
+        )
+        .about(Setting::FromImageTag)),
     }
 }
 
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The compression of a stored layer, from its first bytes.
-fn sniff(store: &BlobStore, name: &str) -> Result<Compression> {
+/// The codec of a stored layer, from its first bytes.
+fn sniff(store: &BlobStore, name: &str) -> Result<Codec> {
     let (mut reader, _) = store.open(name)?;
-    let mut magic = [0u8; 4];
-    let mut got = 0;
-    while got < magic.len() {
-        match reader.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) => return Err(invalid(store, format!("reading {name}: {e}"))),
-        }
-    }
-    Ok(match magic {
-        [0x1f, 0x8b, ..] => Compression::Gzip { level: 0 },
-        [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd { level: 0 },
-        _ => Compression::None,
-    })
+    Codec::sniff_reader(&mut reader)
+        .map_err(|e| invalid(store, format!("reading {}: {e}", shown(name))))
 }
 
 impl BaseImage {
-    /// Reads the base image: its layers (not their content yet) and its config.
-    pub fn load(options: &BaseOptions, platform: Option<&Platform>) -> Result<Self> {
+    /// Reads the base image: its layers (not their content yet) and its config. An archive
+    /// compressed as a whole is decompressed into a scratch file in `scratch`.
+    pub fn load(
+        options: &BaseOptions,
+        platform: Option<&Platform>,
+        scratch: &Path,
+    ) -> Result<Self> {
+        Self::read(options, platform, scratch).map_err(|e| e.about(Setting::FromImage))
+    }
+
+    fn read(options: &BaseOptions, platform: Option<&Platform>, scratch: &Path) -> Result<Self> {
         let path = &options.path;
         let tag = options.tag.as_deref();
         if path.is_dir() {
@@ -155,13 +159,7 @@ impl BaseImage {
             }
             return Self::oci(store, tag, platform);
         }
-        if !path.exists() {
-            return Err(Error::new(format!(
-                "--from-image {}: no such file or directory",
-                path.display()
-            )));
-        }
-        let store = BlobStore::archive(path)?;
+        let store = BlobStore::archive(path, scratch)?;
         if store.contains("manifest.json") {
             Self::docker(store, tag)
         } else if store.contains("index.json") && store.contains("oci-layout") {
@@ -179,176 +177,148 @@ impl BaseImage {
 
     /// `docker save` format: manifest.json lists each image's config and layers.
     fn docker(store: BlobStore, tag: Option<&str>) -> Result<Self> {
-        let manifest = store.json("manifest.json")?;
-        let images: Vec<(Vec<String>, Value)> = manifest
-            .as_array()
-            .ok_or_else(|| invalid(&store, "manifest.json is not a list"))?
-            .iter()
-            .map(|image| (strings(&image["RepoTags"]), image.clone()))
+        let manifest: Vec<DockerManifestEntry> = store.json("manifest.json")?;
+        let images = manifest
+            .into_iter()
+            .map(|image| (image.repo_tags.clone(), image))
             .collect();
         let image = choose(&store, images, tag)?;
-        let config_name = image["Config"]
-            .as_str()
-            .ok_or_else(|| invalid(&store, "manifest.json has no Config"))?
-            .to_string();
-        let config = store.json(&config_name)?;
-        let layer_names = strings(&image["Layers"]);
-        let diff_ids = strings(&config["rootfs"]["diff_ids"]);
-        if diff_ids.len() != layer_names.len() {
-            return Err(invalid(
-                &store,
-                format!(
-                    "the config lists {} diff_ids for {} layers",
-                    diff_ids.len(),
-                    layer_names.len()
-                ),
-            ));
-        }
+        let config: ImageConfigBlob = store.json(&image.config)?;
+        check_layer_count(&store, &config, image.layers.len())?;
         let mut layers = Vec::new();
-        for (name, diff_id) in layer_names.into_iter().zip(diff_ids) {
+        for (name, diff_id) in image.layers.into_iter().zip(&config.rootfs.diff_ids) {
             let (_, size) = store.open(&name)?;
             // Newer `docker save` names layers by digest: that is a digest to check too.
             let digest = name
                 .strip_prefix("blobs/sha256/")
                 .map(|hex| format!("sha256:{hex}"));
             layers.push(BaseLayer {
-                compression: sniff(&store, &name)?,
+                codec: sniff(&store, &name)?,
                 name,
                 size,
-                diff_id: Some(diff_id),
+                diff_id: Some(diff_id.clone()),
                 digest,
             });
         }
-        Self::finish(store, layers, config)
+        Ok(BaseImage {
+            store,
+            layers,
+            config,
+        })
     }
 
     /// The legacy format: `repositories` names the top layer; each layer's `json` names its
     /// parent.
     fn legacy(store: BlobStore, tag: Option<&str>) -> Result<Self> {
-        let repositories = store.json("repositories")?;
-        let mut images = Vec::new();
-        for (name, tags) in repositories.as_object().into_iter().flatten() {
-            for (t, id) in tags.as_object().into_iter().flatten() {
-                if let Some(id) = id.as_str() {
-                    images.push((vec![format!("{name}:{t}")], id.to_string()));
-                }
-            }
-        }
+        let repositories: Repositories = store.json("repositories")?;
+        let images = repositories
+            .iter()
+            .flat_map(|(name, tags)| {
+                tags.iter()
+                    .map(move |(t, id)| (vec![format!("{name}:{t}")], id.clone()))
+            })
+            .collect();
         let top = choose(&store, images, tag)?;
         let mut chain = Vec::new();
+        let mut top_json = None;
         let mut next = Some(top);
         while let Some(id) = next {
             if chain.contains(&id) || chain.len() > 1000 {
                 return Err(invalid(
                     &store,
-                    format!("the parent chain loops at layer {id}"),
+                    format!("the parent chain loops at layer {}", shown(&id)),
                 ));
             }
-            let json = store.json(&format!("{id}/json"))?;
-            next = json["parent"].as_str().map(str::to_string);
+            let json: LegacyLayerJson = store.json(&format!("{id}/json"))?;
+            next = json.parent.clone();
+            top_json.get_or_insert(json);
             chain.push(id);
         }
         chain.reverse();
-        let top_json = store.json(&format!("{}/json", chain[chain.len() - 1]))?;
-        let mut config = Map::new();
-        for key in ["architecture", "os", "variant", "config"] {
-            if let Some(value) = top_json.get(key) {
-                config.insert(key.to_string(), value.clone());
-            }
-        }
+        let top_json = top_json.unwrap_or_default();
+        let config = ImageConfigBlob {
+            architecture: top_json.architecture.unwrap_or_default(),
+            config: top_json.config,
+            created: None,
+            history: Vec::new(),
+            os: top_json.os.unwrap_or_default(),
+            rootfs: Default::default(),
+            variant: top_json.variant,
+            other: Map::new(),
+        };
         let mut layers = Vec::new();
         for id in chain {
             let name = format!("{id}/layer.tar");
             let (_, size) = store.open(&name)?;
             layers.push(BaseLayer {
-                compression: sniff(&store, &name)?,
+                codec: sniff(&store, &name)?,
                 name,
                 size,
                 diff_id: None,
                 digest: None,
             });
         }
-        Self::finish(store, layers, Value::Object(config))
+        Ok(BaseImage {
+            store,
+            layers,
+            config,
+        })
     }
 
     /// The OCI image layout: index.json, possibly a multi-platform index, then a manifest.
     fn oci(store: BlobStore, tag: Option<&str>, platform: Option<&Platform>) -> Result<Self> {
-        let index = store.json("index.json")?;
-        let descriptors: Vec<(Vec<String>, Value)> = index["manifests"]
-            .as_array()
-            .ok_or_else(|| invalid(&store, "index.json has no manifests"))?
-            .iter()
+        let index: Index = store.json("index.json")?;
+        let descriptors = index
+            .manifests
+            .into_iter()
             .map(|d| {
-                let names = [
-                    "org.opencontainers.image.ref.name",
-                    "io.containerd.image.name",
-                ]
-                .iter()
-                .filter_map(|k| d["annotations"][k].as_str().map(str::to_string))
-                .collect();
-                (names, d.clone())
+                let names = [REF_NAME, CONTAINERD_NAME]
+                    .iter()
+                    .filter_map(|k| d.annotations.as_ref()?.get(*k).cloned())
+                    .collect();
+                (names, d)
             })
             .collect();
         let mut descriptor = choose(&store, descriptors, tag)?;
-        while INDEX_TYPES.contains(&descriptor["mediaType"].as_str().unwrap_or_default()) {
-            let nested = store.json(&blob_name(&store, &descriptor)?)?;
-            descriptor = choose_platform(&store, &nested, platform)?;
+        while media_type::is_index(&descriptor.media_type) {
+            let nested: Index = store.json(&blob_name(&store, &descriptor)?)?;
+            descriptor = choose_platform(&store, nested, platform)?;
         }
-        let manifest = store.json(&blob_name(&store, &descriptor)?)?;
-        let config = store.json(&blob_name(&store, &manifest["config"])?)?;
-        let diff_ids = strings(&config["rootfs"]["diff_ids"]);
-        let descriptors = manifest["layers"].as_array().cloned().unwrap_or_default();
-        if diff_ids.len() != descriptors.len() {
-            return Err(invalid(
-                &store,
-                format!(
-                    "the config lists {} diff_ids for {} layers",
-                    diff_ids.len(),
-                    descriptors.len()
-                ),
-            ));
-        }
+        let manifest: Manifest = store.json(&blob_name(&store, &descriptor)?)?;
+        let config: ImageConfigBlob = store.json(&blob_name(&store, &manifest.config)?)?;
+        check_layer_count(&store, &config, manifest.layers.len())?;
         let mut layers = Vec::new();
-        for (descriptor, diff_id) in descriptors.iter().zip(diff_ids) {
+        for (descriptor, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             let name = blob_name(&store, descriptor)?;
             let (_, size) = store.open(&name)?;
-            let media_type = descriptor["mediaType"].as_str().unwrap_or_default();
-            let compression = if media_type.ends_with("zstd") {
-                Compression::Zstd { level: 0 }
-            } else if media_type.ends_with("gzip") {
-                Compression::Gzip { level: 0 }
-            } else if media_type.ends_with(".tar") || media_type.ends_with("diff.tar") {
-                Compression::None
-            } else {
-                return Err(invalid(
+            let codec = Codec::of_layer_media_type(&descriptor.media_type).ok_or_else(|| {
+                invalid(
                     &store,
-                    format!("layer {name} has the media type {media_type:?}, not a tar layer"),
-                ));
-            };
-            if descriptor["size"].as_u64() != Some(size) {
+                    format!(
+                        "layer {} has the media type {}, not a tar layer",
+                        shown(&name),
+                        quoted(&descriptor.media_type)
+                    ),
+                )
+            })?;
+            if descriptor.size != size {
                 return Err(invalid(
                     &store,
                     format!(
-                        "layer {name} is {size} bytes but the manifest says {}",
-                        descriptor["size"]
+                        "layer {} is {size} bytes but the manifest says {}",
+                        shown(&name),
+                        descriptor.size
                     ),
                 ));
             }
             layers.push(BaseLayer {
                 name,
                 size,
-                compression,
-                diff_id: Some(diff_id),
-                digest: descriptor["digest"].as_str().map(str::to_string),
+                codec,
+                diff_id: Some(diff_id.clone()),
+                digest: Some(descriptor.digest.clone()),
             });
         }
-        Self::finish(store, layers, config)
-    }
-
-    fn finish(store: BlobStore, layers: Vec<BaseLayer>, config: Value) -> Result<Self> {
-        let Value::Object(config) = config else {
-            return Err(invalid(&store, "the image config is not a JSON object"));
-        };
         Ok(BaseImage {
             store,
             layers,
@@ -363,35 +333,25 @@ impl BaseImage {
 
     /// The base's runtime config (`Cmd`, `Env`, ...).
     pub fn runtime_config(&self) -> Map<String, Value> {
-        self.config
-            .get("config")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default()
+        self.config.config.clone().unwrap_or_default()
     }
 
     /// The base's history entries, kept before ours.
     pub fn history(&self) -> Vec<Value> {
-        self.config
-            .get("history")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
+        self.config.history.clone()
     }
 
-    /// `architecture`, `variant` and `os` of the base.
-    pub fn platform(&self) -> (String, Option<String>, String) {
-        let field = |k: &str| {
-            self.config
-                .get(k)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        (
-            field("architecture").unwrap_or_default(),
-            field("variant"),
-            field("os").unwrap_or_else(|| "linux".to_string()),
-        )
+    /// The base's platform; its os is linux when the config leaves it out.
+    pub fn platform(&self) -> Platform {
+        Platform {
+            architecture: self.config.architecture.clone(),
+            variant: self.config.variant.clone(),
+            os: if self.config.os.is_empty() {
+                "linux".to_string()
+            } else {
+                self.config.os.clone()
+            },
+        }
     }
 
     /// Layer `index` as a blob to copy unchanged.
@@ -402,20 +362,20 @@ impl BaseImage {
         }
     }
 
-    /// Layer `index` decompressed into a scratch file (verified on the way), as a plain tar.
+    /// Layer `index` decompressed into a scratch file in `scratch` (verified on the way), as a
+    /// plain tar.
     pub fn decompressed(&self, index: usize, scratch: &Path) -> Result<SpooledTar> {
         let mut file = tempfile::tempfile_in(scratch)
             .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
         let info = {
             let mut out = io::BufWriter::new(&mut file);
             let info = self.blob(index).copy(None, Some(&mut out))?;
-            out.flush()
-                .map_err(|e| Error::new(format!("writing a scratch file: {e}")))?;
+            out.flush().map_err(|e| Error::write("a scratch file", e))?;
             info
         };
         let length = file
             .metadata()
-            .map_err(|e| Error::new(format!("reading a scratch file: {e}")))?
+            .map_err(|e| Error::write("a scratch file", e))?
             .len();
         Ok(SpooledTar {
             file,
@@ -425,57 +385,69 @@ impl BaseImage {
     }
 }
 
-fn blob_name(store: &BlobStore, descriptor: &Value) -> Result<String> {
-    let digest = descriptor["digest"]
-        .as_str()
-        .ok_or_else(|| invalid(store, "a descriptor has no digest"))?;
-    let (algorithm, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| invalid(store, format!("{digest:?} is not a digest")))?;
+/// A config must list one diff_id per layer.
+fn check_layer_count(store: &BlobStore, config: &ImageConfigBlob, layers: usize) -> Result<()> {
+    let diff_ids = config.rootfs.diff_ids.len();
+    if diff_ids == layers {
+        return Ok(());
+    }
+    Err(invalid(
+        store,
+        format!("the config lists {diff_ids} diff_ids for {layers} layers"),
+    ))
+}
+
+/// The layout file of a descriptor's blob: `blobs/<algorithm>/<hex>`.
+fn blob_name(store: &BlobStore, descriptor: &Descriptor) -> Result<String> {
+    let (algorithm, hex) = descriptor.digest.split_once(':').ok_or_else(|| {
+        invalid(
+            store,
+            format!("{} is not a digest", quoted(&descriptor.digest)),
+        )
+    })?;
     Ok(format!("blobs/{algorithm}/{hex}"))
 }
 
-fn platform_name(p: &Value) -> String {
-    let mut name = format!(
-        "{}/{}",
-        p["os"].as_str().unwrap_or("?"),
-        p["architecture"].as_str().unwrap_or("?")
-    );
-    if let Some(variant) = p["variant"].as_str() {
-        name.push('/');
-        name.push_str(variant);
-    }
-    name
-}
-
 /// The manifest of a multi-platform index that matches `platform` (default: this machine's).
-fn choose_platform(store: &BlobStore, index: &Value, platform: Option<&Platform>) -> Result<Value> {
+fn choose_platform(
+    store: &BlobStore,
+    index: Index,
+    platform: Option<&Platform>,
+) -> Result<Descriptor> {
     let wanted = platform.cloned().unwrap_or_else(Platform::host);
-    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
-    let matches = |d: &Value| {
-        let p = &d["platform"];
-        p["architecture"].as_str() == Some(wanted.architecture.as_str())
-            && p["os"].as_str().unwrap_or("linux") == wanted.os
-            && (wanted.variant.is_none() || p["variant"].as_str() == wanted.variant.as_deref())
+    let of = |d: &Descriptor| {
+        let p = d.platform.clone();
+        Platform {
+            architecture: p
+                .as_ref()
+                .map(|p| p.architecture.clone())
+                .unwrap_or_default(),
+            variant: p.as_ref().and_then(|p| p.variant.clone()),
+            os: p
+                .map(|p| p.os)
+                .filter(|os| !os.is_empty())
+                .unwrap_or_else(|| "linux".to_string()),
+        }
     };
-    manifests
-        .iter()
-        .find(|d| matches(d))
-        .cloned()
-        .ok_or_else(|| {
-            let available: Vec<String> = manifests
-                .iter()
-                .map(|d| platform_name(&d["platform"]))
-                .collect();
-            let want = wanted.describe();
-            invalid(
-                store,
-                format!(
-                    "no image for {want} (choose with --architecture); it has: {}",
-                    available.join(", ")
-                ),
-            )
-        })
+    let matches = |d: &Descriptor| {
+        let p = of(d);
+        p.architecture == wanted.architecture
+            && p.os == wanted.os
+            && (wanted.variant.is_none() || p.variant == wanted.variant)
+    };
+    if let Some(found) = index.manifests.iter().find(|d| matches(d)) {
+        return Ok(found.clone());
+    }
+    let available: Vec<String> = index.manifests.iter().map(|d| of(d).describe()).collect();
+    Err(invalid(
+        store,
+        format!(
+            "no image for {}; it has: {}",
+            wanted.describe(),
+            shown(&available.join(", "))
+        ),
+    )
+    .about(Setting::Architecture))
 }
 
 /// A base layer to copy as it is stored.
@@ -494,7 +466,8 @@ impl BaseBlob<'_> {
     ) -> Result<BlobInfo> {
         let store = &self.image.store;
         let name = &self.layer.name;
-        let fail = |what: String| invalid(store, format!("layer {name}: {what}"));
+        let at = format!("{}: layer {}", shown(&store.describe()), shown(name));
+        let fail = |what: String| Error::input(&at, what).about(Setting::FromImage);
         let (mut reader, _) = store.open(name)?;
         let mut stored = HashingWriter::new(io::sink());
         let mut sink: Box<dyn Write + '_> = match plain_out.take() {
@@ -503,16 +476,11 @@ impl BaseBlob<'_> {
         };
         let mut plain = HashingWriter::new(&mut sink);
         {
-            let mut decoder: Box<dyn Write + '_> = match self.layer.compression {
-                Compression::None => Box::new(&mut plain),
-                Compression::Gzip { .. } => {
-                    Box::new(flate2::write::MultiGzDecoder::new(&mut plain))
-                }
-                Compression::Zstd { .. } => Box::new(
-                    zstd::stream::write::Decoder::new(&mut plain)
-                        .map_err(|e| fail(format!("zstd: {e}")))?,
-                ),
-            };
+            let mut decoder = self
+                .layer
+                .codec
+                .decoding_writer(&mut plain)
+                .map_err(|e| fail(format!("it does not decompress: {e}")))?;
             let mut buffer = vec![0u8; 1 << 20];
             loop {
                 let n = reader
@@ -525,7 +493,7 @@ impl BaseBlob<'_> {
                 stored.write_all(chunk).map_err(|e| fail(e.to_string()))?;
                 if let Some(out) = stored_out.as_mut() {
                     out.write_all(chunk)
-                        .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+                        .map_err(|e| Error::write("the image", e))?;
                 }
                 decoder
                     .write_all(chunk)
@@ -539,18 +507,26 @@ impl BaseBlob<'_> {
         let (_, digest, size) = stored.finish();
         if let Some(expected) = &self.layer.digest {
             if *expected != digest {
-                return Err(fail(format!(
-                    "its digest is {digest}, but the image says {expected}; the base image is \
-                     damaged or was changed"
-                )));
+                return Err(Error::damaged(
+                    &at,
+                    format!(
+                        "its digest is {digest}, but the image says {}",
+                        shown(expected)
+                    ),
+                )
+                .about(Setting::FromImage));
             }
         }
         if let Some(expected) = &self.layer.diff_id {
             if *expected != diff_id {
-                return Err(fail(format!(
-                    "its uncompressed digest is {diff_id}, but the config's diff_id is \
-                     {expected}; the base image is damaged or was changed"
-                )));
+                return Err(Error::damaged(
+                    &at,
+                    format!(
+                        "its uncompressed digest is {diff_id}, but the config's diff_id is {}",
+                        shown(expected)
+                    ),
+                )
+                .about(Setting::FromImage));
             }
         }
         Ok(BlobInfo {
@@ -566,8 +542,8 @@ impl BlobSource for BaseBlob<'_> {
         self.layer.size
     }
 
-    fn compression(&self) -> Compression {
-        self.layer.compression
+    fn codec(&self) -> Codec {
+        self.layer.codec
     }
 
     fn copy_to(&self, out: &mut dyn Write) -> Result<BlobInfo> {
@@ -595,12 +571,15 @@ impl TarStream for SpooledTar {
             let n = self
                 .file
                 .read_at(&mut buffer, offset)
-                .map_err(|e| Error::new(format!("reading a scratch file: {e}")))?;
+                .map_err(|e| Error::write("a scratch file", e))?;
             if n == 0 {
-                return Err(Error::new("a scratch file shrank while it was read"));
+                return Err(Error::write(
+                    "a scratch file",
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "it shrank while it was read"),
+                ));
             }
             out.write_all(&buffer[..n])
-                .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+                .map_err(|e| Error::write("the image", e))?;
             offset += n as u64;
         }
         Ok(())

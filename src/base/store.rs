@@ -7,7 +7,10 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+
+use crate::codec::Codec;
+use crate::error::{Error, Result, shown, shown_path};
 
 /// JSON files (manifests, configs) are small; refuse to load anything larger into memory.
 const MAX_JSON: u64 = 64 << 20;
@@ -32,13 +35,13 @@ impl BlobStore {
     /// Indexes a tar archive; Err when the file is not a tar archive. An archive compressed as
     /// a whole (dockerTools' and our `compressor`) is decompressed once into an unnamed scratch
     /// file, since its members cannot be reached in place.
-    pub(super) fn archive(path: &Path) -> Result<Self> {
-        let file = decompressed(path)?;
+    pub(super) fn archive(path: &Path, scratch: &Path) -> Result<Self> {
+        let file = decompressed(path, scratch)?;
         let not_tar = |why: String| {
-            Error::new(format!(
-                "--from-image {}: not a docker-archive, legacy docker image or OCI archive ({why})",
-                path.display()
-            ))
+            Error::input(
+                shown_path(path),
+                format!("not a docker-archive, legacy docker image or OCI archive ({why})"),
+            )
         };
         let mut archive = tar::Archive::new(
             file.try_clone()
@@ -110,10 +113,10 @@ impl BlobStore {
             }
             BlobStore::Archive { path, file, .. } => {
                 let (offset, size) = self.locate(name).ok_or_else(|| {
-                    Error::new(format!(
-                        "{}: there is no {name} in the archive",
-                        path.display()
-                    ))
+                    Error::input(
+                        shown_path(path),
+                        format!("there is no {} in the archive", shown(name)),
+                    )
                 })?;
                 let mut file = file
                     .try_clone()
@@ -144,56 +147,51 @@ impl BlobStore {
     pub(super) fn read(&self, name: &str) -> Result<Vec<u8>> {
         let (mut reader, size) = self.open(name)?;
         if size > MAX_JSON {
-            return Err(Error::new(format!(
-                "{}: {name} is {size} bytes, too large for a manifest or config",
-                self.describe()
-            )));
+            return Err(Error::input(
+                shown(&self.describe()),
+                format!(
+                    "{} is {size} bytes, too large for a manifest or config",
+                    shown(name)
+                ),
+            ));
         }
         let mut bytes = Vec::with_capacity(size as usize);
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::new(format!("{}: reading {name}: {e}", self.describe())))?;
+        reader.read_to_end(&mut bytes).map_err(|e| {
+            Error::input(
+                shown(&self.describe()),
+                format!("reading {}: {e}", shown(name)),
+            )
+        })?;
         Ok(bytes)
     }
 
-    /// Reads and parses a JSON file.
-    pub(super) fn json(&self, name: &str) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.read(name)?).map_err(|e| {
-            Error::new(format!(
-                "{}: {name} is not valid JSON: {e}",
-                self.describe()
-            ))
-        })
+    /// Reads and parses a JSON document; errors name the member, its line and JSON path.
+    pub(super) fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let member = format!("{}: {name}", self.describe());
+        crate::json_file::parse_typed(&member, &self.read(name)?)
     }
 }
 
-/// The archive as a seekable file: the file itself, or its decompressed content.
-fn decompressed(path: &Path) -> Result<File> {
+/// The archive as a seekable file: the file itself, or its content decompressed into an
+/// unnamed scratch file in `scratch`.
+fn decompressed(path: &Path, scratch: &Path) -> Result<File> {
     let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let mut magic = [0u8; 4];
-    let got = file
-        .read(&mut magic)
-        .map_err(|e| Error::io("reading", path, e))?;
+    let codec = Codec::sniff_reader(&mut file).map_err(|e| Error::io("reading", path, e))?;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("reading", path, e))?;
-    let reader: Box<dyn Read> = match &magic[..got] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
-            file,
-        ))),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(
-            zstd::stream::read::Decoder::new(file)
-                .map_err(|e| Error::io("decompressing", path, e))?,
-        ),
-        _ => return Ok(file),
-    };
-    let mut scratch =
-        tempfile::tempfile().map_err(|e| Error::io("creating a scratch file for", path, e))?;
-    let mut reader = reader;
-    std::io::copy(&mut reader, &mut scratch).map_err(|e| Error::io("decompressing", path, e))?;
-    scratch
+    if codec == Codec::None {
+        return Ok(file);
+    }
+    let mut reader = codec
+        .decoding_reader(file)
+        .map_err(|e| Error::io("decompressing", path, e))?;
+    let mut spool = tempfile::tempfile_in(scratch)
+        .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
+    std::io::copy(&mut reader, &mut spool).map_err(|e| Error::io("decompressing", path, e))?;
+    spool
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("reading back", path, e))?;
-    Ok(scratch)
+    Ok(spool)
 }
 
 /// The member a symlink at `link` pointing to `target` names.

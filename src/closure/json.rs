@@ -7,20 +7,30 @@
 //! - an object keyed by store path, as newer `nix path-info --json --recursive` writes.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{Location, Origin, PathRecord};
-use crate::error::{Error, Result};
-use crate::json_file::{kind, without_position};
+use crate::error::{Error, Result, Setting, quoted, shown};
+use crate::json_file::{kind, parse_value};
 
+/// Reads a JSON closure file. The list to read is chosen once, by one rule (see `choose_list`);
+/// the common, well-formed list is then deserialised straight into records (large closures
+/// plan in a fraction of the time a JSON tree takes), and only when that fails is the list
+/// read as a tree, to say exactly what is wrong and where.
 pub(super) fn parse(file: &str, text: &str, key: Option<&str>) -> Result<Vec<PathRecord>> {
-    match parse_fast(file, text, key) {
+    let reader = Reader { file };
+    let (list, at) = match choose_list(file, text, key)? {
+        Chosen::List { raw, at } => (raw, at),
+        Chosen::KeyedByPath => return reader.keyed_by_path(&parse_value(file, text.as_bytes())?),
+    };
+    match parse_list_fast(file, list, &at) {
         Some(records) => Ok(records),
-        None => parse_checked(file, text, key),
+        None => reader.list(&parse_value(file, list.as_bytes())?, &at),
     }
 }
 
@@ -39,39 +49,136 @@ struct TypedRecord<'a> {
     valid: Option<bool>,
 }
 
-/// The common, well-formed case, deserialised straight into records (large closures plan in a
-/// fraction of the time a JSON tree takes). Anything unexpected returns None, and the checked
-/// parser runs instead to say exactly what is wrong and where.
-fn parse_fast(file: &str, text: &str, key: Option<&str>) -> Option<Vec<PathRecord>> {
-    let (list, at): (&str, String) = if text.trim_start().starts_with('[') {
-        if key.is_some() {
-            return None;
+/// What a closure list's items must at least have.
+#[derive(Deserialize)]
+struct HasPath {
+    #[allow(dead_code)]
+    path: IgnoredAny,
+}
+
+/// The rule for "a closure list": a non-empty list of objects that each have a `path`.
+fn is_closure_list(raw: &RawValue) -> bool {
+    serde_json::from_str::<Vec<HasPath>>(raw.get()).is_ok_and(|items| !items.is_empty())
+}
+
+/// Where the records are in a JSON closure file.
+enum Chosen<'a> {
+    /// A list of path objects, and its JSON path (`$` or `$.key`).
+    List { raw: &'a str, at: String },
+    /// `nix path-info`'s object keyed by store path.
+    KeyedByPath,
+}
+
+/// Chooses the list to read: the file itself when it is a list; in an object, the key asked
+/// for, or else the only key holding a closure list (`.attrs.json`); an object whose keys are
+/// all store paths is path-info's newer form.
+fn choose_list<'a>(file: &str, text: &'a str, key: Option<&str>) -> Result<Chosen<'a>> {
+    if text.trim_start().starts_with('[') {
+        if let Some(key) = key {
+            return Err(Error::input(
+                shown(file),
+                format!(
+                    "the closure key {} selects a key of an object, but this file is a JSON list",
+                    quoted(key)
+                ),
+            )
+            .about(Setting::ClosureKey));
         }
-        (text, "$".to_string())
-    } else {
-        let object: HashMap<&str, &RawValue> = serde_json::from_str(text).ok()?;
-        if object.keys().all(|k| k.starts_with('/')) {
-            return None; // path-info's object form: rare and small, the checked parser reads it
+        return Ok(Chosen::List {
+            raw: text,
+            at: "$".to_string(),
+        });
+    }
+    let object: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+        Ok(object) => object,
+        Err(_) => {
+            // Not an object of values: let the tree parser say what it is.
+            let value = parse_value(file, text.as_bytes())?;
+            return Err(Error::input(
+                shown(file),
+                format!("expected a JSON list or object, found {}", kind(&value)),
+            ));
         }
-        let (name, raw) = match key {
-            Some(key) => (key, object.get(key)?.get()),
-            None => {
-                let mut lists = object
-                    .iter()
-                    .map(|(k, v)| (*k, v.get()))
-                    .filter(|(_, raw)| raw.trim_start().starts_with('['))
-                    .filter(|(_, raw)| {
-                        serde_json::from_str::<Vec<TypedRecord>>(raw).is_ok_and(|r| !r.is_empty())
-                    });
-                let only = lists.next()?;
-                if lists.next().is_some() {
-                    return None;
-                }
-                only
-            }
-        };
-        (raw, format!("$.{name}"))
     };
+    let keys = || {
+        object
+            .keys()
+            .map(|k| shown(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if key.is_none() && !object.is_empty() && object.keys().all(|k| k.starts_with('/')) {
+        return Ok(Chosen::KeyedByPath);
+    }
+    let name = match key {
+        Some(key) => key.to_string(),
+        None => {
+            let lists: Vec<&String> = object
+                .iter()
+                .filter(|(_, raw)| is_closure_list(raw))
+                .map(|(k, _)| k)
+                .collect();
+            match lists.as_slice() {
+                [one] => (*one).clone(),
+                [] => {
+                    return Err(Error::input(
+                        shown(file),
+                        format!(
+                            "no key holds a list of {{\"path\", \"references\"}} objects; is \
+                             this the .attrs.json of a derivation with exportReferencesGraph? \
+                             (keys: {})",
+                            keys()
+                        ),
+                    ));
+                }
+                many => {
+                    return Err(Error::input(
+                        shown(file),
+                        format!(
+                            "several keys hold closure graphs ({}); choose one by its key",
+                            shown(
+                                &many
+                                    .iter()
+                                    .map(|k| k.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        ),
+                    )
+                    .about(Setting::ClosureKey));
+                }
+            }
+        }
+    };
+    let at = format!("$.{name}");
+    match object.get(&name) {
+        Some(raw) if raw.get().trim_start().starts_with('[') => {
+            Ok(Chosen::List { raw: raw.get(), at })
+        }
+        Some(raw) => {
+            let value = parse_value(file, raw.get().as_bytes())?;
+            Err(Error::input(
+                format!("{}: {}", shown(file), shown(&at)),
+                format!(
+                    "expected a list of {{\"path\", \"references\"}} objects, found {}",
+                    kind(&value)
+                ),
+            ))
+        }
+        None => Err(Error::input(
+            shown(file),
+            format!(
+                "there is no key {}; the keys are: {}",
+                quoted(&name),
+                keys()
+            ),
+        )
+        .about(Setting::ClosureKey)),
+    }
+}
+
+/// The well-formed list deserialised straight into records; None when anything is unexpected.
+fn parse_list_fast(file: &str, list: &str, at: &str) -> Option<Vec<PathRecord>> {
     let typed: Vec<TypedRecord> = serde_json::from_str(list).ok()?;
     typed
         .into_iter()
@@ -110,95 +217,13 @@ fn full_references(path: &str, references: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// Reads the file as a JSON tree, checking every step, so errors name the JSON path.
-fn parse_checked(file: &str, text: &str, key: Option<&str>) -> Result<Vec<PathRecord>> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        Error::new(format!(
-            "{file}:{}:{}: invalid JSON: {}",
-            e.line(),
-            e.column(),
-            without_position(&e.to_string())
-        ))
-    })?;
-    let reader = Reader { file };
-    match &value {
-        Value::Array(items) => {
-            if let Some(key) = key {
-                return Err(Error::new(format!(
-                    "{file}: --closure-key {key} selects a key of an object, but this file is a \
-                     JSON list"
-                )));
-            }
-            reader.list(items, "$")
-        }
-        Value::Object(map) if is_keyed_by_store_path(map) && key.is_none() => {
-            reader.keyed_by_path(map)
-        }
-        Value::Object(map) => {
-            let key = match key {
-                Some(key) => key.to_string(),
-                None => only_closure_list(file, map)?,
-            };
-            match map.get(&key) {
-                Some(Value::Array(items)) => reader.list(items, &format!("$.{key}")),
-                Some(other) => Err(Error::new(format!(
-                    "{file}: $.{key}: expected a list of {{\"path\", \"references\"}} objects, \
-                     found {}",
-                    kind(other)
-                ))),
-                None => Err(Error::new(format!(
-                    "{file}: there is no key {key:?}; the keys are: {}",
-                    map.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))),
-            }
-        }
-        other => Err(Error::new(format!(
-            "{file}: expected a JSON list or object, found {}",
-            kind(other)
-        ))),
-    }
-}
-
-fn is_keyed_by_store_path(map: &serde_json::Map<String, Value>) -> bool {
-    !map.is_empty() && map.keys().all(|k| k.starts_with('/'))
-}
-
-fn looks_like_closure_list(value: &Value) -> bool {
-    matches!(value, Value::Array(items)
-        if items.iter().all(|i| i.get("path").is_some()) && !items.is_empty())
-}
-
-/// The key of the one list of path objects in an `.attrs.json`.
-fn only_closure_list(file: &str, map: &serde_json::Map<String, Value>) -> Result<String> {
-    let candidates: Vec<&String> = map
-        .iter()
-        .filter(|(_, v)| looks_like_closure_list(v))
-        .map(|(k, _)| k)
-        .collect();
-    match candidates.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(Error::new(format!(
-            "{file}: no key holds a list of {{\"path\", \"references\"}} objects; is this the \
-             .attrs.json of a derivation with exportReferencesGraph? (keys: {})",
-            map.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))),
-        many => Err(Error::new(format!(
-            "{file}: several keys hold closure graphs ({}); choose one with --closure-key",
-            many.iter()
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
-}
-
 struct Reader<'a> {
     file: &'a str,
 }
 
 impl Reader<'_> {
     fn error(&self, at: &str, message: String) -> Error {
-        Error::new(format!("{}: {at}: {message}", self.file))
+        Error::input(format!("{}: {}", shown(self.file), shown(at)), message)
     }
 
     fn origin(&self, at: &str) -> Origin {
@@ -208,7 +233,10 @@ impl Reader<'_> {
         }
     }
 
-    fn list(&self, items: &[Value], at: &str) -> Result<Vec<PathRecord>> {
+    fn list(&self, list: &Value, at: &str) -> Result<Vec<PathRecord>> {
+        let Value::Array(items) = list else {
+            return Err(self.error(at, format!("expected a list, found {}", kind(list))));
+        };
         items
             .iter()
             .enumerate()
@@ -238,7 +266,10 @@ impl Reader<'_> {
             .collect()
     }
 
-    fn keyed_by_path(&self, map: &serde_json::Map<String, Value>) -> Result<Vec<PathRecord>> {
+    fn keyed_by_path(&self, object: &Value) -> Result<Vec<PathRecord>> {
+        let Value::Object(map) = object else {
+            return Err(self.error("$", format!("expected an object, found {}", kind(object))));
+        };
         map.iter()
             .map(|(path, info)| {
                 let at = format!("$[{path:?}]");
@@ -246,7 +277,10 @@ impl Reader<'_> {
                     Value::Object(fields) => self.record(path.clone(), fields, &at),
                     Value::Null => Err(self.error(
                         &at,
-                        format!("{path} is not valid in the store (path-info gave null)"),
+                        format!(
+                            "{} is not valid in the store (path-info gave null)",
+                            shown(path)
+                        ),
                     )),
                     other => {
                         Err(self.error(&at, format!("expected an object, found {}", kind(other))))
@@ -263,7 +297,7 @@ impl Reader<'_> {
         at: &str,
     ) -> Result<PathRecord> {
         if fields.get("valid") == Some(&Value::Bool(false)) {
-            return Err(self.error(at, format!("{path} is not valid in the store")));
+            return Err(self.error(at, format!("{} is not valid in the store", shown(&path))));
         }
         let references = match fields.get("references") {
             Some(Value::Array(refs)) => refs
@@ -284,7 +318,7 @@ impl Reader<'_> {
                 ));
             }
             None => {
-                return Err(self.error(at, format!("missing \"references\" for {path}")));
+                return Err(self.error(at, format!("missing \"references\" for {}", shown(&path))));
             }
         };
         let nar_size = match fields.get("narSize") {
@@ -330,9 +364,20 @@ mod tests {
         );
         let attrs = format!(r#"{{"name":"x","closure":{list},"outputs":{{"out":"/o"}}}}"#);
         for (text, key) in [(&list, None), (&attrs, None), (&attrs, Some("closure"))] {
-            let fast = parse_fast("f", text, key).expect("the fast path takes this");
-            assert_eq!(fast, parse_checked("f", text, key).unwrap());
+            let Chosen::List { raw, at } = choose_list("f", text, key).unwrap() else {
+                panic!("a list is chosen");
+            };
+            let fast = parse_list_fast("f", raw, &at).expect("the fast path takes this");
+            let tree = serde_json::from_str(raw).unwrap();
+            assert_eq!(fast, Reader { file: "f" }.list(&tree, &at).unwrap());
         }
+        // The rule that picks the list is the same for both readers: a list whose items lack
+        // "references" is still the chosen one, and the checked reader then says what is wrong.
+        let partial = format!(r#"{{"closure":[{{"path":"{a}"}}],"other":[1]}}"#, a = p(0));
+        assert_eq!(
+            parse("f", &partial, None).unwrap_err().message(),
+            format!("f: $.closure[0]: missing \"references\" for {}", p(0))
+        );
     }
 
     #[test]
@@ -361,7 +406,7 @@ mod tests {
         assert_eq!(parse("a", &text, Some("closure")).unwrap()[0].path, p(0));
         assert_eq!(
             parse("a", &text, Some("nope")).unwrap_err().message(),
-            "a: there is no key \"nope\"; the keys are: name, exportReferencesGraph, closure, outputs"
+            "a: there is no key \"nope\"; the keys are: closure, exportReferencesGraph, name, outputs"
         );
         assert_eq!(
             parse("a", &text, Some("name")).unwrap_err().message(),
@@ -373,7 +418,7 @@ mod tests {
         );
         assert_eq!(
             parse("a", &two, None).unwrap_err().message(),
-            "a: several keys hold closure graphs (one, two); choose one with --closure-key"
+            "a: several keys hold closure graphs (one, two); choose one by its key"
         );
     }
 

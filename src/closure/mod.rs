@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting, quoted, shown};
 
 /// Where a record came from, for error messages: `file:line` or `file: $[3]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +40,8 @@ pub enum Location {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.at {
-            Location::Line(line) => write!(f, "{}:{line}", self.file),
-            Location::JsonPath(path) => write!(f, "{}: {path}", self.file),
+            Location::Line(line) => write!(f, "{}:{line}", shown(&self.file)),
+            Location::JsonPath(path) => write!(f, "{}: {}", shown(&self.file), shown(path)),
         }
     }
 }
@@ -77,39 +77,48 @@ impl ClosureGraph {
     /// Reads and merges the closure files.
     pub fn load(files: &[PathBuf], options: &LoadOptions) -> Result<Self> {
         if files.is_empty() {
-            return Err(Error::new(
-                "no closure given: pass --closure FILE (exportReferencesGraph's output, \
-                 closureInfo's registration or nix path-info --json --recursive)",
-            ));
+            return Err(Error::value(
+                "no closure file given: give exportReferencesGraph's output, closureInfo's \
+                 registration or the output of nix path-info --json --recursive",
+            )
+            .about(Setting::Closure));
         }
         let mut records = Vec::new();
         for file in files {
             let bytes = std::fs::read(file).map_err(|e| Error::io("reading", file, e))?;
-            records.extend(parse(file, &bytes, options)?);
+            records.extend(parse(file, &bytes, options).map_err(|e| e.about(Setting::Closure))?);
         }
-        Self::from_records(records)
+        Self::from_records(records).map_err(|e| e.about(Setting::Closure))
     }
 
     /// Merges and validates records from one or more files.
     pub fn from_records(mut records: Vec<PathRecord>) -> Result<Self> {
         let mut store_dir: Option<(&str, &Origin)> = None;
         for record in &records {
-            let dir = store_dir_of(&record.path)
-                .map_err(|why| Error::new(format!("{}: {why}", record.origin)))?;
+            let dir =
+                store_dir_of(&record.path).map_err(|why| Error::input(&record.origin, why))?;
             match store_dir {
                 None => store_dir = Some((dir, &record.origin)),
                 Some((first, first_origin)) if first != dir => {
-                    return Err(Error::new(format!(
-                        "{}: {} is in the store directory {dir}, but {first_origin} has a path in \
-                         {first}; a closure lives in one store directory",
-                        record.origin, record.path
-                    )));
+                    return Err(Error::input(
+                        &record.origin,
+                        format!(
+                            "{} is in the store directory {}, but {first_origin} has a path in \
+                             {}; a closure lives in one store directory",
+                            shown(&record.path),
+                            shown(dir),
+                            shown(first)
+                        ),
+                    ));
                 }
                 Some(_) => {}
             }
         }
         let Some((store_dir, _)) = store_dir else {
-            return Err(Error::new("the closure is empty: no store path was given"));
+            return Err(Error::input(
+                "",
+                "the closure is empty: no store path was given",
+            ));
         };
         let store_dir = store_dir.to_string();
 
@@ -122,15 +131,17 @@ impl ClosureGraph {
             match merged.last_mut() {
                 Some(existing) if existing.path == record.path => {
                     if existing.references != record.references {
-                        return Err(Error::new(format!(
-                            "{} is listed twice with different references: {} gives [{}], {} \
-                             gives [{}]",
-                            record.path,
-                            existing.origin,
-                            existing.references.join(", "),
-                            record.origin,
-                            record.references.join(", ")
-                        )));
+                        return Err(Error::input(
+                            &record.origin,
+                            format!(
+                                "{} is listed twice with different references: {} gives [{}], \
+                                 here it has [{}]",
+                                shown(&record.path),
+                                existing.origin,
+                                shown(&existing.references.join(", ")),
+                                shown(&record.references.join(", "))
+                            ),
+                        ));
                     }
                     existing.nar_size = existing.nar_size.or(record.nar_size);
                     existing.nar_hash = existing.nar_hash.take().or(record.nar_hash);
@@ -233,10 +244,13 @@ impl ClosureGraph {
             if let Some(start) = walk.iter().position(|&p| p == next) {
                 let mut cycle: Vec<&str> = walk[start..].iter().map(|&p| self.path(p)).collect();
                 cycle.push(self.path(next));
-                return Error::new(format!(
-                    "the closure graph has a cycle, which a Nix closure cannot have: {}",
-                    cycle.join(" -> ")
-                ));
+                return Error::input(
+                    "",
+                    format!(
+                        "the closure graph has a cycle, which a Nix closure cannot have: {}",
+                        shown(&cycle.join(" -> "))
+                    ),
+                );
             }
             walk.push(next);
         }
@@ -307,15 +321,19 @@ impl ClosureGraph {
 /// The error for a reference outside the graph: a malformed path says so, a valid one is missing.
 fn unknown_reference(record: &PathRecord, reference: &str) -> Error {
     match store_dir_of(reference) {
-        Err(why) => Error::new(format!(
-            "{}: a reference of {}: {why}",
-            record.origin, record.path
-        )),
-        Ok(_) => Error::new(format!(
-            "{}: {} references {reference}, which is not in the closure graph (a closure file \
-             lists every path its paths reference)",
-            record.origin, record.path
-        )),
+        Err(why) => Error::input(
+            &record.origin,
+            format!("a reference of {}: {why}", shown(&record.path)),
+        ),
+        Ok(_) => Error::input(
+            &record.origin,
+            format!(
+                "{} references {}, which is not in the closure graph (a closure file lists \
+                 every path its paths reference)",
+                shown(&record.path),
+                shown(reference)
+            ),
+        ),
     }
 }
 
@@ -328,19 +346,22 @@ pub fn parse(file: &Path, bytes: &[u8], options: &LoadOptions) -> Result<Vec<Pat
             .filter(|&&b| b == b'\n')
             .count()
             + 1;
-        Error::new(format!(
-            "{name}:{line}: not UTF-8 text; a closure file is text or JSON written by Nix"
-        ))
+        Error::input(
+            format!("{}:{line}", shown(&name)),
+            "not UTF-8 text; a closure file is text or JSON written by Nix",
+        )
     })?;
     let start = text.trim_start();
     if start.starts_with('[') || start.starts_with('{') {
         json::parse(&name, text, options.closure_key.as_deref())
     } else {
         if options.closure_key.is_some() {
-            return Err(Error::new(format!(
-                "{name}: --closure-key selects a key of a JSON file (.attrs.json), but this file \
-                 is not JSON"
-            )));
+            return Err(Error::input(
+                shown(&name),
+                "a closure key selects a key of a JSON file (.attrs.json), but this file is not \
+                 JSON",
+            )
+            .about(Setting::ClosureKey));
         }
         text::parse(&name, text)
     }
@@ -354,7 +375,12 @@ const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
 pub fn store_dir_of(path: &str) -> Result<&str, String> {
     let expected = "expected an absolute, normalised store path like \
                     /nix/store/<32-character hash>-<name>";
-    let bad = |why: &str| Err(format!("{path:?} is not a store path ({why}); {expected}"));
+    let bad = |why: &str| {
+        Err(format!(
+            "{} is not a store path ({why}); {expected}",
+            quoted(path)
+        ))
+    };
     if !path.starts_with('/') {
         return bad("not absolute");
     }
@@ -493,7 +519,10 @@ pub(crate) mod tests {
                 .unwrap_err();
         assert_eq!(
             err.message(),
-            format!("{a} is listed twice with different references: t:1 gives [{b}], t:1 gives []")
+            format!(
+                "t:1: {a} is listed twice with different references: t:1 gives [{b}], here it \
+                 has []"
+            )
         );
     }
 

@@ -4,7 +4,7 @@
 //! looks similar but has no references, so it is refused with a message saying what to pass.
 
 use super::{Location, Origin, PathRecord};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted, shown};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -18,17 +18,19 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Vec<PathRecord>> {
     let lines: Vec<&str> = text.lines().collect();
     let meaningful: Vec<&str> = lines.iter().copied().filter(|l| !l.is_empty()).collect();
     if meaningful.is_empty() {
-        return Err(Error::new(format!(
-            "{file}: the file is empty; expected a closure graph"
-        )));
+        return Err(Error::input(
+            shown(file),
+            "the file is empty; expected a closure graph",
+        ));
     }
     if meaningful.iter().all(|l| l.starts_with('/')) {
-        return Err(Error::new(format!(
-            "{file}: this is a plain list of store paths (like closureInfo's store-paths), which \
-             has no references, so layers cannot be planned from it; pass a file that has them: \
+        return Err(Error::input(
+            shown(file),
+            "this is a plain list of store paths (like closureInfo's store-paths), which has no \
+             references, so layers cannot be planned from it; give a file that has them: \
              exportReferencesGraph's output (text or __structuredAttrs JSON), closureInfo's \
-             registration, or `nix path-info --json --recursive`"
-        )));
+             registration, or `nix path-info --json --recursive`",
+        ));
     }
     // The second line tells the formats apart: a deriver path (or nothing) in
     // exportReferencesGraph's output, a hash in a registration.
@@ -53,6 +55,10 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    fn error(&self, line: usize, message: String) -> Error {
+        Error::input(format!("{}:{line}", shown(self.file)), message)
+    }
+
     fn origin(&self, line: usize) -> Origin {
         Origin {
             file: self.file.to_string(),
@@ -68,20 +74,17 @@ impl<'a> Parser<'a> {
                 self.next += 1;
                 Ok((line, number))
             }
-            None => Err(Error::new(format!(
-                "{}:{number}: the file ends early; expected {expected}",
-                self.file
-            ))),
+            None => Err(self.error(number, format!("the file ends early; expected {expected}"))),
         }
     }
 
     fn number(&mut self, expected: &str) -> Result<u64> {
         let (line, number) = self.line(expected)?;
         line.parse().map_err(|_| {
-            Error::new(format!(
-                "{}:{number}: expected {expected}, found {line:?}",
-                self.file
-            ))
+            self.error(
+                number,
+                format!("expected {expected}, found {}", quoted(line)),
+            )
         })
     }
 
@@ -97,36 +100,42 @@ impl<'a> Parser<'a> {
             }
             let (path, path_line) = self.line("a store path")?;
             if !path.starts_with('/') {
-                return Err(Error::new(format!(
-                    "{}:{path_line}: expected a store path, found {path:?}",
-                    self.file
-                )));
+                return Err(self.error(
+                    path_line,
+                    format!("expected a store path, found {}", quoted(path)),
+                ));
             }
+            let shown_path = shown(path);
             let (mut nar_hash, mut nar_size) = (None, None);
             if format == Format::Registration {
-                let (hash, _) = self.line(&format!("the NAR hash of {path}"))?;
+                let (hash, _) = self.line(&format!("the NAR hash of {shown_path}"))?;
                 nar_hash = Some(hash.to_string());
-                nar_size = Some(self.number(&format!("the NAR size of {path}"))?);
+                nar_size = Some(self.number(&format!("the NAR size of {shown_path}"))?);
             }
-            let (deriver, deriver_line) = self.line(&format!("the deriver of {path}"))?;
+            let (deriver, deriver_line) = self.line(&format!("the deriver of {shown_path}"))?;
             if !deriver.is_empty() && !deriver.starts_with('/') {
-                return Err(Error::new(format!(
-                    "{}:{deriver_line}: expected the deriver of {path} (a .drv path or an empty \
-                     line), found {deriver:?}",
-                    self.file
-                )));
+                return Err(self.error(
+                    deriver_line,
+                    format!(
+                        "expected the deriver of {shown_path} (a .drv path or an empty line), \
+                         found {}",
+                        quoted(deriver)
+                    ),
+                ));
             }
-            let count = self.number(&format!("the number of references of {path}"))?;
+            let count = self.number(&format!("the number of references of {shown_path}"))?;
             let mut references = Vec::new();
             for n in 1..=count {
                 let (reference, line) =
-                    self.line(&format!("reference {n} of {count} of {path}"))?;
+                    self.line(&format!("reference {n} of {count} of {shown_path}"))?;
                 if !reference.starts_with('/') {
-                    return Err(Error::new(format!(
-                        "{}:{line}: expected reference {n} of {count} of {path}, found \
-                         {reference:?}",
-                        self.file
-                    )));
+                    return Err(self.error(
+                        line,
+                        format!(
+                            "expected reference {n} of {count} of {shown_path}, found {}",
+                            quoted(reference)
+                        ),
+                    ));
                 }
                 references.push(reference.to_string());
             }

@@ -4,11 +4,10 @@
 
 pub mod runtime;
 
-use std::path::Path;
+use serde_json::{Map, Value};
 
-use serde_json::{Map, Value, json};
-
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting, quoted};
+use crate::image_spec::{HistoryEntry, ImageConfigBlob, RootFs, to_bytes};
 
 /// The default creation time: one second into 1970, like the Nix store's mtime, so images are
 /// reproducible.
@@ -37,12 +36,16 @@ const PLATFORMS: &[(&str, &str, Option<&str>)] = &[
     ("armv6l-linux", "arm", Some("v6")),
     ("ppc64le", "ppc64le", None),
     ("powerpc64le-linux", "ppc64le", None),
+    ("ppc64", "ppc64", None),
+    ("powerpc64-linux", "ppc64", None),
     ("s390x", "s390x", None),
     ("s390x-linux", "s390x", None),
     ("riscv64", "riscv64", None),
     ("riscv64-linux", "riscv64", None),
     ("mips64le", "mips64le", None),
     ("mips64el-linux", "mips64le", None),
+    ("mips64", "mips64", None),
+    ("mips64-linux", "mips64", None),
 ];
 
 impl Platform {
@@ -57,35 +60,50 @@ impl Platform {
                 os: "linux".to_string(),
             })
             .ok_or_else(|| {
-                Error::new(format!(
-                    "unknown architecture {name:?}; accepted: {}",
+                Error::value(format!(
+                    "unknown architecture {}; accepted: {}",
+                    quoted(name),
                     PLATFORMS
                         .iter()
                         .map(|(n, _, _)| *n)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))
+                .about(Setting::Architecture)
             })
     }
 
     /// The platform this program runs on.
     pub fn host() -> Self {
-        let name = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            "mips64" => "mips64le",
-            _ => "amd64",
-        };
-        Platform::parse(name).unwrap_or(Platform {
+        Platform::parse(host_goarch(
+            std::env::consts::ARCH,
+            cfg!(target_endian = "little"),
+        ))
+        .unwrap_or(Platform {
             architecture: "amd64".to_string(),
             variant: None,
             os: "linux".to_string(),
         })
+    }
+
+    /// The image's platform: as asked, else the base image's (given with its description),
+    /// else this machine's. Asking for another than the base's is an error.
+    pub fn reconcile(asked: Option<&Platform>, base: Option<(Platform, String)>) -> Result<Self> {
+        let Some((theirs, described)) = base else {
+            return Ok(asked.cloned().unwrap_or_else(Platform::host));
+        };
+        match asked {
+            Some(asked) if asked.architecture != theirs.architecture || asked.os != theirs.os => {
+                Err(Error::value(format!(
+                    "the platform asked for is {}, but the base image {} is {}",
+                    asked.describe(),
+                    crate::error::shown(&described),
+                    crate::error::shown(&theirs.describe())
+                ))
+                .about(Setting::Architecture))
+            }
+            _ => Ok(theirs),
+        }
     }
 
     /// `os/architecture[/variant]`, as platforms are written in messages.
@@ -94,6 +112,24 @@ impl Platform {
             Some(variant) => format!("{}/{}/{variant}", self.os, self.architecture),
             None => format!("{}/{}", self.os, self.architecture),
         }
+    }
+}
+
+/// The GOARCH of a Rust target architecture; 64-bit POWER and MIPS come in both byte orders,
+/// which GOARCH tells apart (`ppc64` is big-endian, `ppc64le` little-endian).
+fn host_goarch(arch: &str, little_endian: bool) -> &'static str {
+    match (arch, little_endian) {
+        ("x86_64", _) => "amd64",
+        ("aarch64", _) => "arm64",
+        ("x86", _) => "386",
+        ("arm", _) => "arm",
+        ("powerpc64", true) => "ppc64le",
+        ("powerpc64", false) => "ppc64",
+        ("s390x", _) => "s390x",
+        ("riscv64", _) => "riscv64",
+        ("mips64", true) => "mips64le",
+        ("mips64", false) => "mips64",
+        _ => "amd64",
     }
 }
 
@@ -110,9 +146,11 @@ pub fn parse_created(text: &str) -> Result<String> {
     if is_rfc3339(text.as_bytes()) {
         Ok(text.to_string())
     } else {
-        Err(Error::new(format!(
-            "--created {text:?} is not an RFC 3339 time like 2024-05-01T12:00:00Z, nor \"now\""
-        )))
+        Err(Error::value(format!(
+            "{} is not an RFC 3339 time like 2024-05-01T12:00:00Z, nor \"now\"",
+            quoted(text)
+        ))
+        .about(Setting::Created))
     }
 }
 
@@ -197,34 +235,41 @@ pub struct ImageConfig {
     pub runtime: Map<String, Value>,
 }
 
-/// The runtime config from `--config FILE`, checked.
-pub fn read_runtime_config(path: &Path) -> Result<Map<String, Value>> {
-    let value = crate::json_file::read(path)?;
-    runtime::check(&path.display().to_string(), &value)
+/// What the image config says besides the layers and the platform.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    pub created: String,
+    /// A user config (see [`runtime::read`]).
+    pub user: Map<String, Value>,
+    /// `NAME=VALUE` entries, merged last.
+    pub env: Vec<String>,
+    /// `KEY=VALUE` labels, merged last.
+    pub labels: Vec<String>,
 }
 
-/// The runtime config of the image: `user` over `base`, then `--env` and `--label` last.
+/// The runtime config of the image: the user's over the base's, then the single environment
+/// entries and labels last.
 pub fn runtime_config(
     base: &Map<String, Value>,
-    user: &Map<String, Value>,
-    env: &[String],
-    labels: &[(String, String)],
+    options: &RuntimeOptions,
 ) -> Result<Map<String, Value>> {
-    let mut command_line = Map::new();
-    if !env.is_empty() {
-        for entry in env {
-            runtime::check_env_entry("--env", entry)?;
+    let mut last = Map::new();
+    if !options.env.is_empty() {
+        for entry in &options.env {
+            runtime::check_env_entry(entry).map_err(|e| Error::value(e).about(Setting::Env))?;
         }
-        command_line.insert("Env".to_string(), Value::from(env.to_vec()));
+        last.insert("Env".to_string(), Value::from(options.env.clone()));
     }
-    if !labels.is_empty() {
-        let labels: Map<String, Value> = labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-            .collect();
-        command_line.insert("Labels".to_string(), Value::Object(labels));
+    if !options.labels.is_empty() {
+        let mut labels = Map::new();
+        for label in &options.labels {
+            let (key, value) =
+                runtime::split_assignment(label).map_err(|e| e.about(Setting::Label))?;
+            labels.insert(key, Value::from(value));
+        }
+        last.insert("Labels".to_string(), Value::Object(labels));
     }
-    Ok(runtime::merge(&runtime::merge(base, user), &command_line))
+    Ok(runtime::merge(&runtime::merge(base, &options.user), &last))
 }
 
 impl ImageConfig {
@@ -232,26 +277,26 @@ impl ImageConfig {
     /// `history` holds one comment per layer.
     pub fn to_json(&self, diff_ids: &[String], history: &[String]) -> Vec<u8> {
         let ours = history.iter().map(|comment| {
-            json!({
-                    "created": self.created,
-                    "created_by": "layered-gen",
-                "comment": comment,
+            serde_json::to_value(HistoryEntry {
+                created: self.created.clone(),
+                created_by: "layered-gen".to_string(),
+                comment: comment.clone(),
             })
+            .unwrap_or_default()
         });
-        let history: Vec<Value> = self.base_history.iter().cloned().chain(ours).collect();
-        let mut config = json!({
-            "architecture": self.platform.architecture,
-            "config": self.runtime,
-            "created": self.created,
-            "history": history,
-            "os": self.platform.os,
-            "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        });
-        if let (Some(variant), Value::Object(map)) = (&self.platform.variant, &mut config) {
-            map.insert("variant".to_string(), json!(variant));
-        }
-        // Serialising a Value cannot fail.
-        serde_json::to_vec(&config).unwrap_or_default()
+        to_bytes(&ImageConfigBlob {
+            architecture: self.platform.architecture.clone(),
+            config: Some(self.runtime.clone()),
+            created: Some(self.created.clone()),
+            history: self.base_history.iter().cloned().chain(ours).collect(),
+            os: self.platform.os.clone(),
+            rootfs: RootFs {
+                kind: "layers".to_string(),
+                diff_ids: diff_ids.to_vec(),
+            },
+            variant: self.platform.variant.clone(),
+            other: Map::new(),
+        })
     }
 }
 
@@ -286,6 +331,17 @@ pub fn store_layer_comment(paths: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_architectures_keep_their_byte_order() {
+        assert_eq!(host_goarch("powerpc64", false), "ppc64");
+        assert_eq!(host_goarch("powerpc64", true), "ppc64le");
+        assert_eq!(host_goarch("mips64", false), "mips64");
+        assert_eq!(host_goarch("mips64", true), "mips64le");
+        for goarch in ["ppc64", "mips64", "ppc64le", "mips64le"] {
+            assert_eq!(Platform::parse(goarch).unwrap().architecture, goarch);
+        }
+    }
 
     #[test]
     fn platforms_from_goarch_and_nix_systems() {
@@ -333,12 +389,18 @@ mod tests {
         let config = ImageConfig {
             platform: Platform::parse("arm/v6").unwrap(),
             created: DEFAULT_CREATED.to_string(),
-            base_history: vec![json!({"created_by": "base"})],
+            base_history: vec![serde_json::json!({"created_by": "base"})],
             runtime: runtime_config(
                 &Map::new(),
-                &json!({"Env": ["A=1"]}).as_object().unwrap().clone(),
-                &["A=2".to_string()],
-                &[("k".to_string(), "v".to_string())],
+                &RuntimeOptions {
+                    created: DEFAULT_CREATED.to_string(),
+                    user: serde_json::json!({"Env": ["A=1"]})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    env: vec!["A=2".to_string()],
+                    labels: vec!["k=v".to_string()],
+                },
             )
             .unwrap(),
         };
@@ -351,7 +413,7 @@ mod tests {
         assert_eq!(json["os"], "linux");
         assert_eq!(
             json["config"],
-            json!({"Env": ["A=2"], "Labels": {"k": "v"}})
+            serde_json::json!({"Env": ["A=2"], "Labels": {"k": "v"}})
         );
     }
 

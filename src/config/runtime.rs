@@ -6,28 +6,16 @@
 //! keeps the position of the name's first occurrence — so Docker (last wins) and Kubernetes
 //! (first wins) see the same environment.
 
+use std::path::Path;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
-use crate::json_file::kind;
+use crate::error::{Error, Result, quoted};
+use crate::json_file::{self, kind};
 
-/// The keys the OCI image spec and Docker define for `config`, with what each must be.
-const KEYS: &[(&str, Shape)] = &[
-    ("Cmd", Shape::Strings),
-    ("Entrypoint", Shape::Strings),
-    ("Env", Shape::Strings),
-    ("ExposedPorts", Shape::SetOfObjects),
-    ("Labels", Shape::StringMap),
-    ("User", Shape::String),
-    ("Volumes", Shape::SetOfObjects),
-    ("WorkingDir", Shape::String),
-    ("StopSignal", Shape::String),
-    ("Healthcheck", Shape::Object),
-    ("ArgsEscaped", Shape::Bool),
-    ("OnBuild", Shape::Strings),
-    ("Shell", Shape::Strings),
-];
-
+/// What each key must be.
 #[derive(Clone, Copy)]
 enum Shape {
     Strings,
@@ -60,46 +48,110 @@ impl Shape {
             _ => false,
         }
     }
-}
 
-/// Checks a user config (the content of `--config FILE`, named `source` in messages).
-pub fn check(source: &str, value: &Value) -> Result<Map<String, Value>> {
-    let Value::Object(map) = value else {
-        return Err(Error::new(format!(
-            "{source}: the config must be a JSON object like {{\"Cmd\": [\"/bin/sh\"]}}, found {}",
-            kind(value)
-        )));
-    };
-    for (key, value) in map {
-        let Some((_, shape)) = KEYS.iter().find(|(name, _)| name == key) else {
-            return Err(Error::new(format!(
-                "{source}: unknown config key {key:?}; the keys are: {}",
-                KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
-            )));
-        };
-        if !shape.accepts(value) {
-            return Err(Error::new(format!(
-                "{source}: {key} must be {}, found {}",
-                shape.describe(),
-                kind(value)
-            )));
-        }
-        if key == "Env" {
-            for entry in value.as_array().into_iter().flatten() {
-                check_env_entry(source, entry.as_str().unwrap_or_default())?;
-            }
+    /// Reads a value of this shape; anything else is an error saying what was expected.
+    fn read<'de, D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        let value = Value::deserialize(d)?;
+        if self.accepts(&value) {
+            Ok(Some(value))
+        } else {
+            Err(D::Error::custom(format!(
+                "expected {}, found {}",
+                self.describe(),
+                kind(&value)
+            )))
         }
     }
-    Ok(map.clone())
+}
+
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Shape::Strings.read(d)
+}
+fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Shape::String.read(d)
+}
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Shape::Bool.read(d)
+}
+fn object<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Shape::Object.read(d)
+}
+fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Shape::StringMap.read(d)
+}
+fn set_of_objects<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Shape::SetOfObjects.read(d)
+}
+fn env<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    let value = Shape::Strings.read(d)?;
+    for entry in value.iter().flat_map(|v| v.as_array()).flatten() {
+        check_env_entry(entry.as_str().unwrap_or_default()).map_err(D::Error::custom)?;
+    }
+    Ok(value)
+}
+
+/// The keys the OCI image spec and Docker define for `config`, with what each must be; an
+/// unknown or repeated key is an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, non_snake_case)]
+struct UserConfig {
+    #[serde(default, deserialize_with = "string_list")]
+    Cmd: Option<Value>,
+    #[serde(default, deserialize_with = "string_list")]
+    Entrypoint: Option<Value>,
+    #[serde(default, deserialize_with = "env")]
+    Env: Option<Value>,
+    #[serde(default, deserialize_with = "set_of_objects")]
+    ExposedPorts: Option<Value>,
+    #[serde(default, deserialize_with = "string_map")]
+    Labels: Option<Value>,
+    #[serde(default, deserialize_with = "string")]
+    User: Option<Value>,
+    #[serde(default, deserialize_with = "set_of_objects")]
+    Volumes: Option<Value>,
+    #[serde(default, deserialize_with = "string")]
+    WorkingDir: Option<Value>,
+    #[serde(default, deserialize_with = "string")]
+    StopSignal: Option<Value>,
+    #[serde(default, deserialize_with = "object")]
+    Healthcheck: Option<Value>,
+    #[serde(default, deserialize_with = "boolean")]
+    ArgsEscaped: Option<Value>,
+    #[serde(default, deserialize_with = "string_list")]
+    OnBuild: Option<Value>,
+    #[serde(default, deserialize_with = "string_list")]
+    Shell: Option<Value>,
+}
+
+/// Reads a user config file (`--config`), checked key by key. The object is returned as the
+/// file has it, in its key order.
+pub fn read(path: &Path) -> Result<Map<String, Value>> {
+    parse(&path.display().to_string(), &json_file::read_bytes(path)?)
+}
+
+/// [`read`] on bytes; `file` names them in messages.
+pub fn parse(file: &str, bytes: &[u8]) -> Result<Map<String, Value>> {
+    match json_file::parse_value(file, bytes)? {
+        Value::Object(map) => {
+            json_file::parse_typed::<UserConfig>(file, bytes)?;
+            Ok(map)
+        }
+        other => Err(Error::input(
+            crate::error::shown(file),
+            format!(
+                "the config must be a JSON object like {{\"Cmd\": [\"/bin/sh\"]}}, found {}",
+                kind(&other)
+            ),
+        )),
+    }
 }
 
 /// An `Env` entry must be `NAME=value` with a non-empty name.
-pub fn check_env_entry(source: &str, entry: &str) -> Result<()> {
+pub fn check_env_entry(entry: &str) -> Result<(), String> {
     match entry.split_once('=') {
         Some((name, _)) if !name.is_empty() => Ok(()),
-        _ => Err(Error::new(format!(
-            "{source}: the Env entry {entry:?} is not NAME=value"
-        ))),
+        _ => Err(format!("the Env entry {} is not NAME=value", quoted(entry))),
     }
 }
 
@@ -161,11 +213,11 @@ pub fn merge(base: &Map<String, Value>, overlay: &Map<String, Value>) -> Map<Str
     merged
 }
 
-/// `KEY=VALUE` from the command line (`--env`, `--label`).
-pub fn split_assignment(flag: &str, text: &str) -> Result<(String, String)> {
+/// `KEY=VALUE`, as environment variables and labels are given.
+pub fn split_assignment(text: &str) -> Result<(String, String)> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(Error::new(format!("{flag} {text:?} is not KEY=VALUE"))),
+        _ => Err(Error::value(format!("{} is not KEY=VALUE", quoted(text)))),
     }
 }
 
@@ -223,56 +275,71 @@ mod tests {
     }
 
     #[test]
-    fn config_errors_name_the_key() {
+    fn config_errors_name_the_line_and_key() {
         let cases = [
             (
-                json!([]),
+                "[]",
                 "c.json: the config must be a JSON object like {\"Cmd\": [\"/bin/sh\"]}, found a list",
             ),
             (
-                json!({"Entrypont": []}),
-                "c.json: unknown config key \"Entrypont\"; the keys are: Cmd, Entrypoint, Env, \
+                r#"{"Entrypont": []}"#,
+                "c.json:1:12: unknown key \"Entrypont\"; the keys are: Cmd, Entrypoint, Env, \
                  ExposedPorts, Labels, User, Volumes, WorkingDir, StopSignal, Healthcheck, \
                  ArgsEscaped, OnBuild, Shell",
             ),
             (
-                json!({"Cmd": "/bin/sh"}),
-                "c.json: Cmd must be a list of strings, e.g. [\"/bin/sh\", \"-c\", \"echo hi\"], found a string",
+                "{\n  \"Cmd\": \"/bin/sh\"}",
+                "c.json:2:19: $.Cmd: expected a list of strings, e.g. [\"/bin/sh\", \"-c\", \"echo hi\"], found a string",
             ),
             (
-                json!({"User": 1000}),
-                "c.json: User must be a string, found a number",
+                r#"{"User": 1000}"#,
+                "c.json:1:14: $.User: expected a string, found a number",
             ),
             (
-                json!({"ExposedPorts": {"80/tcp": true}}),
-                "c.json: ExposedPorts must be an object whose values are {}, e.g. {\"8080/tcp\": {}}, found an object",
+                r#"{"ExposedPorts": {"80/tcp": true}}"#,
+                "c.json:1:34: $.ExposedPorts: expected an object whose values are {}, e.g. {\"8080/tcp\": {}}, found an object",
             ),
             (
-                json!({"Env": ["A=1", "NOVALUE"]}),
-                "c.json: the Env entry \"NOVALUE\" is not NAME=value",
+                r#"{"Env": ["A=1", "NOVALUE"]}"#,
+                "c.json:1:27: $.Env: the Env entry \"NOVALUE\" is not NAME=value",
             ),
             (
-                json!({"Env": ["=x"]}),
-                "c.json: the Env entry \"=x\" is not NAME=value",
+                r#"{"Env": ["=x"]}"#,
+                "c.json:1:15: $.Env: the Env entry \"=x\" is not NAME=value",
+            ),
+            (
+                r#"{"Cmd": ["a"], "Cmd": ["b"]}"#,
+                "c.json:1:20: the key \"Cmd\" is given twice",
             ),
         ];
-        for (value, message) in cases {
-            assert_eq!(check("c.json", &value).unwrap_err().message(), message);
+        for (text, message) in cases {
+            assert_eq!(
+                parse("c.json", text.as_bytes()).unwrap_err().message(),
+                message,
+                "{text}"
+            );
         }
-        assert!(check("c.json", &json!({"Cmd": ["a"], "ArgsEscaped": true})).is_ok());
+        let ok = parse(
+            "c.json",
+            br#"{"WorkingDir": "/", "Cmd": ["a"], "ArgsEscaped": true}"#,
+        );
+        let keys: Vec<String> = ok.unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys,
+            ["WorkingDir", "Cmd", "ArgsEscaped"],
+            "the file's key order"
+        );
     }
 
     #[test]
     fn assignments() {
         assert_eq!(
-            split_assignment("--env", "A==b").unwrap(),
+            split_assignment("A==b").unwrap(),
             ("A".to_string(), "=b".to_string())
         );
         assert_eq!(
-            split_assignment("--label", "nolabel")
-                .unwrap_err()
-                .message(),
-            "--label \"nolabel\" is not KEY=VALUE"
+            split_assignment("nolabel").unwrap_err().message(),
+            "\"nolabel\" is not KEY=VALUE"
         );
     }
 }

@@ -16,10 +16,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::Error as _;
 
 use super::{Entry, LayerOptions, LayerTree, Owner, Source, sorted_children, special_file};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting, quoted, shown, shown_path};
 
 /// What the user puts at the image root.
 #[derive(Clone, Debug, Default)]
@@ -92,8 +93,8 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     path
 }
 
-fn shown(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
+fn shown_image_path(path: &[u8]) -> String {
+    crate::error::shown_bytes(path)
 }
 
 /// Links `source` (a directory of store path `store_path`, at `image_path` in the image) into
@@ -112,10 +113,10 @@ fn link_tree(
         let location = join(store_location, &name);
         let child_image = join(image_path, &name);
         let conflict = |existing: &Node| {
-            Error::new(format!(
+            Error::value(format!(
                 "{} is provided twice: {} and a {} from {origin}; drop one of them from the \
                  contents or make them agree",
-                shown(&child_image),
+                shown_image_path(&child_image),
                 existing.describe(),
                 if meta.is_dir() { "directory" } else { "link" },
             ))
@@ -202,18 +203,18 @@ fn copy_tree(dir: &mut BTreeMap<Vec<u8>, Node>, source: &Path) -> Result<()> {
                 Node::Link {
                     target: target.as_os_str().as_bytes().to_vec(),
                     resolves_to: None,
-                    origin: format!("--extra-dir {}", source.display()),
+                    origin: format!("the extra directory {}", shown_path(source)),
                 },
             );
         } else {
-            return Err(special_file(&child, &meta, "an --extra-dir"));
+            return Err(special_file(&child, &meta, "an extra directory"));
         }
     }
     Ok(())
 }
 
 /// Checks an absolute, normalised image path and splits it into components.
-fn components<'a>(flag: &str, path: &'a str) -> Result<Vec<&'a str>> {
+fn components(path: &str) -> Result<Vec<&str>, String> {
     let parts: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
     let ok = path.starts_with('/')
         && parts
@@ -222,14 +223,15 @@ fn components<'a>(flag: &str, path: &'a str) -> Result<Vec<&'a str>> {
     if ok {
         Ok(parts)
     } else {
-        Err(Error::new(format!(
-            "{flag} {path:?} is not an absolute, normalised path like /etc/motd"
-        )))
+        Err(format!(
+            "{} is not an absolute, normalised path like /etc/motd",
+            quoted(path)
+        ))
     }
 }
 
 fn add_whiteout(root: &mut BTreeMap<Vec<u8>, Node>, path: &str) -> Result<()> {
-    let parts = components("--remove", path)?;
+    let parts = components(path).map_err(|e| Error::value(e).about(Setting::Remove))?;
     let (leaf, parents) = parts.split_last().unwrap_or((&"", &[]));
     let mut dir = root;
     for part in parents {
@@ -239,18 +241,22 @@ fn add_whiteout(root: &mut BTreeMap<Vec<u8>, Node>, path: &str) -> Result<()> {
         match node {
             Node::Dir { children, .. } => dir = children,
             other => {
-                return Err(Error::new(format!(
-                    "--remove {path}: /{} is {} in the customisation layer, not a directory",
-                    part,
+                return Err(Error::value(format!(
+                    "removing {}: /{} is {} in the customisation layer, not a directory",
+                    shown(path),
+                    shown(part),
                     other.describe()
-                )));
+                ))
+                .about(Setting::Remove));
             }
         }
     }
     if dir.contains_key(leaf.as_bytes()) {
-        return Err(Error::new(format!(
-            "--remove {path}, but the customisation layer itself provides {path}"
-        )));
+        return Err(Error::value(format!(
+            "{} is to be removed, but the customisation layer itself provides it",
+            shown(path)
+        ))
+        .about(Setting::Remove));
     }
     dir.insert(format!(".wh.{leaf}").into_bytes(), Node::Whiteout);
     Ok(())
@@ -284,6 +290,18 @@ impl Customisation {
         self.contents.is_empty() && self.extra_dirs.is_empty() && self.remove.is_empty()
     }
 
+    /// Checks what can be checked before anything is read: permission rules need a layer.
+    pub fn check(&self) -> Result<()> {
+        if self.is_empty() && !self.perms.is_empty() {
+            return Err(Error::value(
+                "permission rules apply to the customisation layer, which is empty: add \
+                 contents, an extra directory or a removal",
+            )
+            .about(Setting::Perms));
+        }
+        Ok(())
+    }
+
     /// Builds the layer. `options` gives the mtime, the default owner and the store root.
     pub fn layer(&self, options: &LayerOptions) -> Result<LayerTree> {
         let mut root: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
@@ -291,21 +309,26 @@ impl Customisation {
             let source = options.source_of(store_path);
             let meta = fs::metadata(&source).map_err(|e| Error::io("reading", &source, e))?;
             if !meta.is_dir() {
-                return Err(Error::new(format!(
-                    "--contents {store_path} is not a directory; contents are linked at / by \
-                     their top-level tree"
-                )));
+                return Err(Error::value(format!(
+                    "the contents {} is not a directory; contents are linked at / by their \
+                     top-level tree",
+                    shown(store_path)
+                ))
+                .about(Setting::Contents));
             }
-            let origin = format!("--contents {store_path}");
+            let origin = format!("the contents {}", shown(store_path));
             link_tree(&mut root, &source, store_path.as_bytes(), b"", &origin)?;
         }
         for dir in &self.extra_dirs {
-            let meta = fs::metadata(dir).map_err(|e| Error::io("reading --extra-dir", dir, e))?;
+            let meta = fs::metadata(dir).map_err(|e| {
+                Error::io("reading the extra directory", dir, e).about(Setting::ExtraDir)
+            })?;
             if !meta.is_dir() {
-                return Err(Error::new(format!(
-                    "--extra-dir {} is not a directory",
-                    dir.display()
-                )));
+                return Err(Error::value(format!(
+                    "the extra directory {} is not a directory",
+                    shown_path(dir)
+                ))
+                .about(Setting::ExtraDir));
             }
             copy_tree(&mut root, dir)?;
         }
@@ -357,11 +380,15 @@ impl Customisation {
                 }
             }
             if matched == 0 {
-                return Err(Error::new(format!(
-                    "{}: the rule for {:?} matches nothing in the customisation layer; is the \
-                     path spelled right?",
-                    rule.origin, rule.path
-                )));
+                return Err(Error::input(
+                    &rule.origin,
+                    format!(
+                        "the rule for {} matches nothing in the customisation layer; is the \
+                         path spelled right?",
+                        quoted(&rule.path)
+                    ),
+                )
+                .about(Setting::Perms));
             }
         }
         // A large uid or gid needs a PAX record: count again.
@@ -381,10 +408,14 @@ impl<'a> Matcher<'a> {
         let regex = if rule.regex {
             Some(
                 regex::bytes::Regex::new(&format!("^(?:{})$", rule.path)).map_err(|e| {
-                    Error::new(format!(
-                        "{}: {:?} is not a valid regular expression: {e}",
-                        rule.origin, rule.path
-                    ))
+                    Error::input(
+                        &rule.origin,
+                        format!(
+                            "{} is not a valid regular expression: {e}",
+                            quoted(&rule.path)
+                        ),
+                    )
+                    .about(Setting::Perms)
                 })?,
             )
         } else {
@@ -422,107 +453,81 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// Reads `--perms FILE`: a JSON list of rules.
-pub fn read_perms(path: &Path) -> Result<Vec<PermRule>> {
-    let value = crate::json_file::read(path)?;
-    parse_perms(&path.display().to_string(), &value)
+/// One rule as the perms file writes it; unknown or repeated keys are errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleJson {
+    path: String,
+    #[serde(default)]
+    regex: bool,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    uid: Option<u64>,
+    #[serde(default)]
+    gid: Option<u64>,
+    #[serde(default, deserialize_with = "user_name")]
+    uname: Option<String>,
+    #[serde(default, deserialize_with = "user_name")]
+    gname: Option<String>,
+    #[serde(default, deserialize_with = "octal_mode")]
+    mode: Option<u32>,
 }
 
-const PERM_KEYS: &[&str] = &[
-    "path",
-    "regex",
-    "recursive",
-    "uid",
-    "gid",
-    "uname",
-    "gname",
-    "mode",
-];
+/// A user or group name as a tar header holds it.
+fn user_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.len() <= 31 && name.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(Some(name))
+    } else {
+        Err(D::Error::custom(format!(
+            "{} is not a name of at most 31 printable ASCII characters",
+            quoted(&name)
+        )))
+    }
+}
 
-fn parse_perms(name: &str, value: &Value) -> Result<Vec<PermRule>> {
-    let Value::Array(items) = value else {
-        return Err(Error::new(format!(
-            "{name}: expected a list of rules like [{{\"path\": \"/var/lib/app\", \"uid\": 1000}}]"
-        )));
-    };
-    items
-        .iter()
+/// A mode as an octal string ("0750"), so that it reads as `chmod` takes it.
+fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(d)?;
+    match u32::from_str_radix(&text, 8) {
+        Ok(mode) if mode <= 0o7777 && !text.is_empty() => Ok(Some(mode)),
+        _ => Err(D::Error::custom(format!(
+            "{} is not an octal mode like \"0750\"",
+            quoted(&text)
+        ))),
+    }
+}
+
+/// Reads a perms file: a JSON list of rules.
+pub fn read_perms(path: &Path) -> Result<Vec<PermRule>> {
+    parse_perms(
+        &path.display().to_string(),
+        &crate::json_file::read_bytes(path)?,
+    )
+    .map_err(|e| e.about(Setting::Perms))
+}
+
+fn parse_perms(name: &str, bytes: &[u8]) -> Result<Vec<PermRule>> {
+    let rules: Vec<RuleJson> = crate::json_file::parse_typed(name, bytes)?;
+    rules
+        .into_iter()
         .enumerate()
-        .map(|(i, item)| {
-            let at = format!("{name}: $[{i}]");
-            let fail = |what: String| Error::new(format!("{at}: {what}"));
-            let Value::Object(fields) = item else {
-                return Err(fail("expected an object".to_string()));
-            };
-            for key in fields.keys() {
-                if !PERM_KEYS.contains(&key.as_str()) {
-                    return Err(fail(format!(
-                        "unknown key {key:?}; the keys are: {}",
-                        PERM_KEYS.join(", ")
-                    )));
-                }
-            }
-            let path = match fields.get("path") {
-                Some(Value::String(p)) => p.clone(),
-                _ => {
-                    return Err(fail(
-                        "\"path\" must be a string like \"/var/lib/app\"".into(),
-                    ));
-                }
-            };
-            let flag = |key: &str| match fields.get(key) {
-                None => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(_) => Err(fail(format!("{key:?} must be true or false"))),
-            };
-            let id = |key: &str| match fields.get(key) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| fail(format!("{key:?} must be a non-negative integer"))),
-            };
-            let user_name = |key: &str| match fields.get(key) {
-                None => Ok(None),
-                Some(Value::String(s))
-                    if s.len() <= 31 && s.bytes().all(|b| b.is_ascii_graphic()) =>
-                {
-                    Ok(Some(s.clone()))
-                }
-                Some(_) => Err(fail(format!(
-                    "{key:?} must be a name of at most 31 printable ASCII characters"
-                ))),
-            };
-            let mode = match fields.get("mode") {
-                None => None,
-                Some(Value::String(s)) => match u32::from_str_radix(s, 8) {
-                    Ok(m) if m <= 0o7777 && !s.is_empty() => Some(m),
-                    _ => {
-                        return Err(fail(format!(
-                            "\"mode\" {s:?} is not an octal mode like \"0750\""
-                        )));
-                    }
-                },
-                Some(_) => {
-                    return Err(fail(
-                        "\"mode\" must be an octal string like \"0750\"".into(),
-                    ));
-                }
-            };
-            let regex = flag("regex")?;
-            if !regex {
-                components("a perms path", &path).map_err(|e| fail(e.message().to_string()))?;
+        .map(|(i, rule)| {
+            let at = format!("{}: $[{i}]", shown(name));
+            if !rule.regex {
+                components(&rule.path).map_err(|e| Error::input(&at, e))?;
             }
             Ok(PermRule {
-                regex,
-                recursive: flag("recursive")?,
-                uid: id("uid")?,
-                gid: id("gid")?,
-                uname: user_name("uname")?,
-                gname: user_name("gname")?,
-                mode,
-                origin: at.clone(),
-                path,
+                path: rule.path,
+                regex: rule.regex,
+                recursive: rule.recursive,
+                uid: rule.uid,
+                gid: rule.gid,
+                uname: rule.uname,
+                gname: rule.gname,
+                mode: rule.mode,
+                origin: at,
             })
         })
         .collect()
@@ -537,15 +542,19 @@ mod tests {
 
     use crate::layer::tests::options;
 
+    fn bytes(value: serde_json::Value) -> Vec<u8> {
+        value.to_string().into_bytes()
+    }
+
     fn listing(tree: &LayerTree) -> Vec<(String, Kind, u32, String, u64)> {
         tree.listed()
             .iter()
             .map(|e| {
                 (
-                    shown(&e.name),
+                    shown_image_path(&e.name),
                     e.kind,
                     e.mode,
-                    shown(&e.link),
+                    shown_image_path(&e.link),
                     e.owner.as_ref().map_or(0, |o| o.uid),
                 )
             })
@@ -615,8 +624,8 @@ mod tests {
         assert_eq!(
             err.message(),
             format!(
-                "/bin/sh is provided twice: a link from --contents {a} and a link from \
-                 --contents {b}; drop one of them from the contents or make them agree"
+                "/bin/sh is provided twice: a link from the contents {a} and a link from the \
+                 contents {b}; drop one of them from the contents or make them agree"
             )
         );
         // The same path twice is no conflict.
@@ -663,8 +672,10 @@ mod tests {
         fs::write(extra.join("var/lib/other"), "o").unwrap();
         let rules = parse_perms(
             "perms.json",
-            &json!([{"path": "/var/lib/app", "recursive": true, "uid": 1000, "gid": 1000,
+            &bytes(
+                json!([{"path": "/var/lib/app", "recursive": true, "uid": 1000, "gid": 1000,
                      "uname": "app", "gname": "app", "mode": "0750"}]),
+            ),
         )
         .unwrap();
         let custom = Customisation {
@@ -688,7 +699,11 @@ mod tests {
         );
         let typo = Customisation {
             extra_dirs: vec![extra],
-            perms: parse_perms("perms.json", &json!([{"path": "/var/lib/ap", "uid": 1}])).unwrap(),
+            perms: parse_perms(
+                "perms.json",
+                &bytes(json!([{"path": "/var/lib/ap", "uid": 1}])),
+            )
+            .unwrap(),
             ..Default::default()
         };
         assert_eq!(
@@ -700,7 +715,7 @@ mod tests {
             extra_dirs: vec![dir.path().join("extra")],
             perms: parse_perms(
                 "p",
-                &json!([{"path": "/var/lib/[a-z]+", "regex": true, "gid": 5}]),
+                &bytes(json!([{"path": "/var/lib/[a-z]+", "regex": true, "gid": 5}])),
             )
             .unwrap(),
             ..Default::default()
@@ -710,7 +725,7 @@ mod tests {
             .listed()
             .iter()
             .filter(|e| e.owner.as_ref().is_some_and(|o| o.gid == 5))
-            .map(|e| shown(&e.name))
+            .map(|e| shown_image_path(&e.name))
             .collect();
         assert_eq!(with_gid, vec!["var/lib/app/", "var/lib/other"]);
     }
@@ -718,33 +733,35 @@ mod tests {
     #[test]
     fn perms_file_errors() {
         let cases = [
+            ("{}", "p:1:1: expected a sequence, found an object"),
             (
-                json!({}),
-                "p: expected a list of rules like [{\"path\": \"/var/lib/app\", \"uid\": 1000}]",
+                r#"[{"path": "/x", "usr": 1}]"#,
+                "p:1:21: $[0]: unknown key \"usr\"; the keys are: path, regex, recursive, uid, gid, uname, gname, mode",
+            ),
+            (r#"[{"uid": 1}]"#, "p:1:11: $[0]: missing \"path\""),
+            (
+                r#"[{"path": "/x", "mode": "999"}]"#,
+                "p:1:30: $[0].mode: \"999\" is not an octal mode like \"0750\"",
             ),
             (
-                json!([{"path": "/x", "usr": 1}]),
-                "p: $[0]: unknown key \"usr\"; the keys are: path, regex, recursive, uid, gid, uname, gname, mode",
+                r#"[{"path": "/x", "uid": -1}]"#,
+                "p:1:25: $[0].uid: expected a non-negative integer, found -1",
             ),
             (
-                json!([{"uid": 1}]),
-                "p: $[0]: \"path\" must be a string like \"/var/lib/app\"",
+                r#"[{"path": "x/y"}]"#,
+                "p: $[0]: \"x/y\" is not an absolute, normalised path like /etc/motd",
             ),
             (
-                json!([{"path": "/x", "mode": "999"}]),
-                "p: $[0]: \"mode\" \"999\" is not an octal mode like \"0750\"",
-            ),
-            (
-                json!([{"path": "/x", "uid": -1}]),
-                "p: $[0]: \"uid\" must be a non-negative integer",
-            ),
-            (
-                json!([{"path": "x/y"}]),
-                "p: $[0]: a perms path \"x/y\" is not an absolute, normalised path like /etc/motd",
+                r#"[{"path": "/x", "uid": 1, "uid": 2}]"#,
+                "p:1:31: $[0]: the key \"uid\" is given twice",
             ),
         ];
-        for (value, message) in cases {
-            assert_eq!(parse_perms("p", &value).unwrap_err().message(), message);
+        for (text, message) in cases {
+            assert_eq!(
+                parse_perms("p", text.as_bytes()).unwrap_err().message(),
+                message,
+                "{text}"
+            );
         }
     }
 
@@ -764,7 +781,7 @@ mod tests {
         };
         assert_eq!(
             bad.layer(&options(dir.path())).unwrap_err().message(),
-            "--remove \"etc/../x\" is not an absolute, normalised path like /etc/motd"
+            "\"etc/../x\" is not an absolute, normalised path like /etc/motd"
         );
     }
 }

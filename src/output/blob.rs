@@ -1,12 +1,14 @@
 //! Layer blobs: a tar stream, optionally compressed, with both digests computed on the way
 //! through (the uncompressed one is the config's `diff_id`, the compressed one names the blob).
-//! Compression is deterministic: gzip without a name or time, zstd on one thread per layer.
+//! Compression is deterministic whatever the thread count: independent blocks compressed in
+//! parallel (see `parallel`), gzip without a name or time.
 
 use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::codec::Codec;
+use crate::error::{Error, ErrorKind, Result, Setting};
 use crate::tarball::TarStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,20 +22,52 @@ impl Compression {
     pub const GZIP_DEFAULT_LEVEL: u32 = 6;
     pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
-    /// The OCI media type of a layer compressed this way.
-    pub fn oci_media_type(&self) -> &'static str {
+    /// The format this writes, without its level.
+    pub fn codec(&self) -> Codec {
         match self {
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-            Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => Codec::None,
+            Compression::Gzip { .. } => Codec::Gzip,
+            Compression::Zstd { .. } => Codec::Zstd,
         }
     }
 
-    pub fn file_suffix(&self) -> &'static str {
-        match self {
-            Compression::None => "tar",
-            Compression::Gzip { .. } => "tar.gz",
-            Compression::Zstd { .. } => "tar.zst",
+    /// Compression with `codec` at `level`, or at the codec's default level; a level out of the
+    /// codec's range (gzip 0-9, zstd 1-22), or a level without compression, is an error.
+    pub fn new(codec: Codec, level: Option<i32>) -> Result<Self> {
+        let out_of_range = |range: &str, level: i32| {
+            Error::value(format!(
+                "compression level {level} is out of range for {} ({range})",
+                codec.name()
+            ))
+            .about(Setting::CompressionLevel)
+        };
+        match (codec, level) {
+            (_, None) => Ok(Self::default_for(codec)),
+            (Codec::None, Some(_)) => Err(Error::value(
+                "a compression level needs gzip or zstd compression",
+            )
+            .about(Setting::CompressionLevel)),
+            (Codec::Gzip, Some(level)) => match u32::try_from(level) {
+                Ok(level) if level <= 9 => Ok(Compression::Gzip { level }),
+                _ => Err(out_of_range("0-9", level)),
+            },
+            (Codec::Zstd, Some(level)) if (1..=22).contains(&level) => {
+                Ok(Compression::Zstd { level })
+            }
+            (Codec::Zstd, Some(level)) => Err(out_of_range("1-22", level)),
+        }
+    }
+
+    /// Compression with `codec` at its default level.
+    pub fn default_for(codec: Codec) -> Self {
+        match codec {
+            Codec::None => Compression::None,
+            Codec::Gzip => Compression::Gzip {
+                level: Self::GZIP_DEFAULT_LEVEL,
+            },
+            Codec::Zstd => Compression::Zstd {
+                level: Self::ZSTD_DEFAULT_LEVEL,
+            },
         }
     }
 }
@@ -95,7 +129,7 @@ pub struct BlobInfo {
 }
 
 fn write_error(e: io::Error) -> Error {
-    Error::new(format!("writing the image: {e}"))
+    Error::write("the image", e)
 }
 
 /// Writes `tar` to `out`, compressed as asked, and returns its digests.
@@ -141,16 +175,19 @@ pub fn write_layer_blob(
 }
 
 /// A layer must write exactly the length its metadata promised (the tar header of a streamed
-/// archive was already written with it).
+/// archive was already written with it). Layers check each file as they read it; this is the
+/// last guard for any other stream.
 fn check_length(tar: &dyn TarStream, written: u64) -> Result<()> {
     if written == tar.tar_len() {
         Ok(())
     } else {
-        Err(Error::new(format!(
-            "a layer wrote {written} bytes where {} were expected; did the store change while \
-             the image was written?",
-            tar.tar_len()
-        )))
+        Err(Error::new(ErrorKind::Value {
+            message: format!(
+                "the layer's tarball is {written} bytes where {} were expected: its files changed \
+                 while the image was written",
+                tar.tar_len()
+            ),
+        }))
     }
 }
 
@@ -225,6 +262,31 @@ mod tests {
                 "{compression:?} output changed with the thread count"
             );
         }
+    }
+
+    #[test]
+    fn levels_are_checked_per_codec() {
+        assert_eq!(
+            Compression::new(Codec::Gzip, Some(9)).unwrap(),
+            Compression::Gzip { level: 9 }
+        );
+        assert_eq!(
+            Compression::new(Codec::Zstd, None).unwrap(),
+            Compression::Zstd { level: 3 }
+        );
+        assert_eq!(
+            Compression::new(Codec::Gzip, Some(10))
+                .unwrap_err()
+                .message(),
+            "compression level 10 is out of range for gzip (0-9)"
+        );
+        assert_eq!(
+            Compression::new(Codec::Zstd, Some(0))
+                .unwrap_err()
+                .message(),
+            "compression level 0 is out of range for zstd (1-22)"
+        );
+        assert!(Compression::new(Codec::None, Some(1)).is_err());
     }
 
     #[test]

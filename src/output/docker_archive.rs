@@ -12,11 +12,11 @@ use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
 use rayon::prelude::*;
-use serde_json::json;
 
 use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
 use super::{ImageSource, Layer, OutputOptions, Written, content_tag, copy_all};
 use crate::error::{Error, Result};
+use crate::image_spec::{DockerManifestEntry, to_bytes};
 use crate::tarball::{self, Header, Kind, TarStream};
 
 pub(super) fn write(
@@ -28,7 +28,7 @@ pub(super) fn write(
     let count = source.layer_count();
     let mut layers: Vec<BlobInfo> = Vec::with_capacity(count);
     let mut layer_names = Vec::with_capacity(count);
-    let suffix = options.compression.file_suffix();
+    let suffix = options.compression.codec().file_suffix();
     // Plain tarballs and existing blobs have a known length: they stream straight in.
     // Tarballs to compress do not: they are compressed side by side into scratch files first.
     let mut spools: Vec<Option<(std::fs::File, BlobInfo)>> = (0..count)
@@ -56,7 +56,7 @@ pub(super) fn write(
                 write_layer_blob(tar, Compression::None, out)?
             }
             (Layer::Blob(blob), None) => {
-                let name = format!("layers/{index}.{}", blob.compression().file_suffix());
+                let name = format!("layers/{index}.{}", blob.codec().file_suffix());
                 write_entry_header(out, &name, blob.size(), options.mtime)?;
                 layer_names.push(name);
                 blob.copy_to(out)?
@@ -76,12 +76,11 @@ pub(super) fn write(
         .tag
         .clone()
         .unwrap_or_else(|| content_tag(&config_digest));
-    let manifest = json!([{
-        "Config": config_name,
-        "RepoTags": [format!("{}:{tag}", options.name)],
-        "Layers": layer_names,
+    let manifest = to_bytes(&[DockerManifestEntry {
+        config: config_name,
+        repo_tags: vec![format!("{}:{tag}", options.name)],
+        layers: layer_names,
     }]);
-    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
     write_file(out, "manifest.json", &manifest, options.mtime)?;
     out.write_all(&tarball::END_OF_ARCHIVE)
         .map_err(write_error)?;
@@ -111,7 +110,7 @@ fn compress_to_scratch(
 }
 
 fn write_error(e: std::io::Error) -> Error {
-    Error::new(format!("writing the image: {e}"))
+    Error::write("the image", e)
 }
 
 pub(super) fn write_entry_header(
@@ -120,18 +119,7 @@ pub(super) fn write_entry_header(
     size: u64,
     mtime: u64,
 ) -> Result<()> {
-    let header = Header {
-        name: name.as_bytes(),
-        kind: Kind::File,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime,
-        size,
-        link: b"",
-        uname: b"",
-        gname: b"",
-    };
+    let header = Header::archive_member(name.as_bytes(), Kind::File, size, mtime);
     tarball::write_header(out, &header).map_err(write_error)
 }
 

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 pub use blob::{BlobInfo, Compression, HashingWriter, hex, sha256_digest};
 
-use crate::error::{Error, Result};
+use crate::codec::Codec;
+use crate::error::{Error, Result, Setting, shown_path};
 use crate::tarball::TarStream;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub enum Target {
     Stdout,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     DockerArchive,
     Oci,
@@ -52,8 +53,8 @@ pub struct OutputOptions {
 /// digest, verified on the way.
 pub trait BlobSource: Sync {
     fn size(&self) -> u64;
-    /// How the blob is compressed (its level is meaningless here).
-    fn compression(&self) -> Compression;
+    /// How the blob is compressed.
+    fn codec(&self) -> Codec;
     /// Copies the blob to `out`, checking it, and returns its digests.
     fn copy_to(&self, out: &mut dyn Write) -> Result<BlobInfo>;
 }
@@ -99,35 +100,57 @@ fn content_tag(config_digest: &str) -> String {
 impl OutputOptions {
     /// Checks the options before any work is done.
     pub fn check(&self) -> Result<()> {
-        reference::check_name(&self.name)?;
+        reference::check_name(&self.name).map_err(|e| e.about(Setting::Name))?;
         if let Some(tag) = &self.tag {
-            reference::check_tag(tag)?;
+            reference::check_tag(tag).map_err(|e| e.about(Setting::Tag))?;
         }
-        if self.format == Format::DockerArchive {
-            if let Compression::Zstd { .. } = self.compression {
-                return Err(Error::new(
-                    "--compression zstd needs --format oci: docker load does not read \
-                     zstd-compressed layers from a docker-archive",
-                ));
-            }
+        if self.format == Format::DockerArchive && self.compression.codec() == Codec::Zstd {
+            return Err(Error::value(
+                "zstd-compressed layers need the OCI format: docker load does not read them \
+                 from a docker-archive",
+            )
+            .about(Setting::Compression));
+        }
+        if self.format == Format::Oci
+            && !matches!(&self.target, Target::File(p) if is_tar_name(p))
+            && self.target != Target::Stdout
+            && self.archive_compression != Compression::None
+        {
+            return Err(Error::value(
+                "compressing the whole archive needs an archive: a docker-archive, or an OCI \
+                 layout written as a .tar",
+            )
+            .about(Setting::ArchiveCompression));
         }
         if self.target == Target::Stdout && std::io::stdout().is_terminal() {
-            return Err(Error::new(
-                "-o - writes the image to stdout, which is a terminal; pipe it (e.g. into \
-                 `docker load`) or pass -o FILE",
-            ));
+            return Err(Error::value(
+                "stdout is a terminal: pipe the image (e.g. into `docker load`) or write it to \
+                 a file",
+            )
+            .about(Setting::Output));
         }
         if let Target::File(path) = &self.target {
             let parent = parent_dir(path);
             if !parent.is_dir() {
-                return Err(Error::new(format!(
+                return Err(Error::value(format!(
                     "cannot write {}: the directory {} does not exist",
-                    path.display(),
-                    parent.display()
-                )));
+                    shown_path(path),
+                    shown_path(&parent)
+                ))
+                .about(Setting::Output));
             }
         }
         Ok(())
+    }
+
+    /// Where scratch files go: next to the output file (on the filesystem that will hold the
+    /// result, where the user made room), or `$TMPDIR` when the image goes to stdout. Every
+    /// scratch file is unnamed or removed on drop, so nothing is left behind.
+    pub fn scratch_dir(&self) -> PathBuf {
+        match &self.target {
+            Target::File(path) => parent_dir(path),
+            Target::Stdout => std::env::temp_dir(),
+        }
     }
 }
 
@@ -142,31 +165,26 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<Written> {
     options.check()?;
     let archive = options.archive_compression;
+    let scratch = options.scratch_dir();
     match (&options.format, &options.target) {
         (Format::DockerArchive, Target::Stdout) => to_stdout(archive, |out| {
-            docker_archive::write(source, options, out, &std::env::temp_dir())
+            docker_archive::write(source, options, out, &scratch)
         }),
-        (Format::DockerArchive, Target::File(path)) => atomic_file(path, |file, dir| {
+        (Format::DockerArchive, Target::File(path)) => atomic_file(path, |file| {
             to_file(file, path, archive, |out| {
-                docker_archive::write(source, options, out, dir)
+                docker_archive::write(source, options, out, &scratch)
             })
         }),
         (Format::Oci, Target::File(path)) if !is_tar_name(path) => {
-            if archive != Compression::None {
-                return Err(Error::new(
-                    "--archive-compression needs an archive: a docker-archive, or an OCI \
-                     layout written as a .tar",
-                ));
-            }
             oci::write_layout_dir(source, options, path)
         }
-        (Format::Oci, Target::File(path)) => atomic_file(path, |file, dir| {
+        (Format::Oci, Target::File(path)) => atomic_file(path, |file| {
             to_file(file, path, archive, |out| {
-                oci::write_archive(source, options, out, dir)
+                oci::write_archive(source, options, out, &scratch)
             })
         }),
         (Format::Oci, Target::Stdout) => to_stdout(archive, |out| {
-            oci::write_archive(source, options, out, &std::env::temp_dir())
+            oci::write_archive(source, options, out, &scratch)
         }),
     }
 }
@@ -178,7 +196,7 @@ fn to_stdout<T>(
 ) -> Result<T> {
     threaded::enlarge_stdout_pipe();
     let out = threaded::ThreadedWriter::new(std::io::stdout());
-    compressed(out, compression, "writing the image to stdout", write)
+    compressed(out, compression, "the image to stdout", write)
 }
 
 /// Runs `write` with `file` behind a writer thread.
@@ -192,8 +210,7 @@ fn to_file<T>(
         .try_clone()
         .map_err(|e| Error::io("writing", path, e))?;
     let out = threaded::ThreadedWriter::new(handle);
-    let what = format!("writing {}", path.display());
-    compressed(out, compression, &what, write)
+    compressed(out, compression, &shown_path(path), write)
 }
 
 /// Runs `write` into `out`, compressing the whole stream as asked, and finishes both.
@@ -203,7 +220,7 @@ fn compressed<T>(
     what: &str,
     write: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
-    let io_error = |e: std::io::Error| Error::new(format!("{what}: {e}"));
+    let io_error = |e: std::io::Error| Error::write(what, e);
     let result;
     let out = match compression {
         Compression::None => {
@@ -230,19 +247,16 @@ fn is_tar_name(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "tar")
 }
 
-/// Runs `write` on a temporary file next to `path` (the directory is also handed over for
-/// scratch files) and renames it to `path` when it succeeds; on failure nothing is left.
-fn atomic_file<T>(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File, &Path) -> Result<T>,
-) -> Result<T> {
+/// Runs `write` on a temporary file next to `path` and renames it to `path` when it succeeds;
+/// on failure nothing is left.
+fn atomic_file<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<T>) -> Result<T> {
     let dir = parent_dir(path);
     let mut temp = tempfile::Builder::new()
         .prefix(".layered-gen-")
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|e| Error::io("creating a temporary file in", &dir, e))?;
-    let result = write(temp.as_file_mut(), &dir)?;
+    let result = write(temp.as_file_mut())?;
     // Temporary files are private (0600); the image is an ordinary readable file.
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io("setting the mode of", temp.path(), e))?;
@@ -251,7 +265,7 @@ fn atomic_file<T>(
     Ok(result)
 }
 
-/// Streams `tar` as the content of one entry of an outer archive.
+/// Copies a scratch file or blob into the image.
 pub(crate) fn copy_all(from: &mut dyn std::io::Read, to: &mut dyn Write) -> Result<u64> {
-    std::io::copy(from, to).map_err(|e| Error::new(format!("writing the image: {e}")))
+    std::io::copy(from, to).map_err(|e| Error::write("the image", e))
 }

@@ -6,18 +6,18 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use rayon::prelude::*;
-use serde_json::json;
 
 use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
-use super::docker_archive::{write_file, write_padding};
+use super::docker_archive::{write_entry_header, write_file, write_padding};
 use super::{ImageSource, Layer, OutputOptions, Written, content_tag, copy_all, parent_dir};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown_path};
+use crate::image_spec::{
+    CONTAINERD_NAME, Descriptor, Index, Manifest, OCI_LAYOUT, REF_NAME, media_type, to_bytes,
+};
 use crate::tarball::{self, Header, Kind};
-
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Writes the layout into a new directory at `path`, replacing an earlier layout there.
 pub(super) fn write_layout_dir(
@@ -28,10 +28,11 @@ pub(super) fn write_layout_dir(
     if path.exists() && !path.join("oci-layout").is_file() {
         let empty_dir = fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
         if !empty_dir {
-            return Err(Error::new(format!(
+            return Err(Error::value(format!(
                 "{} exists and is not an OCI layout; refusing to replace it",
-                path.display()
-            )));
+                shown_path(path)
+            ))
+            .about(crate::error::Setting::Output));
         }
     }
     let parent = parent_dir(path);
@@ -39,7 +40,7 @@ pub(super) fn write_layout_dir(
         .prefix(".layered-gen-")
         .tempdir_in(&parent)
         .map_err(|e| Error::io("creating a temporary directory in", &parent, e))?;
-    let written = write_layout(source, options, temp.path())?;
+    let (written, _) = write_layout(source, options, temp.path())?;
     let finished = temp.keep();
     replace_dir(&finished, path).inspect_err(|_| {
         let _ = fs::remove_dir_all(&finished);
@@ -71,33 +72,20 @@ pub(super) fn write_archive(
         .prefix(".layered-gen-")
         .tempdir_in(scratch)
         .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
-    let written = write_layout(source, options, temp.path())?;
+    let (written, manifest_digest) = write_layout(source, options, temp.path())?;
     let blob_dir = temp.path().join("blobs/sha256");
     let mut blobs: Vec<String> = written
         .layers
         .iter()
         .map(|l| l.digest.clone())
-        .chain(std::iter::once(written.config_digest.clone()))
-        .chain(std::iter::once(manifest_digest(temp.path())?))
+        .chain([written.config_digest.clone(), manifest_digest])
         .map(|d| d.trim_start_matches("sha256:").to_string())
         .collect();
     blobs.sort();
     blobs.dedup();
     for dir in ["blobs/", "blobs/sha256/"] {
-        let header = Header {
-            name: dir.as_bytes(),
-            kind: Kind::Directory,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: options.mtime,
-            size: 0,
-            link: b"",
-            uname: b"",
-            gname: b"",
-        };
-        tarball::write_header(out, &header)
-            .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+        let header = Header::archive_member(dir.as_bytes(), Kind::Directory, 0, options.mtime);
+        tarball::write_header(out, &header).map_err(|e| Error::write("the image", e))?;
     }
     for blob in &blobs {
         let path = blob_dir.join(blob);
@@ -106,12 +94,7 @@ pub(super) fn write_archive(
             .metadata()
             .map_err(|e| Error::io("reading", &path, e))?
             .len();
-        super::docker_archive::write_entry_header(
-            out,
-            &format!("blobs/sha256/{blob}"),
-            size,
-            options.mtime,
-        )?;
+        write_entry_header(out, &format!("blobs/sha256/{blob}"), size, options.mtime)?;
         copy_all(&mut file, out)?;
         write_padding(out, size)?;
     }
@@ -121,19 +104,8 @@ pub(super) fn write_archive(
         write_file(out, name, &content, options.mtime)?;
     }
     out.write_all(&tarball::END_OF_ARCHIVE)
-        .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+        .map_err(|e| Error::write("the image", e))?;
     Ok(written)
-}
-
-fn manifest_digest(layout: &Path) -> Result<String> {
-    let path = layout.join("index.json");
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).map_err(|e| Error::io("reading", &path, e))?)
-            .map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
-    index["manifests"][0]["digest"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| Error::new(format!("{} has no manifest digest", path.display())))
 }
 
 fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String> {
@@ -161,22 +133,26 @@ fn write_layer(
             Layer::Tar(tar) => write_layer_blob(tar, options.compression, &mut out)?,
             Layer::Blob(blob) => blob.copy_to(&mut out)?,
         };
-        out.flush()
-            .map_err(|e| Error::new(format!("writing the image: {e}")))?;
+        out.flush().map_err(|e| Error::write("the image", e))?;
         info
     };
     let path = blob_dir.join(info.digest.trim_start_matches("sha256:"));
     temp.persist(&path)
         .map_err(|e| Error::io("writing", &path, e.error))?;
     let media_type = match layer {
-        Layer::Tar(_) => options.compression.oci_media_type(),
-        Layer::Blob(blob) => blob.compression().oci_media_type(),
+        Layer::Tar(_) => options.compression.codec().oci_layer_media_type(),
+        Layer::Blob(blob) => blob.codec().oci_layer_media_type(),
     };
     Ok((info, media_type))
 }
 
-/// Writes a complete layout into the existing, empty directory `dir`.
-fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -> Result<Written> {
+/// Writes a complete layout into the existing, empty directory `dir`; returns what was written
+/// and the manifest's digest.
+fn write_layout(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    dir: &Path,
+) -> Result<(Written, String)> {
     let blob_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
     // Compressors use every core within a layer, so compressed layers are written one after
@@ -197,46 +173,61 @@ fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = write_blob(&blob_dir, &config)?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "config": { "mediaType": CONFIG_TYPE, "digest": config_digest, "size": config.len() },
-        "layers": layers.iter().zip(&media_types).map(|(l, media_type)| json!({
-            "mediaType": media_type,
-            "digest": l.digest,
-            "size": l.size,
-        })).collect::<Vec<_>>(),
-    });
-    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_MANIFEST.to_string()),
+        config: Descriptor {
+            media_type: media_type::OCI_CONFIG.to_string(),
+            digest: config_digest.clone(),
+            size: config.len() as u64,
+            annotations: None,
+            platform: None,
+        },
+        layers: layers
+            .iter()
+            .zip(&media_types)
+            .map(|(l, media_type)| Descriptor {
+                media_type: media_type.to_string(),
+                digest: l.digest.clone(),
+                size: l.size,
+                annotations: None,
+                platform: None,
+            })
+            .collect(),
+    };
+    let manifest = to_bytes(&manifest);
     let manifest_digest = write_blob(&blob_dir, &manifest)?;
 
     let tag = options
         .tag
         .clone()
         .unwrap_or_else(|| content_tag(&config_digest));
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_TYPE,
-        "manifests": [{
-            "mediaType": MANIFEST_TYPE,
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": format!("{}:{tag}", options.name),
-                "org.opencontainers.image.ref.name": tag,
-            },
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.to_string()),
+        manifests: vec![Descriptor {
+            media_type: media_type::OCI_MANIFEST.to_string(),
+            digest: manifest_digest.clone(),
+            size: manifest.len() as u64,
+            annotations: Some(BTreeMap::from([
+                (
+                    CONTAINERD_NAME.to_string(),
+                    format!("{}:{tag}", options.name),
+                ),
+                (REF_NAME.to_string(), tag.clone()),
+            ])),
+            platform: None,
         }],
-    });
+    };
     let index_path = dir.join("index.json");
-    fs::write(&index_path, serde_json::to_vec(&index).unwrap_or_default())
-        .map_err(|e| Error::io("writing", &index_path, e))?;
+    fs::write(&index_path, to_bytes(&index)).map_err(|e| Error::io("writing", &index_path, e))?;
     let layout_path = dir.join("oci-layout");
-    fs::write(&layout_path, br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .map_err(|e| Error::io("writing", &layout_path, e))?;
-    Ok(Written {
+    fs::write(&layout_path, OCI_LAYOUT).map_err(|e| Error::io("writing", &layout_path, e))?;
+    let written = Written {
         name: options.name.clone(),
         tag,
         config_digest,
         layers,
-    })
+    };
+    Ok((written, manifest_digest))
 }

@@ -8,15 +8,16 @@
 //! tag       := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted};
 
 const MAX_NAME: usize = 255;
 
 /// Checks an image name such as `registry.example:5000/my/image`.
 pub fn check_name(name: &str) -> Result<()> {
     let fail = |why: String| {
-        Err(Error::new(format!(
-            "--name {name:?} is not a valid image name: {why}"
+        Err(Error::value(format!(
+            "the image name {} is not valid: {why}",
+            quoted(name)
         )))
     };
     if name.is_empty() {
@@ -41,7 +42,7 @@ pub fn check_name(name: &str) -> Result<()> {
     let last = components.len() - 1;
     for (i, component) in components.iter().enumerate() {
         if i == last && component.contains(':') {
-            return fail("a tag belongs in --tag, not in the name".into());
+            return fail("it holds a tag (after ':'); give the tag on its own".into());
         }
         if let Err(why) = check_component(component) {
             return fail(why);
@@ -147,9 +148,10 @@ pub fn check_tag(tag: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::new(format!(
-            "--tag {tag:?} is not a valid tag: up to 128 letters, digits, '_', '.' and '-', \
-             starting with a letter, digit or '_'"
+        Err(Error::value(format!(
+            "the tag {} is not valid: up to 128 letters, digits, '_', '.' and '-', starting \
+             with a letter, digit or '_'",
+            quoted(tag)
         )))
     }
 }
@@ -185,7 +187,7 @@ mod tests {
             ("-a", "the path component \"-a\""),
             ("a...b", "the path component \"a...b\""),
             ("a___b", "the path component \"a___b\""),
-            ("hello:1.0", "a tag belongs in --tag"),
+            ("hello:1.0", "it holds a tag"),
             (
                 "reg.example:port/x",
                 "the registry port \"port\" is not a number",
@@ -197,7 +199,7 @@ mod tests {
             let err = check_name(name).unwrap_err();
             assert!(
                 err.message()
-                    .starts_with(&format!("--name {name:?} is not a valid image name: ")),
+                    .starts_with(&format!("the image name {name:?} is not valid: ")),
                 "{err}"
             );
             assert!(err.message().contains(why), "{name}: {err}");

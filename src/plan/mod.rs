@@ -16,18 +16,17 @@
 //!   after the hash, then `-`, then the store directory and hash, so the order is total.
 //! - With `L` store layers, the first `L - 1` paths get a layer each and the rest share the last.
 
+mod json;
 mod reuse;
 
-pub use reuse::{PreviousPlan, plan_for_reuse};
+pub use json::{BaseKind, BaseLayerJson, PlanJson, PlanLayerJson, PreviousPlan};
+pub use reuse::plan_for_reuse;
 
 use num_bigint::BigUint;
 use rayon::prelude::*;
-use serde::Serialize;
-use serde::ser::SerializeMap;
-use serde_json::value::RawValue;
 
 use crate::closure::{ClosureGraph, name_of};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 
 /// How many layers the image may have and who else takes some.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +50,11 @@ impl Budget {
     /// The number of layers left for store paths.
     pub fn store_layers(&self) -> Result<usize> {
         if self.max_layers < 2 {
-            return Err(Error::new(format!(
-                "--max-layers {} is too small: it must be at least 2",
+            return Err(Error::value(format!(
+                "a limit of {} layers is too small: it must be at least 2",
                 self.max_layers
-            )));
+            ))
+            .about(Setting::MaxLayers));
         }
         let taken = self.base_layers + usize::from(self.customisation_layer);
         if self.max_layers <= taken {
@@ -65,13 +65,13 @@ impl Budget {
             if self.customisation_layer {
                 takers.push("the customisation layer takes 1".to_string());
             }
-            return Err(Error::new(format!(
-                "--max-layers {} leaves no layer for the store paths: {}; use --max-layers {} \
-                 or more",
+            return Err(Error::value(format!(
+                "a limit of {} layers leaves no layer for the store paths: {}; allow {} or more",
                 self.max_layers,
                 takers.join(" and "),
                 taken + 1
-            )));
+            ))
+            .about(Setting::MaxLayers));
         }
         Ok(self.max_layers - taken)
     }
@@ -88,7 +88,7 @@ pub struct Plan {
 }
 
 /// How store paths are grouped into layers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Layering {
     /// nixpkgs' grouping (the default).
     #[default]
@@ -276,90 +276,9 @@ impl Plan {
             .sum::<Option<u64>>()
     }
 
-    /// The plan as `layered-gen plan` prints it; `base_layers` (already JSON) come first.
-    pub fn to_json(
-        &self,
-        graph: &ClosureGraph,
-        base_layers: Vec<serde_json::Value>,
-    ) -> Result<String> {
-        let number = |n: &BigUint| {
-            RawValue::from_string(n.to_string())
-                .map_err(|e| Error::new(format!("printing a popularity: {e}")))
-        };
-        let first = base_layers.len();
-        let mut layers: Vec<Box<RawValue>> = base_layers
-            .iter()
-            .map(|l| {
-                serde_json::value::to_raw_value(l)
-                    .map_err(|e| Error::new(format!("printing the plan: {e}")))
-            })
-            .collect::<Result<_>>()?;
-        let mut popularities = Vec::with_capacity(graph.len());
-        for (store_index, paths) in self.layers.iter().enumerate() {
-            for &p in paths {
-                popularities.push((graph.path(p), number(&self.popularity[p])?));
-            }
-            let layer = LayerJson {
-                index: first + store_index,
-                kind: "store",
-                reason: self
-                    .reasons
-                    .get(store_index)
-                    .map(String::as_str)
-                    .unwrap_or(""),
-                paths: paths.iter().map(|&p| graph.path(p)).collect(),
-                nar_size: self.nar_size(graph, store_index),
-                popularity: number(&self.popularity[paths[0]])?,
-            };
-            layers.push(
-                serde_json::value::to_raw_value(&layer)
-                    .map_err(|e| Error::new(format!("printing the plan: {e}")))?,
-            );
-        }
-        let json = PlanJson {
-            max_layers: self.budget.max_layers,
-            store_layer_budget: self.budget.store_layers()?,
-            store_dir: graph.store_dir(),
-            layers,
-            popularities: OrderedMap(popularities),
-        };
-        serde_json::to_string_pretty(&json)
-            .map_err(|e| Error::new(format!("printing the plan: {e}")))
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PlanJson<'a> {
-    max_layers: usize,
-    store_layer_budget: usize,
-    store_dir: &'a str,
-    layers: Vec<Box<RawValue>>,
-    popularities: OrderedMap<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LayerJson<'a> {
-    index: usize,
-    kind: &'static str,
-    reason: &'a str,
-    paths: Vec<&'a str>,
-    nar_size: Option<u64>,
-    /// The highest popularity among the layer's paths.
-    popularity: Box<RawValue>,
-}
-
-/// A JSON object whose keys keep the order given (here: plan order).
-struct OrderedMap<'a>(Vec<(&'a str, Box<RawValue>)>);
-
-impl Serialize for OrderedMap<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (key, value) in &self.0 {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
+    /// The plan as `layered-gen plan` prints it, the base image's layers first.
+    pub fn to_json(&self, graph: &ClosureGraph, base_layers: &[BaseLayerJson]) -> Result<String> {
+        PlanJson::new(self, graph, base_layers)?.to_string_pretty()
     }
 }
 
@@ -533,7 +452,7 @@ mod tests {
     fn budget_errors_say_the_numbers() {
         assert_eq!(
             Budget::new(1).store_layers().unwrap_err().message(),
-            "--max-layers 1 is too small: it must be at least 2"
+            "a limit of 1 layers is too small: it must be at least 2"
         );
         let budget = Budget {
             max_layers: 5,
@@ -542,8 +461,8 @@ mod tests {
         };
         assert_eq!(
             budget.store_layers().unwrap_err().message(),
-            "--max-layers 5 leaves no layer for the store paths: the base image has 4 layers and \
-             the customisation layer takes 1; use --max-layers 6 or more"
+            "a limit of 5 layers leaves no layer for the store paths: the base image has 4 layers \
+             and the customisation layer takes 1; allow 6 or more"
         );
         let budget = Budget {
             max_layers: 10,
@@ -558,7 +477,7 @@ mod tests {
         let g = graph(&[(0, &[1]), (1, &[])], &["app", "lib"]);
         let plan = plan_by_popularity(&g, Budget::new(10)).unwrap();
         let json: serde_json::Value =
-            serde_json::from_str(&plan.to_json(&g, Vec::new()).unwrap()).unwrap();
+            serde_json::from_str(&plan.to_json(&g, &[]).unwrap()).unwrap();
         assert_eq!(json["maxLayers"], 10);
         assert_eq!(json["layers"][0]["paths"][0], g.path(1));
         assert_eq!(json["layers"][0]["popularity"], 2);
@@ -628,7 +547,7 @@ mod tests {
             // deterministic under permutation of the input records
             let permuted = dag_graph(&dag, seed);
             let again = plan_by_popularity(&permuted, Budget::new(max_layers)).unwrap();
-            prop_assert_eq!(plan.to_json(&g, Vec::new()).unwrap(), again.to_json(&permuted, Vec::new()).unwrap());
+            prop_assert_eq!(plan.to_json(&g, &[]).unwrap(), again.to_json(&permuted, &[]).unwrap());
         }
     }
 }

@@ -28,9 +28,9 @@ use petgraph::algo::dominators;
 use petgraph::graph::{DiGraph, NodeIndex};
 use rayon::prelude::*;
 
-use super::{Budget, Plan, popularity};
+use super::{Budget, Plan, PreviousPlan, popularity};
 use crate::closure::ClosureGraph;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Phase 1 stops at this many groups per layer; phase 2 merges the rest.
 const PHASE_ONE_FACTOR: usize = 2;
@@ -66,47 +66,6 @@ impl Group {
     /// What merging it costs: bytes re-pulled per update, times how widely it is shared.
     fn cost(&self) -> u128 {
         self.bytes.saturating_mul(self.changes)
-    }
-}
-
-/// The store layers of an earlier plan, as `layered-gen plan` printed them.
-#[derive(Clone, Debug, Default)]
-pub struct PreviousPlan {
-    pub layers: Vec<Vec<String>>,
-}
-
-impl PreviousPlan {
-    /// Reads the `plan` JSON of an earlier release (its store layers).
-    pub fn read(path: &std::path::Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(format!(
-                "{}: not the JSON `layered-gen plan` prints: {e}",
-                path.display()
-            ))
-        })?;
-        let layers = value["layers"].as_array().ok_or_else(|| {
-            Error::new(format!(
-                "{}: no \"layers\"; pass the JSON `layered-gen plan` printed",
-                path.display()
-            ))
-        })?;
-        Ok(PreviousPlan {
-            layers: layers
-                .iter()
-                .filter(|l| l["kind"] == "store")
-                .map(|l| {
-                    l["paths"]
-                        .as_array()
-                        .map(|p| {
-                            p.iter()
-                                .filter_map(|s| s.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                })
-                .collect(),
-        })
     }
 }
 
@@ -234,7 +193,7 @@ fn keep_previous(graph: &ClosureGraph, fresh: Plan, previous: &PreviousPlan) -> 
         new[next]
             .0
             .sort_by(|&a, &b| graph.path(a).cmp(graph.path(b)));
-        new[next].1 = "new paths merged to fit --max-layers".to_string();
+        new[next].1 = "new paths merged to fit the layer limit".to_string();
     }
     let mut reasons = vec!["unchanged since the previous plan".to_string(); kept.len()];
     let mut layers = kept;
@@ -419,7 +378,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
         members.sort_by(|&a, &b| graph.path(a).cmp(graph.path(b)));
         let reason = if overflowed && i == count - 1 {
             format!(
-                "{} groups most likely to change, merged to fit --max-layers",
+                "{} groups most likely to change, merged to fit the layer limit",
                 members.len()
             )
         } else if is_root[head] {
@@ -601,7 +560,7 @@ mod tests {
             prop_assert!(plan.reasons.iter().all(|r| !r.is_empty()));
             // Deterministic: the same graph from records in another order plans the same.
             let again = plan_for_reuse(&store.graph(), Budget::new(max), None).unwrap();
-            prop_assert_eq!(plan.to_json(&graph, Vec::new()).unwrap(), again.to_json(&graph, Vec::new()).unwrap());
+            prop_assert_eq!(plan.to_json(&graph, &[]).unwrap(), again.to_json(&graph, &[]).unwrap());
         }
 
         /// An update of one package leaves every layer that holds neither it nor a path
