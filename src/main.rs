@@ -314,13 +314,14 @@ fn target_and_tag(args: &BuildArgs) -> Result<(Target, Option<String>)> {
     Ok((target, tag))
 }
 
-fn build(args: BuildArgs) -> Result<()> {
+/// The build's options from its arguments; files named by flags (config, perms) are read here.
+fn build_options(args: BuildArgs) -> Result<BuildOptions> {
     let (target, tag) = target_and_tag(&args)?;
     let layer_compression = args.compression.unwrap_or(match args.format {
         Format::DockerArchive => Codec::None,
         Format::Oci => Codec::Gzip,
     });
-    let options = BuildOptions {
+    Ok(BuildOptions {
         progress: !args.quiet && std::io::stderr().is_terminal(),
         customisation: Customisation {
             contents: args.contents,
@@ -334,7 +335,7 @@ fn build(args: BuildArgs) -> Result<()> {
             remove: args.remove,
         },
         output: OutputOptions {
-            target: target.clone(),
+            target,
             format: args.format,
             compression: Compression::new(layer_compression, args.compression_level)?,
             name: args.name,
@@ -364,10 +365,15 @@ fn build(args: BuildArgs) -> Result<()> {
         base: args.base.options(),
         base_layers: args.base_layers,
         plan: args.plan.options(!args.no_store_paths),
-    };
+    })
+}
+
+fn build(args: BuildArgs) -> Result<()> {
+    let quiet = args.quiet;
+    let options = build_options(args)?;
     let written = pipeline::build(&options)?;
-    if !args.quiet {
-        let place = match &target {
+    if !quiet {
+        let place = match &options.output.target {
             Target::File(path) => path.display().to_string(),
             Target::Stdout => "stdout".to_string(),
         };

@@ -100,55 +100,12 @@ fn choose_list<'a>(file: &str, text: &'a str, key: Option<&str>) -> Result<Chose
             ));
         }
     };
-    let keys = || {
-        object
-            .keys()
-            .map(|k| shown(k))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     if key.is_none() && !object.is_empty() && object.keys().all(|k| k.starts_with('/')) {
         return Ok(Chosen::KeyedByPath);
     }
     let name = match key {
         Some(key) => key.to_string(),
-        None => {
-            let lists: Vec<&String> = object
-                .iter()
-                .filter(|(_, raw)| is_closure_list(raw))
-                .map(|(k, _)| k)
-                .collect();
-            match lists.as_slice() {
-                [one] => (*one).clone(),
-                [] => {
-                    return Err(Error::input(
-                        shown(file),
-                        format!(
-                            "no key holds a list of {{\"path\", \"references\"}} objects; is \
-                             this the .attrs.json of a derivation with exportReferencesGraph? \
-                             (keys: {})",
-                            keys()
-                        ),
-                    ));
-                }
-                many => {
-                    return Err(Error::input(
-                        shown(file),
-                        format!(
-                            "several keys hold closure graphs ({}); choose one by its key",
-                            shown(
-                                &many
-                                    .iter()
-                                    .map(|k| k.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        ),
-                    )
-                    .about(Setting::ClosureKey));
-                }
-            }
-        }
+        None => only_closure_key(file, &object)?,
     };
     let at = format!("$.{name}");
     match object.get(&name) {
@@ -170,7 +127,40 @@ fn choose_list<'a>(file: &str, text: &'a str, key: Option<&str>) -> Result<Chose
             format!(
                 "there is no key {}; the keys are: {}",
                 quoted(&name),
-                keys()
+                key_list(object.keys())
+            ),
+        )
+        .about(Setting::ClosureKey)),
+    }
+}
+
+/// Keys for a message, escaped.
+fn key_list<'k>(keys: impl Iterator<Item = &'k String>) -> String {
+    shown(&keys.map(String::as_str).collect::<Vec<_>>().join(", "))
+}
+
+/// The one key of an object that holds a closure list.
+fn only_closure_key(file: &str, object: &BTreeMap<String, &RawValue>) -> Result<String> {
+    let lists: Vec<&String> = object
+        .iter()
+        .filter(|(_, raw)| is_closure_list(raw))
+        .map(|(k, _)| k)
+        .collect();
+    match lists.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::input(
+            shown(file),
+            format!(
+                "no key holds a list of {{\"path\", \"references\"}} objects; is this the \
+                 .attrs.json of a derivation with exportReferencesGraph? (keys: {})",
+                key_list(object.keys())
+            ),
+        )),
+        many => Err(Error::input(
+            shown(file),
+            format!(
+                "several keys hold closure graphs ({}); choose one by its key",
+                key_list(many.iter().copied())
             ),
         )
         .about(Setting::ClosureKey)),

@@ -92,85 +92,10 @@ impl ClosureGraph {
     }
 
     /// Merges and validates records from one or more files.
-    pub fn from_records(mut records: Vec<PathRecord>) -> Result<Self> {
-        let mut store_dir: Option<(&str, &Origin)> = None;
-        for record in &records {
-            let dir =
-                store_dir_of(&record.path).map_err(|why| Error::input(&record.origin, why))?;
-            match store_dir {
-                None => store_dir = Some((dir, &record.origin)),
-                Some((first, first_origin)) if first != dir => {
-                    return Err(Error::input(
-                        &record.origin,
-                        format!(
-                            "{} is in the store directory {}, but {first_origin} has a path in \
-                             {}; a closure lives in one store directory",
-                            shown(&record.path),
-                            shown(dir),
-                            shown(first)
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        let Some((store_dir, _)) = store_dir else {
-            return Err(Error::input(
-                "",
-                "the closure is empty: no store path was given",
-            ));
-        };
-        let store_dir = store_dir.to_string();
-
-        // Sort by path (stable, so the first occurrence stays first), then merge duplicates.
-        records.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut merged: Vec<PathRecord> = Vec::with_capacity(records.len());
-        for mut record in records {
-            record.references.sort_unstable();
-            record.references.dedup();
-            match merged.last_mut() {
-                Some(existing) if existing.path == record.path => {
-                    if existing.references != record.references {
-                        return Err(Error::input(
-                            &record.origin,
-                            format!(
-                                "{} is listed twice with different references: {} gives [{}], \
-                                 here it has [{}]",
-                                shown(&record.path),
-                                existing.origin,
-                                shown(&existing.references.join(", ")),
-                                shown(&record.references.join(", "))
-                            ),
-                        ));
-                    }
-                    existing.nar_size = existing.nar_size.or(record.nar_size);
-                    existing.nar_hash = existing.nar_hash.take().or(record.nar_hash);
-                }
-                _ => merged.push(record),
-            }
-        }
-
-        let index: HashMap<&str, usize> = merged
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.path.as_str(), i))
-            .collect();
-        let mut references = Vec::with_capacity(merged.len());
-        for record in &merged {
-            let mut refs = Vec::with_capacity(record.references.len());
-            for reference in &record.references {
-                if *reference == record.path {
-                    continue; // self-references are normal in Nix and carry no ordering
-                }
-                match index.get(reference.as_str()) {
-                    Some(&i) => refs.push(i),
-                    None => return Err(unknown_reference(record, reference)),
-                }
-            }
-            refs.sort_unstable();
-            references.push(refs);
-        }
-        drop(index);
+    pub fn from_records(records: Vec<PathRecord>) -> Result<Self> {
+        let store_dir = common_store_dir(&records)?;
+        let merged = merge_duplicates(records)?;
+        let references = resolve_references(&merged)?;
         let nar_sizes = merged.iter().map(|r| r.nar_size).collect();
         let paths = merged.into_iter().map(|r| r.path).collect();
         let mut graph = ClosureGraph {
@@ -316,6 +241,98 @@ impl ClosureGraph {
         }
         (0..self.len()).filter(|&i| !referenced[i]).collect()
     }
+}
+
+/// The one store directory every record's path is in.
+fn common_store_dir(records: &[PathRecord]) -> Result<String> {
+    let mut store_dir: Option<(&str, &Origin)> = None;
+    for record in records {
+        let dir = store_dir_of(&record.path).map_err(|why| Error::input(&record.origin, why))?;
+        match store_dir {
+            None => store_dir = Some((dir, &record.origin)),
+            Some((first, first_origin)) if first != dir => {
+                return Err(Error::input(
+                    &record.origin,
+                    format!(
+                        "{} is in the store directory {}, but {first_origin} has a path in {}; \
+                         a closure lives in one store directory",
+                        shown(&record.path),
+                        shown(dir),
+                        shown(first)
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    match store_dir {
+        Some((dir, _)) => Ok(dir.to_string()),
+        None => Err(Error::input(
+            "",
+            "the closure is empty: no store path was given",
+        )),
+    }
+}
+
+/// Records sorted by path, each path once: a path listed again must list the same references
+/// (its NAR size and hash are taken from whichever record has them).
+fn merge_duplicates(mut records: Vec<PathRecord>) -> Result<Vec<PathRecord>> {
+    // Stable, so the first occurrence stays first.
+    records.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut merged: Vec<PathRecord> = Vec::with_capacity(records.len());
+    for mut record in records {
+        record.references.sort_unstable();
+        record.references.dedup();
+        match merged.last_mut() {
+            Some(existing) if existing.path == record.path => {
+                if existing.references != record.references {
+                    return Err(Error::input(
+                        &record.origin,
+                        format!(
+                            "{} is listed twice with different references: {} gives [{}], here \
+                             it has [{}]",
+                            shown(&record.path),
+                            existing.origin,
+                            shown(&existing.references.join(", ")),
+                            shown(&record.references.join(", "))
+                        ),
+                    ));
+                }
+                existing.nar_size = existing.nar_size.or(record.nar_size);
+                existing.nar_hash = existing.nar_hash.take().or(record.nar_hash);
+            }
+            _ => merged.push(record),
+        }
+    }
+    Ok(merged)
+}
+
+/// Each record's references as sorted indices into `merged`; self-references are dropped
+/// (normal in Nix, they carry no order) and a reference outside the graph is an error.
+fn resolve_references(merged: &[PathRecord]) -> Result<Vec<Vec<usize>>> {
+    let index: HashMap<&str, usize> = merged
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.path.as_str(), i))
+        .collect();
+    merged
+        .iter()
+        .map(|record| {
+            let mut refs = record
+                .references
+                .iter()
+                .filter(|r| **r != record.path)
+                .map(|r| {
+                    index
+                        .get(r.as_str())
+                        .copied()
+                        .ok_or_else(|| unknown_reference(record, r))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            refs.sort_unstable();
+            Ok(refs)
+        })
+        .collect()
 }
 
 /// The error for a reference outside the graph: a malformed path says so, a valid one is missing.

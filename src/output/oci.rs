@@ -146,6 +146,54 @@ fn write_layer(
     Ok((info, media_type))
 }
 
+fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.to_string(),
+        digest: digest.to_string(),
+        size,
+        annotations: None,
+        platform: None,
+    }
+}
+
+/// The image manifest: the config and the layers with their media types.
+fn manifest(
+    config_digest: &str,
+    config_size: usize,
+    layers: &[BlobInfo],
+    media_types: &[&str],
+) -> Manifest {
+    Manifest {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_MANIFEST.to_string()),
+        config: descriptor(media_type::OCI_CONFIG, config_digest, config_size as u64),
+        layers: layers
+            .iter()
+            .zip(media_types)
+            .map(|(l, media_type)| descriptor(media_type, &l.digest, l.size))
+            .collect(),
+    }
+}
+
+/// The layout's index: the one manifest, named `name:tag` for containerd and `tag` for the
+/// OCI tools.
+fn index(manifest_digest: &str, manifest_size: usize, name: &str, tag: &str) -> Index {
+    let mut entry = descriptor(
+        media_type::OCI_MANIFEST,
+        manifest_digest,
+        manifest_size as u64,
+    );
+    entry.annotations = Some(BTreeMap::from([
+        (CONTAINERD_NAME.to_string(), format!("{name}:{tag}")),
+        (REF_NAME.to_string(), tag.to_string()),
+    ]));
+    Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.to_string()),
+        manifests: vec![entry],
+    }
+}
+
 /// Writes a complete layout into the existing, empty directory `dir`; returns what was written
 /// and the manifest's digest.
 fn write_layout(
@@ -173,52 +221,18 @@ fn write_layout(
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = write_blob(&blob_dir, &config)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media_type::OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: media_type::OCI_CONFIG.to_string(),
-            digest: config_digest.clone(),
-            size: config.len() as u64,
-            annotations: None,
-            platform: None,
-        },
-        layers: layers
-            .iter()
-            .zip(&media_types)
-            .map(|(l, media_type)| Descriptor {
-                media_type: media_type.to_string(),
-                digest: l.digest.clone(),
-                size: l.size,
-                annotations: None,
-                platform: None,
-            })
-            .collect(),
-    };
-    let manifest = to_bytes(&manifest);
+    let manifest = to_bytes(&manifest(
+        &config_digest,
+        config.len(),
+        &layers,
+        &media_types,
+    ));
     let manifest_digest = write_blob(&blob_dir, &manifest)?;
-
     let tag = options
         .tag
         .clone()
         .unwrap_or_else(|| content_tag(&config_digest));
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(media_type::OCI_INDEX.to_string()),
-        manifests: vec![Descriptor {
-            media_type: media_type::OCI_MANIFEST.to_string(),
-            digest: manifest_digest.clone(),
-            size: manifest.len() as u64,
-            annotations: Some(BTreeMap::from([
-                (
-                    CONTAINERD_NAME.to_string(),
-                    format!("{}:{tag}", options.name),
-                ),
-                (REF_NAME.to_string(), tag.clone()),
-            ])),
-            platform: None,
-        }],
-    };
+    let index = index(&manifest_digest, manifest.len(), &options.name, &tag);
     let index_path = dir.join("index.json");
     fs::write(&index_path, to_bytes(&index)).map_err(|e| Error::io("writing", &index_path, e))?;
     let layout_path = dir.join("oci-layout");

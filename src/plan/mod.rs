@@ -240,31 +240,48 @@ fn popularity_with<C: Count>(
         }
     }
     // pop[x]: the routes of every path that reaches x, x included.
-    let sums: Option<Vec<C>> = (0..graph.len())
+    let sums = fold_reachable(
+        graph.len(),
+        |y| parents[y].as_slice(),
+        C::zero,
+        |sum: &mut C, y| sum.add(&routes[y]),
+    );
+    Some(sums?.into_iter().map(C::into_big).collect())
+}
+
+/// For each path `x`, folds `visit` over every path reachable from `x` along `next` (`x`
+/// included, each path once), in parallel over `x`. None as soon as a `visit` returns false
+/// (a sum that no longer fits).
+pub(crate) fn fold_reachable<'a, A: Send>(
+    n: usize,
+    next: impl Fn(usize) -> &'a [usize] + Sync,
+    zero: impl Fn() -> A + Sync,
+    visit: impl Fn(&mut A, usize) -> bool + Sync,
+) -> Option<Vec<A>> {
+    (0..n)
         .into_par_iter()
         .map_init(
-            || (vec![usize::MAX; graph.len()], Vec::new()),
+            || (vec![usize::MAX; n], Vec::new()),
             |(seen, stack), x| {
-                let mut sum = C::zero();
+                let mut acc = zero();
                 seen[x] = x;
                 stack.push(x);
                 while let Some(y) = stack.pop() {
-                    if !sum.add(&routes[y]) {
+                    if !visit(&mut acc, y) {
                         stack.clear();
                         return None;
                     }
-                    for &parent in &parents[y] {
-                        if seen[parent] != x {
-                            seen[parent] = x;
-                            stack.push(parent);
+                    for &z in next(y) {
+                        if seen[z] != x {
+                            seen[z] = x;
+                            stack.push(z);
                         }
                     }
                 }
-                Some(sum)
+                Some(acc)
             },
         )
-        .collect();
-    Some(sums?.into_iter().map(C::into_big).collect())
+        .collect()
 }
 
 impl Plan {

@@ -26,7 +26,6 @@
 
 use petgraph::algo::dominators;
 use petgraph::graph::{DiGraph, NodeIndex};
-use rayon::prelude::*;
 
 use super::{Budget, Plan, PreviousPlan, popularity};
 use crate::closure::ClosureGraph;
@@ -55,15 +54,12 @@ struct Group {
     bytes: u128,
     /// Paths whose update changes the group (an upper bound once groups are merged).
     changes: u128,
-    /// How many top-level packages use it: paths many use are likely in other images of the
-    /// same store too, so merging them costs sharing as well.
-    sharers: u128,
     /// The head's name without its hash: ties are broken by names, which updates keep.
     key: String,
 }
 
 impl Group {
-    /// What merging it costs: bytes re-pulled per update, times how widely it is shared.
+    /// What merging it costs: the bytes re-pulled per update that changes it.
     fn cost(&self) -> u128 {
         self.bytes.saturating_mul(self.changes)
     }
@@ -75,27 +71,16 @@ fn reach_counts<'a>(
     next: impl Fn(usize) -> &'a [usize] + Sync,
     counts: impl Fn(usize) -> bool + Sync,
 ) -> Vec<u64> {
-    (0..n)
-        .into_par_iter()
-        .map_init(
-            || (vec![usize::MAX; n], Vec::new()),
-            |(seen, stack), x| {
-                let mut count = 0;
-                seen[x] = x;
-                stack.push(x);
-                while let Some(y) = stack.pop() {
-                    count += u64::from(counts(y));
-                    for &z in next(y) {
-                        if seen[z] != x {
-                            seen[z] = x;
-                            stack.push(z);
-                        }
-                    }
-                }
-                count
-            },
-        )
-        .collect()
+    super::fold_reachable(
+        n,
+        next,
+        || 0u64,
+        |count, y| {
+            *count += u64::from(counts(y));
+            true
+        },
+    )
+    .unwrap_or_default()
 }
 
 /// Each path's immediate dominator, None for the roots (dominated by the virtual root only).
@@ -209,204 +194,268 @@ fn keep_previous(graph: &ClosureGraph, fresh: Plan, previous: &PreviousPlan) -> 
     }
 }
 
-/// The plan from scratch.
-fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
-    let store_layers = budget.store_layers()?;
-    let n = graph.len();
-    let known_sizes = (0..n).all(|x| graph.nar_size(x).is_some());
-    // Without sizes every path weighs the same: the rule still follows the graph.
-    let size = |x: usize| -> u128 {
-        if known_sizes {
-            u128::from(graph.nar_size(x).unwrap_or(0).max(1))
-        } else {
-            1
+/// What the rule needs to know of every path.
+struct Facts {
+    /// NAR size (at least 1), or 1 for every path when the closure lacks sizes: the rule then
+    /// follows the graph alone.
+    size: Vec<u128>,
+    /// `C(x)`: the paths in x's closure, itself included (how often x changes).
+    counts: Vec<u64>,
+    idom: Vec<Option<usize>>,
+    /// How many top-level packages use each path.
+    sharers: Vec<u64>,
+    /// The roots that get layers apart (none when there are too many roots).
+    is_root: Vec<bool>,
+}
+
+impl Facts {
+    fn of(graph: &ClosureGraph, store_layers: usize) -> Self {
+        let n = graph.len();
+        let known_sizes = (0..n).all(|x| graph.nar_size(x).is_some());
+        let size = (0..n)
+            .map(|x| match graph.nar_size(x) {
+                Some(s) if known_sizes => u128::from(s.max(1)),
+                _ => 1,
+            })
+            .collect();
+        let parents = graph.referrers();
+        let mut is_top = vec![false; n];
+        for t in top_level(graph) {
+            is_top[t] = true;
         }
-    };
-
-    let room = store_layers;
-
-    // C(x): the paths in x's closure, itself included.
-    let counts = reach_counts(n, |x| graph.references(x), |_| true);
-    let idom = immediate_dominators(graph);
-    let parents = graph.referrers();
-    let mut is_top = vec![false; n];
-    for t in top_level(graph) {
-        is_top[t] = true;
-    }
-    // How many top-level packages use each path.
-    let sharers = reach_counts(n, |x| parents[x].as_slice(), |x| is_top[x]);
-    let roots = graph.roots();
-    // A few roots (an image's own root, which changes with every update) get layers apart;
-    // a graph with many roots has its roots treated like any other path.
-    let is_root = {
-        let mut r = vec![false; n];
+        // A few roots (an image's own root, which changes with every update) get layers apart;
+        // a graph with many roots has its roots treated like any other path.
+        let roots = graph.roots();
+        let mut is_root = vec![false; n];
         if roots.len() <= (store_layers / ROOTS_APART_SHARE).max(1) {
             for &x in &roots {
-                r[x] = true;
+                is_root[x] = true;
             }
         }
-        r
-    };
-    let candidates: Vec<usize> = (0..n).collect();
-    // The largest paths get layers of their own: most bytes then sit in layers that change
-    // exactly when their path does, and that other images of the same store share. The
-    // roots, which change with every update, stay apart too. The small rest is grouped into
-    // SMALL_PERCENT of the layers.
-    let mut by_size: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|&x| !is_root[x])
-        .collect();
+        Facts {
+            size,
+            counts: reach_counts(n, |x| graph.references(x), |_| true),
+            idom: immediate_dominators(graph),
+            sharers: reach_counts(n, |x| parents[x].as_slice(), |x| is_top[x]),
+            is_root,
+        }
+    }
+}
+
+/// Phase 1, size classes: the largest paths (not the roots) get layers of their own; the rest
+/// are "small" and share `buckets` layers (SMALL_PERCENT of those left after the roots).
+struct Classes {
+    single: Vec<bool>,
+    /// The small paths, largest first.
+    small: Vec<usize>,
+    buckets: usize,
+}
+
+fn size_classes(graph: &ClosureGraph, facts: &Facts, store_layers: usize) -> Classes {
+    let n = graph.len();
+    let mut by_size: Vec<usize> = (0..n).filter(|&x| !facts.is_root[x]).collect();
     by_size.sort_by(|&a, &b| {
-        size(b)
-            .cmp(&size(a))
+        facts.size[b]
+            .cmp(&facts.size[a])
             .then_with(|| name_key(graph, a).cmp(name_key(graph, b)))
             .then_with(|| graph.path(a).cmp(graph.path(b)))
     });
-    let root_count = candidates.len() - by_size.len();
-    let for_paths = room.saturating_sub(root_count).max(1);
+    let root_count = n - by_size.len();
+    let for_paths = store_layers.saturating_sub(root_count).max(1);
     let singles = if by_size.len() <= for_paths {
         by_size.len()
     } else {
         for_paths - (for_paths * SMALL_PERCENT / 100).max(1)
     };
-    let buckets = for_paths - singles;
     let mut single = vec![false; n];
     for &x in &by_size[..singles] {
         single[x] = true;
     }
-    let small: Vec<usize> = by_size[singles..].to_vec();
+    Classes {
+        single,
+        small: by_size[singles..].to_vec(),
+        buckets: for_paths - singles,
+    }
+}
 
-    // The small paths, along the dominator tree first: x may join its dominator's layer (never
-    // a root's or a single's), at the cost of x's bytes on the updates that change the
-    // dominator but not x.
+/// Phase 2, dominator grouping: a small path joins its immediate dominator's group (never a
+/// root's or a single's) when `w(x) = size(x) × (C(d) − C(x)) ≤ τ`, with τ the smallest power
+/// of two that leaves at most PHASE_ONE_FACTOR groups per bucket. Returns each group's members
+/// by head, every path in exactly one group.
+fn dominator_groups(
+    graph: &ClosureGraph,
+    facts: &Facts,
+    classes: &Classes,
+) -> std::collections::BTreeMap<usize, Vec<usize>> {
+    let n = graph.len();
     let weight: Vec<Option<u128>> = (0..n)
-        .map(|x| match idom[x] {
-            Some(d) if !is_root[d] && !single[d] && !single[x] => {
-                Some(size(x) * u128::from(counts[d].saturating_sub(counts[x])))
+        .map(|x| match facts.idom[x] {
+            Some(d) if !facts.is_root[d] && !classes.single[d] && !classes.single[x] => {
+                let extra = facts.counts[d].saturating_sub(facts.counts[x]);
+                Some(facts.size[x].saturating_mul(u128::from(extra)))
             }
             _ => None,
         })
         .collect();
-    let phase_one_target = buckets.saturating_mul(PHASE_ONE_FACTOR);
+    let target = classes.buckets.saturating_mul(PHASE_ONE_FACTOR);
     let mergeable = |tau: u128| {
-        small
+        classes
+            .small
             .iter()
             .filter(|&&x| weight[x].is_some_and(|w| w <= tau))
             .count()
     };
     let mut tau = 0u128;
-    while small.len() - mergeable(tau) > phase_one_target && tau < u128::MAX / 4 {
+    while classes.small.len() - mergeable(tau) > target && tau < u128::MAX / 4 {
         tau = if tau == 0 { 1 } else { tau * 2 };
     }
-    let joins = |x: usize| weight[x].is_some_and(|w| w <= tau);
     let mut head: Vec<usize> = (0..n).collect();
     // Dominators come before what they dominate in topological order (they reach it).
     for &x in graph.topological_order() {
-        if joins(x) {
-            if let Some(d) = idom[x] {
-                head[x] = head[d];
-            }
+        if let (Some(d), true) = (facts.idom[x], weight[x].is_some_and(|w| w <= tau)) {
+            head[x] = head[d];
         }
     }
     let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for &x in &candidates {
-        groups.entry(head[x]).or_default().push(x);
+    for (x, &h) in head.iter().enumerate() {
+        groups.entry(h).or_default().push(x);
     }
-    // Phase 2, while there are more groups than layers: merge the two groups that cost least
-    // on their own (bytes × how often they change), like Huffman coding; the roots stay apart.
+    groups
+}
+
+/// Phase 3, cost merge: while more small groups than buckets remain, the two that cost least
+/// on their own (bytes × how often they change) merge, like Huffman coding. Roots and singles
+/// stay apart.
+fn merge_by_cost(
+    graph: &ClosureGraph,
+    groups: std::collections::BTreeMap<usize, Vec<usize>>,
+    facts: &Facts,
+    classes: &Classes,
+) -> Vec<Group> {
+    use std::cmp::Reverse;
     let mut merged: Vec<Group> = groups
         .into_iter()
         .map(|(head, members)| Group {
-            bytes: members.iter().map(|&m| size(m)).sum(),
-            changes: u128::from(counts[head]),
-            sharers: u128::from(sharers[head].max(1)),
+            bytes: members.iter().map(|&m| facts.size[m]).sum(),
+            changes: u128::from(facts.counts[head]),
             key: name_key(graph, head).to_string(),
             head,
             members,
         })
         .collect();
-    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(u128, String, usize)>> = merged
+    let mut heap: std::collections::BinaryHeap<Reverse<(u128, String, usize)>> = merged
         .iter()
         .enumerate()
-        .filter(|(_, g)| !is_root[g.head] && !single[g.head])
-        .map(|(i, g)| std::cmp::Reverse((g.cost(), g.key.clone(), i)))
+        .filter(|(_, g)| !facts.is_root[g.head] && !classes.single[g.head])
+        .map(|(i, g)| Reverse((g.cost(), g.key.clone(), i)))
         .collect();
     let mut alive = heap.len();
-    while alive > buckets && heap.len() >= 2 {
-        let (Some(std::cmp::Reverse((_, _, a))), Some(std::cmp::Reverse((_, _, b)))) =
-            (heap.pop(), heap.pop())
-        else {
+    while alive > classes.buckets && heap.len() >= 2 {
+        let (Some(Reverse((_, _, a))), Some(Reverse((_, _, b)))) = (heap.pop(), heap.pop()) else {
             break;
         };
         let taken = std::mem::take(&mut merged[b].members);
         merged[a].members.extend(taken);
         merged[a].bytes += merged[b].bytes;
         merged[a].changes += merged[b].changes;
-        merged[a].sharers = merged[a].sharers.max(merged[b].sharers);
         let g = &merged[a];
-        heap.push(std::cmp::Reverse((g.cost(), g.key.clone(), a)));
+        heap.push(Reverse((g.cost(), g.key.clone(), a)));
         alive -= 1;
     }
-    let mut ordered: Vec<(usize, Vec<usize>)> = merged
-        .into_iter()
-        .filter(|g| !g.members.is_empty())
-        .map(|g| (g.head, g.members))
-        .collect();
-    // Layer order: least likely to change first; ties by path.
+    merged.retain(|g| !g.members.is_empty());
+    merged
+}
+
+/// Phase 4, fitting the budget: layers ordered from the least to the most likely to change
+/// (ties by path); when there are still more than `store_layers` (many roots), the last layer
+/// takes the rest. Returns (head, members sorted by path) per layer, and whether the last one
+/// overflowed.
+fn fit_budget(
+    graph: &ClosureGraph,
+    groups: Vec<Group>,
+    facts: &Facts,
+    store_layers: usize,
+) -> (Vec<(usize, Vec<usize>)>, bool) {
+    let mut ordered: Vec<(usize, Vec<usize>)> =
+        groups.into_iter().map(|g| (g.head, g.members)).collect();
     ordered.sort_by(|(a, _), (b, _)| {
-        counts[*a]
-            .cmp(&counts[*b])
+        facts.counts[*a]
+            .cmp(&facts.counts[*b])
             .then_with(|| graph.path(*a).cmp(graph.path(*b)))
     });
-    // More roots than layers: the last layer takes the rest.
     let mut overflowed = false;
-    if ordered.len() > room && room > 0 {
+    if ordered.len() > store_layers && store_layers > 0 {
         let rest: Vec<usize> = ordered
-            .drain(room - 1..)
+            .drain(store_layers - 1..)
             .flat_map(|(_, members)| members)
             .collect();
-        let last_head = rest[0];
-        ordered.push((last_head, rest));
+        ordered.push((rest[0], rest));
         overflowed = true;
     }
-
-    let mut layers = Vec::new();
-    let mut reasons = Vec::new();
-    let count = ordered.len();
-    for (i, (head, mut members)) in ordered.into_iter().enumerate() {
+    for (_, members) in &mut ordered {
         members.sort_by(|&a, &b| graph.path(a).cmp(graph.path(b)));
-        let reason = if overflowed && i == count - 1 {
-            format!(
-                "{} groups most likely to change, merged to fit the layer limit",
-                members.len()
-            )
-        } else if is_root[head] {
-            format!(
-                "the image root {} (changes with every update) and {} paths only it uses",
-                graph.path(head),
-                members.len() - 1
-            )
-        } else if members.len() > 1 {
-            format!(
-                "dominated by {}: it and {} paths only it uses",
-                graph.path(head),
-                members.len() - 1
-            )
-        } else {
-            match sharers[head] {
-                0 | 1 => match idom[head] {
-                    Some(d) => format!(
-                        "kept apart from {}, which uses it: large and changes less often",
-                        graph.path(d)
-                    ),
-                    None => "a root of the image".to_string(),
-                },
-                k => format!("shared by {k} top-level packages"),
-            }
-        };
+    }
+    (ordered, overflowed)
+}
+
+/// Phase 5, reasons: why each layer's paths are together, for the plan JSON.
+fn reason(
+    graph: &ClosureGraph,
+    facts: &Facts,
+    head: usize,
+    members: &[usize],
+    overflow: bool,
+) -> String {
+    if overflow {
+        return format!(
+            "{} groups most likely to change, merged to fit the layer limit",
+            members.len()
+        );
+    }
+    if facts.is_root[head] {
+        return format!(
+            "the image root {} (changes with every update) and {} paths only it uses",
+            graph.path(head),
+            members.len() - 1
+        );
+    }
+    if members.len() > 1 {
+        return format!(
+            "dominated by {}: it and {} paths only it uses",
+            graph.path(head),
+            members.len() - 1
+        );
+    }
+    match (facts.sharers[head], facts.idom[head]) {
+        (0 | 1, Some(d)) => format!(
+            "kept apart from {}, which uses it: large and changes less often",
+            graph.path(d)
+        ),
+        (0 | 1, None) => "a root of the image".to_string(),
+        (k, _) => format!("shared by {k} top-level packages"),
+    }
+}
+
+/// The plan from scratch: the phases above in order.
+fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
+    let store_layers = budget.store_layers()?;
+    let facts = Facts::of(graph, store_layers);
+    let classes = size_classes(graph, &facts, store_layers);
+    let groups = dominator_groups(graph, &facts, &classes);
+    let merged = merge_by_cost(graph, groups, &facts, &classes);
+    let (ordered, overflowed) = fit_budget(graph, merged, &facts, store_layers);
+    let count = ordered.len();
+    let mut layers = Vec::with_capacity(count);
+    let mut reasons = Vec::with_capacity(count);
+    for (i, (head, members)) in ordered.into_iter().enumerate() {
+        reasons.push(reason(
+            graph,
+            &facts,
+            head,
+            &members,
+            overflowed && i + 1 == count,
+        ));
         layers.push(members);
-        reasons.push(reason);
     }
     Ok(Plan {
         budget,
@@ -603,6 +652,102 @@ mod tests {
             // All but at most one (a layer always stays free for what is new) are kept.
             prop_assert!(kept + 1 >= unchanged.len().min(max - 1) , "kept {} of {}", kept, unchanged.len());
         }
+    }
+
+    /// root -> app, tool; app -> libbig (shared), helper (app's own); tool -> libbig.
+    fn small_store() -> (Store, ClosureGraph) {
+        let names = ["root", "app", "tool", "libbig", "helper"];
+        let store = Store {
+            names: names.iter().map(|n| format!("{n}-1")).collect(),
+            hashes: (0..5).map(hash).collect(),
+            edges: vec![vec![1, 2], vec![3, 4], vec![3], vec![], vec![]],
+            sizes: vec![1, 10, 10, 1_000_000, 5],
+        };
+        let graph = store.graph();
+        (store, graph)
+    }
+
+    fn index(store: &Store, graph: &ClosureGraph, i: usize) -> usize {
+        graph.index_of(&store.path(i)).unwrap()
+    }
+
+    #[test]
+    fn size_classes_give_the_largest_paths_layers_of_their_own() {
+        let (store, graph) = small_store();
+        let facts = Facts::of(&graph, 4);
+        assert!(facts.is_root[index(&store, &graph, 0)], "one root: apart");
+        assert_eq!(
+            facts.counts[index(&store, &graph, 1)],
+            3,
+            "app, libbig, helper"
+        );
+        let classes = size_classes(&graph, &facts, 4);
+        // 4 layers - 1 root = 3 for paths; 45% of 3 rounds down to 1 bucket, 2 singles.
+        assert_eq!(classes.buckets, 1);
+        assert!(
+            classes.single[index(&store, &graph, 3)],
+            "libbig is largest"
+        );
+        assert_eq!(classes.small.len(), 2);
+        let roomy = size_classes(&graph, &facts, 10);
+        assert!(roomy.small.is_empty(), "room for every path alone");
+        assert!((0..graph.len()).all(|x| roomy.single[x] != facts.is_root[x]));
+    }
+
+    #[test]
+    fn dominator_groups_put_private_paths_with_their_user() {
+        let (store, graph) = small_store();
+        let facts = Facts::of(&graph, 4);
+        let classes = size_classes(&graph, &facts, 4);
+        let groups = dominator_groups(&graph, &facts, &classes);
+        let mut all: Vec<usize> = groups.values().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..graph.len()).collect::<Vec<_>>(), "each path once");
+        let helper = index(&store, &graph, 4);
+        let app = index(&store, &graph, 1);
+        if classes.small.contains(&helper) && !classes.single[app] {
+            assert!(groups[&app].contains(&helper), "{groups:?}");
+        }
+    }
+
+    #[test]
+    fn merge_by_cost_leaves_at_most_the_buckets_of_small_groups() {
+        let store = Store::random(60, 7);
+        let graph = store.graph();
+        let facts = Facts::of(&graph, 12);
+        let classes = size_classes(&graph, &facts, 12);
+        let groups = dominator_groups(&graph, &facts, &classes);
+        let merged = merge_by_cost(&graph, groups, &facts, &classes);
+        let small_groups = merged
+            .iter()
+            .filter(|g| !facts.is_root[g.head] && !classes.single[g.head])
+            .count();
+        assert!(small_groups <= classes.buckets.max(1), "{small_groups}");
+        let members: usize = merged.iter().map(|g| g.members.len()).sum();
+        assert_eq!(members, graph.len());
+    }
+
+    #[test]
+    fn fit_budget_orders_by_change_and_merges_the_overflow() {
+        let (store, graph) = small_store();
+        let facts = Facts::of(&graph, 10);
+        let groups: Vec<Group> = (0..graph.len())
+            .map(|x| Group {
+                head: x,
+                members: vec![x],
+                bytes: 1,
+                changes: 1,
+                key: String::new(),
+            })
+            .collect();
+        let (ordered, overflowed) = fit_budget(&graph, groups, &facts, 3);
+        assert!(overflowed);
+        assert_eq!(ordered.len(), 3);
+        // The least likely to change (libbig and helper, closures of one) come first; the
+        // root, which changes with everything, is in the merged last layer.
+        assert_eq!(facts.counts[ordered[0].0], 1);
+        assert!(ordered[2].1.contains(&index(&store, &graph, 0)));
+        assert_eq!(ordered.iter().map(|(_, m)| m.len()).sum::<usize>(), 5);
     }
 
     #[test]
