@@ -1,6 +1,5 @@
-# How nixpkgs builds layered-gen itself. Not built by this repository's tests (there is no
-# nixpkgs offline); kept short and conventional.
-{ lib, rustPlatform }:
+# How nixpkgs builds layered-gen itself (`callPackage ./nix/package.nix { }`).
+{ lib, rustPlatform, util-linux }:
 
 rustPlatform.buildRustPackage {
   pname = "layered-gen";
@@ -9,8 +8,12 @@ rustPlatform.buildRustPackage {
   src = lib.cleanSource ../.;
   cargoLock.lockFile = ../Cargo.lock;
 
-  # The integration tests need Docker, podman, skopeo, umoci and a Nix store.
-  doCheck = false;
+  # The hermetic tier: unit, property and binary-only tests, which need nothing but the
+  # build. The tool tier (Docker, podman, skopeo, umoci, Nix, a registry; the `tool-tests`
+  # feature) runs in the repository's .ci/run.
+  doCheck = true;
+  # `script` gives the terminal tests a pseudo-terminal.
+  nativeCheckInputs = [ util-linux ];
 
   meta = {
     description = "Turn a Nix store closure into a reproducible, layered container image";

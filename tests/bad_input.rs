@@ -184,6 +184,10 @@ fn fails_as_nobody(
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs root (it drops to nobody with setpriv): cargo test --features tool-tests (.ci/run)"
+)]
 fn an_unreadable_file_is_named_and_nothing_is_left() {
     let (store, closure) = sample_store();
     let secret = store.source(&store.paths[3].0).join("bin/not-exec");
@@ -199,6 +203,10 @@ fn an_unreadable_file_is_named_and_nothing_is_left() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs root (it drops to nobody with setpriv): cargo test --features tool-tests (.ci/run)"
+)]
 fn an_unwritable_output_directory_is_an_error() {
     let (store, closure) = sample_store();
     let out_dir = store.dir.path().join("readonly");

@@ -44,6 +44,10 @@ fn nix_build(nix_file: &Path, bb_dir: &Path, attr: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, busybox, skopeo, umoci: cargo test --features tool-tests (.ci/run)"
+)]
 fn closures_written_by_nix_give_one_plan_and_a_faithful_image() {
     let work = tempfile::tempdir().unwrap();
     let bb_dir = work.path().join("bb");
@@ -205,6 +209,10 @@ fn corpus_plans_agree(dir: &Path, max_layers: &str) -> Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs the shared corpus (Debian packages) and skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn corpus_graphs_plan_alike_in_every_format() {
     let work = tempfile::tempdir().unwrap();
     let small = work.path().join("small");

@@ -113,6 +113,10 @@ fn stderr_of(output: &std::process::Output) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn our_own_image_as_base_keeps_its_layers_and_merges_the_config() {
     let docker = require("docker");
     let base = build_base("layered-gen-test/base", &[]);
@@ -189,6 +193,10 @@ fn filter_tar(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn docker_save_output_and_the_legacy_format_work_as_bases() {
     let docker = require("docker");
     let base = build_base("layered-gen-test/saved", &[]);
@@ -227,6 +235,10 @@ fn docker_save_output_and_the_legacy_format_work_as_bases() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn oci_bases_keep_their_compression_and_zstd_needs_decompressing_for_docker() {
     let docker = require("docker");
     let base = build_base("layered-gen-test/oci-base", &[]);
@@ -336,6 +348,10 @@ fn oci_bases_keep_their_compression_and_zstd_needs_decompressing_for_docker() {
 
 /// An oci-archive and a docker-archive with gzip layers as bases.
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn archived_and_compressed_bases() {
     let base = build_base("layered-gen-test/archived", &[]);
     let (store, closure) = top_store();
@@ -376,6 +392,10 @@ fn archived_and_compressed_bases() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn several_images_and_platforms_are_chosen_explicitly() {
     let docker = require("docker");
     let one = build_base("layered-gen-test/one", &[]);
@@ -530,6 +550,10 @@ fn corrupt(path: &Path, needle: &[u8]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn a_damaged_base_is_refused_naming_the_layer() {
     let base = build_base("layered-gen-test/damaged", &["--architecture", "amd64"]);
     let (store, closure) = top_store();
@@ -552,6 +576,10 @@ fn a_damaged_base_is_refused_naming_the_layer() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn base_layers_count_toward_the_budget_and_the_identity() {
     let base = build_base("layered-gen-test/budget", &[]);
     let (store, closure) = top_store();

@@ -32,6 +32,10 @@ fn assert_unpacks_to_store(layout: &Path, tag: &str, store: &TestStore) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs skopeo, umoci: cargo test --features tool-tests (.ci/run)"
+)]
 fn docker_archive_inspects_copies_and_unpacks_to_the_same_tree() {
     let mut store = TestStore::new();
     store.sample();
@@ -61,6 +65,10 @@ fn docker_archive_inspects_copies_and_unpacks_to_the_same_tree() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo, umoci: cargo test --features tool-tests (.ci/run)"
+)]
 fn oci_layouts_in_every_compression_push_to_a_registry_and_unpack() {
     let mut store = TestStore::new();
     store.sample();
@@ -119,6 +127,10 @@ fn oci_layouts_in_every_compression_push_to_a_registry_and_unpack() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn oci_archive_is_read_by_skopeo() {
     let mut store = TestStore::new();
     store.sample();
@@ -169,6 +181,10 @@ fn tag_of(image: &Path) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker: cargo test --features tool-tests (.ci/run)"
+)]
 fn docker_loads_and_runs_the_image_from_a_file_and_from_a_stream() {
     let docker = require("docker");
     let mut store = TestStore::new();
@@ -219,6 +235,10 @@ fn docker_loads_and_runs_the_image_from_a_file_and_from_a_stream() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs podman, runc: cargo test --features tool-tests (.ci/run)"
+)]
 fn podman_loads_and_runs_the_image() {
     let podman = Podman::new();
     let mut store = TestStore::new();
@@ -352,4 +372,38 @@ fn progress_bar_only_on_a_terminal() {
         stderr.starts_with("layered-gen: wrote image:"),
         "{stderr:?}"
     );
+}
+
+/// The README's first command: the tiny example, built without Nix, runs in Docker and prints
+/// its greeting, which it reads from another store path of the closure.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn the_readme_example_runs_in_docker() {
+    require("docker");
+    let out = tempfile::tempdir().unwrap();
+    run(Command::new(repo_root().join("examples/tiny/build.sh"))
+        .env("LAYERED_GEN", bin())
+        .env("TINY_OUT", out.path()));
+    let output = docker_run(&["example/tiny:latest"]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Hello from a layered-gen image!\n"
+    );
+    let inspect = run(Command::new(require("docker")).args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Cmd}}",
+        "example/tiny:latest",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        r#"["/bin/hello"]"#
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", "example/tiny:latest"])
+        .output();
 }

@@ -97,6 +97,10 @@ fn decompress(from: &Path, to: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker: cargo test --features tool-tests (.ci/run)"
+)]
 fn the_example_builds_loads_and_runs() {
     let inputs = Inputs::new();
     let example = repo_root().join("examples/nix/default.nix");
@@ -177,6 +181,10 @@ fn the_example_builds_loads_and_runs() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn from_image_streaming_and_reproducibility() {
     let inputs = Inputs::new();
     let nix = images_nix();
@@ -255,6 +263,10 @@ fn from_image_streaming_and_reproducibility() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
 fn compressors_formats_and_include_store_paths() {
     let inputs = Inputs::new();
     let nix = images_nix();
@@ -305,6 +317,10 @@ fn compressors_formats_and_include_store_paths() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build: cargo test --features tool-tests (.ci/run)"
+)]
 fn bad_arguments_fail_with_the_tools_message() {
     let inputs = Inputs::new();
     let nix = images_nix();
@@ -327,5 +343,30 @@ fn bad_arguments_fail_with_the_tools_message() {
     assert!(
         log.contains("unknown key \\\"Entrypont\\\"") || log.contains("unknown key \"Entrypont\""),
         "{log}"
+    );
+}
+
+/// nixpkgs' build of layered-gen runs the hermetic tier. Evaluated with stand-ins for lib and
+/// rustPlatform (no nixpkgs offline), which pass the derivation's attributes through.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-instantiate: cargo test --features tool-tests (.ci/run)"
+)]
+fn the_package_runs_the_hermetic_tests() {
+    let package = repo_root().join("nix/package.nix");
+    let expression = format!(
+        "let p = import {} {{ lib = {{ cleanSource = s: s; licenses.mit = \"mit\"; }}; \
+         rustPlatform.buildRustPackage = a: a; util-linux = \"util-linux\"; }}; \
+         in {{ inherit (p) doCheck nativeCheckInputs; }}",
+        package.display()
+    );
+    let output = run(Command::new(require("nix-instantiate"))
+        .args(["--eval", "--strict", "--json", "-E"])
+        .arg(expression));
+    let attrs: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        attrs,
+        json!({"doCheck": true, "nativeCheckInputs": ["util-linux"]})
     );
 }

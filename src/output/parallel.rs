@@ -429,6 +429,10 @@ mod tests {
 
     /// The command-line tools read what we write.
     #[test]
+    #[cfg_attr(
+        not(feature = "tool-tests"),
+        ignore = "needs the zstd command: cargo test --features tool-tests (.ci/run)"
+    )]
     fn gzip_and_zstd_tools_read_it() {
         let data = sample(Zstd::BLOCK * 2 + 5);
         for (tool, compressed) in [

@@ -244,41 +244,96 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// What came of starting a server on a port.
+enum Started {
+    Ready,
+    /// It exited, most likely because the port was taken after we picked it.
+    Exited(String),
+}
+
 impl Registry {
+    /// Starts a registry on a free port. A port taken between picking and binding makes the
+    /// registry exit: another port is tried. Ready means it answers `GET /v2/` as a registry.
     pub fn start() -> Self {
         let registry = require("docker-registry");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(registry)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                    dir.path().join("data").display()
+                ),
+            )
             .unwrap();
-        // Dropping the guard stops the registry, also when it never comes up.
-        let registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return registry;
+            let log = dir.path().join("registry.log");
+            let child = Command::new(&registry)
+                .arg("serve")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            // Dropping the guard stops the registry, also when it never comes up.
+            let mut registry = Registry {
+                child,
+                port,
+                _dir: dir,
+            };
+            match wait_until_ready(&mut registry.child, port, &log) {
+                Started::Ready => return registry,
+                Started::Exited(why) => failures.push(format!("port {port}: {why}")),
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("docker-registry did not start listening on 127.0.0.1:{port}");
+        panic!(
+            "docker-registry did not start on any of five ports:\n{}",
+            failures.join("\n")
+        );
     }
+}
+
+/// Waits, with growing pauses and a deadline, until the registry on `port` answers as one.
+fn wait_until_ready(child: &mut Child, port: u16, log: &Path) -> Started {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = fs::read_to_string(log).unwrap_or_default();
+            return Started::Exited(format!("exited with {status}: {log}"));
+        }
+        if answers_as_registry(port) {
+            return Started::Ready;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = fs::read_to_string(log).unwrap_or_default();
+            panic!("docker-registry on 127.0.0.1:{port} did not answer within 30 s: {log}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Whether `GET /v2/` on the port gets the distribution API's answer (not just any server).
+fn answers_as_registry(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .to_ascii_lowercase()
+        .contains("docker-distribution-api-version: registry/2.0")
 }
 
 impl Drop for Registry {
