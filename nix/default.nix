@@ -42,6 +42,9 @@ let
 
   suffix = { none = ""; gz = ".gz"; zstd = ".zst"; };
 
+  # extraTags (ours; nixpkgs has no such argument): more tags after the main one.
+  extraTagArgs = builtins.concatMap (t: [ "--tag" t ]);
+
   # The arguments both functions share, as layered-gen flags.
   commonArgs =
     { name
@@ -86,7 +89,7 @@ in
 rec {
   # An image file (docker-archive, or an OCI layout with format = "oci"), compressed as a whole
   # by `compressor` ("none", "gz", "zstd").
-  buildLayeredImage = args@{ name, tag ? null, compressor ? "gz", format ? "docker-archive", ... }:
+  buildLayeredImage = args@{ name, tag ? null, extraTags ? [ ], compressor ? "gz", format ? "docker-archive", ... }:
     withImageAttrs args (derivation {
       name = derivationName name
         + (if format == "oci" then "-oci" else ".tar" + suffix.${compressor} or "");
@@ -97,17 +100,18 @@ rec {
         "--output-from-attrs" ".attrs.json" "--quiet"
       ]
       ++ (if format == "oci" then [ ] else [ "--archive-compression" (compressorFlag compressor) ])
-      ++ (if tag == null then [ "--tag-from-output" ] else [ "--tag" tag ]);
+      ++ (if tag == null then [ "--tag-from-output" ] else [ "--tag" tag ])
+      ++ extraTagArgs extraTags;
       __structuredAttrs = true;
       exportReferencesGraph.closure = closureRoots args;
     });
 
   # An executable that streams the image to stdout: `$(nix-build ...) | docker load`. Only the
   # script goes into the store; the image is made from the store each time it runs.
-  streamLayeredImage = args@{ name, tag ? null, ... }:
+  streamLayeredImage = args@{ name, tag ? null, extraTags ? [ ], ... }:
     withImageAttrs args (derivation {
       name = "stream-${derivationName name}";
-      inherit system runtimeShell tag;
+      inherit system runtimeShell tag extraTags;
       layeredGen = "${layered-gen}";
       builder = "${layered-gen}/bin/layered-gen";
       args = [ "stream-script" "--attrs" ".attrs.json" ];
@@ -115,4 +119,17 @@ rec {
       __structuredAttrs = true;
       exportReferencesGraph.closure = closureRoots args;
     });
+
+  # Several images in one docker-archive, as dockerTools' mergeImages: layers they share are
+  # stored once, every image keeps its tags, `docker load < result` loads them all. Takes
+  # images as buildLayeredImage makes them (compressed or not), or any docker-archive.
+  mergeImages = images: derivation {
+    name = "merge-docker-images";
+    inherit system;
+    builder = "${layered-gen}/bin/layered-gen";
+    args = [ "merge" ] ++ map (image: "${image}") images ++ [
+      "--output-from-attrs" ".attrs.json" "--archive-compression" "gzip" "--quiet"
+    ];
+    __structuredAttrs = true;
+  };
 }

@@ -31,6 +31,9 @@ struct StreamAttrs {
     layered_gen: String,
     stream_args: Vec<String>,
     tag: Option<String>,
+    /// Tags after the main one (nix/'s `extraTags`).
+    #[serde(default)]
+    extra_tags: Vec<String>,
     closure: Box<RawValue>,
 }
 
@@ -70,7 +73,7 @@ fn quote(word: &str) -> String {
 /// every store path the image needs, streaming the image to stdout.
 ///
 /// Attributes read: `outputs.out`, `runtimeShell`, `layeredGen`, `streamArgs`, `tag` (null:
-/// the script's own store hash) and the closure graph under `closure`.
+/// the script's own store hash), `extraTags` and the closure graph under `closure`.
 pub fn write_stream_script(attrs_file: &Path) -> Result<PathBuf> {
     let attrs: StreamAttrs = json_file::read_typed(attrs_file)?;
     let out = attrs.outputs.out;
@@ -97,10 +100,10 @@ pub fn write_stream_script(attrs_file: &Path) -> Result<PathBuf> {
         script.push(' ');
         script.push_str(&quote(arg));
     }
-    script.push_str(&format!(
-        " --tag {} -o - \"$@\" 3<<'{END}'\n{closure}\n{END}\n",
-        quote(&tag)
-    ));
+    for tag in std::iter::once(&tag).chain(&attrs.extra_tags) {
+        script.push_str(&format!(" --tag {}", quote(tag)));
+    }
+    script.push_str(&format!(" -o - \"$@\" 3<<'{END}'\n{closure}\n{END}\n"));
     std::fs::write(&out, script).map_err(|e| Error::io("writing", &out, e))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555))
@@ -126,6 +129,7 @@ mod tests {
                 "layeredGen": "/opt/lg",
                 "streamArgs": ["--name", "it's"],
                 "tag": null,
+                "extraTags": ["latest"],
                 "closure": [{"path": "/nix/store/x", "references": []}],
             })
             .to_string(),
@@ -136,7 +140,8 @@ mod tests {
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains(
             "exec '/opt/lg/bin/layered-gen' --closure /dev/fd/3 '--name' 'it'\\''s' --tag \
-             '0123456789abcdfghijklmnpqrsvwxyz' -o - \"$@\" 3<<'LAYERED_GEN_CLOSURE_END'\n\
+             '0123456789abcdfghijklmnpqrsvwxyz' --tag 'latest' -o - \"$@\" \
+             3<<'LAYERED_GEN_CLOSURE_END'\n\
              [{\"path\":\"/nix/store/x\",\"references\":[]}]\nLAYERED_GEN_CLOSURE_END\n"
         ));
     }

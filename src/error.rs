@@ -77,6 +77,7 @@ pub enum Setting {
     ArchiveCompression,
     Name,
     Tag,
+    DockerLegacy,
     Architecture,
     Created,
     Config,

@@ -15,6 +15,7 @@ pub mod closure;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod image_spec;
 pub mod json_file;
 pub mod layer;

@@ -13,7 +13,7 @@ use layered_gen::config::{self, Platform, RuntimeOptions, runtime};
 use layered_gen::error::{Error, Result, ResultExt, Setting};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::{Compression, Format, OutputOptions, Target};
-use layered_gen::pipeline::{self, BuildOptions, PlanOptions};
+use layered_gen::pipeline::{self, BuildOptions, ExportOptions, MergeOptions, PlanOptions};
 use layered_gen::plan::Layering;
 
 /// Turn a Nix store closure into a layered, reproducible container image.
@@ -42,6 +42,17 @@ enum Command {
     ///
     /// Example: layered-gen plan --closure closure --max-layers 100
     Plan(PlanCommand),
+    /// Put several images into one docker-archive, as dockerTools' mergeImages: layers they
+    /// share are stored once, every image keeps its tags, `docker load` loads them all.
+    ///
+    /// Example: layered-gen merge app.tar db.tar -o all.tar
+    Merge(MergeCommand),
+    /// Flatten an image into one root filesystem tarball: its layers applied in order,
+    /// whiteouts and opaque directories honoured, as dockerTools' exportImage gives, for
+    /// `docker import`, WSL or a VM disk.
+    ///
+    /// Example: layered-gen export image.tar -o rootfs.tar
+    Export(ExportCommand),
     /// Write streamLayeredImage's executable from a structured-attrs derivation (used by
     /// nix/default.nix as the builder).
     ///
@@ -51,6 +62,75 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         attrs: PathBuf,
     },
+}
+
+/// Where a command that writes one stream puts it.
+#[derive(Args, Debug)]
+struct StreamOutputArgs {
+    /// The output file; `-` streams it to stdout. Example: -o all.tar
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: Option<PathBuf>,
+
+    /// Write to the output path `out` of a structured-attrs derivation (its .attrs.json), for
+    /// layered-gen as a Nix builder. Example: --output-from-attrs .attrs.json
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    output_from_attrs: Option<PathBuf>,
+
+    /// Compress the whole output (gzip or zstd), deterministic and parallel.
+    /// Example: --archive-compression gzip
+    #[arg(long, value_enum, default_value_t = Codec::None)]
+    archive_compression: Codec,
+
+    /// Print nothing but errors. Example: --quiet
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+impl StreamOutputArgs {
+    fn target(&self) -> Result<Target> {
+        target_of(self.output.as_deref(), self.output_from_attrs.as_deref())
+    }
+}
+
+#[derive(Args, Debug)]
+struct MergeCommand {
+    /// The images: docker-archives (ours, `docker save` of one or several images, compressed
+    /// or not), or an OCI layout or archive. Example: app.tar db.tar.gz
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+
+    #[command(flatten)]
+    output: StreamOutputArgs,
+
+    /// mtime of the archive's own entries (default: $SOURCE_DATE_EPOCH, else 1).
+    /// Example: --mtime 1700000000
+    #[arg(
+        long,
+        value_name = "EPOCH",
+        env = "SOURCE_DATE_EPOCH",
+        default_value_t = 1
+    )]
+    mtime: u64,
+}
+
+#[derive(Args, Debug)]
+struct ExportCommand {
+    /// The image: a docker-archive (ours, `docker save`, legacy) or an OCI layout or archive.
+    /// Example: image.tar
+    #[arg(value_name = "IMAGE")]
+    image: PathBuf,
+
+    /// Which image of a file holding several. Example: --image-tag my/app:1.0
+    #[arg(long, value_name = "NAME:TAG")]
+    image_tag: Option<String>,
+
+    /// Which platform of a multi-platform image (default: this machine's).
+    /// Example: --architecture arm64
+    #[arg(long, value_name = "ARCH", value_parser = parse_platform)]
+    architecture: Option<Platform>,
+
+    #[command(flatten)]
+    output: StreamOutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -150,9 +230,9 @@ struct BuildArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "output")]
     output_from_attrs: Option<PathBuf>,
 
-    /// Tag the image with its output path's store hash, as dockerTools does without a tag.
-    /// Example: --tag-from-output
-    #[arg(long, conflicts_with = "tag")]
+    /// Tag the image with its output path's store hash, as dockerTools does without a tag (the
+    /// main tag; --tag adds more). Example: --tag-from-output
+    #[arg(long)]
     tag_from_output: bool,
 
     /// Compress the whole archive (docker-archive or oci-archive), like dockerTools'
@@ -184,10 +264,16 @@ struct BuildArgs {
     #[arg(long, default_value = "image")]
     name: String,
 
-    /// Image tag (default: from the image's content, so one tag names one image).
-    /// Example: --tag v1.2
+    /// Image tag; repeat for several, the first being the main one (default: from the image's
+    /// content, so one tag names one image). Example: --tag v1.2 --tag latest
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+
+    /// Also write the pre-1.10 docker-archive metadata (`repositories`, a directory per layer
+    /// with `json`, `VERSION` and `layer.tar`) for tools that walk the parent chain.
+    /// Example: --docker-legacy
     #[arg(long)]
-    tag: Option<String>,
+    docker_legacy: bool,
 
     /// mtime of every entry (default: $SOURCE_DATE_EPOCH, else 1 like the Nix store).
     /// Example: --mtime 1700000000
@@ -288,35 +374,45 @@ fn parse_created(text: &str) -> std::result::Result<String, String> {
     config::parse_created(text).map_err(|e| e.to_string())
 }
 
-/// Where the image goes and under which tag.
-fn target_and_tag(args: &BuildArgs) -> Result<(Target, Option<String>)> {
-    let target = match (&args.output, &args.output_from_attrs) {
+/// `-o PATH`, `-o -` or the output of a structured-attrs derivation.
+fn target_of(
+    output: Option<&std::path::Path>,
+    from_attrs: Option<&std::path::Path>,
+) -> Result<Target> {
+    Ok(match (output, from_attrs) {
         (Some(path), _) if path.as_os_str() == "-" => Target::Stdout,
-        (Some(path), _) => Target::File(path.clone()),
+        (Some(path), _) => Target::File(path.to_path_buf()),
         (None, Some(attrs)) => Target::File(attrs::output_path(attrs)?),
         (None, None) => {
             return Err(Error::value(
-                "no output given: pass -o image.tar, or -o - to stream the image to stdout",
+                "no output given: pass -o FILE, or -o - to stream to stdout",
             ));
         }
-    };
-    let tag = match (&target, args.tag_from_output) {
+    })
+}
+
+/// Where the image goes and under which tags.
+fn target_and_tags(args: &BuildArgs) -> Result<(Target, Vec<String>)> {
+    let target = target_of(args.output.as_deref(), args.output_from_attrs.as_deref())?;
+    let mut tags = Vec::new();
+    match (&target, args.tag_from_output) {
         (Target::File(path), true) => {
-            Some(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
+            tags.push(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
         }
         (Target::Stdout, true) => {
             return Err(Error::value(
                 "--tag-from-output needs an output path, not stdout",
             ));
         }
-        _ => args.tag.clone(),
-    };
-    Ok((target, tag))
+        _ => {}
+    }
+    tags.extend(args.tags.iter().cloned());
+    Ok((target, tags))
 }
 
 /// The build's options from its arguments; files named by flags (config, perms) are read here.
 fn build_options(args: BuildArgs) -> Result<BuildOptions> {
-    let (target, tag) = target_and_tag(&args)?;
+    let (target, tags) = target_and_tags(&args)?;
     let layer_compression = args.compression.unwrap_or(match args.format {
         Format::DockerArchive => Codec::None,
         Format::Oci => Codec::Gzip,
@@ -339,7 +435,8 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
             format: args.format,
             compression: Compression::new(layer_compression, args.compression_level)?,
             name: args.name,
-            tag,
+            tags,
+            docker_legacy: args.docker_legacy,
             archive_compression: Compression::default_for(args.archive_compression),
             mtime: args.mtime,
         },
@@ -379,15 +476,65 @@ fn build(args: BuildArgs) -> Result<()> {
         };
         eprintln!(
             "layered-gen: wrote {} ({} layers) to {place}",
-            written.reference(),
+            written.references().join(", "),
             written.layers.len()
         );
     }
     Ok(())
 }
 
+fn merge(args: MergeCommand) -> Result<()> {
+    let options = MergeOptions {
+        target: args.output.target()?,
+        archive_compression: Compression::default_for(args.output.archive_compression),
+        mtime: args.mtime,
+        images: args.images,
+    };
+    let merged = pipeline::merge(&options)?;
+    if !args.output.quiet {
+        eprintln!(
+            "layered-gen: merged {} images ({} distinct layers) into {}",
+            merged.images,
+            merged.layers,
+            describe(&options.target)
+        );
+    }
+    Ok(())
+}
+
+fn export(args: ExportCommand) -> Result<()> {
+    let options = ExportOptions {
+        image: BaseOptions {
+            path: args.image,
+            tag: args.image_tag,
+        },
+        platform: args.architecture,
+        target: args.output.target()?,
+        archive_compression: Compression::default_for(args.output.archive_compression),
+    };
+    let exported = pipeline::export(&options)?;
+    if !args.output.quiet {
+        eprintln!(
+            "layered-gen: exported {} entries from {} layers to {}",
+            exported.entries,
+            exported.layers,
+            describe(&options.target)
+        );
+    }
+    Ok(())
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::File(path) => path.display().to_string(),
+        Target::Stdout => "stdout".to_string(),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Some(Command::Merge(args)) => merge(args),
+        Some(Command::Export(args)) => export(args),
         Some(Command::Plan(args)) => {
             let json = pipeline::plan_json(
                 &args.plan.options(true),
@@ -406,8 +553,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The flag a setting is given with.
-fn flag(setting: Setting) -> &'static str {
+/// The flag a setting is given with; `merge` and `export` take their images as arguments.
+fn flag(setting: Setting, command: CommandKind) -> &'static str {
+    match (setting, command) {
+        (Setting::FromImage, CommandKind::Merge | CommandKind::Export) => return "IMAGE",
+        (Setting::FromImageTag, CommandKind::Export) => return "--image-tag",
+        _ => {}
+    }
     match setting {
         Setting::Closure => "--closure",
         Setting::ClosureKey => "--closure-key",
@@ -420,6 +572,7 @@ fn flag(setting: Setting) -> &'static str {
         Setting::ArchiveCompression => "--archive-compression",
         Setting::Name => "--name",
         Setting::Tag => "--tag",
+        Setting::DockerLegacy => "--docker-legacy",
         Setting::Architecture => "--architecture",
         Setting::Created => "--created",
         Setting::Config => "--config",
@@ -450,14 +603,33 @@ fn size_thread_pool(threads: Option<usize>) {
     }
 }
 
+/// Which command ran, for naming flags in errors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CommandKind {
+    Other,
+    Merge,
+    Export,
+}
+
+impl CommandKind {
+    fn of(cli: &Cli) -> Self {
+        match cli.command {
+            Some(Command::Merge(_)) => CommandKind::Merge,
+            Some(Command::Export(_)) => CommandKind::Export,
+            _ => CommandKind::Other,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     size_thread_pool(cli.global.threads);
+    let kind = CommandKind::of(&cli);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             match err.setting() {
-                Some(setting) => eprintln!("layered-gen: error: {}: {err}", flag(setting)),
+                Some(setting) => eprintln!("layered-gen: error: {}: {err}", flag(setting, kind)),
                 None => eprintln!("layered-gen: error: {err}"),
             }
             ExitCode::FAILURE

@@ -11,8 +11,12 @@ use crate::closure::{ClosureGraph, LoadOptions};
 use crate::codec::Codec;
 use crate::config::{self, ImageConfig, Platform, RuntimeOptions};
 use crate::error::{Error, Result, Setting, shown};
+use crate::export::{self, Exported};
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
-use crate::output::{self, Format, ImageSource, Layer, OutputOptions, Written};
+use crate::output::{
+    self, BlobSource, Compression, Format, ImageSource, Layer, OutputOptions, StoredImage, Target,
+    Written,
+};
 use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
 use crate::progress::Progress;
 use crate::tarball::TarStream;
@@ -90,6 +94,7 @@ pub fn plan_json(
     customisation_layer: bool,
 ) -> Result<String> {
     let base = base
+        // `plan` writes no image: a whole-compressed base is spooled under $TMPDIR.
         .map(|b| BaseImage::load(b, platform, &std::env::temp_dir()))
         .transpose()?;
     let base_layers: Vec<BaseLayerJson> = base
@@ -107,6 +112,95 @@ pub fn plan_json(
         .collect();
     let (graph, plan) = plan(options, base_layers.len(), customisation_layer)?;
     plan.to_json(&graph, &base_layers)
+}
+
+/// `layered-gen merge`: images to put into one docker-archive.
+#[derive(Clone, Debug)]
+pub struct MergeOptions {
+    pub images: Vec<PathBuf>,
+    pub target: Target,
+    pub archive_compression: Compression,
+    pub mtime: u64,
+}
+
+/// What `merge` wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merged {
+    pub images: usize,
+    pub layers: usize,
+}
+
+/// Several images in one docker-archive, layers they share stored once.
+pub fn merge(options: &MergeOptions) -> Result<Merged> {
+    let scratch = output::scratch_dir_for(&options.target);
+    let mut images = Vec::new();
+    for path in &options.images {
+        let base = BaseOptions {
+            path: path.clone(),
+            tag: None,
+        };
+        images.extend(BaseImage::load_all(&base, None, &scratch)?);
+    }
+    let blobs: Vec<Vec<BaseBlob>> = images
+        .iter()
+        .map(|image| (0..image.layers.len()).map(|i| image.blob(i)).collect())
+        .collect();
+    let stored: Vec<StoredImage> = images
+        .iter()
+        .zip(&blobs)
+        .map(|(image, blobs)| StoredImage {
+            config: &image.config_bytes,
+            // OCI layouts also name images by their tag alone; docker load takes name:tag.
+            repo_tags: image
+                .names
+                .iter()
+                .filter(|n| n.rsplit('/').next().is_some_and(|last| last.contains(':')))
+                .cloned()
+                .collect(),
+            layers: image
+                .layers
+                .iter()
+                .zip(blobs)
+                .map(|(layer, blob)| {
+                    // Equal diff_ids are equal content; a legacy layer, which has none, is
+                    // its own.
+                    let key = layer
+                        .diff_id
+                        .clone()
+                        .unwrap_or_else(|| format!("{}#{}", image.describe(), layer.name));
+                    (key, blob as &dyn BlobSource)
+                })
+                .collect(),
+        })
+        .collect();
+    let layers = output::write_merged(
+        &stored,
+        &options.target,
+        options.archive_compression,
+        options.mtime,
+    )?;
+    Ok(Merged {
+        images: images.len(),
+        layers,
+    })
+}
+
+/// `layered-gen export`: an image to flatten into a root filesystem.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub image: BaseOptions,
+    pub platform: Option<Platform>,
+    pub target: Target,
+    pub archive_compression: Compression,
+}
+
+/// The image's layers applied in order, as one root filesystem tarball.
+pub fn export(options: &ExportOptions) -> Result<Exported> {
+    let scratch = output::scratch_dir_for(&options.target);
+    let image = BaseImage::load(&options.image, options.platform.as_ref(), &scratch)?;
+    output::write_stream(&options.target, options.archive_compression, |out| {
+        export::export(&image, &scratch, out)
+    })
 }
 
 /// Builds the image: the whole job of `layered-gen --closure ... -o ...`.

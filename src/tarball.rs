@@ -30,6 +30,16 @@ pub enum Kind {
     File,
     Directory,
     Symlink,
+    /// Special files, which only base images hold (`export` keeps them).
+    Fifo,
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// What one tar entry says about itself. Names are raw bytes: file names need not be UTF-8.
@@ -167,6 +177,9 @@ pub fn write_header(out: &mut (impl Write + ?Sized), header: &Header) -> io::Res
         Kind::File => b'0',
         Kind::Directory => b'5',
         Kind::Symlink => b'2',
+        Kind::CharDevice { .. } => b'3',
+        Kind::BlockDevice { .. } => b'4',
+        Kind::Fifo => b'6',
     };
     out.write_all(ustar_block(header, typeflag).as_bytes())
 }
@@ -202,6 +215,11 @@ fn ustar_block(header: &Header, typeflag: u8) -> tar::Header {
         header.gid
     });
     block.set_mtime(header.mtime);
+    if let Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } = header.kind {
+        // Only fails for headers without device fields, which ustar has.
+        let _ = block.set_device_major(major);
+        let _ = block.set_device_minor(minor);
+    }
     block.set_size(if header.size > USTAR_MAX_SIZE {
         0
     } else {

@@ -230,7 +230,7 @@ fn command_line_mistakes_are_explained() {
         vec![
         (
             vec![],
-            "no output given: pass -o image.tar, or -o - to stream the image to stdout".into(),
+            "no output given: pass -o FILE, or -o - to stream to stdout".into(),
         ),
         (
             vec!["--compression", "zstd", "-o", out],

@@ -178,20 +178,6 @@ fn our_own_image_as_base_keeps_its_layers_and_merges_the_config() {
 }
 
 /// Rewrites a tar archive, keeping the entries `keep` accepts.
-fn filter_tar(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) {
-    let mut input = tar::Archive::new(fs::File::open(from).unwrap());
-    let mut output = tar::Builder::new(fs::File::create(to).unwrap());
-    for entry in input.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().display().to_string();
-        if keep(&path) {
-            let mut header = entry.header().clone();
-            output.append_data(&mut header, &path, &mut entry).unwrap();
-        }
-    }
-    output.finish().unwrap();
-}
-
 #[test]
 #[cfg_attr(
     not(feature = "tool-tests"),

@@ -370,3 +370,53 @@ fn the_package_runs_the_hermetic_tests() {
         json!({"doCheck": true, "nativeCheckInputs": ["util-linux"]})
     );
 }
+
+/// extraTags reach the built and the streamed image; mergeImages puts images in one archive
+/// that `docker load` loads whole.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn extra_tags_and_merged_images() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let tags = json!([
+        "layered-gen-test/tagged:main",
+        "layered-gen-test/tagged:latest",
+        "layered-gen-test/tagged:v1"
+    ]);
+    let tagged = inputs.build(&nix, Some("tagged"), &[]);
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&tagged, "manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], tags);
+    assert_eq!(inputs.eval(&nix, "tagged.imageTag"), "main");
+
+    let script = inputs.build(&nix, Some("taggedStream"), &[]);
+    let streamed = inputs.dir.path().join("streamed.tar");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "'{}' > '{}'",
+        script.display(),
+        streamed.display()
+    )));
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&streamed, "manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], tags);
+
+    let merged = inputs.build(&nix, Some("merged"), &[]);
+    let references = [
+        "registry.example:5000/layered-gen-test/base",
+        "layered-gen-test/tagged:main",
+        "layered-gen-test/tagged:v1",
+        "layered-gen-test/base-gz",
+    ];
+    let loaded = run(Command::new(require("docker"))
+        .args(["load", "-i"])
+        .arg(&merged));
+    let loaded = String::from_utf8_lossy(&loaded.stdout);
+    for reference in references {
+        assert!(loaded.contains(reference), "{reference} in {loaded}");
+    }
+    let output = docker_run(&["layered-gen-test/tagged:v1"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hi top\n");
+}

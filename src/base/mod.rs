@@ -15,6 +15,7 @@ mod store;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -61,10 +62,14 @@ pub struct BaseLayer {
 }
 
 pub struct BaseImage {
-    store: BlobStore,
+    /// Shared by the images of one archive.
+    store: Arc<BlobStore>,
+    /// Its names (`name:tag`, or OCI reference names), as the archive or layout gives them.
+    pub names: Vec<String>,
     pub layers: Vec<BaseLayer>,
-    /// The base's whole config.
+    /// The whole config, parsed, and its bytes as stored (their digest is the image's id).
     pub config: ImageConfigBlob,
+    pub config_bytes: Vec<u8>,
 }
 
 /// An error about the base image as a whole.
@@ -147,44 +152,61 @@ impl BaseImage {
     }
 
     fn read(options: &BaseOptions, platform: Option<&Platform>, scratch: &Path) -> Result<Self> {
-        let path = &options.path;
         let tag = options.tag.as_deref();
-        if path.is_dir() {
-            let store = BlobStore::dir(path);
-            if !store.contains("oci-layout") || !store.contains("index.json") {
-                return Err(invalid(
-                    &store,
-                    "a directory must be an OCI image layout (with oci-layout and index.json)",
-                ));
-            }
-            return Self::oci(store, tag, platform);
-        }
-        let store = BlobStore::archive(path, scratch)?;
-        if store.contains("manifest.json") {
-            Self::docker(store, tag)
-        } else if store.contains("index.json") && store.contains("oci-layout") {
-            Self::oci(store, tag, platform)
-        } else if store.contains("repositories") {
-            Self::legacy(store, tag)
-        } else {
-            Err(invalid(
-                &store,
-                "not a docker-archive (no manifest.json), an OCI archive (no index.json and \
-                 oci-layout) nor a legacy docker image (no repositories)",
-            ))
+        match open(&options.path, scratch)? {
+            (store, Format::Oci) => Self::oci(store, tag, platform),
+            (store, Format::Docker) => Self::docker(store, tag),
+            (store, Format::Legacy) => Self::legacy(store, tag),
         }
     }
 
+    /// Every image of a docker-archive (what `docker save` of several images writes); the one
+    /// image of another format, chosen as [`BaseImage::load`] chooses it.
+    pub fn load_all(
+        options: &BaseOptions,
+        platform: Option<&Platform>,
+        scratch: &Path,
+    ) -> Result<Vec<Self>> {
+        let all = match open(&options.path, scratch)? {
+            (store, Format::Docker) if options.tag.is_none() => {
+                let manifest: Vec<DockerManifestEntry> = store.json("manifest.json")?;
+                manifest
+                    .into_iter()
+                    .map(|image| Self::docker_image(&store, image))
+                    .collect()
+            }
+            _ => Self::read(options, platform, scratch).map(|image| vec![image]),
+        };
+        all.map_err(|e| e.about(Setting::FromImage))
+    }
+
     /// `docker save` format: manifest.json lists each image's config and layers.
-    fn docker(store: BlobStore, tag: Option<&str>) -> Result<Self> {
+    fn docker(store: Arc<BlobStore>, tag: Option<&str>) -> Result<Self> {
         let manifest: Vec<DockerManifestEntry> = store.json("manifest.json")?;
         let images = manifest
             .into_iter()
             .map(|image| (image.repo_tags.clone(), image))
             .collect();
         let image = choose(&store, images, tag)?;
-        let config: ImageConfigBlob = store.json(&image.config)?;
-        check_layer_count(&store, &config, image.layers.len())?;
+        Self::docker_image(&store, image)
+    }
+
+    /// One image of a docker-archive.
+    fn docker_image(store: &Arc<BlobStore>, image: DockerManifestEntry) -> Result<Self> {
+        let (config, config_bytes): (ImageConfigBlob, _) = store.json_and_bytes(&image.config)?;
+        // `docker save` names configs by their digest: that is a digest to check.
+        let stated = image
+            .config
+            .trim_start_matches("blobs/sha256/")
+            .trim_end_matches(".json");
+        let actual = crate::output::sha256_digest(&config_bytes);
+        if stated.len() == 64 && actual.trim_start_matches("sha256:") != stated {
+            return Err(Error::damaged(
+                format!("{}: {}", shown(&store.describe()), shown(&image.config)),
+                format!("its digest is {actual}, but its name says sha256:{stated}"),
+            ));
+        }
+        check_layer_count(store, &config, image.layers.len())?;
         let mut layers = Vec::new();
         for (name, diff_id) in image.layers.into_iter().zip(&config.rootfs.diff_ids) {
             let (_, size) = store.open(&name)?;
@@ -193,7 +215,7 @@ impl BaseImage {
                 .strip_prefix("blobs/sha256/")
                 .map(|hex| format!("sha256:{hex}"));
             layers.push(BaseLayer {
-                codec: sniff(&store, &name)?,
+                codec: sniff(store, &name)?,
                 name,
                 size,
                 diff_id: Some(diff_id.clone()),
@@ -201,24 +223,28 @@ impl BaseImage {
             });
         }
         Ok(BaseImage {
-            store,
+            store: Arc::clone(store),
+            names: image.repo_tags,
             layers,
             config,
+            config_bytes,
         })
     }
 
     /// The legacy format: `repositories` names the top layer; each layer's `json` names its
     /// parent.
-    fn legacy(store: BlobStore, tag: Option<&str>) -> Result<Self> {
+    fn legacy(store: Arc<BlobStore>, tag: Option<&str>) -> Result<Self> {
         let repositories: Repositories = store.json("repositories")?;
         let images = repositories
             .iter()
             .flat_map(|(name, tags)| {
-                tags.iter()
-                    .map(move |(t, id)| (vec![format!("{name}:{t}")], id.clone()))
+                tags.iter().map(move |(t, id)| {
+                    let names = vec![format!("{name}:{t}")];
+                    (names.clone(), (names, id.clone()))
+                })
             })
             .collect();
-        let top = choose(&store, images, tag)?;
+        let (names, top) = choose(&store, images, tag)?;
         let mut chain = Vec::new();
         let mut top_json = None;
         let mut next = Some(top);
@@ -260,32 +286,35 @@ impl BaseImage {
         }
         Ok(BaseImage {
             store,
+            names,
             layers,
+            config_bytes: crate::image_spec::to_bytes(&config),
             config,
         })
     }
 
     /// The OCI image layout: index.json, possibly a multi-platform index, then a manifest.
-    fn oci(store: BlobStore, tag: Option<&str>, platform: Option<&Platform>) -> Result<Self> {
+    fn oci(store: Arc<BlobStore>, tag: Option<&str>, platform: Option<&Platform>) -> Result<Self> {
         let index: Index = store.json("index.json")?;
         let descriptors = index
             .manifests
             .into_iter()
             .map(|d| {
-                let names = [REF_NAME, CONTAINERD_NAME]
+                let names: Vec<String> = [REF_NAME, CONTAINERD_NAME]
                     .iter()
                     .filter_map(|k| d.annotations.as_ref()?.get(*k).cloned())
                     .collect();
-                (names, d)
+                (names.clone(), (names, d))
             })
             .collect();
-        let mut descriptor = choose(&store, descriptors, tag)?;
+        let (names, mut descriptor) = choose(&store, descriptors, tag)?;
         while media_type::is_index(&descriptor.media_type) {
             let nested: Index = store.json(&blob_name(&store, &descriptor)?)?;
             descriptor = choose_platform(&store, nested, platform)?;
         }
         let manifest: Manifest = store.json(&blob_name(&store, &descriptor)?)?;
-        let config: ImageConfigBlob = store.json(&blob_name(&store, &manifest.config)?)?;
+        let (config, config_bytes): (ImageConfigBlob, _) =
+            store.json_and_bytes(&blob_name(&store, &manifest.config)?)?;
         check_layer_count(&store, &config, manifest.layers.len())?;
         let mut layers = Vec::new();
         for (descriptor, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
@@ -321,8 +350,10 @@ impl BaseImage {
         }
         Ok(BaseImage {
             store,
+            names,
             layers,
             config,
+            config_bytes,
         })
     }
 
@@ -383,6 +414,42 @@ impl BaseImage {
             diff_id: info.diff_id,
         })
     }
+}
+
+/// The kinds of image files, told apart by content.
+enum Format {
+    Oci,
+    Docker,
+    Legacy,
+}
+
+/// Opens an image file or layout and tells its format.
+fn open(path: &Path, scratch: &Path) -> Result<(Arc<BlobStore>, Format)> {
+    if path.is_dir() {
+        let store = BlobStore::dir(path);
+        if !store.contains("oci-layout") || !store.contains("index.json") {
+            return Err(invalid(
+                &store,
+                "a directory must be an OCI image layout (with oci-layout and index.json)",
+            ));
+        }
+        return Ok((Arc::new(store), Format::Oci));
+    }
+    let store = BlobStore::archive(path, scratch)?;
+    let format = if store.contains("manifest.json") {
+        Format::Docker
+    } else if store.contains("index.json") && store.contains("oci-layout") {
+        Format::Oci
+    } else if store.contains("repositories") {
+        Format::Legacy
+    } else {
+        return Err(invalid(
+            &store,
+            "not a docker-archive (no manifest.json), an OCI archive (no index.json and \
+             oci-layout) nor a legacy docker image (no repositories)",
+        ));
+    };
+    Ok((Arc::new(store), format))
 }
 
 /// A config must list one diff_id per layer.
@@ -556,6 +623,13 @@ pub struct SpooledTar {
     file: std::fs::File,
     length: u64,
     pub diff_id: String,
+}
+
+impl SpooledTar {
+    /// The scratch file holding the plain tar (read it with positioned reads).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
 }
 
 impl TarStream for SpooledTar {

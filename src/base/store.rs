@@ -167,8 +167,14 @@ impl BlobStore {
 
     /// Reads and parses a JSON document; errors name the member, its line and JSON path.
     pub(super) fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        Ok(self.json_and_bytes(name)?.0)
+    }
+
+    /// [`BlobStore::json`], and the bytes it was parsed from.
+    pub(super) fn json_and_bytes<T: DeserializeOwned>(&self, name: &str) -> Result<(T, Vec<u8>)> {
         let member = format!("{}: {name}", self.describe());
-        crate::json_file::parse_typed(&member, &self.read(name)?)
+        let bytes = self.read(name)?;
+        Ok((crate::json_file::parse_typed(&member, &bytes)?, bytes))
     }
 }
 

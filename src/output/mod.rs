@@ -17,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use blob::{BlobInfo, Compression, HashingWriter, hex, sha256_digest};
+pub use docker_archive::StoredImage;
 
 use crate::codec::Codec;
 use crate::error::{Error, Result, Setting, shown_path};
@@ -43,8 +44,10 @@ pub struct OutputOptions {
     /// `compressor` does; layers inside keep `compression`.
     pub archive_compression: Compression,
     pub name: String,
-    /// None: derived from the image's content.
-    pub tag: Option<String>,
+    /// The image's tags, the first being its main one; none: one derived from the content.
+    pub tags: Vec<String>,
+    /// Add the pre-1.10 metadata (`repositories`, a directory per layer) to a docker-archive.
+    pub docker_legacy: bool,
     /// mtime of the archive's own entries (manifest, config, layer files).
     pub mtime: u64,
 }
@@ -80,29 +83,49 @@ pub trait ImageSource: Sync {
 #[derive(Clone, Debug)]
 pub struct Written {
     pub name: String,
-    pub tag: String,
+    /// Every tag, the main one first.
+    pub tags: Vec<String>,
     pub config_digest: String,
     pub layers: Vec<BlobInfo>,
 }
 
 impl Written {
-    pub fn reference(&self) -> String {
-        format!("{}:{}", self.name, self.tag)
+    /// `name:tag` for each tag.
+    pub fn references(&self) -> Vec<String> {
+        self.tags
+            .iter()
+            .map(|tag| format!("{}:{tag}", self.name))
+            .collect()
     }
 }
 
-/// The tag of an image without `--tag`: from its config digest, which covers every layer's
-/// content, so one tag always names one image.
-fn content_tag(config_digest: &str) -> String {
-    config_digest.trim_start_matches("sha256:")[..32].to_string()
+/// The tags of an image: the ones given, or without any one from its config digest, which
+/// covers every layer's content, so that one tag always names one image.
+fn image_tags(options: &OutputOptions, config_digest: &str) -> Vec<String> {
+    if options.tags.is_empty() {
+        vec![config_digest.trim_start_matches("sha256:")[..32].to_string()]
+    } else {
+        options.tags.clone()
+    }
 }
 
 impl OutputOptions {
     /// Checks the options before any work is done.
     pub fn check(&self) -> Result<()> {
         reference::check_name(&self.name).map_err(|e| e.about(Setting::Name))?;
-        if let Some(tag) = &self.tag {
+        for (i, tag) in self.tags.iter().enumerate() {
             reference::check_tag(tag).map_err(|e| e.about(Setting::Tag))?;
+            if self.tags[..i].contains(tag) {
+                return Err(
+                    Error::value(format!("the tag {tag} is given twice")).about(Setting::Tag)
+                );
+            }
+        }
+        if self.docker_legacy && self.format != Format::DockerArchive {
+            return Err(Error::value(
+                "the pre-1.10 metadata belongs to a docker-archive, not to an OCI layout",
+            )
+            .about(Setting::DockerLegacy));
         }
         if self.format == Format::DockerArchive && self.compression.codec() == Codec::Zstd {
             return Err(Error::value(
@@ -147,10 +170,15 @@ impl OutputOptions {
     /// result, where the user made room), or `$TMPDIR` when the image goes to stdout. Every
     /// scratch file is unnamed or removed on drop, so nothing is left behind.
     pub fn scratch_dir(&self) -> PathBuf {
-        match &self.target {
-            Target::File(path) => parent_dir(path),
-            Target::Stdout => std::env::temp_dir(),
-        }
+        scratch_dir_for(&self.target)
+    }
+}
+
+/// Where scratch files go for output to `target` (see [`OutputOptions::scratch_dir`]).
+pub fn scratch_dir_for(target: &Target) -> PathBuf {
+    match target {
+        Target::File(path) => parent_dir(path),
+        Target::Stdout => std::env::temp_dir(),
     }
 }
 
@@ -186,6 +214,51 @@ pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<
         (Format::Oci, Target::Stdout) => to_stdout(archive, |out| {
             oci::write_archive(source, options, out, &scratch)
         }),
+    }
+}
+
+/// Writes images already made into one docker-archive (`merge`), at `target`, compressed as a
+/// whole as asked; returns the number of distinct layers.
+pub fn write_merged(
+    images: &[StoredImage],
+    target: &Target,
+    archive_compression: Compression,
+    mtime: u64,
+) -> Result<usize> {
+    write_stream(target, archive_compression, |out| {
+        docker_archive::write_many(images, out, mtime)
+    })
+}
+
+/// Runs `write` into a file written atomically or into stdout (refused when it is a terminal),
+/// behind a writer thread, compressed as a whole as asked: for outputs that are one stream.
+pub fn write_stream<T>(
+    target: &Target,
+    compression: Compression,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    match target {
+        Target::Stdout => {
+            if std::io::stdout().is_terminal() {
+                return Err(Error::value(
+                    "stdout is a terminal: pipe the output or write it to a file",
+                )
+                .about(Setting::Output));
+            }
+            to_stdout(compression, write)
+        }
+        Target::File(path) => {
+            let parent = parent_dir(path);
+            if !parent.is_dir() {
+                return Err(Error::value(format!(
+                    "cannot write {}: the directory {} does not exist",
+                    shown_path(path),
+                    shown_path(&parent)
+                ))
+                .about(Setting::Output));
+            }
+            atomic_file(path, |file| to_file(file, path, compression, write))
+        }
     }
 }
 

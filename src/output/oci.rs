@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
 use super::docker_archive::{write_entry_header, write_file, write_padding};
-use super::{ImageSource, Layer, OutputOptions, Written, content_tag, copy_all, parent_dir};
+use super::{ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, parent_dir};
 use crate::error::{Error, Result, shown_path};
 use crate::image_spec::{
     CONTAINERD_NAME, Descriptor, Index, Manifest, OCI_LAYOUT, REF_NAME, media_type, to_bytes,
@@ -175,22 +175,28 @@ fn manifest(
     }
 }
 
-/// The layout's index: the one manifest, named `name:tag` for containerd and `tag` for the
-/// OCI tools.
-fn index(manifest_digest: &str, manifest_size: usize, name: &str, tag: &str) -> Index {
-    let mut entry = descriptor(
-        media_type::OCI_MANIFEST,
-        manifest_digest,
-        manifest_size as u64,
-    );
-    entry.annotations = Some(BTreeMap::from([
-        (CONTAINERD_NAME.to_string(), format!("{name}:{tag}")),
-        (REF_NAME.to_string(), tag.to_string()),
-    ]));
+/// The layout's index: the manifest once per tag, named `name:tag` for containerd and `tag`
+/// for the OCI tools.
+fn index(manifest_digest: &str, manifest_size: usize, name: &str, tags: &[String]) -> Index {
+    let manifests = tags
+        .iter()
+        .map(|tag| {
+            let mut entry = descriptor(
+                media_type::OCI_MANIFEST,
+                manifest_digest,
+                manifest_size as u64,
+            );
+            entry.annotations = Some(BTreeMap::from([
+                (CONTAINERD_NAME.to_string(), format!("{name}:{tag}")),
+                (REF_NAME.to_string(), tag.clone()),
+            ]));
+            entry
+        })
+        .collect();
     Index {
         schema_version: 2,
         media_type: Some(media_type::OCI_INDEX.to_string()),
-        manifests: vec![entry],
+        manifests,
     }
 }
 
@@ -228,18 +234,15 @@ fn write_layout(
         &media_types,
     ));
     let manifest_digest = write_blob(&blob_dir, &manifest)?;
-    let tag = options
-        .tag
-        .clone()
-        .unwrap_or_else(|| content_tag(&config_digest));
-    let index = index(&manifest_digest, manifest.len(), &options.name, &tag);
+    let tags = image_tags(options, &config_digest);
+    let index = index(&manifest_digest, manifest.len(), &options.name, &tags);
     let index_path = dir.join("index.json");
     fs::write(&index_path, to_bytes(&index)).map_err(|e| Error::io("writing", &index_path, e))?;
     let layout_path = dir.join("oci-layout");
     fs::write(&layout_path, OCI_LAYOUT).map_err(|e| Error::io("writing", &layout_path, e))?;
     let written = Written {
         name: options.name.clone(),
-        tag,
+        tags,
         config_digest,
         layers,
     };

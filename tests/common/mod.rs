@@ -413,3 +413,33 @@ pub fn assert_same_bytes(a: &Path, b: &Path, what: &str) {
         b.display()
     );
 }
+
+/// Copies a tar archive, keeping the entries `keep` accepts (by name).
+pub fn filter_tar(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) {
+    let mut input = tar::Archive::new(fs::File::open(from).unwrap());
+    let mut output = tar::Builder::new(fs::File::create(to).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        if keep(&path) {
+            let mut header = entry.header().clone();
+            output.append_data(&mut header, &path, &mut entry).unwrap();
+        }
+    }
+    output.finish().unwrap();
+}
+
+/// A member of a tar archive, whole.
+pub fn tar_member(archive: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(fs::File::open(archive).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path_bytes().as_ref() == name.as_bytes() {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            return Some(bytes);
+        }
+    }
+    None
+}

@@ -61,5 +61,17 @@ rec {
   });
   zstd = layered.buildLayeredImage (common // { name = "layered-gen-test/zstd"; compressor = "zstd"; layering = "reuse"; });
   oci = layered.buildLayeredImage (common // { name = "layered-gen-test/oci"; format = "oci"; tag = "oci"; });
+  tagged = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/tagged";
+    tag = "main";
+    extraTags = [ "latest" "v1" ];
+    compressor = "none";
+  });
+  taggedStream = layered.streamLayeredImage (common // {
+    name = "layered-gen-test/tagged";
+    tag = "main";
+    extraTags = [ "latest" "v1" ];
+  });
+  merged = layered.mergeImages [ base tagged baseGz ];
   noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
 }

@@ -1,0 +1,450 @@
+//! Flattening an image into one root filesystem (`layered-gen export`), as dockerTools'
+//! `exportImage` does without its VM: for `docker import`, WSL or a VM disk.
+//!
+//! The layers are applied bottom first, as a container runtime applies them. Each layer is
+//! decompressed (and verified) into an unnamed scratch file and its entries indexed by path:
+//! - a whiteout `.wh.NAME` removes NAME, and everything under it, that lower layers put there;
+//! - an opaque marker `.wh..wh..opq` in a directory removes what lower layers put in it;
+//! - an entry replaces the one a lower layer had at its path (a non-directory replacing a
+//!   directory removes that directory's contents; a directory over a directory keeps them);
+//! - a hard link becomes a copy of the file it links to (the result has no hard links, whose
+//!   targets could have been removed or replaced by then).
+//!
+//! The result is written in path order, each directory right before its contents, with each
+//! entry's own mode, owner, names, time and link target: it depends on the image only. Memory
+//! holds one small record per path; file contents are copied from the scratch files.
+
+use std::collections::BTreeMap;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::base::{BaseImage, SpooledTar};
+use crate::error::{Error, Result, shown, shown_bytes};
+use crate::tarball::{self, Header, Kind};
+
+/// What `export` wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exported {
+    pub layers: usize,
+    pub entries: usize,
+}
+
+/// One path of the flattened tree.
+#[derive(Clone, Debug)]
+struct Node {
+    kind: Kind,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    uname: Vec<u8>,
+    gname: Vec<u8>,
+    link: Vec<u8>,
+    /// Regular files: which layer's scratch file, where, and how long.
+    content: Option<(usize, u64, u64)>,
+    /// The layer that put it there (whiteouts only remove what lower layers put).
+    layer: usize,
+}
+
+/// Index keys are paths with `/` mapped to 0, so that sorting them puts each directory right
+/// before its contents ("a", "a/b", then "a-b").
+fn key_of(path: &[u8]) -> Vec<u8> {
+    path.iter()
+        .map(|&b| if b == b'/' { 0 } else { b })
+        .collect()
+}
+
+fn path_of(key: &[u8]) -> Vec<u8> {
+    key.iter().map(|&b| if b == 0 { b'/' } else { b }).collect()
+}
+
+/// An entry name as a relative path without `./`, leading or trailing slashes; None for the
+/// root itself. A `..` component is refused: it would climb out of the root filesystem.
+fn normalise(name: &[u8], layer: &str) -> Result<Option<Vec<u8>>> {
+    let parts: Vec<&[u8]> = name
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
+    if parts.iter().any(|p| *p == b"..") {
+        return Err(Error::input(
+            layer,
+            format!(
+                "the entry {} climbs out of the root with ..",
+                shown_bytes(name)
+            ),
+        ));
+    }
+    Ok((!parts.is_empty()).then(|| parts.join(&b'/')))
+}
+
+/// Everything under `key` (not `key` itself) that a layer below `layer` put there.
+fn remove_below(index: &mut BTreeMap<Vec<u8>, Node>, key: &[u8], layer: usize) {
+    let mut prefix = key.to_vec();
+    prefix.push(0);
+    let doomed: Vec<Vec<u8>> = index
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter(|(_, n)| n.layer < layer)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        index.remove(&k);
+    }
+}
+
+/// One entry of a layer, as read.
+struct Read1 {
+    path: Vec<u8>,
+    node: Node,
+    /// The path a hard link points to.
+    hard_link: Option<Vec<u8>>,
+}
+
+/// Reads a layer's entries from its scratch file.
+fn read_layer(tar: &SpooledTar, layer: usize, label: &str) -> Result<Vec<Read1>> {
+    let bad = |e: std::io::Error| Error::input(label, format!("not a readable tar: {e}"));
+    let mut file = tar.file();
+    // The spool was just written: read it from its start.
+    file.seek(SeekFrom::Start(0)).map_err(bad)?;
+    let mut archive = tar::Archive::new(file);
+    let mut entries = Vec::new();
+    for entry in archive.entries_with_seek().map_err(bad)? {
+        // Contents are read later, from the scratch file at their offsets.
+        let mut entry = entry.map_err(bad)?;
+        let Some(path) = normalise(&entry.path_bytes(), label)? else {
+            continue;
+        };
+        let header = entry.header().clone();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+            tar::EntryType::Directory => Kind::Directory,
+            tar::EntryType::Symlink => Kind::Symlink,
+            tar::EntryType::Link => Kind::File,
+            tar::EntryType::Fifo => Kind::Fifo,
+            tar::EntryType::Char | tar::EntryType::Block => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                if header.entry_type() == tar::EntryType::Char {
+                    Kind::CharDevice { major, minor }
+                } else {
+                    Kind::BlockDevice { major, minor }
+                }
+            }
+            other => {
+                return Err(Error::input(
+                    label,
+                    format!(
+                        "the entry {} is of tar type {:?}, which a root filesystem cannot hold",
+                        shown_bytes(&path),
+                        other.as_byte() as char
+                    ),
+                ));
+            }
+        };
+        let (mut uid, mut gid, mut mtime) = (
+            header.uid().unwrap_or(0),
+            header.gid().unwrap_or(0),
+            header.mtime().unwrap_or(0),
+        );
+        // PAX records override the header's fields (large ids, late times).
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                let value = ext.value().unwrap_or("");
+                let number = || value.split('.').next().and_then(|v| v.parse::<u64>().ok());
+                match ext.key().unwrap_or("") {
+                    "uid" => uid = number().unwrap_or(uid),
+                    "gid" => gid = number().unwrap_or(gid),
+                    "mtime" => mtime = number().unwrap_or(mtime),
+                    _ => {}
+                }
+            }
+        }
+        let is_hard_link = header.entry_type() == tar::EntryType::Link;
+        let link = entry
+            .link_name_bytes()
+            .map(|l| l.into_owned())
+            .unwrap_or_default();
+        let content = (kind == Kind::File && !is_hard_link)
+            .then(|| (layer, entry.raw_file_position(), entry.size()));
+        entries.push(Read1 {
+            hard_link: if is_hard_link {
+                normalise(&link, label)?
+            } else {
+                None
+            },
+            node: Node {
+                kind,
+                mode: header.mode().unwrap_or(0o644) & 0o7777,
+                uid,
+                gid,
+                mtime,
+                uname: header.username_bytes().unwrap_or_default().to_vec(),
+                gname: header.groupname_bytes().unwrap_or_default().to_vec(),
+                link: if is_hard_link { Vec::new() } else { link },
+                content,
+                layer,
+            },
+            path,
+        });
+    }
+    Ok(entries)
+}
+
+/// Applies one layer's entries to the index (see the module doc).
+fn apply(
+    index: &mut BTreeMap<Vec<u8>, Node>,
+    entries: Vec<Read1>,
+    layer: usize,
+    label: &str,
+) -> Result<()> {
+    // Whiteouts first: they only remove what lower layers put.
+    for entry in &entries {
+        let (dir, name) = match entry.path.iter().rposition(|&b| b == b'/') {
+            Some(slash) => (&entry.path[..slash], &entry.path[slash + 1..]),
+            None => (&b""[..], &entry.path[..]),
+        };
+        if name == b".wh..wh..opq" {
+            if dir.is_empty() {
+                let doomed: Vec<Vec<u8>> = index
+                    .iter()
+                    .filter(|(_, n)| n.layer < layer)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    index.remove(&k);
+                }
+            } else {
+                remove_below(index, &key_of(dir), layer);
+            }
+        } else if let Some(hidden) = name.strip_prefix(b".wh.") {
+            let mut path = dir.to_vec();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(hidden);
+            let key = key_of(&path);
+            if index.get(&key).is_some_and(|n| n.layer < layer) {
+                index.remove(&key);
+            }
+            remove_below(index, &key, layer);
+        }
+    }
+    for entry in entries {
+        let name = entry.path.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+        if name.starts_with(b".wh.") {
+            continue;
+        }
+        let key = key_of(&entry.path);
+        let mut node = entry.node;
+        if let Some(target) = entry.hard_link {
+            let Some(linked) = index.get(&key_of(&target)).filter(|n| n.kind == Kind::File) else {
+                return Err(Error::input(
+                    label,
+                    format!(
+                        "the hard link {} points to {}, which is no regular file",
+                        shown_bytes(&entry.path),
+                        shown_bytes(&target)
+                    ),
+                ));
+            };
+            node.content = linked.content;
+        }
+        if node.kind != Kind::Directory {
+            remove_below(index, &key, layer + 1);
+        }
+        index.insert(key, node);
+    }
+    Ok(())
+}
+
+/// Directories that entries imply but no layer lists: root-owned, 0755, time 0, so that
+/// every extractor makes them alike.
+fn add_missing_parents(index: &mut BTreeMap<Vec<u8>, Node>) {
+    let mut missing = Vec::new();
+    for key in index.keys() {
+        for (i, &b) in key.iter().enumerate() {
+            if b == 0 && !index.contains_key(&key[..i]) {
+                missing.push(key[..i].to_vec());
+            }
+        }
+    }
+    for key in missing {
+        let mut dir = Node {
+            kind: Kind::Directory,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            uname: Vec::new(),
+            gname: Vec::new(),
+            link: Vec::new(),
+            content: None,
+            layer: 0,
+        };
+        dir.layer = usize::MAX;
+        index.entry(key).or_insert(dir);
+    }
+}
+
+/// Writes the flattened tree of `image` to `out` as a tar; scratch files go to `scratch`.
+pub fn export(image: &BaseImage, scratch: &Path, out: &mut dyn Write) -> Result<Exported> {
+    let mut index: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
+    let mut spools = Vec::with_capacity(image.layers.len());
+    for (layer, stored) in image.layers.iter().enumerate() {
+        let label = format!(
+            "{}: layer {layer} ({})",
+            shown(&image.describe()),
+            shown(&stored.name)
+        );
+        let spool = image
+            .decompressed(layer, scratch)
+            .map_err(|e| e.context(&label))?;
+        let entries = read_layer(&spool, layer, &label)?;
+        apply(&mut index, entries, layer, &label)?;
+        spools.push(spool);
+    }
+    add_missing_parents(&mut index);
+    let write_error = |e: std::io::Error| Error::write("the root filesystem", e);
+    let mut buffer = vec![0u8; 1 << 20];
+    for (key, node) in &index {
+        let mut name = path_of(key);
+        if node.kind == Kind::Directory {
+            name.push(b'/');
+        }
+        let size = node.content.map_or(0, |(_, _, size)| size);
+        let header = Header {
+            name: &name,
+            kind: node.kind,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            mtime: node.mtime,
+            size,
+            link: &node.link,
+            uname: &node.uname,
+            gname: &node.gname,
+        };
+        tarball::write_header(out, &header).map_err(write_error)?;
+        if let Some((layer, mut offset, size)) = node.content {
+            let file = spools[layer].file();
+            let end = offset + size;
+            while offset < end {
+                let want = usize::try_from(end - offset)
+                    .unwrap_or(usize::MAX)
+                    .min(buffer.len());
+                let got = file
+                    .read_at(&mut buffer[..want], offset)
+                    .map_err(|e| Error::write("a scratch file", e))?;
+                if got == 0 {
+                    return Err(Error::write(
+                        "a scratch file",
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ));
+                }
+                out.write_all(&buffer[..got]).map_err(write_error)?;
+                offset += got as u64;
+            }
+            out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(size)])
+                .map_err(write_error)?;
+        }
+    }
+    out.write_all(&tarball::END_OF_ARCHIVE)
+        .map_err(write_error)?;
+    Ok(Exported {
+        layers: image.layers.len(),
+        entries: index.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(kind: Kind, layer: usize) -> Node {
+        Node {
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            uname: Vec::new(),
+            gname: Vec::new(),
+            link: Vec::new(),
+            content: None,
+            layer,
+        }
+    }
+
+    fn entry(path: &str, kind: Kind, layer: usize) -> Read1 {
+        Read1 {
+            path: path.as_bytes().to_vec(),
+            node: node(kind, layer),
+            hard_link: None,
+        }
+    }
+
+    fn paths(index: &BTreeMap<Vec<u8>, Node>) -> Vec<String> {
+        index
+            .keys()
+            .map(|k| String::from_utf8(path_of(k)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn whiteouts_opaque_directories_and_replacements() {
+        let mut index = BTreeMap::new();
+        let lower = vec![
+            entry("etc", Kind::Directory, 0),
+            entry("etc/motd", Kind::File, 0),
+            entry("etc/ssl", Kind::Directory, 0),
+            entry("etc/ssl/cert", Kind::File, 0),
+            entry("var", Kind::Directory, 0),
+            entry("var/a", Kind::File, 0),
+            entry("var/b", Kind::File, 0),
+            entry("opt", Kind::Directory, 0),
+            entry("opt/x", Kind::File, 0),
+            entry("a-b", Kind::File, 0),
+            entry("a", Kind::Directory, 0),
+            entry("a/z", Kind::File, 0),
+        ];
+        apply(&mut index, lower, 0, "l0").unwrap();
+        let upper = vec![
+            entry("etc/.wh.ssl", Kind::File, 1),
+            entry("var/.wh..wh..opq", Kind::File, 1),
+            entry("var/c", Kind::File, 1),
+            entry("opt", Kind::File, 1),
+            entry("etc/motd", Kind::Symlink, 1),
+        ];
+        apply(&mut index, upper, 1, "l1").unwrap();
+        assert_eq!(
+            paths(&index),
+            ["a", "a/z", "a-b", "etc", "etc/motd", "opt", "var", "var/c"],
+            "each directory right before its contents"
+        );
+        assert!(!index.contains_key(&key_of(b"etc/ssl")));
+        assert!(!index.contains_key(&key_of(b"etc/ssl/cert")));
+        assert!(!index.contains_key(&key_of(b"var/a")));
+        assert!(
+            !index.contains_key(&key_of(b"opt/x")),
+            "a file replaced the directory"
+        );
+        assert_eq!(index[&key_of(b"etc/motd")].kind, Kind::Symlink);
+    }
+
+    #[test]
+    fn implied_parents_are_added() {
+        let mut index = BTreeMap::new();
+        apply(&mut index, vec![entry("a/b/c", Kind::File, 0)], 0, "l").unwrap();
+        add_missing_parents(&mut index);
+        assert_eq!(paths(&index), ["a", "a/b", "a/b/c"]);
+        assert_eq!(index[&key_of(b"a")].mode, 0o755);
+    }
+
+    #[test]
+    fn names_are_normalised_and_dot_dot_refused() {
+        assert_eq!(normalise(b"./a//b/", "l").unwrap(), Some(b"a/b".to_vec()));
+        assert_eq!(normalise(b"./", "l").unwrap(), None);
+        assert!(normalise(b"a/../../etc", "l").is_err());
+    }
+}
