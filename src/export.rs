@@ -47,6 +47,24 @@ struct Node {
     layer: usize,
 }
 
+impl Node {
+    /// An entry of `kind` owned by root, 0755, time 0, without content.
+    fn plain(kind: Kind, layer: usize) -> Self {
+        Node {
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            uname: Vec::new(),
+            gname: Vec::new(),
+            link: Vec::new(),
+            content: None,
+            layer,
+        }
+    }
+}
+
 /// Index keys are paths with `/` mapped to 0, so that sorting them puts each directory right
 /// before its contents ("a", "a/b", then "a-b").
 fn key_of(path: &[u8]) -> Vec<u8> {
@@ -270,20 +288,10 @@ fn add_missing_parents(index: &mut BTreeMap<Vec<u8>, Node>) {
         }
     }
     for key in missing {
-        let mut dir = Node {
-            kind: Kind::Directory,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            uname: Vec::new(),
-            gname: Vec::new(),
-            link: Vec::new(),
-            content: None,
-            layer: 0,
-        };
-        dir.layer = usize::MAX;
-        index.entry(key).or_insert(dir);
+        // No layer put it there, so no whiteout can remove it.
+        index
+            .entry(key)
+            .or_insert(Node::plain(Kind::Directory, usize::MAX));
     }
 }
 
@@ -361,25 +369,10 @@ pub fn export(image: &BaseImage, scratch: &Path, out: &mut dyn Write) -> Result<
 mod tests {
     use super::*;
 
-    fn node(kind: Kind, layer: usize) -> Node {
-        Node {
-            kind,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: 1,
-            uname: Vec::new(),
-            gname: Vec::new(),
-            link: Vec::new(),
-            content: None,
-            layer,
-        }
-    }
-
     fn entry(path: &str, kind: Kind, layer: usize) -> Read1 {
         Read1 {
             path: path.as_bytes().to_vec(),
-            node: node(kind, layer),
+            node: Node::plain(kind, layer),
             hard_link: None,
         }
     }

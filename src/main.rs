@@ -64,10 +64,11 @@ enum Command {
     },
 }
 
-/// Where a command that writes one stream puts it.
+/// Where a command writes its output, and how.
 #[derive(Args, Debug)]
 struct StreamOutputArgs {
-    /// The output file; `-` streams it to stdout. Example: -o all.tar
+    /// Where to write the output; `-` streams it to stdout (e.g. into `docker load`).
+    /// Example: -o image.tar
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: Option<PathBuf>,
 
@@ -76,12 +77,14 @@ struct StreamOutputArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "output")]
     output_from_attrs: Option<PathBuf>,
 
-    /// Compress the whole output (gzip or zstd), deterministic and parallel.
+    /// Compress the whole archive (a docker-archive, an oci-archive, merged images, a root
+    /// filesystem), like dockerTools' compressor; deterministic and parallel.
     /// Example: --archive-compression gzip
     #[arg(long, value_enum, default_value_t = Codec::None)]
     archive_compression: Codec,
 
-    /// Print nothing but errors. Example: --quiet
+    /// Print nothing but errors (no progress bar, no summary). Without it, a progress bar is
+    /// shown when stderr is a terminal. Example: --quiet
     #[arg(short, long)]
     quiet: bool,
 }
@@ -220,25 +223,13 @@ struct BuildArgs {
     #[command(flatten)]
     plan: PlanArgs,
 
-    /// Where to write the image; `-` streams it to stdout (e.g. into `docker load`).
-    /// Example: -o image.tar
-    #[arg(short = 'o', long = "output", value_name = "PATH")]
-    output: Option<PathBuf>,
-
-    /// Write to the output path `out` of a structured-attrs derivation (its .attrs.json), for
-    /// layered-gen as a Nix builder. Example: --output-from-attrs .attrs.json
-    #[arg(long, value_name = "FILE", conflicts_with = "output")]
-    output_from_attrs: Option<PathBuf>,
+    #[command(flatten)]
+    output: StreamOutputArgs,
 
     /// Tag the image with its output path's store hash, as dockerTools does without a tag (the
     /// main tag; --tag adds more). Example: --tag-from-output
     #[arg(long)]
     tag_from_output: bool,
-
-    /// Compress the whole archive (docker-archive or oci-archive), like dockerTools'
-    /// compressor; deterministic and parallel. Example: --archive-compression gzip
-    #[arg(long, value_enum, default_value_t = Codec::None)]
-    archive_compression: Codec,
 
     /// Leave the store paths out: only the base and the customisation layer (dockerTools'
     /// includeStorePaths = false). Example: --no-store-paths
@@ -350,11 +341,6 @@ struct BuildArgs {
     /// them to plain tar (for zstd layers into a docker-archive). Example: --base-layers decompress
     #[arg(long, value_enum, default_value_t = BaseLayers::Keep)]
     base_layers: BaseLayers,
-
-    /// Print nothing but errors (no progress bar, no summary). Without it, a progress bar is
-    /// shown when stderr is a terminal. Example: --quiet
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 /// Options shared by every command.
@@ -393,7 +379,7 @@ fn target_of(
 
 /// Where the image goes and under which tags.
 fn target_and_tags(args: &BuildArgs) -> Result<(Target, Vec<String>)> {
-    let target = target_of(args.output.as_deref(), args.output_from_attrs.as_deref())?;
+    let target = args.output.target()?;
     let mut tags = Vec::new();
     match (&target, args.tag_from_output) {
         (Target::File(path), true) => {
@@ -418,7 +404,7 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
         Format::Oci => Codec::Gzip,
     });
     Ok(BuildOptions {
-        progress: !args.quiet && std::io::stderr().is_terminal(),
+        progress: !args.output.quiet && std::io::stderr().is_terminal(),
         customisation: Customisation {
             contents: args.contents,
             extra_dirs: args.extra_dirs,
@@ -437,7 +423,7 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
             name: args.name,
             tags,
             docker_legacy: args.docker_legacy,
-            archive_compression: Compression::default_for(args.archive_compression),
+            archive_compression: Compression::default_for(args.output.archive_compression),
             mtime: args.mtime,
         },
         layer: LayerOptions {
@@ -466,7 +452,7 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
 }
 
 fn build(args: BuildArgs) -> Result<()> {
-    let quiet = args.quiet;
+    let quiet = args.output.quiet;
     let options = build_options(args)?;
     let written = pipeline::build(&options)?;
     if !quiet {

@@ -641,3 +641,24 @@ fn exported_images_equal_umoci_unpack_and_docker_import_runs() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "imported\n");
     docker_rmi(&["layered-gen-test/imported:1"]);
 }
+
+#[test]
+fn merge_export_and_the_new_flags_are_documented_with_examples() {
+    let help = |args: &[&str]| String::from_utf8(layered_gen(args).stdout).unwrap();
+    let top = help(&["--help"]);
+    for flag in ["--docker-legacy", "--tag <TAG>"] {
+        let block = top
+            .split("\n\n")
+            .find(|b| b.contains(flag))
+            .unwrap_or_default();
+        assert!(block.contains("Example:"), "{flag}: {block}");
+    }
+    assert!(top.contains("merge") && top.contains("export"), "{top}");
+    for command in ["merge", "export"] {
+        let text = help(&[command, "--help"]);
+        assert!(
+            text.contains(&format!("Example: layered-gen {command} ")),
+            "{command}: {text}"
+        );
+    }
+}

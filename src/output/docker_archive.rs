@@ -87,6 +87,27 @@ pub(super) fn write(
     write_file(out, &config_name, &config, options.mtime)?;
 
     let tags = image_tags(options, &config_digest);
+    finish(
+        out,
+        options,
+        config_name,
+        layer_names,
+        tags,
+        config_digest,
+        layers,
+    )
+}
+
+/// Ends an archive of one image: `manifest.json`, then the end-of-archive blocks.
+fn finish(
+    out: &mut dyn Write,
+    options: &OutputOptions,
+    config_name: String,
+    layer_names: Vec<String>,
+    tags: Vec<String>,
+    config_digest: String,
+    layers: Vec<BlobInfo>,
+) -> Result<Written> {
     let manifest = to_bytes(&[DockerManifestEntry {
         config: config_name,
         repo_tags: tags
@@ -185,23 +206,15 @@ fn write_with_legacy(
     .into_iter()
     .collect();
     write_file(out, "repositories", &to_bytes(&repositories), mtime)?;
-    let manifest = to_bytes(&[DockerManifestEntry {
-        config: config_name,
-        repo_tags: tags
-            .iter()
-            .map(|tag| format!("{}:{tag}", options.name))
-            .collect(),
-        layers: layer_names,
-    }]);
-    write_file(out, "manifest.json", &manifest, mtime)?;
-    out.write_all(&tarball::END_OF_ARCHIVE)
-        .map_err(write_error)?;
-    Ok(Written {
-        name: options.name.clone(),
+    finish(
+        out,
+        options,
+        config_name,
+        layer_names,
         tags,
         config_digest,
         layers,
-    })
+    )
 }
 
 /// Layer `i`'s legacy `json`: its id and parent; the top layer also carries the config.

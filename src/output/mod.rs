@@ -152,18 +152,7 @@ impl OutputOptions {
             )
             .about(Setting::Output));
         }
-        if let Target::File(path) = &self.target {
-            let parent = parent_dir(path);
-            if !parent.is_dir() {
-                return Err(Error::value(format!(
-                    "cannot write {}: the directory {} does not exist",
-                    shown_path(path),
-                    shown_path(&parent)
-                ))
-                .about(Setting::Output));
-            }
-        }
-        Ok(())
+        check_target(&self.target)
     }
 
     /// Where scratch files go: next to the output file (on the filesystem that will hold the
@@ -248,18 +237,26 @@ pub fn write_stream<T>(
             to_stdout(compression, write)
         }
         Target::File(path) => {
-            let parent = parent_dir(path);
-            if !parent.is_dir() {
-                return Err(Error::value(format!(
-                    "cannot write {}: the directory {} does not exist",
-                    shown_path(path),
-                    shown_path(&parent)
-                ))
-                .about(Setting::Output));
-            }
+            check_target(target)?;
             atomic_file(path, |file| to_file(file, path, compression, write))
         }
     }
+}
+
+/// A file target's directory must exist.
+fn check_target(target: &Target) -> Result<()> {
+    if let Target::File(path) = target {
+        let parent = parent_dir(path);
+        if !parent.is_dir() {
+            return Err(Error::value(format!(
+                "cannot write {}: the directory {} does not exist",
+                shown_path(path),
+                shown_path(&parent)
+            ))
+            .about(Setting::Output));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `write` with stdout behind a writer thread.
