@@ -14,6 +14,7 @@ pub mod base;
 pub mod closure;
 pub mod codec;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod export;
 pub mod image_spec;

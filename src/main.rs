@@ -53,6 +53,12 @@ enum Command {
     ///
     /// Example: layered-gen export image.tar -o rootfs.tar
     Export(ExportCommand),
+    /// Say why two images differ: manifest and config (by JSON path), which layers differ, and
+    /// inside them which entries were added, removed or changed, and how. Exit status 0 when
+    /// the images are identical, 1 when they differ, 2 on error.
+    ///
+    /// Example: layered-gen diff result /nix/store/...-image.tar.check
+    Diff(DiffCommand),
     /// Write streamLayeredImage's executable from a structured-attrs derivation (used by
     /// nix/default.nix as the builder).
     ///
@@ -114,6 +120,31 @@ struct MergeCommand {
         default_value_t = 1
     )]
     mtime: u64,
+}
+
+#[derive(Args, Debug)]
+struct DiffCommand {
+    /// The first image: a docker-archive (ours, `docker save`, legacy) or an OCI layout or
+    /// archive. Example: result
+    #[arg(value_name = "A")]
+    a: PathBuf,
+
+    /// The second image, in any of the same forms. Example: result.check
+    #[arg(value_name = "B")]
+    b: PathBuf,
+
+    /// Which image of files holding several (both). Example: --image-tag my/app:1.0
+    #[arg(long, value_name = "NAME:TAG")]
+    image_tag: Option<String>,
+
+    /// Which platform of multi-platform images (default: this machine's).
+    /// Example: --architecture arm64
+    #[arg(long, value_name = "ARCH", value_parser = parse_platform)]
+    architecture: Option<Platform>,
+
+    /// Print the differences as JSON, for programs. Example: --json
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -510,6 +541,27 @@ fn export(args: ExportCommand) -> Result<()> {
     Ok(())
 }
 
+/// Prints why two images differ; true when they do.
+fn diff(args: DiffCommand) -> Result<bool> {
+    let base = |path: PathBuf| BaseOptions {
+        path,
+        tag: args.image_tag.clone(),
+    };
+    let report = pipeline::diff(
+        &base(args.a.clone()),
+        &base(args.b.clone()),
+        args.architecture.as_ref(),
+    )?;
+    if args.json {
+        let json =
+            serde_json::to_string_pretty(&report).map_err(|e| Error::value(e.to_string()))?;
+        println!("{json}");
+    } else {
+        print!("{report}");
+    }
+    Ok(!report.identical)
+}
+
 fn describe(target: &Target) -> String {
     match target {
         Target::File(path) => path.display().to_string(),
@@ -517,10 +569,19 @@ fn describe(target: &Target) -> String {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    let done = |()| ExitCode::SUCCESS;
     match cli.command {
-        Some(Command::Merge(args)) => merge(args),
-        Some(Command::Export(args)) => export(args),
+        // As diff(1): 0 the same, 1 different (2 on error, in main).
+        Some(Command::Diff(args)) => diff(args).map(|different| {
+            if different {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }),
+        Some(Command::Merge(args)) => merge(args).map(done),
+        Some(Command::Export(args)) => export(args).map(done),
         Some(Command::Plan(args)) => {
             let json = pipeline::plan_json(
                 &args.plan.options(true),
@@ -529,13 +590,13 @@ fn run(cli: Cli) -> Result<()> {
                 args.customisation_layer,
             )?;
             println!("{json}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::StreamScript { attrs }) => {
             attrs::write_stream_script(&attrs)?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        None => build(cli.build),
+        None => build(cli.build).map(done),
     }
 }
 
@@ -543,7 +604,8 @@ fn run(cli: Cli) -> Result<()> {
 fn flag(setting: Setting, command: CommandKind) -> &'static str {
     match (setting, command) {
         (Setting::FromImage, CommandKind::Merge | CommandKind::Export) => return "IMAGE",
-        (Setting::FromImageTag, CommandKind::Export) => return "--image-tag",
+        (Setting::FromImage, CommandKind::Diff) => return "A or B",
+        (Setting::FromImageTag, CommandKind::Export | CommandKind::Diff) => return "--image-tag",
         _ => {}
     }
     match setting {
@@ -595,6 +657,7 @@ enum CommandKind {
     Other,
     Merge,
     Export,
+    Diff,
 }
 
 impl CommandKind {
@@ -602,6 +665,7 @@ impl CommandKind {
         match cli.command {
             Some(Command::Merge(_)) => CommandKind::Merge,
             Some(Command::Export(_)) => CommandKind::Export,
+            Some(Command::Diff(_)) => CommandKind::Diff,
             _ => CommandKind::Other,
         }
     }
@@ -612,13 +676,19 @@ fn main() -> ExitCode {
     size_thread_pool(cli.global.threads);
     let kind = CommandKind::of(&cli);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
-            match err.setting() {
-                Some(setting) => eprintln!("layered-gen: error: {}: {err}", flag(setting, kind)),
-                None => eprintln!("layered-gen: error: {err}"),
-            }
-            ExitCode::FAILURE
+            report(&err, kind);
+            // diff keeps 1 for "different".
+            ExitCode::from(if kind == CommandKind::Diff { 2 } else { 1 })
         }
+    }
+}
+
+/// Prints an error, naming the flag of the setting at fault.
+fn report(err: &Error, kind: CommandKind) {
+    match err.setting() {
+        Some(setting) => eprintln!("layered-gen: error: {}: {err}", flag(setting, kind)),
+        None => eprintln!("layered-gen: error: {err}"),
     }
 }

@@ -10,6 +10,7 @@ use crate::base::{BaseBlob, BaseImage, BaseLayers, BaseOptions, SpooledTar};
 use crate::closure::{ClosureGraph, LoadOptions};
 use crate::codec::Codec;
 use crate::config::{self, ImageConfig, Platform, RuntimeOptions};
+use crate::diff;
 use crate::error::{Error, Result, Setting, shown};
 use crate::export::{self, Exported};
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
@@ -183,6 +184,17 @@ pub fn merge(options: &MergeOptions) -> Result<Merged> {
         images: images.len(),
         layers,
     })
+}
+
+/// `layered-gen diff`: why two images differ.
+pub fn diff(a: &BaseOptions, b: &BaseOptions, platform: Option<&Platform>) -> Result<diff::Report> {
+    // diff writes no image: a whole-compressed archive is spooled under $TMPDIR.
+    let scratch = std::env::temp_dir();
+    let load = |options: &BaseOptions| {
+        BaseImage::load(options, platform, &scratch)
+            .map_err(|e| e.context(format!("image {}", shown(&options.path.to_string_lossy()))))
+    };
+    diff::diff(&load(a)?, &load(b)?)
 }
 
 /// `layered-gen export`: an image to flatten into a root filesystem.

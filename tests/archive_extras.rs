@@ -416,88 +416,6 @@ fn merged_images_share_layers_and_all_load() {
     assert!(!dir.join("bad.tar").exists());
 }
 
-/// Writes an OCI layout of plain tar layers built by `layers` (each a list of (name, content;
-/// None for a directory)), for whiteouts our writer never makes.
-fn handmade_layout(dir: &Path, layers: &[Vec<(&str, Option<&str>)>]) -> PathBuf {
-    let layout = dir.join("handmade");
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let hex = format!("{:x}", Sha256::digest(bytes));
-        fs::write(blobs.join(&hex), bytes).unwrap();
-        (format!("sha256:{hex}"), bytes.len())
-    };
-    let mut descriptors = Vec::new();
-    let mut diff_ids = Vec::new();
-    for entries in layers {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, content) in entries {
-            let mut header = tar::Header::new_ustar();
-            header.set_mtime(1);
-            match content {
-                Some(text) => {
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_mode(0o644);
-                    header.set_size(text.len() as u64);
-                    builder
-                        .append_data(&mut header, name, text.as_bytes())
-                        .unwrap();
-                }
-                None => {
-                    header.set_entry_type(tar::EntryType::Directory);
-                    header.set_mode(0o755);
-                    header.set_size(0);
-                    builder.append_data(&mut header, name, &[][..]).unwrap();
-                }
-            }
-        }
-        let bytes = builder.into_inner().unwrap();
-        let (digest, size) = put(&bytes);
-        diff_ids.push(digest.clone());
-        descriptors.push(json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": digest,
-            "size": size,
-        }));
-    }
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let (config_digest, config_size) = put(&config);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": descriptors,
-    }))
-    .unwrap();
-    let (manifest_digest, manifest_size) = put(&manifest);
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": manifest_size,
-                "annotations": {"org.opencontainers.image.ref.name": "x"},
-            }],
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    layout
-}
-
 /// The tree `export` writes, unpacked.
 fn exported_tree(image: &Path, dir: &Path, name: &str) -> PathBuf {
     let rootfs = dir.join(format!("{name}-rootfs.tar"));
@@ -536,7 +454,7 @@ fn umoci_tree(layout: &Path, tag: &str, dir: &Path, name: &str) -> PathBuf {
 fn export_applies_whiteouts_and_opaque_directories_as_umoci_does() {
     let dir = tempfile::tempdir().unwrap();
     let layout = handmade_layout(
-        dir.path(),
+        &dir.path().join("handmade"),
         &[
             vec![
                 ("etc/", None),

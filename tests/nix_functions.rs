@@ -420,3 +420,39 @@ fn extra_tags_and_merged_images() {
     let output = docker_run(&["layered-gen-test/tagged:v1"]);
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hi top\n");
 }
+
+/// The README's reproducibility workflow: `nix-build --check --keep-failed` keeps the rebuilt
+/// image as `<out>.check`, and `layered-gen diff` says what differs.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build: cargo test --features tool-tests (.ci/run)"
+)]
+fn diff_explains_what_nix_build_check_found() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let out = inputs.build(&nix, Some("now"), &[]);
+    // The creation time has a resolution of a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let check = inputs.nix_build(&nix, Some("now"), &["--check", "--keep-failed"]);
+    assert!(!check.status.success(), "the rebuild differs");
+    let log = String::from_utf8_lossy(&check.stderr);
+    assert!(log.contains("may not be deterministic"), "{log}");
+    let kept = PathBuf::from(format!("{}.check", out.display()));
+    assert!(kept.exists(), "{log}");
+    let output = Command::new(bin())
+        .arg("diff")
+        .arg(&out)
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("config $.created: "), "{text}");
+    assert!(text.contains("manifest $.Config: "), "{text}");
+    assert!(!text.contains("layer "), "the layers are the same: {text}");
+    let _ = Command::new(require("nix-store"))
+        .args(["--delete"])
+        .arg(&kept)
+        .output();
+}

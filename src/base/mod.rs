@@ -70,6 +70,9 @@ pub struct BaseImage {
     /// The whole config, parsed, and its bytes as stored (their digest is the image's id).
     pub config: ImageConfigBlob,
     pub config_bytes: Vec<u8>,
+    /// What ties the config and layers together: the OCI manifest, the docker-archive's
+    /// `manifest.json` entry, or (legacy) `repositories` (for `diff`).
+    pub manifest: serde_json::Value,
 }
 
 /// An error about the base image as a whole.
@@ -208,6 +211,7 @@ impl BaseImage {
         }
         check_layer_count(store, &config, image.layers.len())?;
         let mut layers = Vec::new();
+        let manifest = serde_json::to_value(&image).unwrap_or_default();
         for (name, diff_id) in image.layers.into_iter().zip(&config.rootfs.diff_ids) {
             let (_, size) = store.open(&name)?;
             // Newer `docker save` names layers by digest: that is a digest to check too.
@@ -224,6 +228,7 @@ impl BaseImage {
         }
         Ok(BaseImage {
             store: Arc::clone(store),
+            manifest,
             names: image.repo_tags,
             layers,
             config,
@@ -289,6 +294,7 @@ impl BaseImage {
             names,
             layers,
             config_bytes: crate::image_spec::to_bytes(&config),
+            manifest: serde_json::to_value(&repositories).unwrap_or_default(),
             config,
         })
     }
@@ -312,7 +318,11 @@ impl BaseImage {
             let nested: Index = store.json(&blob_name(&store, &descriptor)?)?;
             descriptor = choose_platform(&store, nested, platform)?;
         }
-        let manifest: Manifest = store.json(&blob_name(&store, &descriptor)?)?;
+        let (manifest, manifest_value): (Manifest, serde_json::Value) = {
+            let name = blob_name(&store, &descriptor)?;
+            let (manifest, bytes) = store.json_and_bytes(&name)?;
+            (manifest, serde_json::from_slice(&bytes).unwrap_or_default())
+        };
         let (config, config_bytes): (ImageConfigBlob, _) =
             store.json_and_bytes(&blob_name(&store, &manifest.config)?)?;
         check_layer_count(&store, &config, manifest.layers.len())?;
@@ -354,6 +364,7 @@ impl BaseImage {
             layers,
             config,
             config_bytes,
+            manifest: manifest_value,
         })
     }
 
@@ -391,6 +402,11 @@ impl BaseImage {
             image: self,
             layer: &self.layers[index],
         }
+    }
+
+    /// Writes layer `index` to `out` as a plain tar, verified against its digests on the way.
+    pub fn write_plain(&self, index: usize, out: &mut dyn Write) -> Result<BlobInfo> {
+        self.blob(index).copy(None, Some(out))
     }
 
     /// Layer `index` decompressed into a scratch file in `scratch` (verified on the way), as a

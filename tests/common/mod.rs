@@ -443,3 +443,116 @@ pub fn tar_member(archive: &Path, name: &str) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// One entry of a hand-made layer: (name, content), content None for a directory and
+/// `Some("->target")` for a symlink.
+pub type Item<'a> = (&'a str, Option<&'a str>);
+
+/// How hand-made layers encode their headers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TarFormat {
+    Ustar,
+    Gnu,
+}
+
+/// One hand-made layer as a plain tar.
+pub fn handmade_layer(entries: &[Item], format: TarFormat) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, content) in entries {
+        let mut header = match format {
+            TarFormat::Ustar => tar::Header::new_ustar(),
+            TarFormat::Gnu => tar::Header::new_gnu(),
+        };
+        header.set_mtime(1);
+        match content {
+            Some(target) if target.starts_with("->") => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, name, &target[2..])
+                    .unwrap();
+            }
+            Some(text) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(text.len() as u64);
+                builder
+                    .append_data(&mut header, name, text.as_bytes())
+                    .unwrap();
+            }
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder.append_data(&mut header, name, &[][..]).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Writes an OCI layout at `layout` (tag `x`) of plain tar layers: whiteouts, orders and
+/// header encodings our own writer never makes.
+pub fn handmade_layout(layout: &Path, layers: &[Vec<Item>]) -> PathBuf {
+    handmade_layout_in(layout, layers, TarFormat::Ustar)
+}
+
+/// [`handmade_layout`] with the headers in `format`.
+pub fn handmade_layout_in(layout: &Path, layers: &[Vec<Item>], format: TarFormat) -> PathBuf {
+    use serde_json::json;
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = format!("{:x}", Sha256::digest(bytes));
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for entries in layers {
+        let (digest, size) = put(&handmade_layer(entries, format));
+        diff_ids.push(digest.clone());
+        descriptors.push(json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": digest,
+            "size": size,
+        }));
+    }
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let (config_digest, config_size) = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": descriptors,
+    }))
+    .unwrap();
+    let (manifest_digest, manifest_size) = put(&manifest);
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": "x"},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    layout.to_path_buf()
+}

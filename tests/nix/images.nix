@@ -73,5 +73,11 @@ rec {
     extraTags = [ "latest" "v1" ];
   });
   merged = layered.mergeImages [ base tagged baseGz ];
+  # Not reproducible on purpose: what `nix-build --check` then `layered-gen diff` explain.
+  now = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/now";
+    created = "now";
+    compressor = "none";
+  });
   noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
 }
