@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
@@ -369,4 +369,156 @@ fn hostile_input_is_escaped_and_shortened_in_messages() {
             "{message}"
         );
     }
+}
+
+/// Reads a FIFO until its writer closes it, giving up after `limit` (a writer that never
+/// comes must fail the test, not hang it): opened without blocking, then polled.
+fn read_fifo(path: &Path, limit: std::time::Duration) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let deadline = std::time::Instant::now() + limit;
+    let mut data = Vec::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    while std::time::Instant::now() < deadline {
+        let mut poll = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut poll, 1, 100) } <= 0 {
+            continue;
+        }
+        match file.read(&mut buffer) {
+            Ok(0) if poll.revents & libc::POLLHUP != 0 => return Some(data),
+            Ok(n) => data.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// `-o` onto a FIFO writes through it (a reader gets the image) and leaves the FIFO; onto a
+/// symlink, writes the file it names and leaves the link; a dangling link's target is
+/// created; a socket or a directory is refused. (Devices such as /dev/null are written
+/// through like the FIFO; CI runs as root, so no test points at the real /dev/null.)
+#[test]
+fn output_onto_links_fifos_and_sockets_keeps_them() {
+    use std::os::unix::fs::FileTypeExt;
+    let (store, closure) = sample_store();
+    let dir = store.dir.path().join("targets");
+    fs::create_dir_all(&dir).unwrap();
+    let build = |out: &Path| {
+        Command::new(bin())
+            .args([
+                "--closure",
+                &closure,
+                "--store-root",
+                &store.store_root_arg(),
+                "-q",
+                "-o",
+            ])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+
+    let fifo = dir.join("fifo");
+    run(Command::new("mkfifo").arg(&fifo));
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || read_fifo(&fifo, std::time::Duration::from_secs(60)))
+    };
+    let output = build(&fifo);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+        "still a FIFO"
+    );
+    let image = reader
+        .join()
+        .unwrap()
+        .expect("the image came through the FIFO");
+    let mut archive = tar::Archive::new(image.as_slice());
+    assert!(
+        archive
+            .entries()
+            .unwrap()
+            .any(|e| e.unwrap().path_bytes().as_ref() == b"manifest.json"),
+        "the reader got the image"
+    );
+
+    let real = dir.join("real.tar");
+    fs::write(&real, "old").unwrap();
+    let link = dir.join("link.tar");
+    symlink("real.tar", &link).unwrap();
+    assert!(build(&link).status.success());
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "still a link"
+    );
+    assert!(
+        fs::metadata(&real).unwrap().len() > 1024,
+        "the target holds the image"
+    );
+
+    let dangling = dir.join("dangling.tar");
+    symlink("made-by-us.tar", &dangling).unwrap();
+    assert!(build(&dangling).status.success());
+    assert!(
+        fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(dir.join("made-by-us.tar").is_file());
+
+    let socket = dir.join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let output = build(&socket);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "layered-gen: error: -o: {} is a socket, which cannot hold an image file\n",
+            socket.display()
+        )
+    );
+    assert!(
+        fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    let output = build(&dir);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is a directory, which cannot hold"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        names_in(&dir),
+        [
+            "dangling.tar",
+            "fifo",
+            "link.tar",
+            "made-by-us.tar",
+            "real.tar",
+            "socket"
+        ],
+        "no temporary file left"
+    );
 }

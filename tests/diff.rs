@@ -318,6 +318,8 @@ fn memory_stays_bounded_on_large_layers() {
     };
     let a = image_after(dir.path(), "a.tar", &[], big(1));
     let b = image_after(dir.path(), "b.tar", &[], big(2));
+    // Reaped by wait4 below, which also gives its peak RSS.
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new(bin())
         .arg("diff")
         .arg(&a)
@@ -330,9 +332,13 @@ fn memory_stays_bounded_on_large_layers() {
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = child.id() as libc::pid_t;
+    // SAFETY: wait4 on our own child with valid pointers; the Child is not waited on again.
     assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
     let text = reader.join().unwrap();
     assert!(text.contains("big.bin: content: 201326592 bytes"), "{text}");
     let peak_mib = usage.ru_maxrss / 1024;
-    assert!(peak_mib < 64, "diff held {peak_mib} MiB for 384 MB of layers");
+    assert!(
+        peak_mib < 64,
+        "diff held {peak_mib} MiB for 384 MB of layers"
+    );
 }

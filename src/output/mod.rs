@@ -317,10 +317,22 @@ fn is_tar_name(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "tar")
 }
 
-/// Runs `write` on a temporary file next to `path` and renames it to `path` when it succeeds;
-/// on failure nothing is left.
+/// Runs `write` into the file `path` names: an ordinary file (or none yet) is written under a
+/// temporary name next to it and renamed over it when `write` succeeds, so on failure nothing
+/// is left; a symlink's final target is written that way in its own directory (the link
+/// stays); a FIFO or a device (`/dev/null`) is written through, as a stream, never replaced.
 fn atomic_file<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<T>) -> Result<T> {
-    let dir = parent_dir(path);
+    let path = match destination(path, 0)? {
+        Destination::Stream(path) => {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io("opening", &path, e))?;
+            return write(&mut file);
+        }
+        Destination::Replace(path) => path,
+    };
+    let dir = parent_dir(&path);
     let mut temp = tempfile::Builder::new()
         .prefix(".layered-gen-")
         .suffix(".tmp")
@@ -330,9 +342,58 @@ fn atomic_file<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<
     // Temporary files are private (0600); the image is an ordinary readable file.
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
         .map_err(|e| Error::io("setting the mode of", temp.path(), e))?;
-    temp.persist(path)
-        .map_err(|e| Error::io("renaming the finished image to", path, e.error))?;
+    temp.persist(&path)
+        .map_err(|e| Error::io("renaming the finished image to", &path, e.error))?;
     Ok(result)
+}
+
+/// How an output file is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    /// A regular file, or none yet: written beside and renamed over.
+    Replace(PathBuf),
+    /// A FIFO or a device: written through.
+    Stream(PathBuf),
+}
+
+/// What `-o PATH` writes to, following symlinks (a few dozen hops at most).
+fn destination(path: &Path, hops: usize) -> Result<Destination> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Destination::Replace(path.to_path_buf()));
+        }
+        Err(e) => return Err(Error::io("reading", path, e).about(Setting::Output)),
+        Ok(meta) => meta,
+    };
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        if hops >= 40 {
+            return Err(Error::value(format!(
+                "{} is a chain of too many symlinks",
+                shown_path(path)
+            ))
+            .about(Setting::Output));
+        }
+        let target = std::fs::read_link(path).map_err(|e| Error::io("reading", path, e))?;
+        return destination(&parent_dir(path).join(target), hops + 1);
+    }
+    if kind.is_file() {
+        Ok(Destination::Replace(path.to_path_buf()))
+    } else if kind.is_fifo() || kind.is_char_device() || kind.is_block_device() {
+        Ok(Destination::Stream(path.to_path_buf()))
+    } else {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "a socket"
+        };
+        Err(Error::value(format!(
+            "{} is {what}, which cannot hold an image file",
+            shown_path(path)
+        ))
+        .about(Setting::Output))
+    }
 }
 
 /// Copies a scratch file or blob into the image.
