@@ -132,4 +132,20 @@ rec {
     ];
     __structuredAttrs = true;
   };
+
+  # One multi-platform image from images of several platforms (each built with its own
+  # `architecture`): an OCI layout holding an image index, each image's platform from its
+  # config. `skopeo copy --all oci:result:TAG docker://...` pushes all of them.
+  buildImageIndex = args@{ name, tag ? null, extraTags ? [ ], images }:
+    withImageAttrs args (derivation {
+      name = "${derivationName name}-index";
+      inherit system;
+      builder = "${layered-gen}/bin/layered-gen";
+      args = [ "index" ] ++ map (image: "${image}") images ++ [
+        "--name" name "--output-from-attrs" ".attrs.json" "--quiet"
+      ]
+      ++ (if tag == null then [ "--tag-from-output" ] else [ "--tag" tag ])
+      ++ extraTagArgs extraTags;
+      __structuredAttrs = true;
+    });
 }

@@ -13,7 +13,9 @@ use layered_gen::config::{self, Platform, RuntimeOptions, runtime};
 use layered_gen::error::{Error, Result, ResultExt, Setting};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::{Compression, Format, OutputOptions, Target};
-use layered_gen::pipeline::{self, BuildOptions, ExportOptions, MergeOptions, PlanOptions};
+use layered_gen::pipeline::{
+    self, BuildOptions, ExportOptions, IndexOptions, MergeOptions, PlanOptions,
+};
 use layered_gen::plan::Layering;
 
 /// Turn a Nix store closure into a layered, reproducible container image.
@@ -53,6 +55,12 @@ enum Command {
     ///
     /// Example: layered-gen export image.tar -o rootfs.tar
     Export(ExportCommand),
+    /// Combine images of several platforms (each with its own architecture) into one
+    /// multi-platform image: an OCI image index, written as an OCI layout directory, or an
+    /// oci-archive for a `.tar` name. Each image's platform comes from its config.
+    ///
+    /// Example: layered-gen index app-amd64.tar app-arm64.tar --name my/app --tag 1.0 -o app-oci
+    Index(IndexCommand),
     /// Say why two images differ: manifest and config (by JSON path), which layers differ, and
     /// inside them which entries were added, removed or changed, and how. Exit status 0 when
     /// the images are identical, 1 when they differ, 2 on error.
@@ -120,6 +128,51 @@ struct MergeCommand {
         default_value_t = 1
     )]
     mtime: u64,
+}
+
+#[derive(Args, Debug)]
+struct IndexCommand {
+    /// The images, one per platform: docker-archives (ours, `docker save`) or OCI layouts or
+    /// archives. Example: app-amd64.tar app-arm64.tar
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+
+    /// The name the layout gives the multi-platform image. Example: --name registry.example/my/app
+    #[arg(long, default_value = "image")]
+    name: String,
+
+    /// Its tag; repeat for several (default: from the index digest). Example: --tag 1.0
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+
+    /// Tag it with its output path's store hash, as buildLayeredImage does without a tag (the
+    /// main tag; --tag adds more). Example: --tag-from-output
+    #[arg(long)]
+    tag_from_output: bool,
+
+    /// Where to write it: a directory (an OCI layout), a `.tar` name (an oci-archive), or `-`
+    /// (an oci-archive on stdout). Example: -o app-oci
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: Option<PathBuf>,
+
+    /// Write to the output path `out` of a structured-attrs derivation (its .attrs.json), for
+    /// layered-gen as a Nix builder. Example: --output-from-attrs .attrs.json
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    output_from_attrs: Option<PathBuf>,
+
+    /// mtime of an oci-archive's own entries (default: $SOURCE_DATE_EPOCH, else 1).
+    /// Example: --mtime 1700000000
+    #[arg(
+        long,
+        value_name = "EPOCH",
+        env = "SOURCE_DATE_EPOCH",
+        default_value_t = 1
+    )]
+    mtime: u64,
+
+    /// Print nothing but errors. Example: --quiet
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -541,6 +594,43 @@ fn export(args: ExportCommand) -> Result<()> {
     Ok(())
 }
 
+fn index(args: IndexCommand) -> Result<()> {
+    let target = target_of(args.output.as_deref(), args.output_from_attrs.as_deref())?;
+    let mut tags = Vec::new();
+    if args.tag_from_output {
+        match &target {
+            Target::File(path) => {
+                tags.push(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
+            }
+            Target::Stdout => {
+                return Err(Error::value(
+                    "--tag-from-output needs an output path, not stdout",
+                ));
+            }
+        }
+    }
+    tags.extend(args.tags);
+    let options = IndexOptions {
+        target,
+        images: args.images,
+        name: args.name,
+        tags,
+        mtime: args.mtime,
+    };
+    let written = pipeline::index(&options)?;
+    if !args.quiet {
+        eprintln!(
+            "layered-gen: wrote {} images as {} ({}: {}) to {}",
+            options.images.len(),
+            written.digest,
+            options.name,
+            written.tags.join(", "),
+            describe(&options.target)
+        );
+    }
+    Ok(())
+}
+
 /// Prints why two images differ; true when they do.
 fn diff(args: DiffCommand) -> Result<bool> {
     let base = |path: PathBuf| BaseOptions {
@@ -581,6 +671,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }),
         Some(Command::Merge(args)) => merge(args).map(done),
+        Some(Command::Index(args)) => index(args).map(done),
         Some(Command::Export(args)) => export(args).map(done),
         Some(Command::Plan(args)) => {
             let json = pipeline::plan_json(
@@ -603,7 +694,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// The flag a setting is given with; `merge` and `export` take their images as arguments.
 fn flag(setting: Setting, command: CommandKind) -> &'static str {
     match (setting, command) {
-        (Setting::FromImage, CommandKind::Merge | CommandKind::Export) => return "IMAGE",
+        (Setting::FromImage, CommandKind::ImageArguments | CommandKind::Export) => return "IMAGE",
         (Setting::FromImage, CommandKind::Diff) => return "A or B",
         (Setting::FromImageTag, CommandKind::Export | CommandKind::Diff) => return "--image-tag",
         _ => {}
@@ -655,7 +746,8 @@ fn size_thread_pool(threads: Option<usize>) {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CommandKind {
     Other,
-    Merge,
+    /// Commands whose images are arguments (merge, index).
+    ImageArguments,
     Export,
     Diff,
 }
@@ -663,9 +755,10 @@ enum CommandKind {
 impl CommandKind {
     fn of(cli: &Cli) -> Self {
         match cli.command {
-            Some(Command::Merge(_)) => CommandKind::Merge,
+            Some(Command::Merge(_)) => CommandKind::ImageArguments,
             Some(Command::Export(_)) => CommandKind::Export,
             Some(Command::Diff(_)) => CommandKind::Diff,
+            Some(Command::Index(_)) => CommandKind::ImageArguments,
             _ => CommandKind::Other,
         }
     }

@@ -13,10 +13,11 @@ use crate::config::{self, ImageConfig, Platform, RuntimeOptions};
 use crate::diff;
 use crate::error::{Error, Result, Setting, shown};
 use crate::export::{self, Exported};
+use crate::image_spec::PlatformSpec;
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
 use crate::output::{
-    self, BlobSource, Compression, Format, ImageSource, Layer, OutputOptions, StoredImage, Target,
-    Written,
+    self, BlobSource, Compression, Format, ImageSource, IndexWritten, Layer, OutputOptions,
+    PlatformImage, StoredImage, Target, Written,
 };
 use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
 use crate::progress::Progress;
@@ -184,6 +185,79 @@ pub fn merge(options: &MergeOptions) -> Result<Merged> {
         images: images.len(),
         layers,
     })
+}
+
+/// `layered-gen index`: images of several platforms to combine into one.
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    pub images: Vec<PathBuf>,
+    pub target: Target,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub mtime: u64,
+}
+
+/// One multi-platform image from images of several platforms, each platform taken from its
+/// config. Two images of one platform, or an image whose config names no platform, are refused.
+pub fn index(options: &IndexOptions) -> Result<IndexWritten> {
+    let scratch = output::scratch_dir_for(&options.target);
+    let mut images = Vec::with_capacity(options.images.len());
+    for path in &options.images {
+        let base = BaseOptions {
+            path: path.clone(),
+            tag: None,
+        };
+        let image = BaseImage::load(&base, None, &scratch)?;
+        let platform = image.platform();
+        if image.config.architecture.is_empty() || image.config.os.is_empty() {
+            return Err(Error::input(
+                shown(&path.to_string_lossy()),
+                "its config names no platform (architecture and os), which a multi-platform \
+                 image needs for every image",
+            )
+            .about(Setting::FromImage));
+        }
+        if let Some((other, _)) = images
+            .iter()
+            .find(|(_, i): &&(PathBuf, BaseImage)| i.platform() == platform)
+        {
+            return Err(Error::value(format!(
+                "{} and {} are both {}; a multi-platform image holds one image per platform",
+                shown(&other.to_string_lossy()),
+                shown(&path.to_string_lossy()),
+                platform.describe()
+            ))
+            .about(Setting::FromImage));
+        }
+        images.push((path.clone(), image));
+    }
+    let blobs: Vec<Vec<BaseBlob>> = images
+        .iter()
+        .map(|(_, image)| (0..image.layers.len()).map(|i| image.blob(i)).collect())
+        .collect();
+    let platform_images: Vec<PlatformImage> = images
+        .iter()
+        .zip(&blobs)
+        .map(|((_, image), blobs)| {
+            let platform = image.platform();
+            PlatformImage {
+                config: &image.config_bytes,
+                platform: PlatformSpec {
+                    architecture: platform.architecture,
+                    os: platform.os,
+                    variant: platform.variant,
+                },
+                layers: blobs.iter().map(|b| b as &dyn BlobSource).collect(),
+            }
+        })
+        .collect();
+    output::write_index(
+        &platform_images,
+        &options.target,
+        &options.name,
+        &options.tags,
+        options.mtime,
+    )
 }
 
 /// `layered-gen diff`: why two images differ.

@@ -456,3 +456,31 @@ fn diff_explains_what_nix_build_check_found() {
         .arg(&kept)
         .output();
 }
+
+/// buildImageIndex: per-system images as one multi-platform OCI layout.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
+fn image_index_from_per_system_images() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let layout = inputs.build(&nix, Some("multi"), &[]);
+    let tag = inputs.eval(&nix, "multi.imageTag");
+    assert_eq!(tag.len(), 32, "the output's store hash: {tag}");
+    let raw: Value = serde_json::from_slice(
+        &run(Command::new(require("skopeo"))
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:{tag}", layout.display())))
+        .stdout,
+    )
+    .unwrap();
+    let platforms: Vec<&str> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+}

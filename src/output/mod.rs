@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use blob::{BlobInfo, Compression, HashingWriter, hex, sha256_digest};
 pub use docker_archive::StoredImage;
+pub use oci::{IndexWritten, PlatformImage};
 
 use crate::codec::Codec;
 use crate::error::{Error, Result, Setting, shown_path};
@@ -217,6 +218,34 @@ pub fn write_merged(
     write_stream(target, archive_compression, |out| {
         docker_archive::write_many(images, out, mtime)
     })
+}
+
+/// Writes a multi-platform image (`index`): an OCI layout directory at `target`, or an
+/// oci-archive for a `.tar` name or stdout.
+pub fn write_index(
+    images: &[PlatformImage],
+    target: &Target,
+    name: &str,
+    tags: &[String],
+    mtime: u64,
+) -> Result<IndexWritten> {
+    reference::check_name(name).map_err(|e| e.about(Setting::Name))?;
+    for tag in tags {
+        reference::check_tag(tag).map_err(|e| e.about(Setting::Tag))?;
+    }
+    let fill = |dir: &Path| oci::write_index_layout(images, name, tags, dir);
+    match target {
+        Target::File(path) if !is_tar_name(path) => {
+            check_target(target)?;
+            oci::into_new_dir(path, fill)
+        }
+        _ => {
+            let scratch = scratch_dir_for(target);
+            write_stream(target, Compression::None, |out| {
+                oci::into_archive(out, &scratch, mtime, fill)
+            })
+        }
+    }
 }
 
 /// Runs `write` into a file written atomically or into stdout (refused when it is a terminal),

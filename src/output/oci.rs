@@ -12,10 +12,13 @@ use rayon::prelude::*;
 
 use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
 use super::docker_archive::{write_entry_header, write_file, write_padding};
-use super::{ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, parent_dir};
+use super::{
+    BlobSource, ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, parent_dir,
+};
 use crate::error::{Error, Result, shown_path};
 use crate::image_spec::{
-    CONTAINERD_NAME, Descriptor, Index, Manifest, OCI_LAYOUT, REF_NAME, media_type, to_bytes,
+    CONTAINERD_NAME, Descriptor, Index, Manifest, OCI_LAYOUT, PlatformSpec, REF_NAME, media_type,
+    to_bytes,
 };
 use crate::tarball::{self, Header, Kind};
 
@@ -25,6 +28,24 @@ pub(super) fn write_layout_dir(
     options: &OutputOptions,
     path: &Path,
 ) -> Result<Written> {
+    into_new_dir(path, |dir| Ok(write_layout(source, options, dir)?.0))
+}
+
+/// Writes an `oci-archive` of one image.
+pub(super) fn write_archive(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    out: &mut dyn Write,
+    scratch: &Path,
+) -> Result<Written> {
+    into_archive(out, scratch, options.mtime, |dir| {
+        Ok(write_layout(source, options, dir)?.0)
+    })
+}
+
+/// Runs `fill` on a new, empty directory that then becomes the layout at `path`, replacing an
+/// earlier layout there (and nothing else).
+pub(super) fn into_new_dir<T>(path: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     if path.exists() && !path.join("oci-layout").is_file() {
         let empty_dir = fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
         if !empty_dir {
@@ -40,12 +61,12 @@ pub(super) fn write_layout_dir(
         .prefix(".layered-gen-")
         .tempdir_in(&parent)
         .map_err(|e| Error::io("creating a temporary directory in", &parent, e))?;
-    let (written, _) = write_layout(source, options, temp.path())?;
+    let result = fill(temp.path())?;
     let finished = temp.keep();
     replace_dir(&finished, path).inspect_err(|_| {
         let _ = fs::remove_dir_all(&finished);
     })?;
-    Ok(written)
+    Ok(result)
 }
 
 /// Moves `new` to `path`; an old layout at `path` is removed only once the new one is there.
@@ -60,31 +81,29 @@ fn replace_dir(new: &Path, path: &Path) -> Result<()> {
     fs::remove_dir_all(&old).map_err(|e| Error::io("removing the previous layout at", &old, e))
 }
 
-/// Writes an `oci-archive`: the layout is made in a scratch directory, then packed in a fixed
-/// order.
-pub(super) fn write_archive(
-    source: &dyn ImageSource,
-    options: &OutputOptions,
+/// Runs `fill` on a scratch directory, then packs the layout it made into `out` as an
+/// `oci-archive`, in a fixed order: the blob directories, the blobs by digest, `index.json`,
+/// `oci-layout`.
+pub(super) fn into_archive<T>(
     out: &mut dyn Write,
     scratch: &Path,
-) -> Result<Written> {
+    mtime: u64,
+    fill: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
     let temp = tempfile::Builder::new()
         .prefix(".layered-gen-")
         .tempdir_in(scratch)
         .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
-    let (written, manifest_digest) = write_layout(source, options, temp.path())?;
+    let result = fill(temp.path())?;
     let blob_dir = temp.path().join("blobs/sha256");
-    let mut blobs: Vec<String> = written
-        .layers
-        .iter()
-        .map(|l| l.digest.clone())
-        .chain([written.config_digest.clone(), manifest_digest])
-        .map(|d| d.trim_start_matches("sha256:").to_string())
-        .collect();
+    let mut blobs: Vec<String> = fs::read_dir(&blob_dir)
+        .map_err(|e| Error::io("reading", &blob_dir, e))?
+        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io("reading", &blob_dir, e))?;
     blobs.sort();
-    blobs.dedup();
     for dir in ["blobs/", "blobs/sha256/"] {
-        let header = Header::archive_member(dir.as_bytes(), Kind::Directory, 0, options.mtime);
+        let header = Header::archive_member(dir.as_bytes(), Kind::Directory, 0, mtime);
         tarball::write_header(out, &header).map_err(|e| Error::write("the image", e))?;
     }
     for blob in &blobs {
@@ -94,18 +113,18 @@ pub(super) fn write_archive(
             .metadata()
             .map_err(|e| Error::io("reading", &path, e))?
             .len();
-        write_entry_header(out, &format!("blobs/sha256/{blob}"), size, options.mtime)?;
+        write_entry_header(out, &format!("blobs/sha256/{blob}"), size, mtime)?;
         copy_all(&mut file, out)?;
         write_padding(out, size)?;
     }
     for name in ["index.json", "oci-layout"] {
         let path = temp.path().join(name);
         let content = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-        write_file(out, name, &content, options.mtime)?;
+        write_file(out, name, &content, mtime)?;
     }
     out.write_all(&tarball::END_OF_ARCHIVE)
         .map_err(|e| Error::write("the image", e))?;
-    Ok(written)
+    Ok(result)
 }
 
 fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String> {
@@ -123,27 +142,108 @@ fn write_layer(
     blob_dir: &Path,
 ) -> Result<(BlobInfo, &'static str)> {
     let layer = source.layer(index)?;
+    let info = persist_blob(blob_dir, |out| match layer {
+        Layer::Tar(tar) => write_layer_blob(tar, options.compression, out),
+        Layer::Blob(blob) => blob.copy_to(out),
+    })?;
+    let media_type = match layer {
+        Layer::Tar(_) => options.compression.codec().oci_layer_media_type(),
+        Layer::Blob(blob) => blob.codec().oci_layer_media_type(),
+    };
+    Ok((info, media_type))
+}
+
+/// Runs `write` into a new file in `blob_dir`, which is then named by the digest it returns.
+fn persist_blob(
+    blob_dir: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<BlobInfo>,
+) -> Result<BlobInfo> {
     let mut temp = tempfile::Builder::new()
         .prefix(".layer-")
         .tempfile_in(blob_dir)
         .map_err(|e| Error::io("creating a file in", blob_dir, e))?;
     let info = {
         let mut out = BufWriter::with_capacity(1 << 20, temp.as_file_mut());
-        let info = match layer {
-            Layer::Tar(tar) => write_layer_blob(tar, options.compression, &mut out)?,
-            Layer::Blob(blob) => blob.copy_to(&mut out)?,
-        };
+        let info = write(&mut out)?;
         out.flush().map_err(|e| Error::write("the image", e))?;
         info
     };
     let path = blob_dir.join(info.digest.trim_start_matches("sha256:"));
     temp.persist(&path)
         .map_err(|e| Error::io("writing", &path, e.error))?;
-    let media_type = match layer {
-        Layer::Tar(_) => options.compression.codec().oci_layer_media_type(),
-        Layer::Blob(blob) => blob.codec().oci_layer_media_type(),
+    Ok(info)
+}
+
+/// One platform's image of a multi-platform index: its config's bytes (copied as they are),
+/// its platform and its layer blobs.
+pub struct PlatformImage<'a> {
+    pub config: &'a [u8],
+    pub platform: PlatformSpec,
+    pub layers: Vec<&'a dyn BlobSource>,
+}
+
+/// What `index` wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexWritten {
+    /// The digest of the image index (what a registry would name the multi-platform image).
+    pub digest: String,
+    pub tags: Vec<String>,
+}
+
+/// Writes a multi-platform layout into the empty directory `dir`: every image's blobs, config
+/// and manifest, an image index listing the manifests with their platforms, and `index.json`
+/// naming that index once per tag (by default one from its digest).
+pub(super) fn write_index_layout(
+    images: &[PlatformImage],
+    name: &str,
+    tags: &[String],
+    dir: &Path,
+) -> Result<IndexWritten> {
+    let blob_dir = dir.join("blobs/sha256");
+    fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
+    let mut manifests = Vec::with_capacity(images.len());
+    for image in images {
+        let mut layers = Vec::with_capacity(image.layers.len());
+        let mut media_types = Vec::with_capacity(image.layers.len());
+        for blob in &image.layers {
+            layers.push(persist_blob(&blob_dir, |out| blob.copy_to(out))?);
+            media_types.push(blob.codec().oci_layer_media_type());
+        }
+        let config_digest = write_blob(&blob_dir, image.config)?;
+        let manifest = to_bytes(&manifest(
+            &config_digest,
+            image.config.len(),
+            &layers,
+            &media_types,
+        ));
+        let mut entry = descriptor(
+            media_type::OCI_MANIFEST,
+            &write_blob(&blob_dir, &manifest)?,
+            manifest.len() as u64,
+        );
+        entry.platform = Some(image.platform.clone());
+        manifests.push(entry);
+    }
+    let index = to_bytes(&Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.to_string()),
+        manifests,
+    });
+    let digest = write_blob(&blob_dir, &index)?;
+    let tags: Vec<String> = if tags.is_empty() {
+        vec![digest.trim_start_matches("sha256:")[..32].to_string()]
+    } else {
+        tags.to_vec()
     };
-    Ok((info, media_type))
+    let mut top = self::index(&digest, index.len(), name, &tags);
+    for entry in &mut top.manifests {
+        entry.media_type = media_type::OCI_INDEX.to_string();
+    }
+    let index_path = dir.join("index.json");
+    fs::write(&index_path, to_bytes(&top)).map_err(|e| Error::io("writing", &index_path, e))?;
+    let layout_path = dir.join("oci-layout");
+    fs::write(&layout_path, OCI_LAYOUT).map_err(|e| Error::io("writing", &layout_path, e))?;
+    Ok(IndexWritten { digest, tags })
 }
 
 fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {

@@ -73,6 +73,20 @@ rec {
     extraTags = [ "latest" "v1" ];
   });
   merged = layered.mergeImages [ base tagged baseGz ];
+  amd64 = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/multi";
+    architecture = "amd64";
+    compressor = "none";
+  });
+  arm64 = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/multi";
+    architecture = "aarch64-linux";
+    compressor = "none";
+  });
+  multi = layered.buildImageIndex {
+    name = "layered-gen-test/multi";
+    images = [ amd64 arm64 ];
+  };
   # Not reproducible on purpose: what `nix-build --check` then `layered-gen diff` explain.
   now = layered.buildLayeredImage (common // {
     name = "layered-gen-test/now";
