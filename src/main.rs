@@ -150,15 +150,10 @@ struct IndexCommand {
     #[arg(long)]
     tag_from_output: bool,
 
-    /// Where to write it: a directory (an OCI layout), a `.tar` name (an oci-archive), or `-`
-    /// (an oci-archive on stdout). Example: -o app-oci
-    #[arg(short = 'o', long = "output", value_name = "PATH")]
-    output: Option<PathBuf>,
-
-    /// Write to the output path `out` of a structured-attrs derivation (its .attrs.json), for
-    /// layered-gen as a Nix builder. Example: --output-from-attrs .attrs.json
-    #[arg(long, value_name = "FILE", conflicts_with = "output")]
-    output_from_attrs: Option<PathBuf>,
+    /// Where to write it (-o): a directory (an OCI layout), a `.tar` name (an oci-archive), or
+    /// `-` (an oci-archive on stdout).
+    #[command(flatten)]
+    output: StreamOutputArgs,
 
     /// mtime of an oci-archive's own entries (default: $SOURCE_DATE_EPOCH, else 1).
     /// Example: --mtime 1700000000
@@ -169,10 +164,6 @@ struct IndexCommand {
         default_value_t = 1
     )]
     mtime: u64,
-
-    /// Print nothing but errors. Example: --quiet
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -595,7 +586,7 @@ fn export(args: ExportCommand) -> Result<()> {
 }
 
 fn index(args: IndexCommand) -> Result<()> {
-    let target = target_of(args.output.as_deref(), args.output_from_attrs.as_deref())?;
+    let target = args.output.target()?;
     let mut tags = Vec::new();
     if args.tag_from_output {
         match &target {
@@ -615,10 +606,11 @@ fn index(args: IndexCommand) -> Result<()> {
         images: args.images,
         name: args.name,
         tags,
+        archive_compression: Compression::default_for(args.output.archive_compression),
         mtime: args.mtime,
     };
     let written = pipeline::index(&options)?;
-    if !args.quiet {
+    if !args.output.quiet {
         eprintln!(
             "layered-gen: wrote {} images as {} ({}: {}) to {}",
             options.images.len(),

@@ -194,6 +194,8 @@ pub struct IndexOptions {
     pub target: Target,
     pub name: String,
     pub tags: Vec<String>,
+    /// Of an oci-archive as a whole.
+    pub archive_compression: Compression,
     pub mtime: u64,
 }
 
@@ -256,6 +258,7 @@ pub fn index(options: &IndexOptions) -> Result<IndexWritten> {
         &options.target,
         &options.name,
         &options.tags,
+        options.archive_compression,
         options.mtime,
     )
 }

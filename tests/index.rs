@@ -118,6 +118,46 @@ fn one_image_per_platform_and_a_platform_for_every_image() {
         )
     );
     assert!(!out.exists());
+
+    // A compressed oci-archive, read back per platform; a directory cannot be compressed.
+    let arm = dir.join("arm.tar");
+    store.build(&arm, &["--architecture", "arm64"]);
+    let packed = dir.join("multi.tar");
+    let args = |out: &Path| {
+        vec![
+            "index".to_string(),
+            a.display().to_string(),
+            arm.display().to_string(),
+            "--archive-compression".to_string(),
+            "gzip".to_string(),
+            "-o".to_string(),
+            out.display().to_string(),
+        ]
+    };
+    let run_with = |out: &Path| Command::new(bin()).args(args(out)).output().unwrap();
+    assert!(run_with(&packed).status.success());
+    for architecture in ["amd64", "arm64"] {
+        let plan: Value = serde_json::from_slice(
+            &layered_gen(&[
+                "plan",
+                "--closure",
+                store.write_closure().to_str().unwrap(),
+                "--from-image",
+                packed.to_str().unwrap(),
+                "--architecture",
+                architecture,
+            ])
+            .stdout,
+        )
+        .unwrap();
+        assert_eq!(plan["layers"][0]["kind"], "base", "{architecture}");
+    }
+    let refused = run_with(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "layered-gen: error: --archive-compression: compressing the whole archive needs an \
+         archive: an OCI layout written as a .tar\n"
+    );
 }
 
 #[test]

@@ -227,6 +227,7 @@ pub fn write_index(
     target: &Target,
     name: &str,
     tags: &[String],
+    archive_compression: Compression,
     mtime: u64,
 ) -> Result<IndexWritten> {
     reference::check_name(name).map_err(|e| e.about(Setting::Name))?;
@@ -237,11 +238,18 @@ pub fn write_index(
     match target {
         Target::File(path) if !is_tar_name(path) => {
             check_target(target)?;
+            if archive_compression != Compression::None {
+                return Err(Error::value(
+                    "compressing the whole archive needs an archive: an OCI layout written as a \
+                     .tar",
+                )
+                .about(Setting::ArchiveCompression));
+            }
             oci::into_new_dir(path, fill)
         }
         _ => {
             let scratch = scratch_dir_for(target);
-            write_stream(target, Compression::None, |out| {
+            write_stream(target, archive_compression, |out| {
                 oci::into_archive(out, &scratch, mtime, fill)
             })
         }
