@@ -314,17 +314,26 @@ impl BaseImage {
             })
             .collect();
         let (names, mut descriptor) = choose(&store, descriptors, tag)?;
+        // Nested indexes: a few levels at most, and never one already seen (a cycle).
+        let mut seen = Vec::new();
         while media_type::is_index(&descriptor.media_type) {
-            let nested: Index = store.json(&blob_name(&store, &descriptor)?)?;
+            if seen.contains(&descriptor.digest) || seen.len() >= MAX_INDEX_DEPTH {
+                return Err(invalid(
+                    &store,
+                    format!(
+                        "the index {} leads back to itself or nests more than {MAX_INDEX_DEPTH} \
+                         indexes deep",
+                        shown(&descriptor.digest)
+                    ),
+                ));
+            }
+            seen.push(descriptor.digest.clone());
+            let nested: Index = verified_json(&store, &descriptor)?.0;
             descriptor = choose_platform(&store, nested, platform)?;
         }
-        let (manifest, manifest_value): (Manifest, serde_json::Value) = {
-            let name = blob_name(&store, &descriptor)?;
-            let (manifest, bytes) = store.json_and_bytes(&name)?;
-            (manifest, serde_json::from_slice(&bytes).unwrap_or_default())
-        };
-        let (config, config_bytes): (ImageConfigBlob, _) =
-            store.json_and_bytes(&blob_name(&store, &manifest.config)?)?;
+        let (manifest, manifest_bytes): (Manifest, _) = verified_json(&store, &descriptor)?;
+        let manifest_value = serde_json::from_slice(&manifest_bytes).unwrap_or_default();
+        let (config, config_bytes): (ImageConfigBlob, _) = verified_json(&store, &manifest.config)?;
         check_layer_count(&store, &config, manifest.layers.len())?;
         let mut layers = Vec::new();
         for (descriptor, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
@@ -480,15 +489,77 @@ fn check_layer_count(store: &BlobStore, config: &ImageConfigBlob, layers: usize)
     ))
 }
 
-/// The layout file of a descriptor's blob: `blobs/<algorithm>/<hex>`.
+/// How deep indexes may nest (an index of platforms inside the layout's index is one).
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// The layout file of a descriptor's blob: `blobs/<algorithm>/<hex>`, for a digest whose
+/// algorithm we can check and whose hex has that algorithm's length; anything else (`..`,
+/// slashes, other text) is refused before it becomes a path.
 fn blob_name(store: &BlobStore, descriptor: &Descriptor) -> Result<String> {
-    let (algorithm, hex) = descriptor.digest.split_once(':').ok_or_else(|| {
+    let refuse = |why: &str| {
         invalid(
             store,
-            format!("{} is not a digest", quoted(&descriptor.digest)),
+            format!("{} is not a digest: {why}", quoted(&descriptor.digest)),
         )
-    })?;
+    };
+    let (algorithm, hex) = descriptor
+        .digest
+        .split_once(':')
+        .ok_or_else(|| refuse("no algorithm"))?;
+    let length = match algorithm {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return Err(refuse("the algorithm is neither sha256 nor sha512")),
+    };
+    if hex.len() != length
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(refuse(&format!("not {length} lower-case hex digits")));
+    }
     Ok(format!("blobs/{algorithm}/{hex}"))
+}
+
+/// A JSON blob (index, manifest, config) read by its descriptor: its size and digest checked
+/// before it is parsed, so a layout cannot change what a digest names.
+fn verified_json<T: serde::de::DeserializeOwned>(
+    store: &BlobStore,
+    descriptor: &Descriptor,
+) -> Result<(T, Vec<u8>)> {
+    let name = blob_name(store, descriptor)?;
+    let bytes = store.read(&name)?;
+    let at = format!("{}: {}", shown(&store.describe()), shown(&name));
+    if bytes.len() as u64 != descriptor.size {
+        return Err(Error::damaged(
+            &at,
+            format!(
+                "it is {} bytes, but its descriptor says {}",
+                bytes.len(),
+                descriptor.size
+            ),
+        ));
+    }
+    let actual = match descriptor.digest.split_once(':') {
+        Some(("sha512", _)) => {
+            use sha2::Digest;
+            format!(
+                "sha512:{}",
+                crate::output::hex(&sha2::Sha512::digest(&bytes))
+            )
+        }
+        _ => crate::output::sha256_digest(&bytes),
+    };
+    if actual != descriptor.digest {
+        return Err(Error::damaged(
+            &at,
+            format!(
+                "its digest is {actual}, but its descriptor says {}",
+                descriptor.digest
+            ),
+        ));
+    }
+    Ok((crate::json_file::parse_typed(&at, &bytes)?, bytes))
 }
 
 /// The manifest of a multi-platform index that matches `platform` (default: this machine's).

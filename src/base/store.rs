@@ -104,7 +104,7 @@ impl BlobStore {
         match self {
             BlobStore::Dir(dir) => {
                 let path = dir.join(name);
-                let file = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+                let file = open_regular(&path)?;
                 let size = file
                     .metadata()
                     .map_err(|e| Error::io("reading", &path, e))?
@@ -176,6 +176,33 @@ impl BlobStore {
         let bytes = self.read(name)?;
         Ok((crate::json_file::parse_typed(&member, &bytes)?, bytes))
     }
+}
+
+/// Opens a file of a layout directory for reading: never through a symlink (which could lead
+/// out of the layout), never blocking (a FIFO or device opens at once, and is then refused by
+/// its type, checked on the open descriptor).
+fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::input(
+                shown_path(path),
+                "it is a symlink; a layout's files must be regular files inside it",
+            ),
+            _ => Error::io("opening", path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::input(
+            shown_path(path),
+            "it is not a regular file (a FIFO, device, socket or directory); a layout's blobs \
+             are regular files",
+        ));
+    }
+    Ok(file)
 }
 
 /// The archive as a seekable file: the file itself, or its content decompressed into an
