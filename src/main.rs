@@ -435,12 +435,43 @@ fn parse_created(text: &str) -> std::result::Result<String, String> {
     config::parse_created(text).map_err(|e| e.to_string())
 }
 
+/// Whether stdout was closed when the program was started (see `detect_closed_stdout`).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Rust's runtime opens /dev/null, read-write, on a standard stream that was closed, before
+/// `main` runs (so nothing the program opens can become one). A shell redirection to
+/// /dev/null opens it write-only: /dev/null open read-write on stdout means it was closed.
+fn detect_closed_stdout() {
+    // SAFETY: fstat into a zeroed stat, fcntl(F_GETFL): both only read the descriptor's state.
+    let (is_null, read_write) = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        let is_null = libc::fstat(1, &mut stat) == 0
+            && stat.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && stat.st_rdev == libc::makedev(1, 3);
+        let flags = libc::fcntl(1, libc::F_GETFL);
+        (
+            is_null,
+            flags != -1 && flags & libc::O_ACCMODE == libc::O_RDWR,
+        )
+    };
+    STDOUT_CLOSED.store(is_null && read_write, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// `-o PATH`, `-o -` or the output of a structured-attrs derivation.
 fn target_of(
     output: Option<&std::path::Path>,
     from_attrs: Option<&std::path::Path>,
 ) -> Result<Target> {
     Ok(match (output, from_attrs) {
+        (Some(path), _)
+            if path.as_os_str() == "-"
+                && STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            return Err(
+                Error::value("stdout is closed: there is nowhere to stream the output")
+                    .about(Setting::Output),
+            );
+        }
         (Some(path), _) if path.as_os_str() == "-" => Target::Stdout,
         (Some(path), _) => Target::File(path.to_path_buf()),
         (None, Some(attrs)) => Target::File(attrs::output_path(attrs)?),
@@ -757,6 +788,11 @@ impl CommandKind {
 }
 
 fn main() -> ExitCode {
+    detect_closed_stdout();
+    if let Err(err) = layered_gen::output::temporary::install_signal_cleanup() {
+        eprintln!("layered-gen: error: setting up the cleanup on signals: {err}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     size_thread_pool(cli.global.threads);
     let kind = CommandKind::of(&cli);

@@ -522,3 +522,140 @@ fn output_onto_links_fifos_and_sockets_keeps_them() {
         "no temporary file left"
     );
 }
+
+#[test]
+fn closed_stdout_is_an_error_not_a_success() {
+    use std::os::unix::process::CommandExt;
+    let (store, closure) = sample_store();
+    let mut command = Command::new(bin());
+    command.args([
+        "--closure",
+        &closure,
+        "--store-root",
+        &store.store_root_arg(),
+        "-o",
+        "-",
+    ]);
+    // SAFETY: close(2) is async-signal-safe; the child runs nothing else before exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::close(1);
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "layered-gen: error: -o: stdout is closed: there is nowhere to stream the output\n"
+    );
+}
+
+/// A store with one large, incompressible file: a build that takes seconds.
+fn slow_store() -> (TestStore, String) {
+    use std::io::Write;
+    let mut store = TestStore::new();
+    store.add("large-1.0", &[], |dir| {
+        fs::create_dir_all(dir).unwrap();
+        let mut file = fs::File::create(dir.join("noise")).unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut chunk = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            for byte in chunk.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *byte = x as u8;
+            }
+            file.write_all(&chunk).unwrap();
+        }
+    });
+    let closure = store.write_closure().to_str().unwrap().to_string();
+    (store, closure)
+}
+
+/// Starts a slow build into `out`, waits until its temporary output exists, then sends
+/// `signal`; returns how it ended.
+fn interrupted(
+    store: &TestStore,
+    closure: &str,
+    out: &Path,
+    extra: &[&str],
+    signal: i32,
+) -> std::process::ExitStatus {
+    let dir = out.parent().unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "--closure",
+            closure,
+            "--store-root",
+            &store.store_root_arg(),
+            "-q",
+        ])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !names_in(dir).iter().any(|n| n.starts_with(".layered-gen-")) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it was interrupted"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary output appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    child.wait().unwrap()
+}
+
+#[test]
+fn signals_leave_no_temporary_output() {
+    use std::os::unix::process::ExitStatusExt;
+    let (store, closure) = slow_store();
+    for (signal, name, extra) in [
+        (libc::SIGTERM, "oci-layout", &["--format", "oci"][..]),
+        (
+            libc::SIGINT,
+            "image.tar",
+            &["--archive-compression", "gzip"][..],
+        ),
+    ] {
+        let dir = store.dir.path().join(format!("out-{signal}"));
+        fs::create_dir_all(&dir).unwrap();
+        let status = interrupted(&store, &closure, &dir.join(name), extra, signal);
+        assert_eq!(status.signal(), Some(signal), "ended by the signal");
+        assert_eq!(
+            names_in(&dir),
+            Vec::<String>::new(),
+            "signal {signal}: nothing left"
+        );
+    }
+}
+
+#[test]
+fn leftovers_of_a_killed_run_are_cleared_by_the_next() {
+    let (store, closure) = slow_store();
+    let dir = store.dir.path().join("out");
+    fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("image.tar");
+    interrupted(
+        &store,
+        &closure,
+        &out,
+        &["--archive-compression", "gzip"],
+        libc::SIGKILL,
+    );
+    let left = names_in(&dir);
+    assert!(
+        left.len() == 1 && left[0].starts_with(".layered-gen-"),
+        "SIGKILL leaves its temporary file: {left:?}"
+    );
+    store.build(&out, &["-q"]);
+    assert_eq!(names_in(&dir), ["image.tar"], "the next run cleared it");
+}

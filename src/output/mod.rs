@@ -10,6 +10,7 @@ mod docker_archive;
 mod oci;
 mod parallel;
 pub mod reference;
+pub mod temporary;
 mod threaded;
 
 use std::io::{IsTerminal, Write};
@@ -370,11 +371,13 @@ fn atomic_file<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<
         Destination::Replace(path) => path,
     };
     let dir = parent_dir(&path);
+    temporary::clear_stale(&dir);
     let mut temp = tempfile::Builder::new()
-        .prefix(".layered-gen-")
+        .prefix(&temporary::prefix())
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|e| Error::io("creating a temporary file in", &dir, e))?;
+    let _registered = temporary::register(temp.path());
     let result = write(temp.as_file_mut())?;
     // Temporary files are private (0600); the image is an ordinary readable file.
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))

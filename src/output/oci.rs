@@ -14,6 +14,7 @@ use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
 use super::docker_archive::{write_entry_header, write_file, write_padding};
 use super::{
     BlobSource, ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, parent_dir,
+    temporary,
 };
 use crate::error::{Error, Result, shown_path};
 use crate::image_spec::{
@@ -57,10 +58,12 @@ pub(super) fn into_new_dir<T>(path: &Path, fill: impl FnOnce(&Path) -> Result<T>
         }
     }
     let parent = parent_dir(path);
+    temporary::clear_stale(&parent);
     let temp = tempfile::Builder::new()
-        .prefix(".layered-gen-")
+        .prefix(&temporary::prefix())
         .tempdir_in(&parent)
         .map_err(|e| Error::io("creating a temporary directory in", &parent, e))?;
+    let _registered = temporary::register(temp.path());
     let result = fill(temp.path())?;
     let finished = temp.keep();
     replace_dir(&finished, path).inspect_err(|_| {
@@ -90,10 +93,12 @@ pub(super) fn into_archive<T>(
     mtime: u64,
     fill: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {
+    temporary::clear_stale(scratch);
     let temp = tempfile::Builder::new()
-        .prefix(".layered-gen-")
+        .prefix(&temporary::prefix())
         .tempdir_in(scratch)
         .map_err(|e| Error::io("creating a scratch directory in", scratch, e))?;
+    let _registered = temporary::register(temp.path());
     let result = fill(temp.path())?;
     let blob_dir = temp.path().join("blobs/sha256");
     let mut blobs: Vec<String> = fs::read_dir(&blob_dir)
