@@ -364,8 +364,7 @@ impl LayerTree {
                 }
                 batch.entries.push(entry.clone());
                 if let Some(source) = self.content_source(entry) {
-                    let mut file =
-                        File::open(&source).map_err(|e| Error::io("opening", &source, e))?;
+                    let mut file = open_regular_file(&source)?;
                     let mut left = entry.size;
                     while left > 0 {
                         if batch.data.len() == BATCH_BYTES {
@@ -528,6 +527,23 @@ fn walk(source: &Path, name: Vec<u8>, f: &mut dyn FnMut(&Entry) -> Result<()>) -
     Ok(())
 }
 
+/// Opens a file of the store or an extra directory for reading its content: never through a
+/// symlink and never blocking (a file replaced by a FIFO or device since the scan opens at
+/// once), then refused unless the open descriptor is a regular file.
+fn open_regular_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io("opening", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if !meta.is_file() {
+        return Err(special_file(path, &meta, "a layer"));
+    }
+    Ok(file)
+}
+
 /// A directory's entry names, sorted bytewise (readdir's order is the filesystem's whim).
 fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
@@ -681,6 +697,63 @@ pub(crate) mod tests {
             );
             assert!(matches!(err.kind(), ErrorKind::StoreChanged { .. }));
         }
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_fifo_after_the_scan_is_refused_without_hanging() {
+        let root = tempfile::tempdir().unwrap();
+        let store_path = format!("/nix/store/{HASH}-racy");
+        let dir = root.path().join(store_path.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("data");
+        fs::write(&file, "").unwrap();
+        let tree = LayerTree::for_store_paths("/nix/store", &[&store_path], &options(root.path()))
+            .unwrap();
+        fs::remove_file(&file).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(tree.write_to(&mut Vec::new()).map_err(|e| e.message()));
+        });
+        let outcome = result
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("writing the layer hung on the FIFO");
+        assert_eq!(
+            outcome.unwrap_err(),
+            format!(
+                "{}: it is a fifo; a store path holds only regular files, directories and symlinks",
+                file.display()
+            )
+        );
+        // Between the second walk's look at a file and its open, the file may still change:
+        // the open itself neither blocks on a FIFO nor follows a symlink.
+        let (done, result) = std::sync::mpsc::channel();
+        let fifo = file.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(
+                open_regular_file(&fifo)
+                    .map(|_| ())
+                    .map_err(|e| e.message()),
+            );
+        });
+        let opened = result
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("opening the FIFO blocked");
+        assert!(
+            opened
+                .unwrap_err()
+                .contains("it is a fifo; a layer holds only")
+        );
+        let link = dir.join("link");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        assert!(
+            open_regular_file(&link).is_err(),
+            "a symlink is not followed"
+        );
     }
 
     #[test]

@@ -310,6 +310,7 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
             .about(Setting::Contents));
         }
     }
+    custom.check_removals(graph.store_dir(), graph.paths())?;
     if options.plan.include_store_paths {
         layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
     }

@@ -659,3 +659,68 @@ fn leftovers_of_a_killed_run_are_cleared_by_the_next() {
     store.build(&out, &["-q"]);
     assert_eq!(names_in(&dir), ["image.tar"], "the next run cleared it");
 }
+
+/// Contents that link out of the store, whiteout names in an extra directory, and removals of
+/// the image's own store paths were accepted: the host's tree in the image, or the store
+/// hidden from it.
+#[test]
+fn escapes_from_the_store_and_hidden_stores_are_refused() {
+    let mut store = TestStore::new();
+    let real = store.add("real-1.0", &[], |dir| {
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::write(dir.join("bin/tool"), "tool\n").unwrap();
+    });
+    let evil = store.add("evil-1.0", &[], |dir| symlink("/etc", dir).unwrap());
+    let alias = store.add("alias-1.0", &[&real], |dir| {
+        symlink(&real, dir).unwrap();
+    });
+    let closure = store.write_closure();
+    let out = store.dir.path().join("x.tar");
+    let base = [
+        "--closure",
+        closure.to_str().unwrap(),
+        "--store-root",
+        &store.store_root_arg(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let fails = |extra: &[&str]| {
+        let args = with(extra);
+        layered_gen_fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        fails(&["--contents", &evil]),
+        format!(
+            "layered-gen: error: --contents: the contents {evil} is a symlink to /etc, outside \
+             the store /nix/store; contents are store paths\n"
+        )
+    );
+    // A link to another store path is followed.
+    let args = with(&["--contents", &alias]);
+    layered_gen(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let extra = store.dir.path().join("extra");
+    fs::create_dir_all(extra.join("etc")).unwrap();
+    fs::write(extra.join("etc/.wh..wh..opq"), "").unwrap();
+    let stderr = fails(&["--extra-dir", extra.to_str().unwrap()]);
+    assert!(
+        stderr.starts_with(&format!(
+            "layered-gen: error: --extra-dir: {}/etc/.wh..wh..opq has a whiteout's name",
+            extra.display()
+        )),
+        "{stderr}"
+    );
+
+    for hidden in ["/nix", "/nix/store", &format!("{real}/bin")] {
+        let stderr = fails(&["--contents", &real, "--remove", hidden]);
+        assert!(
+            stderr.starts_with(&format!(
+                "layered-gen: error: --remove: removing {hidden} would hide the image's own store paths"
+            )),
+            "{hidden}: {stderr}"
+        );
+    }
+}

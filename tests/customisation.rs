@@ -241,16 +241,41 @@ fn removed_paths_are_gone_in_docker_and_umoci() {
     let mut store = TestStore::new();
     let busybox = store.add_busybox();
     let paths = store.sample();
-    let closure = store.write_closure();
     let hidden = format!("{}/share/same.txt", paths[0]);
     let kept = format!("{}/share/deep/er/still/file.txt", paths[0]);
+    // The base holds the sample paths; the image on top holds busybox only, and hides a file
+    // of the base (a removal of its own store paths is refused: it would hide its own layers).
+    let base = store.dir.path().join("base.tar");
+    store.build(&base, &["--name", "layered-gen-test/removed-base"]);
+    let closure = store.dir.path().join("busybox-closure");
+    fs::write(&closure, format!("{busybox}\n\n0\n")).unwrap();
     let image = store.dir.path().join("removed.tar");
     let reference = "layered-gen-test/removed:v1";
+    let refused = layered_gen_fails(&[
+        "--closure",
+        store.write_closure().to_str().unwrap(),
+        "--store-root",
+        &store.store_root_arg(),
+        "--remove",
+        &hidden,
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        refused,
+        format!(
+            "layered-gen: error: --remove: removing {hidden} would hide the image's own store \
+             paths ({})\n",
+            paths[0]
+        )
+    );
     layered_gen(&[
         "--closure",
         closure.to_str().unwrap(),
         "--store-root",
         &store.store_root_arg(),
+        "--from-image",
+        base.to_str().unwrap(),
         "--contents",
         &busybox,
         "--remove",

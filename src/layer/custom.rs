@@ -174,6 +174,15 @@ fn copy_tree(dir: &mut BTreeMap<Vec<u8>, Node>, source: &Path) -> Result<()> {
         let child = source.join(std::ffi::OsStr::from_bytes(&name));
         let meta = fs::symlink_metadata(&child).map_err(|e| Error::io("reading", &child, e))?;
         let mode = meta.permissions().mode() & 0o7777;
+        if name.starts_with(b".wh.") {
+            return Err(Error::value(format!(
+                "{} has a whiteout's name: in the customisation layer it would hide what lower \
+                 layers hold (the store paths too); hide a base image's path with a removal \
+                 instead",
+                shown_path(&child)
+            ))
+            .about(Setting::ExtraDir));
+        }
         if meta.is_dir() {
             let node = dir.entry(name).or_insert_with(Node::empty_dir);
             if !matches!(node, Node::Dir { .. }) {
@@ -211,6 +220,48 @@ fn copy_tree(dir: &mut BTreeMap<Vec<u8>, Node>, source: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A contents path that is itself a symlink (a derivation's output may be one) is followed,
+/// but only while it stays in the store: a link to a host directory would put the host's
+/// tree into the image.
+fn resolve_in_store(store_path: &str, options: &LayerOptions) -> Result<String> {
+    let store_dir = store_path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let mut path = store_path.to_string();
+    for _ in 0..40 {
+        let source = options.source_of(&path);
+        let meta = fs::symlink_metadata(&source).map_err(|e| Error::io("reading", &source, e))?;
+        if !meta.file_type().is_symlink() {
+            return Ok(path);
+        }
+        let target = fs::read_link(&source).map_err(|e| Error::io("reading", &source, e))?;
+        let target = target.to_string_lossy();
+        let absolute = if target.starts_with('/') {
+            target.to_string()
+        } else {
+            format!("{store_dir}/{target}")
+        };
+        let inside = absolute
+            .strip_prefix(store_dir)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/') && name != "..");
+        if !inside {
+            return Err(Error::value(format!(
+                "the contents {} is a symlink to {}, outside the store {}; contents are store \
+                 paths",
+                shown(store_path),
+                shown(&absolute),
+                shown(store_dir)
+            ))
+            .about(Setting::Contents));
+        }
+        path = absolute;
+    }
+    Err(Error::value(format!(
+        "the contents {} is a chain of too many symlinks",
+        shown(store_path)
+    ))
+    .about(Setting::Contents))
 }
 
 /// Checks an absolute, normalised image path and splits it into components.
@@ -290,6 +341,36 @@ impl Customisation {
         self.contents.is_empty() && self.extra_dirs.is_empty() && self.remove.is_empty()
     }
 
+    /// Removals hide a base image's paths. A removal of the store directory, one of its
+    /// parents, or a path in one of the image's own store paths would hide the image's own
+    /// layers (whether or not it has a base): refused.
+    pub fn check_removals(&self, store_dir: &str, own_paths: &[String]) -> Result<()> {
+        for path in &self.remove {
+            components(path).map_err(|e| Error::value(e).about(Setting::Remove))?;
+        }
+        for path in &self.remove {
+            let covers_store = store_dir == path.as_str()
+                || store_dir
+                    .strip_prefix(path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/') || path == "/");
+            let own = own_paths.iter().find(|own| {
+                path == *own
+                    || path
+                        .strip_prefix(own.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            });
+            if covers_store || own.is_some() {
+                return Err(Error::value(format!(
+                    "removing {} would hide the image's own store paths ({})",
+                    shown(path),
+                    shown(own.map_or(store_dir, String::as_str))
+                ))
+                .about(Setting::Remove));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what can be checked before anything is read: permission rules need a layer.
     pub fn check(&self) -> Result<()> {
         if self.is_empty() && !self.perms.is_empty() {
@@ -306,7 +387,7 @@ impl Customisation {
     pub fn layer(&self, options: &LayerOptions) -> Result<LayerTree> {
         let mut root: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
         for store_path in &self.contents {
-            let source = options.source_of(store_path);
+            let source = options.source_of(&resolve_in_store(store_path, options)?);
             let meta = fs::metadata(&source).map_err(|e| Error::io("reading", &source, e))?;
             if !meta.is_dir() {
                 return Err(Error::value(format!(
