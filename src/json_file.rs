@@ -131,7 +131,8 @@ fn describe(message: &str) -> String {
 /// serde's names of Rust integer types, in words.
 fn expected_kind(expected: &str) -> &str {
     match expected {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer",
+        "u32" => "an integer from 0 to 4294967295",
+        "u8" | "u16" | "u64" | "usize" => "a non-negative integer",
         "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
         other => other,
     }

@@ -251,6 +251,12 @@ fn command_line_mistakes_are_explained() {
                 .into(),
         ),
         (
+            vec!["--name", "Foo/bar", "-o", out],
+            "--name: the image name \"Foo/bar\" is not valid: the path component \"Foo\" must \
+             be lower-case letters and digits, separated by '.', '_', '__' or '-'"
+                .into(),
+        ),
+        (
             vec!["--max-layers", "1", "-o", out],
             "--max-layers: a limit of 1 layers is too small: it must be at least 2".into(),
         ),
@@ -295,6 +301,12 @@ fn command_line_mistakes_are_explained() {
              armv7l-linux, arm/v6, armv6l-linux, ppc64le, powerpc64le-linux, ppc64, \
              powerpc64-linux, s390x, s390x-linux, riscv64, riscv64-linux, mips64le, \
              mips64el-linux, mips64, mips64-linux",
+        ),
+        (
+            vec!["--created", "2024-05-01T12:00:00+99:00", "-o", out],
+            "invalid value '2024-05-01T12:00:00+99:00' for '--created <TIME>': \
+             \"2024-05-01T12:00:00+99:00\" is not an RFC 3339 time like \
+             2024-05-01T12:00:00Z, nor \"now\"",
         ),
         (
             vec!["--created", "yesterday", "-o", out],

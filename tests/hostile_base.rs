@@ -265,3 +265,74 @@ fn index_walks_end() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Rewrites the config of a hand-made layout with `change`, re-hashing the manifest and the
+/// index as whoever made the layout would: what is inside must be checked on its own.
+fn with_config(layout: &Path, change: impl FnOnce(&mut Value)) {
+    let config = config_path(layout);
+    let mut value: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    change(&mut value);
+    let config = put(
+        layout,
+        &serde_json::to_vec(&value).unwrap(),
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let mut manifest: Value =
+        serde_json::from_slice(&fs::read(manifest_path(layout)).unwrap()).unwrap();
+    manifest["config"] = config;
+    let manifest = put(
+        layout,
+        &serde_json::to_vec(&manifest).unwrap(),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    let mut top = index(layout);
+    top["manifests"][0]["digest"] = manifest["digest"].clone();
+    top["manifests"][0]["size"] = manifest["size"].clone();
+    fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+}
+
+#[test]
+fn base_configs_with_values_of_the_wrong_kind_are_refused_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let closure = closure(dir.path());
+    let out = dir.path().join("out.tar");
+    let build = |layout: &Path| {
+        let output = layered_gen_within_deadline(&[
+            "--closure",
+            closure.to_str().unwrap(),
+            "--store-root",
+            dir.path().to_str().unwrap(),
+            "--no-store-paths",
+            "--from-image",
+            layout.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        String::from_utf8(output.stderr).unwrap()
+    };
+    for (name, change, expected) in [
+        (
+            "cmd",
+            Box::new(|c: &mut Value| c["config"]["Cmd"] = json!(5)) as Box<dyn FnOnce(&mut Value)>,
+            "layered-gen: error: --from-image: the base image's config: $.config.Cmd: expected a \
+             list of strings",
+        ),
+        (
+            "user",
+            Box::new(|c: &mut Value| c["config"]["User"] = json!(["x"])),
+            "layered-gen: error: --from-image: the base image's config: $.config.User: expected \
+             a string, found a list",
+        ),
+        (
+            "architecture",
+            Box::new(|c: &mut Value| c["architecture"] = json!("")),
+            "$.architecture: the base image's config names no architecture",
+        ),
+    ] {
+        let layout = layout(dir.path(), name);
+        with_config(&layout, change);
+        let stderr = build(&layout);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!out.exists());
+    }
+}

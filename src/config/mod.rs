@@ -92,6 +92,13 @@ impl Platform {
         let Some((theirs, described)) = base else {
             return Ok(asked.cloned().unwrap_or_else(Platform::host));
         };
+        if theirs.architecture.is_empty() {
+            return Err(Error::input(
+                crate::error::shown(&described),
+                "$.architecture: the base image's config names no architecture",
+            )
+            .about(Setting::FromImage));
+        }
         match asked {
             Some(asked) if asked.architecture != theirs.architecture || asked.os != theirs.os => {
                 Err(Error::value(format!(
@@ -177,9 +184,17 @@ fn is_rfc3339(t: &[u8]) -> bool {
     {
         return false;
     }
-    let (month, day) = (number(5..7), number(8..10));
+    let (year, month, day) = (number(0..4), number(5..7), number(8..10));
     let (hour, minute, second) = (number(11..13), number(14..16), number(17..19));
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&month) || !(1..=days_in_month).contains(&day) || hour > 23 || minute > 59
+    {
         return false;
     }
     if second > 60 {
@@ -196,7 +211,12 @@ fn is_rfc3339(t: &[u8]) -> bool {
     match rest {
         b"Z" => true,
         [sign, h1, h2, b':', m1, m2] if (*sign == b'+' || *sign == b'-') => {
-            [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit())
+            let two = |a: u8, b: u8| {
+                (a.is_ascii_digit() && b.is_ascii_digit())
+                    .then(|| u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+            };
+            // Offsets are whole hours and minutes of a day.
+            matches!((two(*h1, *h2), two(*m1, *m2)), (Some(h), Some(m)) if h <= 23 && m <= 59)
         }
         _ => false,
     }
@@ -253,6 +273,8 @@ pub fn runtime_config(
     base: &Map<String, Value>,
     options: &RuntimeOptions,
 ) -> Result<Map<String, Value>> {
+    runtime::check_base(base)
+        .map_err(|e| Error::input("the base image's config", e).about(Setting::FromImage))?;
     let mut last = Map::new();
     if !options.env.is_empty() {
         for entry in &options.env {
@@ -369,6 +391,10 @@ mod tests {
         }
         for bad in [
             "yesterday",
+            "2024-05-01T12:00:00+99:00",
+            "2024-05-01T12:00:00-05:60",
+            "2023-02-29T00:00:00Z",
+            "2024-04-31T00:00:00Z",
             "2024-13-01T00:00:00Z",
             "2024-01-01 00:00:00Z",
             "2024-01-01T00:00:00",

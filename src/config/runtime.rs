@@ -73,14 +73,63 @@ fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Shape::Bool.read(d)
 }
-fn object<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Shape::Object.read(d)
-}
 fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Shape::StringMap.read(d)
 }
 fn set_of_objects<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Shape::SetOfObjects.read(d)
+}
+fn exposed_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    let value = Shape::SetOfObjects.read(d)?;
+    for port in value
+        .iter()
+        .flat_map(|v| v.as_object())
+        .flat_map(|m| m.keys())
+    {
+        check_port(port).map_err(D::Error::custom)?;
+    }
+    Ok(value)
+}
+
+/// An exposed port: `PORT` or `FIRST-LAST`, ports 1 to 65535, and `/tcp`, `/udp` or `/sctp`.
+pub fn check_port(port: &str) -> Result<(), String> {
+    let (numbers, protocol) = port.split_once('/').unwrap_or((port, "tcp"));
+    let number = |n: &str| n.parse::<u16>().ok().filter(|&n| n > 0);
+    let ok = matches!(protocol, "tcp" | "udp" | "sctp")
+        && match numbers.split_once('-') {
+            Some((first, last)) => {
+                matches!((number(first), number(last)), (Some(a), Some(b)) if a <= b)
+            }
+            None => number(numbers).is_some(),
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a port like \"8080/tcp\" (1 to 65535, or a range like 8000-8010; tcp, \
+             udp or sctp)",
+            quoted(port)
+        ))
+    }
+}
+
+/// The health check, as Docker reads it: durations in nanoseconds, never negative.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, non_snake_case)]
+struct Healthcheck {
+    #[serde(default)]
+    Test: Option<Vec<String>>,
+    #[serde(default)]
+    Interval: Option<u64>,
+    #[serde(default)]
+    Timeout: Option<u64>,
+    #[serde(default)]
+    StartPeriod: Option<u64>,
+    #[serde(default)]
+    StartInterval: Option<u64>,
+    #[serde(default)]
+    Retries: Option<u64>,
 }
 fn env<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     let value = Shape::Strings.read(d)?;
@@ -102,7 +151,7 @@ struct UserConfig {
     Entrypoint: Option<Value>,
     #[serde(default, deserialize_with = "env")]
     Env: Option<Value>,
-    #[serde(default, deserialize_with = "set_of_objects")]
+    #[serde(default, deserialize_with = "exposed_ports")]
     ExposedPorts: Option<Value>,
     #[serde(default, deserialize_with = "string_map")]
     Labels: Option<Value>,
@@ -114,14 +163,55 @@ struct UserConfig {
     WorkingDir: Option<Value>,
     #[serde(default, deserialize_with = "string")]
     StopSignal: Option<Value>,
-    #[serde(default, deserialize_with = "object")]
-    Healthcheck: Option<Value>,
+    #[serde(default)]
+    Healthcheck: Option<Healthcheck>,
     #[serde(default, deserialize_with = "boolean")]
     ArgsEscaped: Option<Value>,
     #[serde(default, deserialize_with = "string_list")]
     OnBuild: Option<Value>,
     #[serde(default, deserialize_with = "string_list")]
     Shell: Option<Value>,
+}
+
+/// The keys both Docker and OCI define, with their shapes, for checking a base image's config
+/// (which may hold other keys too, kept as they are).
+const KNOWN: &[(&str, Shape)] = &[
+    ("Cmd", Shape::Strings),
+    ("Entrypoint", Shape::Strings),
+    ("Env", Shape::Strings),
+    ("ExposedPorts", Shape::SetOfObjects),
+    ("Labels", Shape::StringMap),
+    ("User", Shape::String),
+    ("Volumes", Shape::SetOfObjects),
+    ("WorkingDir", Shape::String),
+    ("StopSignal", Shape::String),
+    ("Healthcheck", Shape::Object),
+    ("ArgsEscaped", Shape::Bool),
+    ("OnBuild", Shape::Strings),
+    ("Shell", Shape::Strings),
+];
+
+/// Checks the known keys of a base image's runtime config (`$.config` of its config blob):
+/// a value of the wrong kind would be copied into the image, and merged, as it is. `null`
+/// (Docker writes it for unset lists) is accepted.
+pub fn check_base(config: &serde_json::Map<String, Value>) -> Result<(), String> {
+    for (key, shape) in KNOWN {
+        match config.get(*key) {
+            None | Some(Value::Null) => {}
+            Some(value) if shape.accepts(value) => {}
+            Some(value) => {
+                return Err(format!(
+                    "$.config.{key}: expected {}, found {}",
+                    shape.describe(),
+                    kind(value)
+                ));
+            }
+        }
+    }
+    for entry in strings(config.get("Env")) {
+        check_env_entry(entry).map_err(|e| format!("$.config.Env: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Reads a user config file (`--config`), checked key by key. The object is returned as the
@@ -147,8 +237,15 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Map<String, Value>> {
     }
 }
 
-/// An `Env` entry must be `NAME=value` with a non-empty name.
+/// An `Env` entry must be `NAME=value` with a non-empty name, and hold no NUL (which no
+/// process environment can).
 pub fn check_env_entry(entry: &str) -> Result<(), String> {
+    if entry.contains('\0') {
+        return Err(format!(
+            "the Env entry {} holds a NUL character",
+            quoted(entry)
+        ));
+    }
     match entry.split_once('=') {
         Some((name, _)) if !name.is_empty() => Ok(()),
         _ => Err(format!("the Env entry {} is not NAME=value", quoted(entry))),
@@ -308,6 +405,24 @@ mod tests {
                 "c.json:1:15: $.Env: the Env entry \"=x\" is not NAME=value",
             ),
             (
+                r#"{"Healthcheck": {"Test": ["CMD", "true"], "Intervall": 5}}"#,
+                "c.json:1:53: $.Healthcheck: unknown key \"Intervall\"; the keys are: Test, \
+                 Interval, Timeout, StartPeriod, StartInterval, Retries",
+            ),
+            (
+                r#"{"Healthcheck": {"Interval": -5}}"#,
+                "c.json:1:31: $.Healthcheck.Interval: expected a non-negative integer, found -5",
+            ),
+            (
+                r#"{"ExposedPorts": {"99999/tcp": {}}}"#,
+                "c.json:1:35: $.ExposedPorts: \"99999/tcp\" is not a port like \"8080/tcp\" (1 \
+                 to 65535, or a range like 8000-8010; tcp, udp or sctp)",
+            ),
+            (
+                r#"{"Env": ["A=x\u0000y"]}"#,
+                "c.json:1:23: $.Env: the Env entry \"A=x\\u{0}y\" holds a NUL character",
+            ),
+            (
                 r#"{"Cmd": ["a"], "Cmd": ["b"]}"#,
                 "c.json:1:20: the key \"Cmd\" is given twice",
             ),
@@ -329,6 +444,34 @@ mod tests {
             ["WorkingDir", "Cmd", "ArgsEscaped"],
             "the file's key order"
         );
+    }
+
+    #[test]
+    fn ports_and_base_configs() {
+        for ok in [
+            "80",
+            "8080/tcp",
+            "53/udp",
+            "8000-8010/tcp",
+            "1/sctp",
+            "65535",
+        ] {
+            assert!(check_port(ok).is_ok(), "{ok}");
+        }
+        for bad in ["0", "99999/tcp", "abc", "80/http", "90-80", "80/"] {
+            assert!(check_port(bad).is_err(), "{bad}");
+        }
+        let base = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            check_base(&base(json!({"Cmd": 5}))).unwrap_err(),
+            "$.config.Cmd: expected a list of strings, e.g. [\"/bin/sh\", \"-c\", \"echo hi\"], \
+             found a number"
+        );
+        assert_eq!(
+            check_base(&base(json!({"User": ["x"]}))).unwrap_err(),
+            "$.config.User: expected a string, found a list"
+        );
+        assert!(check_base(&base(json!({"Cmd": null, "Hostname": "h", "Env": ["A=1"]}))).is_ok());
     }
 
     #[test]

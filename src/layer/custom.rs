@@ -544,9 +544,9 @@ struct RuleJson {
     #[serde(default)]
     recursive: bool,
     #[serde(default)]
-    uid: Option<u64>,
+    uid: Option<u32>,
     #[serde(default)]
-    gid: Option<u64>,
+    gid: Option<u32>,
     #[serde(default, deserialize_with = "user_name")]
     uname: Option<String>,
     #[serde(default, deserialize_with = "user_name")]
@@ -603,8 +603,8 @@ fn parse_perms(name: &str, bytes: &[u8]) -> Result<Vec<PermRule>> {
                 path: rule.path,
                 regex: rule.regex,
                 recursive: rule.recursive,
-                uid: rule.uid,
-                gid: rule.gid,
+                uid: rule.uid.map(u64::from),
+                gid: rule.gid.map(u64::from),
                 uname: rule.uname,
                 gname: rule.gname,
                 mode: rule.mode,
@@ -826,7 +826,11 @@ mod tests {
             ),
             (
                 r#"[{"path": "/x", "uid": -1}]"#,
-                "p:1:25: $[0].uid: expected a non-negative integer, found -1",
+                "p:1:25: $[0].uid: expected an integer from 0 to 4294967295, found -1",
+            ),
+            (
+                r#"[{"path": "/x", "gid": 4294967296}]"#,
+                "p:1:33: $[0].gid: expected an integer from 0 to 4294967295, found 4294967296",
             ),
             (
                 r#"[{"path": "x/y"}]"#,

@@ -51,13 +51,11 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Docker's rule: the first component is a registry when it has a '.' or ':' or is localhost
-/// (or has upper-case letters, which a path component cannot).
+/// Docker's rule: the first component is a registry when it has a '.' or ':' or is
+/// localhost. (Newer reference parsers also take an upper-case first component for one, but
+/// Docker 20.10's `docker load` refuses such a name: "repository name must be lowercase".)
 fn looks_like_domain(first: &str) -> bool {
-    first.contains('.')
-        || first.contains(':')
-        || first == "localhost"
-        || first.bytes().any(|b| b.is_ascii_uppercase())
+    first.contains('.') || first.contains(':') || first == "localhost"
 }
 
 fn check_domain(domain: &str) -> Result<(), String> {
@@ -182,6 +180,8 @@ mod tests {
         let cases = [
             ("", "it is empty"),
             ("Hello", "the path component \"Hello\" must be lower-case"),
+            // Docker 20.10 takes an upper-case first component for a path, and refuses it.
+            ("Foo/bar", "the path component \"Foo\" must be lower-case"),
             ("a//b", "an empty path component"),
             ("a/b/", "an empty path component"),
             ("-a", "the path component \"-a\""),

@@ -286,11 +286,11 @@ pub(crate) fn fold_reachable<'a, A: Send>(
 
 impl Plan {
     /// The sum of the NAR sizes of a layer's paths, when the closure file gave them all.
+    /// None also when the sum does not fit in 64 bits (narSizes a closure file made up).
     pub fn nar_size(&self, graph: &ClosureGraph, layer: usize) -> Option<u64> {
         self.layers[layer]
             .iter()
-            .map(|&p| graph.nar_size(p))
-            .sum::<Option<u64>>()
+            .try_fold(0u64, |sum, &p| sum.checked_add(graph.nar_size(p)?))
     }
 
     /// The plan as `layered-gen plan` prints it, the base image's layers first.
@@ -487,6 +487,33 @@ mod tests {
             customisation_layer: true,
         };
         assert_eq!(budget.store_layers().unwrap(), 6);
+    }
+
+    #[test]
+    fn sizes_beyond_64_bits_are_unknown_not_a_panic() {
+        let paths: Vec<String> = (0..3).map(|i| store_path(i, "big")).collect();
+        let records = (0..3)
+            .map(|i| PathRecord {
+                path: paths[i].clone(),
+                references: if i == 0 { paths[1..].to_vec() } else { vec![] },
+                nar_size: Some(u64::MAX),
+                nar_hash: None,
+                origin: Origin {
+                    file: "t".into(),
+                    at: Location::Line(1),
+                },
+            })
+            .collect();
+        let g = ClosureGraph::from_records(records).unwrap();
+        for layering in [Layering::Popularity, Layering::Reuse] {
+            let plan = plan(&g, Budget::new(2), layering, None).unwrap();
+            let merged = plan.layers.iter().position(|l| l.len() > 1).unwrap();
+            assert_eq!(plan.nar_size(&g, merged), None, "{layering:?}");
+            let previous = PreviousPlan {
+                layers: vec![vec![paths[1].clone()], vec![paths[2].clone()]],
+            };
+            plan_for_reuse(&g, Budget::new(2), Some(&previous)).unwrap();
+        }
     }
 
     #[test]

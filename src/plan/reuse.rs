@@ -162,8 +162,13 @@ fn keep_previous(graph: &ClosureGraph, fresh: Plan, previous: &PreviousPlan) -> 
             (!rest.is_empty()).then_some((rest, reason))
         })
         .collect();
-    let bytes =
-        |layer: &[usize]| -> u64 { layer.iter().map(|&i| graph.nar_size(i).unwrap_or(1)).sum() };
+    // u128: a closure file's narSizes may add up past 64 bits.
+    let bytes = |layer: &[usize]| -> u128 {
+        layer
+            .iter()
+            .map(|&i| u128::from(graph.nar_size(i).unwrap_or(1)))
+            .sum()
+    };
     while kept.len() + new.len() > limit && new.len() >= 2 {
         // Merge the smallest new layer into the next smallest; ties by first path.
         let mut order: Vec<usize> = (0..new.len()).collect();
