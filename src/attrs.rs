@@ -39,12 +39,14 @@ struct StreamAttrs {
 
 /// The path of the output `out`.
 pub fn output_path(attrs: &Path) -> Result<PathBuf> {
-    let parsed: Outputs = json_file::read_typed(attrs).map_err(|e| {
-        e.context(format!(
-            "{} (the .attrs.json of a derivation with __structuredAttrs = true)",
-            shown_path(attrs)
-        ))
-    })?;
+    // An .attrs.json holds the derivation's closure graph: a closure's limit applies.
+    let parsed: Outputs = json_file::read_typed_limited(attrs, json_file::DEFAULT_MAX_CLOSURE)
+        .map_err(|e| {
+            e.context(format!(
+                "{} (the .attrs.json of a derivation with __structuredAttrs = true)",
+                shown_path(attrs)
+            ))
+        })?;
     Ok(parsed.outputs.out)
 }
 
@@ -75,7 +77,8 @@ fn quote(word: &str) -> String {
 /// Attributes read: `outputs.out`, `runtimeShell`, `layeredGen`, `streamArgs`, `tag` (null:
 /// the script's own store hash), `extraTags` and the closure graph under `closure`.
 pub fn write_stream_script(attrs_file: &Path) -> Result<PathBuf> {
-    let attrs: StreamAttrs = json_file::read_typed(attrs_file)?;
+    let attrs: StreamAttrs =
+        json_file::read_typed_limited(attrs_file, json_file::DEFAULT_MAX_CLOSURE)?;
     let out = attrs.outputs.out;
     let tag = match attrs.tag {
         Some(tag) => tag,

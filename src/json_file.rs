@@ -8,9 +8,33 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result, shown};
 
-/// Reads a file whole.
+/// The most a user's JSON file (a config, perms, a previous plan) may hold.
+pub const MAX_JSON_INPUT: u64 = 16 << 20;
+/// The most a closure file (or an `.attrs.json` holding one) may hold unless raised: a
+/// closure of 100,000 paths takes about 60 MB as JSON.
+pub const DEFAULT_MAX_CLOSURE: u64 = 512 << 20;
+
+/// Reads a file whole, up to `limit` bytes: a larger or endless one (`/dev/zero`) is an error
+/// before memory runs out. Pipes and process substitutions work.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("reading", path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::input(
+            shown(&path.to_string_lossy()),
+            format!("it holds more than {limit} bytes, the limit for this input"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads a user's JSON file whole, up to [`MAX_JSON_INPUT`].
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io("reading", path, e))
+    read_limited(path, MAX_JSON_INPUT)
 }
 
 /// Parses JSON text into a tree; a syntax error names the file, line and column.
@@ -18,15 +42,15 @@ pub fn parse_value(file: &str, bytes: &[u8]) -> Result<Value> {
     serde_json::from_slice(bytes).map_err(|e| syntax_error(file, &e))
 }
 
-/// Reads and parses a JSON file into a tree.
-pub fn read(path: &Path) -> Result<Value> {
-    parse_value(&path.display().to_string(), &read_bytes(path)?)
-}
-
 /// Reads a JSON file straight into `T`; an error names the file, the line and column, and the
 /// JSON path of the value at fault (`$[0].mode`), with serde's wording put in ours.
 pub fn read_typed<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    parse_typed(&path.display().to_string(), &read_bytes(path)?)
+    read_typed_limited(path, MAX_JSON_INPUT)
+}
+
+/// [`read_typed`] for a file that may hold up to `limit` bytes.
+pub fn read_typed_limited<T: DeserializeOwned>(path: &Path, limit: u64) -> Result<T> {
+    parse_typed(&path.display().to_string(), &read_limited(path, limit)?)
 }
 
 /// [`read_typed`] on bytes already read.

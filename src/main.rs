@@ -224,6 +224,11 @@ struct PlanArgs {
     #[arg(long, value_name = "NAME")]
     closure_key: Option<String>,
 
+    /// The most bytes one closure file may hold (default 512 MiB; a closure of 100,000 paths
+    /// takes about 60 MB). Example: --max-closure-size 2000000000
+    #[arg(long, value_name = "BYTES", default_value_t = layered_gen::json_file::DEFAULT_MAX_CLOSURE)]
+    max_closure_size: u64,
+
     /// The most layers the image may have. Example: --max-layers 100
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_layers: usize,
@@ -244,6 +249,7 @@ impl PlanArgs {
         PlanOptions {
             closures: self.closures,
             closure_key: self.closure_key,
+            max_closure_size: self.max_closure_size,
             max_layers: self.max_layers,
             include_store_paths,
             layering: self.layering,

@@ -28,6 +28,8 @@ use crate::tarball::TarStream;
 pub struct PlanOptions {
     pub closures: Vec<PathBuf>,
     pub closure_key: Option<String>,
+    /// The most bytes one closure file may hold (0: the default).
+    pub max_closure_size: u64,
     pub max_layers: usize,
     /// False: the closure is read (to check contents) but no store layer is written, as
     /// dockerTools' `includeStorePaths = false`.
@@ -63,6 +65,7 @@ pub fn plan(
         &options.closures,
         &LoadOptions {
             closure_key: options.closure_key.clone(),
+            max_size: options.max_closure_size,
         },
     )?;
     let budget = Budget {

@@ -736,3 +736,93 @@ fn escapes_from_the_store_and_hidden_stores_are_refused() {
         );
     }
 }
+
+/// Every JSON and text input is read up to a limit: /dev/zero, which grew memory until it
+/// ran out, is an error at once.
+#[test]
+fn endless_inputs_stop_at_their_limit() {
+    let (store, closure) = sample_store();
+    let out = store.dir.path().join("x.tar");
+    let root = store.store_root_arg();
+    let base = ["--store-root", root.as_str(), "-o", out.to_str().unwrap()];
+    let cases: [(Vec<&str>, String); 4] = [
+        (
+            vec!["--closure", "/dev/zero", "--max-closure-size", "1000000"],
+            "layered-gen: error: --closure: /dev/zero: it holds more than 1000000 bytes, the \
+             limit for this input\n"
+                .to_string(),
+        ),
+        (
+            vec!["--closure", &closure, "--config", "/dev/zero"],
+            "layered-gen: error: --config: /dev/zero: it holds more than 16777216 bytes, the \
+             limit for this input\n"
+                .to_string(),
+        ),
+        (
+            vec![
+                "--closure",
+                &closure,
+                "--perms",
+                "/dev/zero",
+                "--remove",
+                "/x",
+            ],
+            "layered-gen: error: --perms: /dev/zero: it holds more than 16777216 bytes, the \
+             limit for this input\n"
+                .to_string(),
+        ),
+        (
+            vec![
+                "--closure",
+                &closure,
+                "--layering",
+                "reuse",
+                "--previous-plan",
+                "/dev/zero",
+            ],
+            "layered-gen: error: --previous-plan: a previous plan must be the JSON `layered-gen \
+             plan` printed: /dev/zero: it holds more than 16777216 bytes, the limit for this \
+             input\n"
+                .to_string(),
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = extra.clone();
+        args.extend_from_slice(&base);
+        assert_eq!(layered_gen_fails(&args), expected, "{extra:?}");
+    }
+}
+
+/// A base compressed as a whole expanded into an unbounded scratch file: now at most 100
+/// times its size (and 64 MiB more).
+#[test]
+fn a_decompression_bomb_as_base_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A tar holding 200 MiB of zeros, compressed to a few hundred bytes.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(200 << 20);
+    header.set_mode(0o644);
+    tar.append_data(
+        &mut header,
+        "zeros",
+        std::io::Read::take(std::io::repeat(0), 200 << 20),
+    )
+    .unwrap();
+    let bomb = zstd::encode_all(tar.into_inner().unwrap().as_slice(), 19).unwrap();
+    let path = dir.path().join("bomb.tar.zst");
+    fs::write(&path, &bomb).unwrap();
+    let closure = dir.path().join("closure");
+    fs::write(&closure, format!("/nix/store/{}-x\n\n0\n", store_hash("x"))).unwrap();
+    let stderr = layered_gen_fails(&[
+        "plan",
+        "--closure",
+        closure.to_str().unwrap(),
+        "--from-image",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("it decompresses to more than") && stderr.contains("not an image archive"),
+        "{stderr}"
+    );
+}

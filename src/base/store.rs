@@ -13,7 +13,13 @@ use crate::codec::Codec;
 use crate::error::{Error, Result, shown, shown_path};
 
 /// JSON files (manifests, configs) are small; refuse to load anything larger into memory.
-const MAX_JSON: u64 = 64 << 20;
+const MAX_JSON: u64 = 16 << 20;
+
+/// An archive compressed as a whole is decompressed into a scratch file of at most this many
+/// times its compressed size (plus [`DECOMPRESSED_SLACK`]): image tarballs compress a few
+/// times, a bomb thousands.
+const MAX_EXPANSION: u64 = 100;
+const DECOMPRESSED_SLACK: u64 = 64 << 20;
 
 pub(super) enum BlobStore {
     Dir(PathBuf),
@@ -215,16 +221,37 @@ fn decompressed(path: &Path, scratch: &Path) -> Result<File> {
     if codec == Codec::None {
         return Ok(file);
     }
-    let mut reader = codec
+    let reader = codec
         .decoding_reader(file)
         .map_err(|e| Error::io("decompressing", path, e))?;
+    let compressed = file_len(path)?;
+    let cap = compressed
+        .saturating_mul(MAX_EXPANSION)
+        .saturating_add(DECOMPRESSED_SLACK);
     let mut spool = tempfile::tempfile_in(scratch)
         .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
-    std::io::copy(&mut reader, &mut spool).map_err(|e| Error::io("decompressing", path, e))?;
+    let written = std::io::copy(&mut reader.take(cap + 1), &mut spool)
+        .map_err(|e| Error::io("decompressing", path, e))?;
+    if written > cap {
+        return Err(Error::input(
+            shown_path(path),
+            format!(
+                "it decompresses to more than {cap} bytes, {MAX_EXPANSION} times its \
+                 {compressed} compressed bytes (and {DECOMPRESSED_SLACK} more): not an image \
+                 archive"
+            ),
+        ));
+    }
     spool
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("reading back", path, e))?;
     Ok(spool)
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .map_err(|e| Error::io("reading", path, e))?
+        .len())
 }
 
 /// The member a symlink at `link` pointing to `target` names.

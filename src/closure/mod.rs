@@ -71,6 +71,9 @@ pub struct ClosureGraph {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub closure_key: Option<String>,
+    /// The most bytes one closure file may hold (0: the default,
+    /// [`crate::json_file::DEFAULT_MAX_CLOSURE`]).
+    pub max_size: u64,
 }
 
 impl ClosureGraph {
@@ -85,7 +88,12 @@ impl ClosureGraph {
         }
         let mut records = Vec::new();
         for file in files {
-            let bytes = std::fs::read(file).map_err(|e| Error::io("reading", file, e))?;
+            let limit = match options.max_size {
+                0 => crate::json_file::DEFAULT_MAX_CLOSURE,
+                limit => limit,
+            };
+            let bytes = crate::json_file::read_limited(file, limit)
+                .map_err(|e| e.about(Setting::Closure))?;
             records.extend(parse(file, &bytes, options).map_err(|e| e.about(Setting::Closure))?);
         }
         Self::from_records(records).map_err(|e| e.about(Setting::Closure))

@@ -582,11 +582,9 @@ fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
 
 /// Reads a perms file: a JSON list of rules.
 pub fn read_perms(path: &Path) -> Result<Vec<PermRule>> {
-    parse_perms(
-        &path.display().to_string(),
-        &crate::json_file::read_bytes(path)?,
-    )
-    .map_err(|e| e.about(Setting::Perms))
+    crate::json_file::read_bytes(path)
+        .and_then(|bytes| parse_perms(&path.display().to_string(), &bytes))
+        .map_err(|e| e.about(Setting::Perms))
 }
 
 fn parse_perms(name: &str, bytes: &[u8]) -> Result<Vec<PermRule>> {
