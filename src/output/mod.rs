@@ -23,7 +23,7 @@ pub use oci::{IndexWritten, PlatformImage};
 
 use crate::codec::Codec;
 use crate::error::{Error, Result, Setting, shown_path};
-use crate::tarball::TarStream;
+use crate::tarball::{self, TarStream};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -183,6 +183,7 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 /// Writes the image.
 pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<Written> {
     options.check()?;
+    check_room(source, options)?;
     let archive = options.archive_compression;
     let scratch = options.scratch_dir();
     match (&options.format, &options.target) {
@@ -279,6 +280,58 @@ pub fn write_stream<T>(
             atomic_file(path, |file| to_file(file, path, compression, write))
         }
     }
+}
+
+/// A docker-archive written plain has a length known before the first byte (its layers'
+/// lengths; config and manifest are small): a filesystem without that much room fails now,
+/// not after writing what fits. (Compressed output's length is known only once written.)
+fn check_room(source: &dyn ImageSource, options: &OutputOptions) -> Result<()> {
+    let Target::File(path) = &options.target else {
+        return Ok(());
+    };
+    let plain = options.compression == Compression::None
+        && options.archive_compression == Compression::None
+        && options.format == Format::DockerArchive
+        && !options.docker_legacy;
+    if !plain {
+        return Ok(());
+    }
+    let mut needed = 0u64;
+    for index in 0..source.layer_count() {
+        let length = match source.layer(index)? {
+            Layer::Tar(tar) => tar.tar_len(),
+            Layer::Blob(blob) => blob.size(),
+        };
+        needed = needed.saturating_add(tarball::BLOCK + tarball::padded(length));
+    }
+    let dir = parent_dir(path);
+    let Some(free) = free_bytes(&dir) else {
+        return Ok(());
+    };
+    // An image replacing a file of its own size frees that much only once renamed.
+    if free < needed {
+        return Err(Error::value(format!(
+            "the image needs at least {needed} bytes, but the filesystem of {} has {free} free",
+            shown_path(&dir)
+        ))
+        .about(Setting::Output));
+    }
+    Ok(())
+}
+
+/// Bytes available to us on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct from a NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    // The field types differ between platforms (u32 on some); widening is what is meant.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Some(blocks.saturating_mul(size))
 }
 
 /// A file target's directory must exist.
