@@ -119,6 +119,13 @@ struct MergeCommand {
     #[command(flatten)]
     output: StreamOutputArgs,
 
+    #[command(flatten)]
+    archive: ArchiveMtimeArgs,
+}
+
+/// The time of an archive's own entries, for commands that write one of existing images.
+#[derive(Args, Debug)]
+struct ArchiveMtimeArgs {
     /// mtime of the archive's own entries (default: $SOURCE_DATE_EPOCH, else 1).
     /// Example: --mtime 1700000000
     #[arg(
@@ -155,15 +162,8 @@ struct IndexCommand {
     #[command(flatten)]
     output: StreamOutputArgs,
 
-    /// mtime of an oci-archive's own entries (default: $SOURCE_DATE_EPOCH, else 1).
-    /// Example: --mtime 1700000000
-    #[arg(
-        long,
-        value_name = "EPOCH",
-        env = "SOURCE_DATE_EPOCH",
-        default_value_t = 1
-    )]
-    mtime: u64,
+    #[command(flatten)]
+    archive: ArchiveMtimeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -585,7 +585,7 @@ fn merge(args: MergeCommand) -> Result<()> {
     let options = MergeOptions {
         target: args.output.target()?,
         archive_compression: Compression::default_for(args.output.archive_compression),
-        mtime: args.mtime,
+        mtime: args.archive.mtime,
         images: args.images,
     };
     let merged = pipeline::merge(&options)?;
@@ -644,7 +644,7 @@ fn index(args: IndexCommand) -> Result<()> {
         name: args.name,
         tags,
         archive_compression: Compression::default_for(args.output.archive_compression),
-        mtime: args.mtime,
+        mtime: args.archive.mtime,
     };
     let written = pipeline::index(&options)?;
     if !args.output.quiet {
