@@ -492,10 +492,17 @@ fn target_of(
 /// Where the image goes and under which tags.
 fn target_and_tags(args: &BuildArgs) -> Result<(Target, Vec<String>)> {
     let target = args.output.target()?;
-    let mut tags = Vec::new();
-    match (&target, args.tag_from_output) {
+    let tags = tags_for(&target, args.tag_from_output, &args.tags)?;
+    Ok((target, tags))
+}
+
+/// The tags of an image written to `target`: with `--tag-from-output` first the output
+/// path's store hash, then the `--tag`s.
+fn tags_for(target: &Target, from_output: bool, tags: &[String]) -> Result<Vec<String>> {
+    let mut all = Vec::with_capacity(tags.len() + 1);
+    match (target, from_output) {
         (Target::File(path), true) => {
-            tags.push(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
+            all.push(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
         }
         (Target::Stdout, true) => {
             return Err(Error::value(
@@ -504,8 +511,8 @@ fn target_and_tags(args: &BuildArgs) -> Result<(Target, Vec<String>)> {
         }
         _ => {}
     }
-    tags.extend(args.tags.iter().cloned());
-    Ok((target, tags))
+    all.extend(tags.iter().cloned());
+    Ok(all)
 }
 
 /// The build's options from its arguments; files named by flags (config, perms) are read here.
@@ -624,20 +631,7 @@ fn export(args: ExportCommand) -> Result<()> {
 
 fn index(args: IndexCommand) -> Result<()> {
     let target = args.output.target()?;
-    let mut tags = Vec::new();
-    if args.tag_from_output {
-        match &target {
-            Target::File(path) => {
-                tags.push(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
-            }
-            Target::Stdout => {
-                return Err(Error::value(
-                    "--tag-from-output needs an output path, not stdout",
-                ));
-            }
-        }
-    }
-    tags.extend(args.tags);
+    let tags = tags_for(&target, args.tag_from_output, &args.tags)?;
     let options = IndexOptions {
         target,
         images: args.images,

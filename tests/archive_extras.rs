@@ -119,19 +119,15 @@ fn legacy_metadata_names_every_layer_and_tag() {
     // The legacy part alone is a base our reader takes; a change of content changes the ids.
     let legacy_only = dir.join("legacy-only.tar");
     filter_tar(&a, &legacy_only, |name| name != "manifest.json");
-    let plan: Value = serde_json::from_slice(
-        &layered_gen(&[
-            "plan",
-            "--closure",
-            store.write_closure().to_str().unwrap(),
-            "--from-image",
-            legacy_only.to_str().unwrap(),
-            "--from-image-tag",
-            "legacy/app:latest",
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let plan: Value = layered_gen_json(&[
+        "plan",
+        "--closure",
+        store.write_closure().to_str().unwrap(),
+        "--from-image",
+        legacy_only.to_str().unwrap(),
+        "--from-image-tag",
+        "legacy/app:latest",
+    ]);
     let base_files: Vec<&str> = plan["layers"]
         .as_array()
         .unwrap()

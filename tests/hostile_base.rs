@@ -103,18 +103,7 @@ fn a_config_that_does_not_match_its_digest_is_refused() {
     fs::write(&config, &bytes).unwrap();
     // The attacker fixes the size in the manifest and the manifest's own digest in the index:
     // only the config's digest still tells.
-    let manifest = manifest_path(&layout);
-    let mut value: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
-    value["config"]["size"] = json!(bytes.len());
-    let descriptor = put(
-        &layout,
-        &serde_json::to_vec(&value).unwrap(),
-        "application/vnd.oci.image.manifest.v1+json",
-    );
-    let mut top = index(&layout);
-    top["manifests"][0]["digest"] = descriptor["digest"].clone();
-    top["manifests"][0]["size"] = descriptor["size"].clone();
-    fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    with_manifest(&layout, |m| m["config"]["size"] = json!(bytes.len()));
     let stderr = refused(&layout, &closure);
     assert!(
         stderr.contains("its digest is sha256:") && stderr.contains("but its descriptor says"),
@@ -148,18 +137,7 @@ fn digests_that_are_not_digests_never_become_paths() {
         ),
     ] {
         let layout = layout(dir.path(), name);
-        let manifest = manifest_path(&layout);
-        let mut value: Value = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
-        value["config"]["digest"] = json!(digest);
-        let descriptor = put(
-            &layout,
-            &serde_json::to_vec(&value).unwrap(),
-            "application/vnd.oci.image.manifest.v1+json",
-        );
-        let mut top = index(&layout);
-        top["manifests"][0]["digest"] = descriptor["digest"].clone();
-        top["manifests"][0]["size"] = descriptor["size"].clone();
-        fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+        with_manifest(&layout, |m| m["config"]["digest"] = json!(digest));
         let stderr = refused(&layout, &closure);
         assert!(
             stderr.contains("is not a digest") && stderr.contains(why),
@@ -277,17 +255,23 @@ fn with_config(layout: &Path, change: impl FnOnce(&mut Value)) {
         &serde_json::to_vec(&value).unwrap(),
         "application/vnd.oci.image.config.v1+json",
     );
+    with_manifest(layout, |m| m["config"] = config);
+}
+
+/// Rewrites the manifest of a hand-made layout with `change`, then points the index at the
+/// new manifest (by its true digest), as whoever crafted the layout would.
+fn with_manifest(layout: &Path, change: impl FnOnce(&mut Value)) {
     let mut manifest: Value =
         serde_json::from_slice(&fs::read(manifest_path(layout)).unwrap()).unwrap();
-    manifest["config"] = config;
-    let manifest = put(
+    change(&mut manifest);
+    let descriptor = put(
         layout,
         &serde_json::to_vec(&manifest).unwrap(),
         "application/vnd.oci.image.manifest.v1+json",
     );
     let mut top = index(layout);
-    top["manifests"][0]["digest"] = manifest["digest"].clone();
-    top["manifests"][0]["size"] = manifest["size"].clone();
+    top["manifests"][0]["digest"] = descriptor["digest"].clone();
+    top["manifests"][0]["size"] = descriptor["size"].clone();
     fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
 }
 

@@ -476,11 +476,5 @@ fn image_index_from_per_system_images() {
         .stdout,
     )
     .unwrap();
-    let platforms: Vec<&str> = raw["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
-    assert_eq!(platforms, ["amd64", "arm64"]);
+    assert_eq!(index_architectures(&raw), ["amd64", "arm64"]);
 }

@@ -29,7 +29,7 @@ pub(super) fn write_layout_dir(
     options: &OutputOptions,
     path: &Path,
 ) -> Result<Written> {
-    into_new_dir(path, |dir| Ok(write_layout(source, options, dir)?.0))
+    into_new_dir(path, |dir| write_layout(source, options, dir))
 }
 
 /// Writes an `oci-archive` of one image.
@@ -40,7 +40,7 @@ pub(super) fn write_archive(
     scratch: &Path,
 ) -> Result<Written> {
     into_archive(out, scratch, options.mtime, |dir| {
-        Ok(write_layout(source, options, dir)?.0)
+        write_layout(source, options, dir)
     })
 }
 
@@ -305,13 +305,8 @@ fn index(manifest_digest: &str, manifest_size: usize, name: &str, tags: &[String
     }
 }
 
-/// Writes a complete layout into the existing, empty directory `dir`; returns what was written
-/// and the manifest's digest.
-fn write_layout(
-    source: &dyn ImageSource,
-    options: &OutputOptions,
-    dir: &Path,
-) -> Result<(Written, String)> {
+/// Writes a complete layout into the existing, empty directory `dir`.
+fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -> Result<Written> {
     let blob_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
     // Compressors use every core within a layer, so compressed layers are written one after
@@ -351,5 +346,5 @@ fn write_layout(
         config_digest,
         layers,
     };
-    Ok((written, manifest_digest))
+    Ok(written)
 }

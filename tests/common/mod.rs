@@ -556,3 +556,18 @@ pub fn handmade_layout_in(layout: &Path, layers: &[Vec<Item>], format: TarFormat
     .unwrap();
     layout.to_path_buf()
 }
+
+/// Runs layered-gen, expecting success and JSON on stdout (`plan`, `diff --json`).
+pub fn layered_gen_json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_slice(&layered_gen(args).stdout).unwrap()
+}
+
+/// The architectures an image index lists, in its order.
+pub fn index_architectures(index: &serde_json::Value) -> Vec<String> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
+        .collect()
+}
