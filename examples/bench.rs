@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release --example bench -- [--small] [--corpus DIR] [--out FILE]
 //!     cargo run --release --example bench -- --write-synthetic FILE   # the 100,000-path graph
+//!     cargo run --release --example bench -- --plans   # only `plan` on 100,000-path graphs of every shape
 //!
 //! The tar baselines use `--hard-dereference`: layered-gen never writes hardlinks, so both
 //! sides archive the same bytes.
@@ -41,6 +42,9 @@ fn main() {
                 .unwrap_or_else(|e| fail(&format!("writing {file}: {e}")));
             return;
         }
+    }
+    if args.iter().any(|a| a == "--plans") {
+        plans_only();
     }
     let small = args.iter().any(|a| a == "--small");
     let value = |flag: &str| {
@@ -235,24 +239,7 @@ fn main() {
         cpu,
     });
 
-    let synthetic = scratch.join("synthetic-100k.json");
-    fs::write(&synthetic, synthetic_graph(100_000, 7)).unwrap();
-    let (seconds, rss, cpu) = time_process(
-        &[
-            bin.to_str().unwrap().into(),
-            "plan".into(),
-            "--closure".into(),
-            synthetic.to_str().unwrap().into(),
-        ],
-        true,
-    );
-    cases.push(Case {
-        name: "layered-gen plan (synthetic, 100000 paths)".into(),
-        seconds,
-        bytes: 0,
-        peak_rss_kib: rss,
-        cpu,
-    });
+    cases.extend(plan_cases(&bin, &scratch));
 
     let tiny = repo.join("examples/tiny");
     let mut tiny_times: Vec<(f64, u64, f64)> = (0..21)
@@ -490,19 +477,163 @@ fn measure(args: &[String]) -> ! {
     std::process::exit(0);
 }
 
-/// A realistic 100,000-path closure graph in exportReferencesGraph's JSON form: a few hubs
-/// (glibc and friends) that nearly everything references, clusters of packages that depend on
-/// each other (an ecosystem each), some cross-cluster dependencies, and a few deep chains.
-fn synthetic_graph(n: usize, seed: u64) -> String {
+/// `--plans`: only the planning cases, which need no corpus.
+fn plans_only() -> ! {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = repo.join("target/release/layered-gen");
+    if !bin.is_file() {
+        fail("build the binary first: cargo build --release");
+    }
+    let scratch = repo.join("target/bench-plans");
+    fs::create_dir_all(&scratch).unwrap_or_else(|e| fail(&format!("creating {scratch:?}: {e}")));
+    println!(
+        "{:<58} {:>9} {:>10} {:>8}",
+        "case", "seconds", "peak RSS", "CPU s"
+    );
+    for case in plan_cases(&bin, &scratch) {
+        println!(
+            "{:<58} {:>9.3} {:>7} MiB {:>8.2}",
+            case.name,
+            case.seconds,
+            case.peak_rss_kib / 1024,
+            case.cpu
+        );
+    }
+    let _ = fs::remove_dir_all(&scratch);
+    std::process::exit(0);
+}
+
+/// `plan` on 100,000-path graphs of every shape, with both strategies: planning must stay
+/// near-linear whatever the shape.
+fn plan_cases(bin: &Path, scratch: &Path) -> Vec<Case> {
+    const N: usize = 100_000;
+    let mut cases = Vec::new();
+    let graphs = [
+        ("synthetic", synthetic_graph(N, 7)),
+        ("chain", shape_graph(Shape::Chain, N, 7)),
+        (
+            "star: one root, 99,999 leaves",
+            shape_graph(Shape::Star, N, 7),
+        ),
+        (
+            "fan-in: 99,999 roots, one leaf",
+            shape_graph(Shape::FanIn, N, 7),
+        ),
+        ("wide: 100 levels of 1,000", shape_graph(Shape::Wide, N, 7)),
+        (
+            "random: 3 references each",
+            shape_graph(Shape::Random, N, 7),
+        ),
+    ];
+    for (shape, json) in graphs {
+        let file = scratch.join("shape.json");
+        fs::write(&file, json).unwrap_or_else(|e| fail(&format!("writing {file:?}: {e}")));
+        for layering in ["popularity", "reuse"] {
+            let (seconds, peak_rss_kib, cpu) = time_process(
+                &[
+                    bin.to_str().unwrap().into(),
+                    "plan".into(),
+                    "--layering".into(),
+                    layering.into(),
+                    "--closure".into(),
+                    file.to_str().unwrap().into(),
+                ],
+                true,
+            );
+            cases.push(Case {
+                name: format!("plan {layering}, {shape}"),
+                seconds,
+                bytes: 0,
+                peak_rss_kib,
+                cpu,
+            });
+        }
+    }
+    cases
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Chain,
+    Star,
+    FanIn,
+    Wide,
+    Random,
+}
+
+/// A closure graph of one shape, references pointing to lower indices.
+fn shape_graph(shape: Shape, n: usize, seed: u64) -> String {
+    let mut next = xorshift(seed);
+    let refs: Vec<Vec<usize>> = (0..n)
+        .map(|i| match shape {
+            Shape::Chain => (i > 0).then(|| i - 1).into_iter().collect(),
+            Shape::Star if i == n - 1 => (0..n - 1).collect(),
+            Shape::Star => vec![],
+            Shape::FanIn => (i > 0).then_some(0).into_iter().collect(),
+            Shape::Wide => {
+                const WIDTH: usize = 1000;
+                let level = i / WIDTH;
+                let mut r: Vec<usize> = (0..if level == 0 { 0 } else { 3 })
+                    .map(|_| (level - 1) * WIDTH + next(WIDTH))
+                    .collect();
+                r.sort_unstable();
+                r.dedup();
+                r
+            }
+            Shape::Random => {
+                let mut r: Vec<usize> = (0..if i == 0 { 0 } else { 3 }).map(|_| next(i)).collect();
+                r.sort_unstable();
+                r.dedup();
+                r
+            }
+        })
+        .collect();
+    closure_json(&refs, &mut next)
+}
+
+/// A small deterministic random number generator: bench inputs are the same on every run.
+fn xorshift(seed: u64) -> impl FnMut(usize) -> usize {
     let mut rng = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
-    let mut next = move |bound: usize| -> usize {
+    move |bound: usize| -> usize {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         (rng % bound as u64) as usize
+    }
+}
+
+/// exportReferencesGraph's JSON form of a graph given by reference lists.
+fn closure_json(refs: &[Vec<usize>], next: &mut impl FnMut(usize) -> usize) -> String {
+    let name = |i: usize| {
+        let mut hash = String::with_capacity(32);
+        let mut x = (i as u64).wrapping_mul(0x9E3779B97F4A7C15);
+        for _ in 0..32 {
+            hash.push(b"0123456789abcdfghijklmnpqrsvwxyz"[(x % 32) as usize] as char);
+            x = x.rotate_right(5) ^ 0x5555;
+        }
+        format!("/nix/store/{hash}-pkg-{i}")
     };
+    let items: Vec<serde_json::Value> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            serde_json::json!({
+                "path": name(i),
+                "references": r.iter().map(|&r| name(r)).collect::<Vec<_>>(),
+                "narSize": 1000 + next(1_000_000),
+            })
+        })
+        .collect();
+    serde_json::to_string(&items).unwrap()
+}
+
+/// A realistic 100,000-path closure graph in exportReferencesGraph's JSON form: a few hubs
+/// (glibc and friends) that nearly everything references, clusters of packages that depend on
+/// each other (an ecosystem each), some cross-cluster dependencies, and a few deep chains.
+fn synthetic_graph(n: usize, seed: u64) -> String {
+    let mut next = xorshift(seed);
     const HUBS: usize = 20;
     const CLUSTER: usize = 100;
     const CHAIN: usize = 1000;
@@ -541,23 +672,5 @@ fn synthetic_graph(n: usize, seed: u64) -> String {
             vec![i - 1, next(HUBS)]
         };
     }
-    let name = |i: usize| {
-        let mut hash = String::with_capacity(32);
-        let mut x = (i as u64).wrapping_mul(0x9E3779B97F4A7C15);
-        for _ in 0..32 {
-            hash.push(b"0123456789abcdfghijklmnpqrsvwxyz"[(x % 32) as usize] as char);
-            x = x.rotate_right(5) ^ 0x5555;
-        }
-        format!("/nix/store/{hash}-pkg-{i}")
-    };
-    let items: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
-            serde_json::json!({
-                "path": name(i),
-                "references": refs[i].iter().map(|&r| name(r)).collect::<Vec<_>>(),
-                "narSize": 1000 + next(1_000_000),
-            })
-        })
-        .collect();
-    serde_json::to_string(&items).unwrap()
+    closure_json(&refs, &mut next)
 }

@@ -10,20 +10,21 @@
 //! - Unrolling that recursion gives a closed form we can compute without unfolding (the tree is
 //!   exponential): with `N(y)` the number of root-to-`y` routes, `pop[x]` is the sum of `N(y)`
 //!   over every `y` that reaches `x`, `x` included. `N` is one pass in topological order; the
-//!   sums are one walk up the ancestors of each path, in parallel. Both are exact integers
-//!   (`u128`, redone as big integers if that ever overflows).
+//!   sums come from a chain cover of the graph (`reach.rs`), near-linear on the graphs Nix
+//!   makes. Both are exact integers (`u128`, redone wider if that ever overflows).
 //! - Order by popularity, highest first; ties by nixpkgs' `package_name` key, which is the name
 //!   after the hash, then `-`, then the store directory and hash, so the order is total.
 //! - With `L` store layers, the first `L - 1` paths get a layer each and the rest share the last.
 
 mod json;
+mod reach;
 mod reuse;
 
 pub use json::{BaseKind, BaseLayerJson, PlanJson, PlanLayerJson, PreviousPlan};
 pub use reuse::plan_for_reuse;
 
 use num_bigint::BigUint;
-use rayon::prelude::*;
+use reach::{Count, Limbs, Walk, reach_sums};
 
 use crate::closure::{ClosureGraph, name_of};
 use crate::error::{Error, Result, Setting};
@@ -167,68 +168,21 @@ fn tie_break_key(store_dir: &str, path: &str) -> String {
     format!("{}-{store_dir}/{hash}", name_of(path))
 }
 
-/// An exact counter: `u128` while it fits, big integers when it does not.
-trait Count: Clone + Send + Sync {
-    fn zero() -> Self;
-    fn one() -> Self;
-    /// Adds `other`; false when the sum does not fit.
-    fn add(&mut self, other: &Self) -> bool;
-    fn into_big(self) -> BigUint;
-}
-
-impl Count for u128 {
-    fn zero() -> Self {
-        0
-    }
-    fn one() -> Self {
-        1
-    }
-    fn add(&mut self, other: &Self) -> bool {
-        match self.checked_add(*other) {
-            Some(sum) => {
-                *self = sum;
-                true
-            }
-            None => false,
-        }
-    }
-    fn into_big(self) -> BigUint {
-        BigUint::from(self)
-    }
-}
-
-impl Count for BigUint {
-    fn zero() -> Self {
-        BigUint::ZERO
-    }
-    fn one() -> Self {
-        BigUint::from(1u8)
-    }
-    fn add(&mut self, other: &Self) -> bool {
-        *self += other;
-        true
-    }
-    fn into_big(self) -> BigUint {
-        self
-    }
-}
-
 /// The popularity of every path of the graph (see the module doc).
 pub fn popularity(graph: &ClosureGraph) -> Vec<BigUint> {
     let parents = graph.referrers();
-    let order = graph.topological_order();
-    popularity_with::<u128>(graph, &parents, order)
-        .unwrap_or_else(|| popularity_with::<BigUint>(graph, &parents, order).unwrap_or_default())
+    // The narrowest exact counter that fits; almost always the first.
+    popularity_with::<u128>(graph, &parents)
+        .or_else(|| popularity_with::<Limbs<4>>(graph, &parents))
+        .or_else(|| popularity_with::<Limbs<16>>(graph, &parents))
+        .or_else(|| popularity_with::<BigUint>(graph, &parents))
+        .unwrap_or_default()
 }
 
-fn popularity_with<C: Count>(
-    graph: &ClosureGraph,
-    parents: &[Vec<usize>],
-    order: &[usize],
-) -> Option<Vec<BigUint>> {
+fn popularity_with<C: Count>(graph: &ClosureGraph, parents: &[Vec<usize>]) -> Option<Vec<BigUint>> {
     // routes[y]: how often y occurs in the tree unfolded from the roots.
     let mut routes: Vec<C> = vec![C::zero(); graph.len()];
-    for &y in order {
+    for &y in graph.topological_order() {
         if parents[y].is_empty() {
             routes[y] = C::one();
         }
@@ -240,48 +194,14 @@ fn popularity_with<C: Count>(
         }
     }
     // pop[x]: the routes of every path that reaches x, x included.
-    let sums = fold_reachable(
-        graph.len(),
-        |y| parents[y].as_slice(),
-        C::zero,
-        |sum: &mut C, y| sum.add(&routes[y]),
-    );
-    Some(sums?.into_iter().map(C::into_big).collect())
-}
-
-/// For each path `x`, folds `visit` over every path reachable from `x` along `next` (`x`
-/// included, each path once), in parallel over `x`. None as soon as a `visit` returns false
-/// (a sum that no longer fits).
-pub(crate) fn fold_reachable<'a, A: Send>(
-    n: usize,
-    next: impl Fn(usize) -> &'a [usize] + Sync,
-    zero: impl Fn() -> A + Sync,
-    visit: impl Fn(&mut A, usize) -> bool + Sync,
-) -> Option<Vec<A>> {
-    (0..n)
-        .into_par_iter()
-        .map_init(
-            || (vec![usize::MAX; n], Vec::new()),
-            |(seen, stack), x| {
-                let mut acc = zero();
-                seen[x] = x;
-                stack.push(x);
-                while let Some(y) = stack.pop() {
-                    if !visit(&mut acc, y) {
-                        stack.clear();
-                        return None;
-                    }
-                    for &z in next(y) {
-                        if seen[z] != x {
-                            seen[z] = x;
-                            stack.push(z);
-                        }
-                    }
-                }
-                Some(acc)
-            },
-        )
-        .collect()
+    let upwards: Vec<usize> = graph.topological_order().iter().rev().copied().collect();
+    let walk = Walk {
+        next: &|y| parents[y].as_slice(),
+        prev: &|y| graph.references(y),
+        order: &upwards,
+    };
+    let sums = reach_sums(&walk, |y| routes[y].clone())?;
+    Some(sums.into_iter().map(C::into_big).collect())
 }
 
 impl Plan {

@@ -27,6 +27,7 @@
 use petgraph::algo::dominators;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use super::reach::{Walk, reach_counts};
 use super::{Budget, Plan, PreviousPlan, popularity};
 use crate::closure::ClosureGraph;
 use crate::error::Result;
@@ -47,6 +48,19 @@ fn name_key(graph: &ClosureGraph, x: usize) -> &str {
     crate::closure::name_of(graph.path(x))
 }
 
+/// Each path's place among the names without hashes, equal names equal.
+fn name_ranks(graph: &ClosureGraph) -> Vec<usize> {
+    let names: Vec<&str> = (0..graph.len()).map(|x| name_key(graph, x)).collect();
+    let mut by_name: Vec<usize> = (0..graph.len()).collect();
+    by_name.sort_by_key(|&x| names[x]);
+    let mut rank = vec![0; graph.len()];
+    for (i, pair) in by_name.windows(2).enumerate() {
+        let same = names[pair[0]] == names[pair[1]];
+        rank[pair[1]] = if same { rank[pair[0]] } else { i + 1 };
+    }
+    rank
+}
+
 /// A layer in the making.
 struct Group {
     head: usize,
@@ -54,8 +68,9 @@ struct Group {
     bytes: u128,
     /// Paths whose update changes the group (an upper bound once groups are merged).
     changes: u128,
-    /// The head's name without its hash: ties are broken by names, which updates keep.
-    key: String,
+    /// The rank of the head's name without its hash: ties are broken by names, which updates
+    /// keep (a rank, not the name, so that the heap compares numbers).
+    key: usize,
 }
 
 impl Group {
@@ -63,24 +78,6 @@ impl Group {
     fn cost(&self) -> u128 {
         self.bytes.saturating_mul(self.changes)
     }
-}
-
-/// For each path, how many of the paths it reaches along `next` (itself included) `counts`.
-fn reach_counts<'a>(
-    n: usize,
-    next: impl Fn(usize) -> &'a [usize] + Sync,
-    counts: impl Fn(usize) -> bool + Sync,
-) -> Vec<u64> {
-    super::fold_reachable(
-        n,
-        next,
-        || 0u64,
-        |count, y| {
-            *count += u64::from(counts(y));
-            true
-        },
-    )
-    .unwrap_or_default()
 }
 
 /// Each path's immediate dominator, None for the roots (dominated by the virtual root only).
@@ -211,6 +208,8 @@ struct Facts {
     sharers: Vec<u64>,
     /// The roots that get layers apart (none when there are too many roots).
     is_root: Vec<bool>,
+    /// Each path's place among the names without hashes.
+    name_rank: Vec<usize>,
 }
 
 impl Facts {
@@ -237,12 +236,37 @@ impl Facts {
                 is_root[x] = true;
             }
         }
+        let downwards = graph.topological_order();
+        let upwards: Vec<usize> = downwards.iter().rev().copied().collect();
+        let references = |x| graph.references(x);
+        let referrers = |x: usize| parents[x].as_slice();
+        let down = Walk {
+            next: &references,
+            prev: &referrers,
+            order: downwards,
+        };
+        let up = Walk {
+            next: &referrers,
+            prev: &references,
+            order: &upwards,
+        };
+        // Independent, and the dominators run on one thread: side by side.
+        let (idom, (counts, sharers)) = rayon::join(
+            || immediate_dominators(graph),
+            || {
+                rayon::join(
+                    || reach_counts(&down, |_| true),
+                    || reach_counts(&up, |x| is_top[x]),
+                )
+            },
+        );
         Facts {
             size,
-            counts: reach_counts(n, |x| graph.references(x), |_| true),
-            idom: immediate_dominators(graph),
-            sharers: reach_counts(n, |x| parents[x].as_slice(), |x| is_top[x]),
+            counts,
+            idom,
+            sharers,
             is_root,
+            name_rank: name_ranks(graph),
         }
     }
 }
@@ -262,7 +286,7 @@ fn size_classes(graph: &ClosureGraph, facts: &Facts, store_layers: usize) -> Cla
     by_size.sort_by(|&a, &b| {
         facts.size[b]
             .cmp(&facts.size[a])
-            .then_with(|| name_key(graph, a).cmp(name_key(graph, b)))
+            .then_with(|| facts.name_rank[a].cmp(&facts.name_rank[b]))
             .then_with(|| graph.path(a).cmp(graph.path(b)))
     });
     let root_count = n - by_size.len();
@@ -332,7 +356,6 @@ fn dominator_groups(
 /// on their own (bytes × how often they change) merge, like Huffman coding. Roots and singles
 /// stay apart.
 fn merge_by_cost(
-    graph: &ClosureGraph,
     groups: std::collections::BTreeMap<usize, Vec<usize>>,
     facts: &Facts,
     classes: &Classes,
@@ -343,16 +366,16 @@ fn merge_by_cost(
         .map(|(head, members)| Group {
             bytes: members.iter().map(|&m| facts.size[m]).sum(),
             changes: u128::from(facts.counts[head]),
-            key: name_key(graph, head).to_string(),
+            key: facts.name_rank[head],
             head,
             members,
         })
         .collect();
-    let mut heap: std::collections::BinaryHeap<Reverse<(u128, String, usize)>> = merged
+    let mut heap: std::collections::BinaryHeap<Reverse<(u128, usize, usize)>> = merged
         .iter()
         .enumerate()
         .filter(|(_, g)| !facts.is_root[g.head] && !classes.single[g.head])
-        .map(|(i, g)| Reverse((g.cost(), g.key.clone(), i)))
+        .map(|(i, g)| Reverse((g.cost(), g.key, i)))
         .collect();
     let mut alive = heap.len();
     while alive > classes.buckets && heap.len() >= 2 {
@@ -364,7 +387,7 @@ fn merge_by_cost(
         merged[a].bytes += merged[b].bytes;
         merged[a].changes += merged[b].changes;
         let g = &merged[a];
-        heap.push(Reverse((g.cost(), g.key.clone(), a)));
+        heap.push(Reverse((g.cost(), g.key, a)));
         alive -= 1;
     }
     merged.retain(|g| !g.members.is_empty());
@@ -444,10 +467,10 @@ fn reason(
 /// The plan from scratch: the phases above in order.
 fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
     let store_layers = budget.store_layers()?;
-    let facts = Facts::of(graph, store_layers);
+    let (facts, popularity) = rayon::join(|| Facts::of(graph, store_layers), || popularity(graph));
     let classes = size_classes(graph, &facts, store_layers);
     let groups = dominator_groups(graph, &facts, &classes);
-    let merged = merge_by_cost(graph, groups, &facts, &classes);
+    let merged = merge_by_cost(groups, &facts, &classes);
     let (ordered, overflowed) = fit_budget(graph, merged, &facts, store_layers);
     let count = ordered.len();
     let mut layers = Vec::with_capacity(count);
@@ -465,7 +488,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
     Ok(Plan {
         budget,
         layers,
-        popularity: popularity(graph),
+        popularity,
         reasons,
     })
 }
@@ -722,7 +745,7 @@ mod tests {
         let facts = Facts::of(&graph, 12);
         let classes = size_classes(&graph, &facts, 12);
         let groups = dominator_groups(&graph, &facts, &classes);
-        let merged = merge_by_cost(&graph, groups, &facts, &classes);
+        let merged = merge_by_cost(groups, &facts, &classes);
         let small_groups = merged
             .iter()
             .filter(|g| !facts.is_root[g.head] && !classes.single[g.head])
@@ -742,7 +765,7 @@ mod tests {
                 members: vec![x],
                 bytes: 1,
                 changes: 1,
-                key: String::new(),
+                key: 0,
             })
             .collect();
         let (ordered, overflowed) = fit_budget(&graph, groups, &facts, 3);
