@@ -192,8 +192,17 @@ fn layer_changes(a: &BaseImage, b: &BaseImage) -> Result<Vec<LayerChange>> {
         let no_taken = vec![false; na];
         if i < nb && !used_b[i] && find(a, &id(b, i), &no_taken).is_none() {
             used_b[i] = true;
-            let mut change = pair(Some(i), Some(i), LayerStatus::Different);
             let (entries, order) = entry_changes(&records(a, i)?, &records(b, i)?);
+            if entries.is_empty() && order.is_none() {
+                // No diff_ids to go by (a legacy image may lack them), but the same entries,
+                // header for header: the same files.
+                let (x, y) = (&a.layers[i], &b.layers[i]);
+                if x.digest != y.digest || x.codec != y.codec {
+                    changes.push(pair(Some(i), Some(i), LayerStatus::StoredDifferently));
+                }
+                continue;
+            }
+            let mut change = pair(Some(i), Some(i), LayerStatus::Different);
             change.entries = entries;
             change.order = order;
             changes.push(change);

@@ -154,6 +154,19 @@ impl Error {
         &self.kind
     }
 
+    /// Whether the failure is a full filesystem (or quota), wherever it was writing.
+    pub fn is_storage_full(&self) -> bool {
+        match &*self.kind {
+            ErrorKind::Io { source, .. } | ErrorKind::Write { source, .. } => {
+                matches!(
+                    source.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                )
+            }
+            _ => false,
+        }
+    }
+
     /// The setting whose value failed, if one did.
     pub fn setting(&self) -> Option<Setting> {
         self.setting

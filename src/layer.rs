@@ -23,7 +23,7 @@ use crate::tarball::{self, Header, Kind, TarStream};
 
 mod custom;
 
-pub use custom::{Customisation, PermRule, read_perms};
+pub use custom::{Customisation, PermRule, parse_perms, read_perms};
 
 /// The knobs that reach into every entry.
 #[derive(Clone, Debug)]

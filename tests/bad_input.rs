@@ -781,9 +781,8 @@ fn endless_inputs_stop_at_their_limit() {
                 "--previous-plan",
                 "/dev/zero",
             ],
-            "layered-gen: error: --previous-plan: a previous plan must be the JSON `layered-gen \
-             plan` printed: /dev/zero: it holds more than 16777216 bytes, the limit for this \
-             input\n"
+            "layered-gen: error: --previous-plan: /dev/zero: it holds more than 16777216 bytes, \
+             the limit for this input\n"
                 .to_string(),
         ),
     ];
@@ -862,6 +861,125 @@ fn a_full_filesystem_fails_before_writing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.starts_with("layered-gen: error: -o: the image needs at least ")
+            && stderr.contains(&format!("but the filesystem of {} has", small.display())),
+        "{stderr}"
+    );
+    assert_eq!(left, Vec::<String>::new());
+}
+
+/// Bytes that do not compress: a filesystem fills however the layers are compressed.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Mounts a 1 MiB tmpfs at `dir` (root only), for `run`, unmounting it after.
+fn with_small_filesystem<T>(dir: &Path, run_in: impl FnOnce() -> T) -> T {
+    fs::create_dir_all(dir).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run_in));
+    let _ = Command::new("umount").arg(dir).status();
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Compressed output has no length known in advance: when the filesystem fills, the error
+/// names the output's filesystem and the room it had (it said only "writing the image: No
+/// space left on device"), and nothing is left behind, for every compressed form.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs root (mounts a small tmpfs): cargo test --features tool-tests (.ci/run)"
+)]
+fn a_filesystem_filling_while_compressing_is_named_and_cleaned_up() {
+    let mut store = TestStore::new();
+    store.add("noise-1.0", &[], |dir| {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("data"), incompressible(3 << 20)).unwrap();
+    });
+    let closure = store.write_closure();
+    let small = store.dir.path().join("small");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--format", "oci", "--compression", "gzip"], "oci"),
+        (&["--format", "oci", "--compression", "zstd"], "oci.tar"),
+        (&["--archive-compression", "gzip"], "image.tar.gz"),
+    ];
+    for (flags, name) in cases {
+        let (output, left) = with_small_filesystem(&small, || {
+            let output = Command::new(bin())
+                .arg("--closure")
+                .arg(&closure)
+                .arg("--store-root")
+                .arg(store.root())
+                .args(flags)
+                .arg("-o")
+                .arg(small.join(name))
+                .output()
+                .unwrap();
+            (output, names_in(&small))
+        });
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = format!(
+            "layered-gen: error: -o: the filesystem of {} is full (it had ",
+            small.display()
+        );
+        assert!(
+            stderr.starts_with(&expected) && stderr.contains("No space left on device"),
+            "{flags:?}: {stderr}"
+        );
+        assert_eq!(left, Vec::<String>::new(), "{flags:?}");
+    }
+}
+
+/// A base image's layers are copied as they are, so their size is known before the first
+/// byte even when the new layers are compressed: too little room fails at once.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs root (mounts a small tmpfs): cargo test --features tool-tests (.ci/run)"
+)]
+fn base_layers_that_cannot_fit_fail_before_writing() {
+    let mut base_store = TestStore::new();
+    base_store.add("noise-1.0", &[], |dir| {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("data"), incompressible(2 << 20)).unwrap();
+    });
+    let base = base_store.dir.path().join("base.tar");
+    run(Command::new(bin())
+        .arg("--closure")
+        .arg(base_store.write_closure())
+        .arg("--store-root")
+        .arg(base_store.root())
+        .args(["--format", "oci", "--compression", "zstd", "-q", "-o"])
+        .arg(&base));
+    let mut store = TestStore::new();
+    store.sample();
+    let small = store.dir.path().join("small");
+    let (output, left) = with_small_filesystem(&small, || {
+        let output = Command::new(bin())
+            .arg("--closure")
+            .arg(store.write_closure())
+            .arg("--store-root")
+            .arg(store.root())
+            .arg("--from-image")
+            .arg(&base)
+            .args(["--format", "oci", "--compression", "zstd", "-o"])
+            .arg(small.join("oci"))
+            .output()
+            .unwrap();
+        (output, names_in(&small))
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("layered-gen: error: -o: the base image's layers need at least ")
             && stderr.contains(&format!("but the filesystem of {} has", small.display())),
         "{stderr}"
     );

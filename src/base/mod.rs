@@ -261,6 +261,14 @@ impl BaseImage {
                 ));
             }
             let json: LegacyLayerJson = store.json(&format!("{id}/json"))?;
+            // A layer's json names the layer it describes: another id means the chain was
+            // put together from other images' pieces.
+            if let Some(own) = json.id.as_deref().filter(|own| *own != id) {
+                return Err(Error::damaged(
+                    format!("{}: {}/json", shown(&store.describe()), shown(&id)),
+                    format!("it describes layer {}", shown(own)),
+                ));
+            }
             next = json.parent.clone();
             top_json.get_or_insert(json);
             chain.push(id);

@@ -587,7 +587,8 @@ pub fn read_perms(path: &Path) -> Result<Vec<PermRule>> {
         .map_err(|e| e.about(Setting::Perms))
 }
 
-fn parse_perms(name: &str, bytes: &[u8]) -> Result<Vec<PermRule>> {
+/// Parses a `--perms` file's bytes (`name` is used in messages).
+pub fn parse_perms(name: &str, bytes: &[u8]) -> Result<Vec<PermRule>> {
     let rules: Vec<RuleJson> = crate::json_file::parse_typed(name, bytes)?;
     rules
         .into_iter()

@@ -183,10 +183,10 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 /// Writes the image.
 pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<Written> {
     options.check()?;
-    check_room(source, options)?;
+    let free = check_room(source, options)?;
     let archive = options.archive_compression;
     let scratch = options.scratch_dir();
-    match (&options.format, &options.target) {
+    let written = match (&options.format, &options.target) {
         (Format::DockerArchive, Target::Stdout) => to_stdout(archive, |out| {
             docker_archive::write(source, options, out, &scratch)
         }),
@@ -206,7 +206,8 @@ pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<
         (Format::Oci, Target::Stdout) => to_stdout(archive, |out| {
             oci::write_archive(source, options, out, &scratch)
         }),
-    }
+    };
+    written.map_err(|e| explain_full(e, options, free))
 }
 
 /// Writes images already made into one docker-archive (`merge`), at `target`, compressed as a
@@ -282,41 +283,66 @@ pub fn write_stream<T>(
     }
 }
 
-/// A docker-archive written plain has a length known before the first byte (its layers'
-/// lengths; config and manifest are small): a filesystem without that much room fails now,
-/// not after writing what fits. (Compressed output's length is known only once written.)
-fn check_room(source: &dyn ImageSource, options: &OutputOptions) -> Result<()> {
+/// A filesystem without room for the image fails before the first byte, not after writing
+/// what fits. A docker-archive written plain has a length known in advance (its layers'
+/// lengths; config and manifest are small); compressed output's length is known only once
+/// written, but the base image's layers, kept as they are, are a lower bound. Returns the room
+/// there was, to explain a full filesystem later.
+fn check_room(source: &dyn ImageSource, options: &OutputOptions) -> Result<Option<u64>> {
     let Target::File(path) = &options.target else {
-        return Ok(());
+        return Ok(None);
+    };
+    let dir = parent_dir(path);
+    let Some(free) = free_bytes(&dir) else {
+        return Ok(None);
     };
     let plain = options.compression == Compression::None
         && options.archive_compression == Compression::None
         && options.format == Format::DockerArchive
         && !options.docker_legacy;
-    if !plain {
-        return Ok(());
-    }
     let mut needed = 0u64;
     for index in 0..source.layer_count() {
         let length = match source.layer(index)? {
-            Layer::Tar(tar) => tar.tar_len(),
+            Layer::Tar(tar) if plain => tar.tar_len(),
+            Layer::Tar(_) => 0,
             Layer::Blob(blob) => blob.size(),
         };
         needed = needed.saturating_add(tarball::BLOCK + tarball::padded(length));
     }
-    let dir = parent_dir(path);
-    let Some(free) = free_bytes(&dir) else {
-        return Ok(());
-    };
     // An image replacing a file of its own size frees that much only once renamed.
     if free < needed {
+        let what = if plain {
+            "the image needs"
+        } else {
+            "the base image's layers need"
+        };
         return Err(Error::value(format!(
-            "the image needs at least {needed} bytes, but the filesystem of {} has {free} free",
+            "{what} at least {needed} bytes, but the filesystem of {} has {free} free",
             shown_path(&dir)
         ))
         .about(Setting::Output));
     }
-    Ok(())
+    Ok(Some(free))
+}
+
+/// A full filesystem, said in words of the output and the room there was, whichever part of
+/// the image was being written when it filled.
+fn explain_full(error: Error, options: &OutputOptions, free: Option<u64>) -> Error {
+    let Target::File(path) = &options.target else {
+        return error;
+    };
+    if !error.is_storage_full() {
+        return error;
+    }
+    let room = free.map_or(String::new(), |free| {
+        format!(" (it had {free} bytes free when the image was started)")
+    });
+    error
+        .context(format!(
+            "the filesystem of {} is full{room}",
+            shown_path(&parent_dir(path))
+        ))
+        .about(Setting::Output)
 }
 
 /// Bytes available to us on the filesystem holding `dir`.

@@ -175,7 +175,13 @@ pub struct PreviousPlan {
 impl PreviousPlan {
     /// Reads the `plan` JSON of an earlier release (its store layers).
     pub fn read(path: &Path) -> Result<Self> {
-        let plan: PlanJson = json_file::read_typed(path).map_err(|e| {
+        let bytes = json_file::read_bytes(path).map_err(|e| e.about(Setting::PreviousPlan))?;
+        Self::parse(&path.display().to_string(), &bytes)
+    }
+
+    /// Parses the bytes of a previous plan (`name` is used in messages).
+    pub fn parse(name: &str, bytes: &[u8]) -> Result<Self> {
+        let plan: PlanJson = json_file::parse_typed(name, bytes).map_err(|e| {
             e.context("a previous plan must be the JSON `layered-gen plan` printed")
                 .about(Setting::PreviousPlan)
         })?;

@@ -191,8 +191,8 @@ fn reach_counts_within(
 }
 
 /// How many steps the chains may take before the bitsets are cheaper: the bitsets make one
-/// pass over the paths and edges per TARGETS paths, and a step of a chain's walk costs about
-/// as much as a few word operations of theirs.
+/// pass over the paths and edges per TARGETS paths, and a step of a chain's walk (a random
+/// access) costs about as much as 16 of theirs (calibrated on the shapes of `bench --plans`).
 fn chain_budget(walk: &Walk) -> usize {
     let n = walk.order.len();
     let edges: usize = walk.order.iter().map(|&x| (walk.next)(x).len()).sum();
