@@ -528,7 +528,7 @@ fn plan_cases(bin: &Path, scratch: &Path) -> Vec<Case> {
     for (shape, json) in graphs {
         let file = scratch.join("shape.json");
         fs::write(&file, json).unwrap_or_else(|e| fail(&format!("writing {file:?}: {e}")));
-        for layering in ["popularity", "reuse"] {
+        for layering in ["popularity", "auto", "reuse"] {
             let (seconds, peak_rss_kib, cpu) = time_process(
                 &[
                     bin.to_str().unwrap().into(),

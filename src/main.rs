@@ -233,8 +233,10 @@ struct PlanArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_layers: usize,
 
-    /// How store paths are grouped: popularity (nixpkgs' grouping, the default) or reuse
-    /// (layers that survive updates and are shared between images). Example: --layering reuse
+    /// How store paths are grouped: popularity (nixpkgs' classic grouping, the default), auto
+    /// (current dockerTools' default: the largest paths with what only they use; needs a
+    /// closure with narSizes) or reuse (layers that survive updates and are shared between
+    /// images). Example: --layering reuse
     #[arg(long, value_enum, default_value_t = Layering::Popularity)]
     layering: Layering,
 

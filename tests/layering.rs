@@ -109,3 +109,78 @@ fn reuse_plans_explain_themselves_and_build_images() {
         layers.len()
     );
 }
+
+/// `--layering auto` plans from narSizes (a JSON closure), explains each layer, and builds an
+/// image with those layers; a closure without sizes is refused with what to use instead.
+#[test]
+fn auto_plans_from_sizes_and_builds_images() {
+    let mut store = TestStore::new();
+    let [data, single, lib, app] = <[String; 4]>::try_from(store.sample()).unwrap();
+    let record = |path: &str, refs: &[&str], size: u64| serde_json::json!({"path": path, "references": refs, "narSize": size});
+    let graph = Value::from(vec![
+        record(&data, &[], 300_000),
+        record(&single, &[], 12),
+        record(&lib, &[&data], 100),
+        record(&app, &[&lib, &single, &data], 200),
+    ]);
+    let closure = store.dir.path().join("closure.json");
+    fs::write(&closure, graph.to_string()).unwrap();
+    let closure = closure.to_str().unwrap();
+    let auto = plan(&[
+        "--closure",
+        closure,
+        "--max-layers",
+        "3",
+        "--layering",
+        "auto",
+    ]);
+    let layers = auto["layers"].as_array().unwrap();
+    // data is largest: a layer of its own. app takes lib and single (only it uses them), then
+    // lib, next by size, gets its own; single would make a fourth layer, so the split stops.
+    let paths: Vec<Value> = layers.iter().map(|l| l["paths"].clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            serde_json::json!([data]),
+            serde_json::json!([lib]),
+            serde_json::json!([app, single]),
+        ]
+    );
+    assert!(
+        layers
+            .iter()
+            .all(|l| l["reason"].as_str().unwrap().starts_with("auto: ")),
+        "{auto}"
+    );
+
+    let image = store.dir.path().join("auto.tar");
+    layered_gen(&[
+        "--closure",
+        closure,
+        "--store-root",
+        &store.store_root_arg(),
+        "--layering",
+        "auto",
+        "--max-layers",
+        "3",
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 3);
+
+    let text = store.write_closure();
+    let stderr = layered_gen_fails(&[
+        "plan",
+        "--closure",
+        text.to_str().unwrap(),
+        "--layering",
+        "auto",
+    ]);
+    assert!(
+        stderr
+            .starts_with("layered-gen: error: --closure: the auto layering sizes paths by narSize"),
+        "{stderr}"
+    );
+}

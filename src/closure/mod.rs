@@ -63,6 +63,9 @@ pub struct ClosureGraph {
     paths: Vec<String>,
     references: Vec<Vec<usize>>,
     nar_sizes: Vec<Option<u64>>,
+    /// Where each path was first listed in the closure files (in the order given), the order
+    /// nixpkgs' own tools see and break ties by.
+    listed: Vec<usize>,
     /// Every path after all the paths that reference it.
     topological_order: Vec<usize>,
 }
@@ -102,7 +105,7 @@ impl ClosureGraph {
     /// Merges and validates records from one or more files.
     pub fn from_records(records: Vec<PathRecord>) -> Result<Self> {
         let store_dir = common_store_dir(&records)?;
-        let merged = merge_duplicates(records)?;
+        let (merged, listed) = merge_duplicates(records)?;
         let references = resolve_references(&merged)?;
         let nar_sizes = merged.iter().map(|r| r.nar_size).collect();
         let paths = merged.into_iter().map(|r| r.path).collect();
@@ -111,6 +114,7 @@ impl ClosureGraph {
             paths,
             references,
             nar_sizes,
+            listed,
             topological_order: Vec::new(),
         };
         graph.sort_topologically()?;
@@ -224,6 +228,11 @@ impl ClosureGraph {
         self.nar_sizes[index]
     }
 
+    /// Where the path was first listed in the closure files, counting across them in order.
+    pub fn listed(&self, index: usize) -> usize {
+        self.listed[index]
+    }
+
     pub fn index_of(&self, path: &str) -> Option<usize> {
         self.paths.binary_search_by(|p| p.as_str().cmp(path)).ok()
     }
@@ -284,11 +293,13 @@ fn common_store_dir(records: &[PathRecord]) -> Result<String> {
 
 /// Records sorted by path, each path once: a path listed again must list the same references
 /// (its NAR size and hash are taken from whichever record has them).
-fn merge_duplicates(mut records: Vec<PathRecord>) -> Result<Vec<PathRecord>> {
+fn merge_duplicates(records: Vec<PathRecord>) -> Result<(Vec<PathRecord>, Vec<usize>)> {
+    let mut records: Vec<(usize, PathRecord)> = records.into_iter().enumerate().collect();
     // Stable, so the first occurrence stays first.
-    records.sort_by(|a, b| a.path.cmp(&b.path));
+    records.sort_by(|a, b| a.1.path.cmp(&b.1.path));
     let mut merged: Vec<PathRecord> = Vec::with_capacity(records.len());
-    for mut record in records {
+    let mut listed = Vec::with_capacity(records.len());
+    for (position, mut record) in records {
         record.references.sort_unstable();
         record.references.dedup();
         match merged.last_mut() {
@@ -309,10 +320,13 @@ fn merge_duplicates(mut records: Vec<PathRecord>) -> Result<Vec<PathRecord>> {
                 existing.nar_size = existing.nar_size.or(record.nar_size);
                 existing.nar_hash = existing.nar_hash.take().or(record.nar_hash);
             }
-            _ => merged.push(record),
+            _ => {
+                merged.push(record);
+                listed.push(position);
+            }
         }
     }
-    Ok(merged)
+    Ok((merged, listed))
 }
 
 /// Each record's references as sorted indices into `merged`; self-references are dropped

@@ -16,10 +16,12 @@
 //!   after the hash, then `-`, then the store directory and hash, so the order is total.
 //! - With `L` store layers, the first `L - 1` paths get a layer each and the rest share the last.
 
+mod auto;
 mod json;
 mod reach;
 mod reuse;
 
+pub use auto::plan_auto;
 pub use json::{BaseKind, BaseLayerJson, PlanJson, PlanLayerJson, PreviousPlan};
 pub use reuse::plan_for_reuse;
 
@@ -96,6 +98,9 @@ pub enum Layering {
     Popularity,
     /// Layers that survive updates (see `reuse`).
     Reuse,
+    /// nixpkgs' current default (dockerTools' auto-layer): the largest paths with what only
+    /// they use, shared paths grouped by who uses them. Needs narSizes.
+    Auto,
 }
 
 /// Plans the store layers with the chosen strategy.
@@ -108,6 +113,7 @@ pub fn plan(
     match layering {
         Layering::Popularity => plan_by_popularity(graph, budget),
         Layering::Reuse => plan_for_reuse(graph, budget, previous),
+        Layering::Auto => plan_auto(graph, budget),
     }
 }
 

@@ -334,14 +334,14 @@ fn by_bitsets<C: Count, P>(
     Some(sums)
 }
 
-/// `next` in positions of `order`, packed in one array for the bitset passes.
-struct Positions {
+/// `next` in positions of `order`, packed in one array: walks over it stay in cache.
+pub(super) struct Positions {
     start: Vec<usize>,
     to: Vec<u32>,
 }
 
 impl Positions {
-    fn of(walk: &Walk) -> Self {
+    pub(super) fn of(walk: &Walk) -> Self {
         // Closures are bounded far below 2^32 paths (`--max-closure-size`).
         let mut position = vec![0u32; walk.order.len()];
         for (i, &x) in walk.order.iter().enumerate() {
@@ -357,7 +357,7 @@ impl Positions {
         Positions { start, to }
     }
 
-    fn from(&self, at: usize) -> &[u32] {
+    pub(super) fn from(&self, at: usize) -> &[u32] {
         &self.to[self.start[at]..self.start[at + 1]]
     }
 }
