@@ -476,10 +476,23 @@ pub(crate) mod tests {
     ];
 
     fn record(path: &str, refs: &[&str]) -> PathRecord {
+        sized_record(
+            path.to_string(),
+            refs.iter().map(|r| r.to_string()).collect(),
+            None,
+        )
+    }
+
+    /// A record as a closure file would give it, for tests of the later stages too.
+    pub(crate) fn sized_record(
+        path: String,
+        references: Vec<String>,
+        nar_size: Option<u64>,
+    ) -> PathRecord {
         PathRecord {
-            path: path.to_string(),
-            references: refs.iter().map(|r| r.to_string()).collect(),
-            nar_size: None,
+            path,
+            references,
+            nar_size,
             nar_hash: None,
             origin: Origin {
                 file: "t".into(),

@@ -308,7 +308,7 @@ fn reason(graph: &ClosureGraph, primaries: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::closure::{Location, Origin, PathRecord};
+    use crate::closure::tests::sized_record;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -323,15 +323,12 @@ mod tests {
         };
         let records = listing
             .iter()
-            .map(|&i| PathRecord {
-                path: path(i),
-                references: refs[i].iter().map(|&r| path(r)).collect(),
-                nar_size: sizes[i],
-                nar_hash: None,
-                origin: Origin {
-                    file: "t".into(),
-                    at: Location::Line(1),
-                },
+            .map(|&i| {
+                sized_record(
+                    path(i),
+                    refs[i].iter().map(|&r| path(r)).collect(),
+                    sizes[i],
+                )
             })
             .collect();
         ClosureGraph::from_records(records).unwrap()

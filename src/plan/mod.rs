@@ -228,7 +228,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::closure::{Location, Origin, PathRecord};
+    use crate::closure::tests::sized_record;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -253,15 +253,9 @@ mod tests {
             .collect();
         let records = edges
             .iter()
-            .map(|(from, refs)| PathRecord {
-                path: paths[*from].clone(),
-                references: refs.iter().map(|&r| paths[r].clone()).collect(),
-                nar_size: Some(1),
-                nar_hash: None,
-                origin: Origin {
-                    file: "t".into(),
-                    at: Location::Line(1),
-                },
+            .map(|(from, refs)| {
+                let references = refs.iter().map(|&r| paths[r].clone()).collect();
+                sized_record(paths[*from].clone(), references, Some(1))
             })
             .collect();
         ClosureGraph::from_records(records).unwrap()
@@ -419,15 +413,9 @@ mod tests {
     fn sizes_beyond_64_bits_are_unknown_not_a_panic() {
         let paths: Vec<String> = (0..3).map(|i| store_path(i, "big")).collect();
         let records = (0..3)
-            .map(|i| PathRecord {
-                path: paths[i].clone(),
-                references: if i == 0 { paths[1..].to_vec() } else { vec![] },
-                nar_size: Some(u64::MAX),
-                nar_hash: None,
-                origin: Origin {
-                    file: "t".into(),
-                    at: Location::Line(1),
-                },
+            .map(|i| {
+                let references = if i == 0 { paths[1..].to_vec() } else { vec![] };
+                sized_record(paths[i].clone(), references, Some(u64::MAX))
             })
             .collect();
         let g = ClosureGraph::from_records(records).unwrap();
@@ -472,18 +460,12 @@ mod tests {
         let n = dag.len();
         let names: Vec<String> = (0..n).map(|i| format!("n{}", i % 3)).collect();
         let paths: Vec<String> = (0..n).map(|i| store_path(i, &names[i])).collect();
-        let mut records: Vec<PathRecord> = dag
+        let mut records: Vec<_> = dag
             .iter()
             .enumerate()
-            .map(|(i, refs)| PathRecord {
-                path: paths[i].clone(),
-                references: refs.iter().map(|&r| paths[r].clone()).collect(),
-                nar_size: None,
-                nar_hash: None,
-                origin: Origin {
-                    file: "t".into(),
-                    at: Location::Line(i + 1),
-                },
+            .map(|(i, refs)| {
+                let references = refs.iter().map(|&r| paths[r].clone()).collect();
+                sized_record(paths[i].clone(), references, None)
             })
             .collect();
         records.rotate_left(permutation_seed % n.max(1));

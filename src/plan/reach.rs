@@ -44,35 +44,27 @@ pub(crate) trait Count: Clone + Send + Sync {
     fn into_big(self) -> BigUint;
 }
 
-impl Count for u64 {
-    fn zero() -> Self {
-        0
-    }
-    fn one() -> Self {
-        1
-    }
-    fn add(&mut self, other: &Self) -> bool {
-        self.checked_add(*other).map(|sum| *self = sum).is_some()
-    }
-    fn into_big(self) -> BigUint {
-        BigUint::from(self)
-    }
+/// The machine integers, checked.
+macro_rules! count_for_integer {
+    ($($t:ty),*) => {$(
+        impl Count for $t {
+            fn zero() -> Self {
+                0
+            }
+            fn one() -> Self {
+                1
+            }
+            fn add(&mut self, other: &Self) -> bool {
+                self.checked_add(*other).map(|sum| *self = sum).is_some()
+            }
+            fn into_big(self) -> BigUint {
+                BigUint::from(self)
+            }
+        }
+    )*};
 }
 
-impl Count for u128 {
-    fn zero() -> Self {
-        0
-    }
-    fn one() -> Self {
-        1
-    }
-    fn add(&mut self, other: &Self) -> bool {
-        self.checked_add(*other).map(|sum| *self = sum).is_some()
-    }
-    fn into_big(self) -> BigUint {
-        BigUint::from(self)
-    }
-}
+count_for_integer!(u64, u128);
 
 /// A fixed-width counter of `L` 64-bit limbs, little-endian: route counts outgrow `u128` on
 /// deep graphs with many routes, and big integers are many times slower to add.
@@ -532,26 +524,30 @@ mod tests {
         Bitsets,
     }
 
-    fn sums_by(way: Way, next: &[Vec<usize>], weight: &[u64]) -> Option<Vec<u64>> {
+    /// Runs `f` on the walk along `next` (numbered in topological order).
+    fn with_walk<T>(next: &[Vec<usize>], f: impl FnOnce(&Walk) -> T) -> T {
         let prev = reverse(next);
         let order: Vec<usize> = (0..next.len()).collect();
         let next_of = |x: usize| next[x].as_slice();
         let prev_of = |x: usize| prev[x].as_slice();
-        let walk = Walk {
+        f(&Walk {
             next: &next_of,
             prev: &prev_of,
             order: &order,
-        };
+        })
+    }
+
+    fn sums_by(way: Way, next: &[Vec<usize>], weight: &[u64]) -> Option<Vec<u64>> {
         let weight = |x: usize| weight[x];
-        match way {
-            Way::Chosen => reach_sums(&walk, weight),
-            Way::Chains => by_chains(&walk, &weight, usize::MAX).ok(),
+        with_walk(next, |walk| match way {
+            Way::Chosen => reach_sums(walk, weight),
+            Way::Chains => by_chains(walk, &weight, usize::MAX).ok(),
             Way::Bitsets => by_bitsets(
-                &walk,
+                walk,
                 |targets| Tables::of(targets, &weight),
                 |tables, set, sum: &mut u64| tables.weigh(set, sum),
             ),
-        }
+        })
     }
 
     fn sums(next: &[Vec<usize>], weight: &[u64]) -> Option<Vec<u64>> {
@@ -559,16 +555,9 @@ mod tests {
     }
 
     fn counts(next: &[Vec<usize>], counted: &[bool], budget: usize) -> Vec<u64> {
-        let prev = reverse(next);
-        let order: Vec<usize> = (0..next.len()).collect();
-        let next_of = |x: usize| next[x].as_slice();
-        let prev_of = |x: usize| prev[x].as_slice();
-        let walk = Walk {
-            next: &next_of,
-            prev: &prev_of,
-            order: &order,
-        };
-        reach_counts_within(&walk, |x| counted[x], budget)
+        with_walk(next, |walk| {
+            reach_counts_within(walk, |x| counted[x], budget)
+        })
     }
 
     /// A random DAG, dense enough that chains cost more than bitsets, and larger than one

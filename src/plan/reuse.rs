@@ -496,7 +496,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::closure::{Location, Origin, PathRecord};
+    use crate::closure::tests::sized_record;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -564,15 +564,9 @@ mod tests {
 
         fn graph(&self) -> ClosureGraph {
             let records = (0..self.names.len())
-                .map(|i| PathRecord {
-                    path: self.path(i),
-                    references: self.edges[i].iter().map(|&r| self.path(r)).collect(),
-                    nar_size: Some(self.sizes[i]),
-                    nar_hash: None,
-                    origin: Origin {
-                        file: "t".into(),
-                        at: Location::Line(i + 1),
-                    },
+                .map(|i| {
+                    let references = self.edges[i].iter().map(|&r| self.path(r)).collect();
+                    sized_record(self.path(i), references, Some(self.sizes[i]))
                 })
                 .collect();
             ClosureGraph::from_records(records).unwrap()
