@@ -1,4 +1,5 @@
-//! How much clients re-pull after updates, and how much two images share, for each layering.
+//! How much clients re-pull after updates, and how much two images share, for each layering
+//! (popularity, auto, reuse).
 //!
 //!     cargo run --release --example simulate -- GRAPH.json [--layers 10,30,100] [--updates 200]
 //!
@@ -197,6 +198,7 @@ fn main() {
     for &layers in &budgets {
         for (name, layering) in [
             ("popularity", Layering::Popularity),
+            ("auto", Layering::Auto),
             ("reuse", Layering::Reuse),
         ] {
             // Random single-package updates from the same version.
