@@ -9,6 +9,10 @@
 //! image formats' JSON documents), [`codec`] (compression formats), [`tarball`] (the tar
 //! encoding), [`json_file`] (reading users' JSON), [`progress`] (the terminal progress bar).
 
+// Input and I/O failures are errors that say what to fix, never panics: no unwrap or
+// expect outside tests (an invariant that cannot fail says why where it is allowed).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod attrs;
 pub mod base;
 pub mod closure;

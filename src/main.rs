@@ -1,5 +1,9 @@
 //! The `layered-gen` command: parses flags and calls the library.
 
+// Input and I/O failures are errors that say what to fix, never panics: no unwrap or
+// expect outside tests (an invariant that cannot fail says why where it is allowed).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

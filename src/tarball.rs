@@ -189,6 +189,10 @@ pub fn write_header(out: &mut (impl Write + ?Sized), header: &Header) -> io::Res
 fn ustar_block(header: &Header, typeflag: u8) -> tar::Header {
     let mut block = tar::Header::new_ustar();
     {
+        #[allow(
+            clippy::expect_used,
+            reason = "a header made by new_ustar is always ustar; no input reaches this"
+        )]
         let ustar = block
             .as_ustar_mut()
             .expect("new_ustar makes a ustar header");
