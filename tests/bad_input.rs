@@ -842,23 +842,18 @@ fn a_full_filesystem_fails_before_writing() {
         fs::write(dir.join("data"), vec![1u8; 3 << 20]).unwrap();
     });
     let small = store.dir.path().join("small");
-    fs::create_dir_all(&small).unwrap();
-    run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small));
-    let out = small.join("image.tar");
-    let output = Command::new(bin())
-        .arg("--closure")
-        .arg(store.write_closure())
-        .arg("--store-root")
-        .arg(store.root())
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let left = names_in(&small);
-    let _ = Command::new("umount").arg(&small).status();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let closure = store.write_closure();
+    let (stderr, left) = with_small_filesystem(&small, || {
+        let stderr = layered_gen_fails(&[
+            "--closure",
+            closure.to_str().unwrap(),
+            "--store-root",
+            &store.store_root_arg(),
+            "-o",
+            small.join("image.tar").to_str().unwrap(),
+        ]);
+        (stderr, names_in(&small))
+    });
     assert!(
         stderr.starts_with("layered-gen: error: -o: the image needs at least ")
             && stderr.contains(&format!("but the filesystem of {} has", small.display())),
@@ -913,20 +908,19 @@ fn a_filesystem_filling_while_compressing_is_named_and_cleaned_up() {
         (&["--archive-compression", "gzip"], "image.tar.gz"),
     ];
     for (flags, name) in cases {
-        let (output, left) = with_small_filesystem(&small, || {
-            let output = Command::new(bin())
-                .arg("--closure")
-                .arg(&closure)
-                .arg("--store-root")
-                .arg(store.root())
-                .args(flags)
-                .arg("-o")
-                .arg(small.join(name))
-                .output()
-                .unwrap();
-            (output, names_in(&small))
+        let (stderr, left) = with_small_filesystem(&small, || {
+            let out = small.join(name);
+            let root = store.store_root_arg();
+            let mut args = vec![
+                "--closure",
+                closure.to_str().unwrap(),
+                "--store-root",
+                &root,
+            ];
+            args.extend_from_slice(flags);
+            args.extend(["-o", out.to_str().unwrap()]);
+            (layered_gen_fails(&args), names_in(&small))
         });
-        let stderr = String::from_utf8_lossy(&output.stderr);
         let expected = format!(
             "layered-gen: error: -o: the filesystem of {} is full (it had ",
             small.display()
@@ -963,21 +957,24 @@ fn base_layers_that_cannot_fit_fail_before_writing() {
     let mut store = TestStore::new();
     store.sample();
     let small = store.dir.path().join("small");
-    let (output, left) = with_small_filesystem(&small, || {
-        let output = Command::new(bin())
-            .arg("--closure")
-            .arg(store.write_closure())
-            .arg("--store-root")
-            .arg(store.root())
-            .arg("--from-image")
-            .arg(&base)
-            .args(["--format", "oci", "--compression", "zstd", "-o"])
-            .arg(small.join("oci"))
-            .output()
-            .unwrap();
-        (output, names_in(&small))
+    let closure = store.write_closure();
+    let (stderr, left) = with_small_filesystem(&small, || {
+        let stderr = layered_gen_fails(&[
+            "--closure",
+            closure.to_str().unwrap(),
+            "--store-root",
+            &store.store_root_arg(),
+            "--from-image",
+            base.to_str().unwrap(),
+            "--format",
+            "oci",
+            "--compression",
+            "zstd",
+            "-o",
+            small.join("oci").to_str().unwrap(),
+        ]);
+        (stderr, names_in(&small))
     });
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.starts_with("layered-gen: error: -o: the base image's layers need at least ")
             && stderr.contains(&format!("but the filesystem of {} has", small.display())),
