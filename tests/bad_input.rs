@@ -931,6 +931,27 @@ fn a_filesystem_filling_while_compressing_is_named_and_cleaned_up() {
         );
         assert_eq!(left, Vec::<String>::new(), "{flags:?}");
     }
+    // Images already made, merged into one archive (gzip'd as a whole): the same explanation.
+    let image = store.dir.path().join("image.tar");
+    store.build(&image, &[]);
+    let (stderr, left) = with_small_filesystem(&small, || {
+        let merged = small.join("merged.tar.gz");
+        let stderr = layered_gen_fails(&[
+            "merge",
+            image.to_str().unwrap(),
+            "--archive-compression",
+            "gzip",
+            "-o",
+            merged.to_str().unwrap(),
+        ]);
+        (stderr, names_in(&small))
+    });
+    let expected = format!(
+        "layered-gen: error: -o: the filesystem of {} is full (it had ",
+        small.display()
+    );
+    assert!(stderr.starts_with(&expected), "merge: {stderr}");
+    assert_eq!(left, Vec::<String>::new(), "merge");
 }
 
 /// A base image's layers are copied as they are, so their size is known before the first

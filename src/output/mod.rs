@@ -207,7 +207,7 @@ pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<
             oci::write_archive(source, options, out, &scratch)
         }),
     };
-    written.map_err(|e| explain_full(e, options, free))
+    written.map_err(|e| explain_full(e, &options.target, free))
 }
 
 /// Writes images already made into one docker-archive (`merge`), at `target`, compressed as a
@@ -248,7 +248,8 @@ pub fn write_index(
                 )
                 .about(Setting::ArchiveCompression));
             }
-            oci::into_new_dir(path, fill)
+            let free = room_of(target);
+            oci::into_new_dir(path, fill).map_err(|e| explain_full(e, target, free))
         }
         _ => {
             let scratch = scratch_dir_for(target);
@@ -278,7 +279,9 @@ pub fn write_stream<T>(
         }
         Target::File(path) => {
             check_target(target)?;
+            let free = room_of(target);
             atomic_file(path, |file| to_file(file, path, compression, write))
+                .map_err(|e| explain_full(e, target, free))
         }
     }
 }
@@ -302,12 +305,19 @@ fn check_room(source: &dyn ImageSource, options: &OutputOptions) -> Result<Optio
         && !options.docker_legacy;
     let mut needed = 0u64;
     for index in 0..source.layer_count() {
-        let length = match source.layer(index)? {
+        let known = match source.layer(index)? {
             Layer::Tar(tar) if plain => tar.tar_len(),
-            Layer::Tar(_) => 0,
+            // Compressed: its length is known only once written.
+            Layer::Tar(_) => continue,
             Layer::Blob(blob) => blob.size(),
         };
-        needed = needed.saturating_add(tarball::BLOCK + tarball::padded(length));
+        // In a plain archive each layer is a member with a header; elsewhere count the bytes.
+        let length = if plain {
+            tarball::BLOCK + tarball::padded(known)
+        } else {
+            known
+        };
+        needed = needed.saturating_add(length);
     }
     // An image replacing a file of its own size frees that much only once renamed.
     if free < needed {
@@ -327,8 +337,8 @@ fn check_room(source: &dyn ImageSource, options: &OutputOptions) -> Result<Optio
 
 /// A full filesystem, said in words of the output and the room there was, whichever part of
 /// the image was being written when it filled.
-fn explain_full(error: Error, options: &OutputOptions, free: Option<u64>) -> Error {
-    let Target::File(path) = &options.target else {
+fn explain_full(error: Error, target: &Target, free: Option<u64>) -> Error {
+    let Target::File(path) = target else {
         return error;
     };
     if !error.is_storage_full() {
@@ -343,6 +353,14 @@ fn explain_full(error: Error, options: &OutputOptions, free: Option<u64>) -> Err
             shown_path(&parent_dir(path))
         ))
         .about(Setting::Output)
+}
+
+/// The room on the filesystem a file target goes to.
+fn room_of(target: &Target) -> Option<u64> {
+    match target {
+        Target::File(path) => free_bytes(&parent_dir(path)),
+        Target::Stdout => None,
+    }
 }
 
 /// Bytes available to us on the filesystem holding `dir`.
