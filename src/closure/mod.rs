@@ -62,6 +62,8 @@ pub struct ClosureGraph {
     store_dir: String,
     paths: Vec<String>,
     references: Vec<Vec<usize>>,
+    /// The reverse of `references`: every planner walks both ways.
+    referrers: Vec<Vec<usize>>,
     nar_sizes: Vec<Option<u64>>,
     /// Where each path was first listed in the closure files (in the order given), the order
     /// nixpkgs' own tools see and break ties by.
@@ -107,12 +109,14 @@ impl ClosureGraph {
         let store_dir = common_store_dir(&records)?;
         let (merged, listed) = merge_duplicates(records)?;
         let references = resolve_references(&merged)?;
+        let referrers = reverse(&references);
         let nar_sizes = merged.iter().map(|r| r.nar_size).collect();
         let paths = merged.into_iter().map(|r| r.path).collect();
         let mut graph = ClosureGraph {
             store_dir,
             paths,
             references,
+            referrers,
             nar_sizes,
             listed,
             topological_order: Vec::new(),
@@ -237,15 +241,9 @@ impl ClosureGraph {
         self.paths.binary_search_by(|p| p.as_str().cmp(path)).ok()
     }
 
-    /// For each path, the paths that reference it.
-    pub fn referrers(&self) -> Vec<Vec<usize>> {
-        let mut referrers = vec![Vec::new(); self.len()];
-        for (from, refs) in self.references.iter().enumerate() {
-            for &to in refs {
-                referrers[to].push(from);
-            }
-        }
-        referrers
+    /// For each path, the paths that reference it (computed once, with the graph).
+    pub fn referrers(&self) -> &[Vec<usize>] {
+        &self.referrers
     }
 
     /// The paths that no other path references, in path order.
@@ -258,6 +256,17 @@ impl ClosureGraph {
         }
         (0..self.len()).filter(|&i| !referenced[i]).collect()
     }
+}
+
+/// For each path, the paths whose references name it.
+fn reverse(references: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let mut referrers = vec![Vec::new(); references.len()];
+    for (from, refs) in references.iter().enumerate() {
+        for &to in refs {
+            referrers[to].push(from);
+        }
+    }
+    referrers
 }
 
 /// The one store directory every record's path is in.

@@ -176,16 +176,16 @@ fn tie_break_key(store_dir: &str, path: &str) -> String {
 
 /// The popularity of every path of the graph (see the module doc).
 pub fn popularity(graph: &ClosureGraph) -> Vec<BigUint> {
-    let parents = graph.referrers();
     // The narrowest exact counter that fits; almost always the first.
-    popularity_with::<u128>(graph, &parents)
-        .or_else(|| popularity_with::<Limbs<4>>(graph, &parents))
-        .or_else(|| popularity_with::<Limbs<16>>(graph, &parents))
-        .or_else(|| popularity_with::<BigUint>(graph, &parents))
+    popularity_with::<u128>(graph)
+        .or_else(|| popularity_with::<Limbs<4>>(graph))
+        .or_else(|| popularity_with::<Limbs<16>>(graph))
+        .or_else(|| popularity_with::<BigUint>(graph))
         .unwrap_or_default()
 }
 
-fn popularity_with<C: Count>(graph: &ClosureGraph, parents: &[Vec<usize>]) -> Option<Vec<BigUint>> {
+fn popularity_with<C: Count>(graph: &ClosureGraph) -> Option<Vec<BigUint>> {
+    let parents = graph.referrers();
     // routes[y]: how often y occurs in the tree unfolded from the roots.
     let mut routes: Vec<C> = vec![C::zero(); graph.len()];
     for &y in graph.topological_order() {
