@@ -48,7 +48,7 @@ fn closure_with(data: &[u8], key: Option<&str>) {
 /// exactly once within the budget.
 fn plan_every_way(graph: &ClosureGraph, previous: Option<&PreviousPlan>) {
     for max_layers in [2, 3, 10, 100] {
-        for layering in [Layering::Popularity, Layering::Reuse] {
+        for layering in [Layering::Popularity, Layering::Auto, Layering::Reuse] {
             let Ok(planned) = plan::plan(graph, Budget::new(max_layers), layering, previous) else {
                 continue;
             };

@@ -428,6 +428,9 @@ mod tests {
             };
             plan_for_reuse(&g, Budget::new(2), Some(&previous)).unwrap();
         }
+        // auto sums closure sizes: past 64 bits too, without wrapping or panicking.
+        let auto = plan(&g, Budget::new(2), Layering::Auto, None).unwrap();
+        assert_eq!(auto.layers.iter().flatten().count(), 3);
     }
 
     #[test]
