@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::Plan;
 use crate::closure::ClosureGraph;
-use crate::error::{Error, Result, Setting};
+use crate::error::{Error, Result, Setting, shown};
 use crate::json_file;
 
 /// The whole plan.
@@ -185,6 +185,24 @@ impl PreviousPlan {
             e.context("a previous plan must be the JSON `layered-gen plan` printed")
                 .about(Setting::PreviousPlan)
         })?;
+        // A plan puts each path in one layer; keeping a layer that repeats one would put it
+        // in the image twice.
+        let mut seen = std::collections::HashSet::new();
+        for (i, layer) in plan.layers.iter().enumerate() {
+            let PlanLayerJson::Store { paths, .. } = layer else {
+                continue;
+            };
+            if let Some(twice) = paths.iter().find(|p| !seen.insert(p.as_str())) {
+                return Err(Error::input(
+                    format!("{}: $.layers[{i}].paths", shown(name)),
+                    format!(
+                        "{} is listed twice; a plan puts each store path in one layer",
+                        shown(twice)
+                    ),
+                )
+                .about(Setting::PreviousPlan));
+            }
+        }
         Ok(Self::from_json(plan))
     }
 
@@ -234,5 +252,44 @@ mod tests {
         );
         let previous = PreviousPlan::from_json(plan);
         assert_eq!(previous.layers, vec![vec!["/nix/store/x-a".to_string()]]);
+    }
+
+    /// A previous plan listing a path twice made a kept layer hold it twice (found by the
+    /// previous_plan fuzz target): refused, naming the path and where.
+    #[test]
+    fn a_previous_plan_listing_a_path_twice_is_refused() {
+        let layer = |index: usize, paths: &[&str]| {
+            format!(
+                r#"{{"index":{index},"kind":"store","reason":"r","paths":{},"narSize":1,"popularity":1}}"#,
+                serde_json::to_string(paths).unwrap()
+            )
+        };
+        let plan = |layers: &[String]| {
+            format!(
+                r#"{{"maxLayers":3,"storeLayerBudget":3,"storeDir":"/nix/store","layers":[{}],"popularities":{{}}}}"#,
+                layers.join(",")
+            )
+        };
+        let within = plan(&[layer(0, &["/nix/store/x-a", "/nix/store/x-a"])]);
+        let error = PreviousPlan::parse("p.json", within.as_bytes()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "p.json: $.layers[0].paths: /nix/store/x-a is listed twice; a plan puts each store \
+             path in one layer"
+        );
+        let across = plan(&[layer(0, &["/nix/store/x-a"]), layer(1, &["/nix/store/x-a"])]);
+        let error = PreviousPlan::parse("p.json", across.as_bytes()).unwrap_err();
+        assert!(
+            error.to_string().starts_with("p.json: $.layers[1].paths: "),
+            "{error}"
+        );
+        let fine = plan(&[layer(0, &["/nix/store/x-a"]), layer(1, &["/nix/store/x-b"])]);
+        assert_eq!(
+            PreviousPlan::parse("p.json", fine.as_bytes())
+                .unwrap()
+                .layers
+                .len(),
+            2
+        );
     }
 }
