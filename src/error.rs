@@ -57,6 +57,13 @@ pub enum ErrorKind {
         expected: u64,
         found: u64,
     },
+    /// A registry or the Docker daemon could not be reached, or refused a request.
+    #[error("{registry}: {doing}: {message}")]
+    Registry {
+        registry: String,
+        doing: String,
+        message: String,
+    },
     /// A value of the options is not acceptable, or options do not go together.
     #[error("{message}")]
     Value { message: String },
@@ -91,6 +98,10 @@ pub enum Setting {
     FromImageTag,
     BaseLayers,
     StoreRoot,
+    Creds,
+    CertDir,
+    MountFrom,
+    CacheDir,
 }
 
 #[derive(Debug)]

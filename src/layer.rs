@@ -35,6 +35,31 @@ pub struct LayerOptions {
     pub store_root: Option<PathBuf>,
 }
 
+/// Bumped whenever our tarballs change for the same inputs (it is part of cache keys).
+pub const TAR_FORMAT_VERSION: u32 = 1;
+
+/// The layer cache's key for a layer of store paths: everything that decides its tarball —
+/// the store paths with their NAR hashes where the closure gives them (a store path's
+/// content never changes, so its name alone also names it), the owner and time of its
+/// entries, and the version of our tar format.
+pub fn store_layer_key(
+    store_dir: &str,
+    paths: &[(&str, Option<&str>)],
+    options: &LayerOptions,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let header = format!(
+        "layered-gen store layer v{}\nstore {store_dir}\nmtime {}\nuid {}\ngid {}\n",
+        TAR_FORMAT_VERSION, options.mtime, options.uid, options.gid
+    );
+    hasher.update(header.as_bytes());
+    for (path, hash) in paths {
+        hasher.update(format!("{path} {}\n", hash.unwrap_or("-")).as_bytes());
+    }
+    format!("store:{}", crate::output::hex(&hasher.finalize()))
+}
+
 impl LayerOptions {
     /// Where the files of a store path are read from.
     pub fn source_of(&self, store_path: &str) -> PathBuf {

@@ -16,6 +16,11 @@ use layered_gen::codec::Codec;
 use layered_gen::config::{self, Platform, RuntimeOptions, runtime};
 use layered_gen::error::{Error, Result, ResultExt, Setting};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
+use layered_gen::output::cache::LayerCache;
+use layered_gen::output::registry::PushOptions;
+use layered_gen::output::registry::client::ConnectOptions;
+use layered_gen::output::registry::credentials::{Credentials, Sources};
+use layered_gen::output::transport::{self, Destination, Implied, Place, Repository};
 use layered_gen::output::{Compression, Format, OutputOptions, Target};
 use layered_gen::pipeline::{
     self, BuildOptions, ExportOptions, IndexOptions, MergeOptions, PlanOptions,
@@ -85,8 +90,10 @@ enum Command {
 /// Where a command writes its output, and how.
 #[derive(Args, Debug)]
 struct StreamOutputArgs {
-    /// Where to write the output; `-` streams it to stdout (e.g. into `docker load`).
-    /// Example: -o image.tar
+    /// Where to write the output; `-` streams it to stdout (e.g. into `docker load`). The
+    /// build also takes skopeo's transports: docker://HOST[:PORT]/NAME[:TAG] (push to a
+    /// registry), docker-daemon:NAME[:TAG] (load into Docker), oci:DIR[:TAG],
+    /// oci-archive:FILE[:TAG], docker-archive:FILE[:NAME[:TAG]]. Example: -o image.tar
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: Option<PathBuf>,
 
@@ -324,12 +331,13 @@ struct BuildArgs {
     no_store_paths: bool,
 
     /// docker-archive (for `docker load`) or oci (an OCI layout directory, or an oci-archive
-    /// when PATH ends in .tar). Example: --format oci
-    #[arg(long, value_enum, default_value_t = Format::DockerArchive)]
-    format: Format,
+    /// when PATH ends in .tar); default docker-archive, or what the -o transport says. For a
+    /// registry it picks the manifest's media types (Docker's or OCI's). Example: --format oci
+    #[arg(long, value_enum)]
+    format: Option<Format>,
 
-    /// Layer compression; default none for docker-archive, gzip for oci. zstd needs oci.
-    /// Example: --compression zstd
+    /// Layer compression; default none for docker-archive, gzip for oci and for registries.
+    /// zstd needs oci. Example: --compression zstd
     #[arg(long, value_enum)]
     compression: Option<Codec>,
 
@@ -337,15 +345,18 @@ struct BuildArgs {
     #[arg(long, value_name = "N")]
     compression_level: Option<i32>,
 
-    /// Image name, with a registry and slashes if you like.
-    /// Example: --name registry.example:5000/my/app
-    #[arg(long, default_value = "image")]
-    name: String,
+    /// Image name, with a registry and slashes if you like (default "image", or the name the
+    /// -o reference gives). Example: --name registry.example:5000/my/app
+    #[arg(long)]
+    name: Option<String>,
 
     /// Image tag; repeat for several, the first being the main one (default: from the image's
     /// content, so one tag names one image). Example: --tag v1.2 --tag latest
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+
+    #[command(flatten)]
+    push: PushArgs,
 
     /// Also write the pre-1.10 docker-archive metadata (`repositories`, a directory per layer
     /// with `json`, `VERSION` and `layer.tar`) for tools that walk the parent chain.
@@ -430,6 +441,99 @@ struct BuildArgs {
     base_layers: BaseLayers,
 }
 
+/// How to reach a registry (`-o docker://…`) and what the layer cache may spare.
+#[derive(Args, Debug)]
+struct PushArgs {
+    /// Registry credentials (before any auth file: REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json and its helpers).
+    /// Example: --creds ci:$TOKEN
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "LAYERED_GEN_CREDS",
+        hide_env_values = true
+    )]
+    creds: Option<String>,
+
+    /// A directory of CA certificates (*.crt) and a client certificate (NAME.cert with
+    /// NAME.key) for the registry, as skopeo's. Example: --cert-dir /etc/containers/certs.d/reg:5000
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+
+    /// Verify the registry's TLS certificate (default true); false also allows plain HTTP,
+    /// which a registry on 127.0.0.1 or localhost is always allowed. Example: --tls-verify=false
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
+
+    /// A repository of the same registry to mount blobs from instead of uploading them;
+    /// repeat for several. Example: --mount-from reg.example/base/nix
+    #[arg(long = "mount-from", value_name = "REPO")]
+    mount_from: Vec<String>,
+
+    /// Where to keep what earlier builds learnt of their layers, so unchanged layers are not
+    /// read again (default $XDG_CACHE_HOME/layered-gen). Example: --cache-dir /var/cache/lg
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+
+    /// Use no layer cache. Example: --no-cache
+    #[arg(long)]
+    no_cache: bool,
+
+    /// Make every layer the cache knows again and check it is what the cache says.
+    /// Example: --verify-cache
+    #[arg(long, conflicts_with = "no_cache")]
+    verify_cache: bool,
+}
+
+impl PushArgs {
+    fn options(&self, registry: Option<&Repository>) -> Result<PushOptions> {
+        let creds = self
+            .creds
+            .as_deref()
+            .map(Credentials::parse)
+            .transpose()
+            .about(Setting::Creds)?;
+        let mount_from = self
+            .mount_from
+            .iter()
+            .map(|name| {
+                let from = Repository::parse(name).about(Setting::MountFrom)?;
+                match registry {
+                    Some(to) if to.registry != from.registry => Err(Error::value(format!(
+                        "{} is in another registry than {}: blobs mount only within one",
+                        from.full_name(),
+                        to.registry
+                    ))
+                    .about(Setting::MountFrom)),
+                    _ => Ok(from),
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(PushOptions {
+            connect: ConnectOptions {
+                creds,
+                sources: Sources::from_environment(),
+                cert_dir: self.cert_dir.clone(),
+                insecure: !self.tls_verify,
+            },
+            mount_from,
+            verify_cache: self.verify_cache,
+        })
+    }
+
+    /// The cache to use: none with --no-cache, else --cache-dir or the default one (when
+    /// neither it nor HOME is known: none).
+    fn cache(&self) -> Result<Option<LayerCache>> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        match self.cache_dir.clone().or_else(LayerCache::default_dir) {
+            Some(dir) => LayerCache::open(&dir).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Options shared by every command.
 #[derive(Args, Debug)]
 struct GlobalArgs {
@@ -469,6 +573,38 @@ fn detect_closed_stdout() {
     STDOUT_CLOSED.store(is_null && read_write, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// `-o` of the build: a path, `-`, a transport reference, or the output of a structured-attrs
+/// derivation.
+fn destination_of(args: &StreamOutputArgs) -> Result<Destination> {
+    match (&args.output, &args.output_from_attrs) {
+        (Some(output), _) => match output.to_str() {
+            Some(text) => {
+                let destination = transport::parse(text).about(Setting::Output)?;
+                if destination.place == Place::Stdout {
+                    // Checks that stdout is open.
+                    target_of(Some(std::path::Path::new("-")), None)?;
+                }
+                Ok(destination)
+            }
+            None => Ok(Destination {
+                place: Place::Path(output.clone()),
+                implied: Implied::Nothing,
+                name: None,
+                tag: None,
+            }),
+        },
+        (None, attrs) => Ok(Destination {
+            place: match target_of(None, attrs.as_deref())? {
+                Target::File(path) => Place::Path(path),
+                _ => Place::Stdout,
+            },
+            implied: Implied::Nothing,
+            name: None,
+            tag: None,
+        }),
+    }
+}
+
 /// `-o PATH`, `-o -` or the output of a structured-attrs derivation.
 fn target_of(
     output: Option<&std::path::Path>,
@@ -485,6 +621,13 @@ fn target_of(
             );
         }
         (Some(path), _) if path.as_os_str() == "-" => Target::Stdout,
+        (Some(path), _) if is_transport(path) => {
+            return Err(Error::value(format!(
+                "{}: this command writes a file (a path) or stdout (-), not to a transport",
+                path.display()
+            ))
+            .about(Setting::Output));
+        }
         (Some(path), _) => Target::File(path.to_path_buf()),
         (None, Some(attrs)) => Target::File(attrs::output_path(attrs)?),
         (None, None) => {
@@ -495,11 +638,85 @@ fn target_of(
     })
 }
 
-/// Where the image goes and under which tags.
-fn target_and_tags(args: &BuildArgs) -> Result<(Target, Vec<String>)> {
-    let target = args.output.target()?;
-    let tags = tags_for(&target, args.tag_from_output, &args.tags)?;
-    Ok((target, tags))
+/// Whether `-o` names a transport (`docker://`, `oci:`, ...), which only the build takes.
+fn is_transport(path: &std::path::Path) -> bool {
+    let text = path.to_string_lossy();
+    [
+        "docker://",
+        "docker-daemon:",
+        "oci:",
+        "oci-archive:",
+        "docker-archive:",
+    ]
+    .iter()
+    .any(|prefix| text.starts_with(prefix))
+}
+
+/// What the build's `-o` makes of the image: where it goes, its format, name and tags, and
+/// whether an OCI image is an archive.
+struct Resolved {
+    target: Target,
+    format: Format,
+    name: String,
+    tags: Vec<String>,
+    oci_archive: Option<bool>,
+}
+
+fn resolve_destination(args: &BuildArgs) -> Result<Resolved> {
+    let destination = destination_of(&args.output)?;
+    let implied = match destination.implied {
+        Implied::Nothing => None,
+        Implied::DockerArchive => Some(Format::DockerArchive),
+        Implied::OciLayout | Implied::OciArchive => Some(Format::Oci),
+    };
+    let format = match (args.format, implied) {
+        (Some(given), Some(implied)) if given != implied => {
+            return Err(Error::value(format!(
+                "the -o transport writes {}, not {}",
+                format_name(implied),
+                format_name(given)
+            ))
+            .about(Setting::Format));
+        }
+        (given, implied) => given.or(implied).unwrap_or(Format::DockerArchive),
+    };
+    let name = match (&args.name, destination.name) {
+        (Some(given), Some(named)) if *given != named => {
+            return Err(Error::value(format!(
+                "-o names the image {named}; leave --name out, or give the same name"
+            ))
+            .about(Setting::Name));
+        }
+        (given, named) => named.or(given.clone()).unwrap_or_else(|| "image".into()),
+    };
+    let target = match destination.place {
+        Place::Path(path) => Target::File(path),
+        Place::Stdout => Target::Stdout,
+        Place::Registry(repository) => Target::Registry(repository),
+        Place::DockerDaemon => Target::DockerDaemon,
+    };
+    // The reference's tag is the main one; --tag-from-output and --tag add more.
+    let mut tags: Vec<String> = destination.tag.into_iter().collect();
+    tags.extend(tags_for(&target, args.tag_from_output, &args.tags)?);
+    let oci_archive = match destination.implied {
+        Implied::OciArchive => Some(true),
+        Implied::OciLayout => Some(false),
+        _ => None,
+    };
+    Ok(Resolved {
+        target,
+        format,
+        name,
+        tags,
+        oci_archive,
+    })
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::DockerArchive => "docker-archive",
+        Format::Oci => "oci",
+    }
 }
 
 /// The tags of an image written to `target`: with `--tag-from-output` first the output
@@ -510,10 +727,11 @@ fn tags_for(target: &Target, from_output: bool, tags: &[String]) -> Result<Vec<S
         (Target::File(path), true) => {
             all.push(attrs::tag_from_output(path).context_with(|| "--tag-from-output")?)
         }
-        (Target::Stdout, true) => {
-            return Err(Error::value(
-                "--tag-from-output needs an output path, not stdout",
-            ));
+        (Target::Stdout | Target::Registry(_) | Target::DockerDaemon, true) => {
+            return Err(Error::value(format!(
+                "--tag-from-output needs an output path, not {}",
+                target.describe()
+            )));
         }
         _ => {}
     }
@@ -523,11 +741,27 @@ fn tags_for(target: &Target, from_output: bool, tags: &[String]) -> Result<Vec<S
 
 /// The build's options from its arguments; files named by flags (config, perms) are read here.
 fn build_options(args: BuildArgs) -> Result<BuildOptions> {
-    let (target, tags) = target_and_tags(&args)?;
-    let layer_compression = args.compression.unwrap_or(match args.format {
-        Format::DockerArchive => Codec::None,
-        Format::Oci => Codec::Gzip,
+    let Resolved {
+        target,
+        format,
+        name,
+        tags,
+        oci_archive,
+    } = resolve_destination(&args)?;
+    let layer_compression = args.compression.unwrap_or(match (format, &target) {
+        (_, Target::Registry(_)) | (Format::Oci, _) => Codec::Gzip,
+        (Format::DockerArchive, _) => Codec::None,
     });
+    let registry = match &target {
+        Target::Registry(repository) => Some(repository),
+        _ => None,
+    };
+    let push = args.push.options(registry)?;
+    let cache = match target {
+        Target::Registry(_) => args.push.cache()?,
+        _ => None,
+    };
+    let report_layers = !args.output.quiet && !std::io::stderr().is_terminal();
     Ok(BuildOptions {
         progress: !args.output.quiet && std::io::stderr().is_terminal(),
         customisation: Customisation {
@@ -543,13 +777,17 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
         },
         output: OutputOptions {
             target,
-            format: args.format,
+            format,
             compression: Compression::new(layer_compression, args.compression_level)?,
-            name: args.name,
+            name,
             tags,
             docker_legacy: args.docker_legacy,
             archive_compression: Compression::default_for(args.output.archive_compression),
             mtime: args.mtime,
+            oci_archive,
+            push,
+            cache,
+            report_layers,
         },
         layer: LayerOptions {
             mtime: args.mtime,
@@ -581,10 +819,7 @@ fn build(args: BuildArgs) -> Result<()> {
     let options = build_options(args)?;
     let written = pipeline::build(&options)?;
     if !quiet {
-        let place = match &options.output.target {
-            Target::File(path) => path.display().to_string(),
-            Target::Stdout => "stdout".to_string(),
-        };
+        let place = options.output.target.describe();
         eprintln!(
             "layered-gen: wrote {} ({} layers) to {place}",
             written.references().join(", "),
@@ -682,10 +917,7 @@ fn diff(args: DiffCommand) -> Result<bool> {
 }
 
 fn describe(target: &Target) -> String {
-    match target {
-        Target::File(path) => path.display().to_string(),
-        Target::Stdout => "stdout".to_string(),
-    }
+    target.describe()
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -754,6 +986,10 @@ fn flag(setting: Setting, command: CommandKind) -> &'static str {
         Setting::FromImageTag => "--from-image-tag",
         Setting::BaseLayers => "--base-layers",
         Setting::StoreRoot => "--store-root",
+        Setting::Creds => "--creds",
+        Setting::CertDir => "--cert-dir",
+        Setting::MountFrom => "--mount-from",
+        Setting::CacheDir => "--cache-dir",
     }
 }
 

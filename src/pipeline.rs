@@ -363,6 +363,8 @@ struct BuiltLayer {
     tree: LayerTree,
     label: String,
     comment: String,
+    /// The layer cache's key for it (store layers only).
+    key: Option<String>,
 }
 
 /// The store layers of the plan, then the customisation layer.
@@ -379,10 +381,19 @@ fn build_layers(
             let label = format!("layer {} ({})", first_index + i, shown(paths[0]));
             let tree = LayerTree::for_store_paths(graph.store_dir(), &paths, &options.layer)
                 .map_err(|e| e.context(&label))?;
+            let hashed: Vec<(&str, Option<&str>)> = plan.layers[i]
+                .iter()
+                .map(|&p| (graph.path(p), graph.nar_hash(p)))
+                .collect();
             Ok(BuiltLayer {
                 tree,
                 label,
                 comment: config::store_layer_comment(&paths),
+                key: Some(layer::store_layer_key(
+                    graph.store_dir(),
+                    &hashed,
+                    &options.layer,
+                )),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -395,6 +406,7 @@ fn build_layers(
                 first_index + plan.layers.len()
             ),
             comment: config::customisation_comment(custom),
+            key: None,
         });
     }
     Ok(built)
@@ -462,6 +474,17 @@ impl ImageSource for Image<'_> {
             ImageLayer::DecompressedBase(tar) => Layer::Tar(tar),
             ImageLayer::Built(tar) => Layer::Tar(tar),
         })
+    }
+
+    fn layer_key(&self, index: usize) -> Option<String> {
+        match &self.layers[index] {
+            ImageLayer::Base(_) => None,
+            // A base layer is named by its content; decompressed, it is that content.
+            ImageLayer::DecompressedBase(tar) => {
+                Some(format!("decompressed base layer {}", tar.diff_id))
+            }
+            ImageLayer::Built(built) => built.layer.key.clone(),
+        }
     }
 
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>> {

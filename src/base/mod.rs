@@ -704,6 +704,15 @@ impl BlobSource for BaseBlob<'_> {
         self.layer.size
     }
 
+    fn known(&self) -> Option<BlobInfo> {
+        // Both digests come from the verified manifest and config.
+        Some(BlobInfo {
+            diff_id: self.layer.diff_id.clone()?,
+            digest: self.layer.digest.clone()?,
+            size: self.layer.size,
+        })
+    }
+
     fn codec(&self) -> Codec {
         self.layer.codec
     }

@@ -65,6 +65,8 @@ pub struct ClosureGraph {
     /// The reverse of `references`: every planner walks both ways.
     referrers: Vec<Vec<usize>>,
     nar_sizes: Vec<Option<u64>>,
+    /// The NAR hashes the closure gives (the layer cache keys layers by them).
+    nar_hashes: Vec<Option<String>>,
     /// Where each path was first listed in the closure files (in the order given), the order
     /// nixpkgs' own tools see and break ties by.
     listed: Vec<usize>,
@@ -111,6 +113,7 @@ impl ClosureGraph {
         let references = resolve_references(&merged)?;
         let referrers = reverse(&references);
         let nar_sizes = merged.iter().map(|r| r.nar_size).collect();
+        let nar_hashes = merged.iter().map(|r| r.nar_hash.clone()).collect();
         let paths = merged.into_iter().map(|r| r.path).collect();
         let mut graph = ClosureGraph {
             store_dir,
@@ -118,6 +121,7 @@ impl ClosureGraph {
             references,
             referrers,
             nar_sizes,
+            nar_hashes,
             listed,
             topological_order: Vec::new(),
         };
@@ -230,6 +234,11 @@ impl ClosureGraph {
 
     pub fn nar_size(&self, index: usize) -> Option<u64> {
         self.nar_sizes[index]
+    }
+
+    /// The path's NAR hash, when the closure format gives one.
+    pub fn nar_hash(&self, index: usize) -> Option<&str> {
+        self.nar_hashes[index].as_deref()
     }
 
     /// Where the path was first listed in the closure files, counting across them in order.

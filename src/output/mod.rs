@@ -6,12 +6,16 @@
 //! fail early (the closure, the plan, missing store paths) is checked before the first byte.
 
 mod blob;
+pub mod cache;
+pub mod daemon;
 mod docker_archive;
 mod oci;
 mod parallel;
 pub mod reference;
+pub mod registry;
 pub mod temporary;
 mod threaded;
+pub mod transport;
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -29,6 +33,22 @@ use crate::tarball::{self, TarStream};
 pub enum Target {
     File(PathBuf),
     Stdout,
+    /// A repository in a registry (`docker://`), pushed to over the distribution API.
+    Registry(transport::Repository),
+    /// The local Docker Engine (`docker-daemon:`), loaded through its API.
+    DockerDaemon,
+}
+
+impl Target {
+    /// The target in words, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::File(path) => path.display().to_string(),
+            Target::Stdout => "stdout".to_string(),
+            Target::Registry(repository) => format!("docker://{}", repository.full_name()),
+            Target::DockerDaemon => "the Docker daemon".to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -52,12 +72,25 @@ pub struct OutputOptions {
     pub docker_legacy: bool,
     /// mtime of the archive's own entries (manifest, config, layer files).
     pub mtime: u64,
+    /// An OCI layout to a file: Some(true) an oci-archive, Some(false) a directory, None by
+    /// the name (a `.tar` is an archive).
+    pub oci_archive: Option<bool>,
+    /// How to reach a registry target.
+    pub push: registry::PushOptions,
+    /// What earlier builds learnt of their layers.
+    pub cache: Option<cache::LayerCache>,
+    /// One line per layer on stderr as it is placed (pushes).
+    pub report_layers: bool,
 }
 
 /// A layer that already exists as a blob (a base image's), copied as it is: same bytes, same
 /// digest, verified on the way.
 pub trait BlobSource: Sync {
     fn size(&self) -> u64;
+    /// Its digests, when known without reading it (a registry may hold it already).
+    fn known(&self) -> Option<BlobInfo> {
+        None
+    }
     /// How the blob is compressed.
     fn codec(&self) -> Codec;
     /// Copies the blob to `out`, checking it, and returns its digests.
@@ -79,6 +112,11 @@ pub trait ImageSource: Sync {
     fn layer(&self, index: usize) -> Result<Layer<'_>>;
     /// The config blob, once the layers' uncompressed digests are known.
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>>;
+    /// A key naming everything that decides a tar layer's bytes, for the layer cache; None
+    /// when the layer cannot be named without reading it.
+    fn layer_key(&self, _index: usize) -> Option<String> {
+        None
+    }
 }
 
 /// What was written.
@@ -137,8 +175,7 @@ impl OutputOptions {
             .about(Setting::Compression));
         }
         if self.format == Format::Oci
-            && !matches!(&self.target, Target::File(p) if is_tar_name(p))
-            && self.target != Target::Stdout
+            && matches!(&self.target, Target::File(p) if !self.is_oci_archive(p))
             && self.archive_compression != Compression::None
         {
             return Err(Error::value(
@@ -146,6 +183,26 @@ impl OutputOptions {
                  layout written as a .tar",
             )
             .about(Setting::ArchiveCompression));
+        }
+        if matches!(self.target, Target::Registry(_) | Target::DockerDaemon) {
+            if self.archive_compression != Compression::None {
+                return Err(Error::value(
+                    "a registry or the Docker daemon takes layers, not a compressed archive",
+                )
+                .about(Setting::ArchiveCompression));
+            }
+            if self.docker_legacy {
+                return Err(
+                    Error::value("the pre-1.10 metadata belongs to a docker-archive file")
+                        .about(Setting::DockerLegacy),
+                );
+            }
+        }
+        if self.target == Target::DockerDaemon && self.format != Format::DockerArchive {
+            return Err(Error::value(
+                "the Docker daemon loads docker-archives: leave --format out",
+            )
+            .about(Setting::Format));
         }
         if self.target == Target::Stdout && std::io::stdout().is_terminal() {
             return Err(Error::value(
@@ -163,13 +220,18 @@ impl OutputOptions {
     pub fn scratch_dir(&self) -> PathBuf {
         scratch_dir_for(&self.target)
     }
+
+    /// Whether an OCI image at `path` is an oci-archive rather than a layout directory.
+    fn is_oci_archive(&self, path: &Path) -> bool {
+        self.oci_archive.unwrap_or_else(|| is_tar_name(path))
+    }
 }
 
 /// Where scratch files go for output to `target` (see [`OutputOptions::scratch_dir`]).
 pub fn scratch_dir_for(target: &Target) -> PathBuf {
     match target {
         Target::File(path) => parent_dir(path),
-        Target::Stdout => std::env::temp_dir(),
+        Target::Stdout | Target::Registry(_) | Target::DockerDaemon => std::env::temp_dir(),
     }
 }
 
@@ -195,7 +257,7 @@ pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<
                 docker_archive::write(source, options, out, &scratch)
             })
         }),
-        (Format::Oci, Target::File(path)) if !is_tar_name(path) => {
+        (Format::Oci, Target::File(path)) if !options.is_oci_archive(path) => {
             oci::write_layout_dir(source, options, path)
         }
         (Format::Oci, Target::File(path)) => atomic_file(path, |file| {
@@ -206,8 +268,38 @@ pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<
         (Format::Oci, Target::Stdout) => to_stdout(archive, |out| {
             oci::write_archive(source, options, out, &scratch)
         }),
+        (_, Target::Registry(repository)) => {
+            registry::push(source, options, repository, &|index, info, fate| {
+                if options.report_layers {
+                    eprintln!("{}", registry::describe_fate(index, info, fate));
+                }
+            })
+        }
+        (_, Target::DockerDaemon) => load_into_daemon(source, options, &scratch),
     };
     written.map_err(|e| explain_full(e, &options.target, free))
+}
+
+/// Streams the docker-archive into the Docker Engine.
+fn load_into_daemon(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    scratch: &Path,
+) -> Result<Written> {
+    let endpoint = daemon::Endpoint::from_environment()?;
+    let (written, loaded) = daemon::load(&endpoint, |out| {
+        docker_archive::write(source, options, out, scratch)
+    })?;
+    // The Engine names what it loaded; it must be what we sent.
+    for reference in written.references() {
+        if !loaded.contains(&reference) {
+            return Err(Error::value(format!(
+                "the Docker daemon did not report loading {reference} (it said: {})",
+                loaded.join(", ")
+            )));
+        }
+    }
+    Ok(written)
 }
 
 /// Writes images already made into one docker-archive (`merge`), at `target`, compressed as a
@@ -283,6 +375,11 @@ pub fn write_stream<T>(
             atomic_file(path, |file| to_file(file, path, compression, write))
                 .map_err(|e| explain_full(e, target, free))
         }
+        Target::Registry(_) | Target::DockerDaemon => Err(Error::value(format!(
+            "this command writes a file or stdout, not {}",
+            target.describe()
+        ))
+        .about(Setting::Output)),
     }
 }
 
@@ -359,7 +456,7 @@ fn explain_full(error: Error, target: &Target, free: Option<u64>) -> Error {
 fn room_of(target: &Target) -> Option<u64> {
     match target {
         Target::File(path) => free_bytes(&parent_dir(path)),
-        Target::Stdout => None,
+        _ => None,
     }
 }
 

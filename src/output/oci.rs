@@ -251,7 +251,7 @@ pub(super) fn write_index_layout(
     Ok(IndexWritten { digest, tags })
 }
 
-fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
+pub(super) fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
     Descriptor {
         media_type: media_type.to_string(),
         digest: digest.to_string(),
@@ -262,7 +262,7 @@ fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
 }
 
 /// The image manifest: the config and the layers with their media types.
-fn manifest(
+pub(super) fn manifest(
     config_digest: &str,
     config_size: usize,
     layers: &[BlobInfo],

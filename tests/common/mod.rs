@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 use sha2::{Digest, Sha256};
 
@@ -241,6 +241,17 @@ pub fn free_port() -> u16 {
 pub struct Registry {
     child: Child,
     pub port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// How a test registry is guarded: plain, or behind TLS (a CA made for the test) and
+/// htpasswd Basic auth.
+pub struct Guarded {
+    /// The directory holding `ca.crt`, for `--cert-dir`.
+    pub cert_dir: PathBuf,
+    pub user: String,
+    pub password: String,
     _dir: tempfile::TempDir,
 }
 
@@ -255,6 +266,96 @@ impl Registry {
     /// Starts a registry on a free port. A port taken between picking and binding makes the
     /// registry exit: another port is tried. Ready means it answers `GET /v2/` as a registry.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a registry behind TLS with a new CA and htpasswd auth for one user.
+    pub fn start_guarded() -> (Self, Guarded) {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let certs = dir.join("certs");
+        fs::create_dir_all(&certs).unwrap();
+        let openssl = require("openssl");
+        run(Command::new(&openssl)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=layered-gen test CA"])
+            .arg("-keyout")
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(certs.join("ca.crt")));
+        run(Command::new(&openssl)
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("server.key"))
+            .arg("-out")
+            .arg(dir.join("server.csr")));
+        fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        run(Command::new(&openssl)
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(dir.join("server.csr"))
+            .arg("-CA")
+            .arg(certs.join("ca.crt"))
+            .arg("-CAkey")
+            .arg(dir.join("ca.key"))
+            .arg("-extfile")
+            .arg(dir.join("san.ext"))
+            .arg("-out")
+            .arg(dir.join("server.crt")));
+        let (user, password) = ("pusher".to_string(), "correct horse".to_string());
+        run(Command::new(require("htpasswd"))
+            .args(["-Bbc"])
+            .arg(dir.join("htpasswd"))
+            .args([&user, &password]));
+        let guard = format!(
+            "  tls: {{ certificate: {}, key: {} }}\nauth: {{ htpasswd: {{ realm: test, path: {} }} }}\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display(),
+            dir.join("htpasswd").display()
+        );
+        let registry = Self::start_with(Some(&guard));
+        (
+            registry,
+            Guarded {
+                cert_dir: certs,
+                user,
+                password,
+                _dir: temp,
+            },
+        )
+    }
+
+    /// The registry's log so far (its access log names every request).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many blob uploads were finished (PUTs to an upload) and data sent (PATCH).
+    pub fn uploads(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| {
+                l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/")
+                    || l.contains("\"PATCH /v2/")
+            })
+            .filter(|l| !l.contains("level="))
+            .count()
+    }
+
+    fn start_with(guard: Option<&str>) -> Self {
         let registry = require("docker-registry");
         let mut failures = Vec::new();
         for _ in 0..5 {
@@ -264,26 +365,30 @@ impl Registry {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
-                    dir.path().join("data").display()
+                    "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                    dir.path().join("data").display(),
+                    guard.unwrap_or("")
                 ),
             )
             .unwrap();
             let log = dir.path().join("registry.log");
+            let log_file = fs::File::create(&log).unwrap();
+            // The access log, one line per request, goes to stdout.
             let child = Command::new(&registry)
                 .arg("serve")
                 .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&log).unwrap())
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
                 .spawn()
                 .unwrap();
             // Dropping the guard stops the registry, also when it never comes up.
             let mut registry = Registry {
                 child,
                 port,
+                log: log.clone(),
                 _dir: dir,
             };
-            match wait_until_ready(&mut registry.child, port, &log) {
+            match wait_until_ready(&mut registry.child, port, &log, guard.is_some()) {
                 Started::Ready => return registry,
                 Started::Exited(why) => failures.push(format!("port {port}: {why}")),
             }
@@ -296,7 +401,7 @@ impl Registry {
 }
 
 /// Waits, with growing pauses and a deadline, until the registry on `port` answers as one.
-fn wait_until_ready(child: &mut Child, port: u16, log: &Path) -> Started {
+fn wait_until_ready(child: &mut Child, port: u16, log: &Path, tls: bool) -> Started {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut pause = std::time::Duration::from_millis(5);
     loop {
@@ -304,7 +409,7 @@ fn wait_until_ready(child: &mut Child, port: u16, log: &Path) -> Started {
             let log = fs::read_to_string(log).unwrap_or_default();
             return Started::Exited(format!("exited with {status}: {log}"));
         }
-        if answers_as_registry(port) {
+        if answers_as_registry(port, tls) {
             return Started::Ready;
         }
         if std::time::Instant::now() > deadline {
@@ -317,8 +422,16 @@ fn wait_until_ready(child: &mut Child, port: u16, log: &Path) -> Started {
 }
 
 /// Whether `GET /v2/` on the port gets the distribution API's answer (not just any server).
-fn answers_as_registry(port: u16) -> bool {
+fn answers_as_registry(port: u16, tls: bool) -> bool {
     use std::io::Read;
+    if tls {
+        // Any HTTPS answer from /v2/ (401 without credentials) means it is up.
+        return Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://127.0.0.1:{port}/v2/"))
+            .output()
+            .is_ok_and(|o| o.stdout == b"401");
+    }
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

@@ -1,0 +1,173 @@
+//! The layer cache: what a layer's blob turned out to be (diff_id, digest, size), keyed by
+//! everything that decides its bytes, so that an unchanged layer is never read or compressed
+//! again: a push asks the registry about the digest instead.
+//!
+//! The key comes from the image source (for a store layer: its store paths with their
+//! narHash, the layer's mtime, uid and gid, and our format version; for a decompressed base
+//! layer: its diff_id) and is joined here with the compression and its level. Each entry is one
+//! small JSON file named by the key's hash, written atomically (a temporary file renamed), so
+//! builds sharing a cache never see half an entry. An entry that does not parse, or whose
+//! stored key is not the one asked for, is a miss. An entry cannot make a push upload wrong
+//! bytes (the registry checks the digest of what is uploaded), but a lying one could name a
+//! blob the registry already holds: `--verify-cache` recomputes every layer and compares.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::blob::{BlobInfo, Compression, hex};
+use crate::error::{Error, Result, Setting};
+
+/// Bumped whenever our layer bytes change for the same inputs.
+pub const FORMAT_VERSION: u32 = 1;
+/// An entry is a few hundred bytes; a larger file is not one.
+const MAX_ENTRY: u64 = 64 << 10;
+
+/// A cache directory.
+#[derive(Clone, Debug)]
+pub struct LayerCache {
+    dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    key: String,
+    compression: String,
+    diff_id: String,
+    digest: String,
+    size: u64,
+}
+
+impl LayerCache {
+    /// The cache in `dir`, created if missing.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let entries = dir.join(format!("layers-v{FORMAT_VERSION}"));
+        std::fs::create_dir_all(&entries).map_err(|e| {
+            Error::io("creating the cache directory", &entries, e).about(Setting::CacheDir)
+        })?;
+        Ok(LayerCache { dir: entries })
+    }
+
+    /// `$XDG_CACHE_HOME/layered-gen`, else `~/.cache/layered-gen`.
+    pub fn default_dir() -> Option<PathBuf> {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(cache) = var("XDG_CACHE_HOME") {
+            return Some(Path::new(&cache).join("layered-gen"));
+        }
+        var("HOME").map(|home| Path::new(&home).join(".cache/layered-gen"))
+    }
+
+    fn entry_path(&self, key: &str, compression: Compression) -> PathBuf {
+        let name = hex(&Sha256::digest(format!("{key}\n{}", describe(compression))));
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// What the layer with `key`, compressed so, was last time; None when unknown or the entry
+    /// is damaged.
+    pub fn get(&self, key: &str, compression: Compression) -> Option<BlobInfo> {
+        let path = self.entry_path(key, compression);
+        // Only a regular file is an entry (a FIFO planted there must not block the build).
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        let bytes = crate::json_file::read_limited(&path, MAX_ENTRY).ok()?;
+        let entry: Entry = serde_json::from_slice(&bytes).ok()?;
+        let sound = entry.key == key
+            && entry.compression == describe(compression)
+            && is_sha256(&entry.digest)
+            && is_sha256(&entry.diff_id);
+        sound.then_some(BlobInfo {
+            diff_id: entry.diff_id,
+            digest: entry.digest,
+            size: entry.size,
+        })
+    }
+
+    /// Records a layer. A cache that cannot be written costs speed, not correctness: the
+    /// failure is returned for the caller to mention, never to stop the image.
+    pub fn put(&self, key: &str, compression: Compression, info: &BlobInfo) -> Result<()> {
+        let entry = Entry {
+            key: key.to_string(),
+            compression: describe(compression),
+            diff_id: info.diff_id.clone(),
+            digest: info.digest.clone(),
+            size: info.size,
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|e| Error::value(e.to_string()))?;
+        let path = self.entry_path(key, compression);
+        let mut temp = tempfile::Builder::new()
+            .prefix(".entry-")
+            .tempfile_in(&self.dir)
+            .map_err(|e| Error::io("writing the cache entry in", &self.dir, e))?;
+        std::io::Write::write_all(temp.as_file_mut(), &bytes)
+            .map_err(|e| Error::io("writing the cache entry", &path, e))?;
+        temp.persist(&path)
+            .map_err(|e| Error::io("writing the cache entry", &path, e.error))?;
+        Ok(())
+    }
+}
+
+fn describe(compression: Compression) -> String {
+    match compression {
+        Compression::None => "none".into(),
+        Compression::Gzip { level } => format!("gzip-{level}"),
+        Compression::Zstd { level } => format!("zstd-{level}"),
+    }
+}
+
+fn is_sha256(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(n: u8) -> BlobInfo {
+        BlobInfo {
+            diff_id: format!("sha256:{}", hex(&[n; 32])),
+            digest: format!("sha256:{}", hex(&[n + 1; 32])),
+            size: u64::from(n) * 1000,
+        }
+    }
+
+    #[test]
+    fn entries_are_found_by_key_and_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let gzip = Compression::Gzip { level: 6 };
+        assert_eq!(cache.get("k", gzip), None);
+        cache.put("k", gzip, &info(1)).unwrap();
+        assert_eq!(cache.get("k", gzip), Some(info(1)));
+        assert_eq!(cache.get("k", Compression::Gzip { level: 9 }), None);
+        assert_eq!(cache.get("other", gzip), None);
+        // A second build overwrites atomically.
+        cache.put("k", gzip, &info(2)).unwrap();
+        assert_eq!(cache.get("k", gzip), Some(info(2)));
+        // Another process sharing the directory sees the same.
+        let again = LayerCache::open(dir.path()).unwrap();
+        assert_eq!(again.get("k", gzip), Some(info(2)));
+    }
+
+    #[test]
+    fn damaged_or_foreign_entries_are_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let zstd = Compression::Zstd { level: 3 };
+        cache.put("k", zstd, &info(3)).unwrap();
+        let path = cache.entry_path("k", zstd);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        assert_eq!(cache.get("k", zstd), None, "truncated");
+        std::fs::write(&path, text.replace("\"key\":\"k\"", "\"key\":\"x\"")).unwrap();
+        assert_eq!(cache.get("k", zstd), None, "another key's entry");
+        std::fs::write(&path, text.replace("sha256:", "md5:")).unwrap();
+        assert_eq!(cache.get("k", zstd), None, "not a digest");
+        std::fs::write(&path, vec![b' '; 100 << 10]).unwrap();
+        assert_eq!(cache.get("k", zstd), None, "too large");
+    }
+}

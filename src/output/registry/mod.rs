@@ -1,0 +1,579 @@
+//! Pushing an image straight from the store to a registry, doing nothing twice.
+//!
+//! 1. **Look up**: a layer whose digest is known without reading it — a base layer copied as
+//!    it is, or a layer the cache knows — is only asked about.
+//! 2. **Check**: those digests are asked about with HEAD, several at once.
+//! 3. **Mount**: missing ones are mounted from `--mount-from` repositories if the registry can.
+//! 4. **Upload** the rest, streaming: each layer is read, compressed and hashed while its bytes
+//!    go up in one chunked PATCH; the PUT that closes the upload names the digest. A layer
+//!    the registry turns out to hold already costs one upload, not a failure.
+//! 5. **Config, then manifest**, once per tag. The manifest goes last, so a failure anywhere
+//!    before leaves no tag pointing at an incomplete image.
+//!
+//! Media types follow `--format`: Docker's v2 schema 2 for docker-archive (what every
+//! registry and Docker itself take), OCI's for oci (zstd only there).
+
+pub mod client;
+pub mod credentials;
+
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::blob::{BlobInfo, sha256_digest, write_layer_blob};
+use super::cache::LayerCache;
+use super::oci::{descriptor, manifest};
+use super::transport::Repository;
+use super::{Format, ImageSource, Layer, OutputOptions, Written, image_tags};
+use crate::codec::Codec;
+use crate::error::{Error, Result, Setting};
+use crate::image_spec::{Manifest, media_type, to_bytes};
+use client::{Client, ConnectOptions, Payload};
+
+/// HEAD requests in flight at once.
+const CONNECTIONS: usize = 8;
+/// Whole-blob attempts for a streamed upload whose connection failed.
+const UPLOAD_ATTEMPTS: u32 = 3;
+/// Layers up to this size are compressed into memory first, so that their digest can be
+/// asked about before anything is sent.
+const SMALL_LAYER: u64 = 8 << 20;
+const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// How to push.
+#[derive(Clone, Debug, Default)]
+pub struct PushOptions {
+    pub connect: ConnectOptions,
+    /// `--mount-from`: repositories of the same registry to mount blobs from.
+    pub mount_from: Vec<Repository>,
+    /// `--verify-cache`: recompute layers the cache knows, and compare.
+    pub verify_cache: bool,
+}
+
+/// What happened to one blob.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fate {
+    AlreadyThere,
+    Mounted(String),
+    Uploaded { bytes: u64, seconds: f64 },
+}
+
+/// A layer on its way: what is known of it, and what became of it.
+struct Job {
+    known: Option<BlobInfo>,
+    /// Where the knowledge came from: the cache (to be checked by `--verify-cache`).
+    from_cache: bool,
+    present: bool,
+}
+
+/// Pushes the image to `repository`.
+pub fn push(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    repository: &Repository,
+    report: &dyn Fn(usize, &BlobInfo, &Fate),
+) -> Result<Written> {
+    let push = &options.push;
+    check_media_types(source, options)?;
+    let client = Client::connect(repository, &push.connect, &push.mount_from)?;
+    let cache = options.cache.as_ref();
+    let mut jobs = look_up(source, options, cache)?;
+    check(&client, &mut jobs)?;
+    let mut layers = Vec::with_capacity(jobs.len());
+    for (index, job) in jobs.iter().enumerate() {
+        let (info, fate) = place_layer(&client, source, options, index, job)?;
+        if let (Some(key), Some(cache)) = (source.layer_key(index), cache) {
+            // A cache that cannot be written costs the next build time, nothing else.
+            let _ = cache.put(&key, options.compression, &info);
+        }
+        report(index, &info, &fate);
+        layers.push(info);
+    }
+    let media_types: Vec<&str> = (0..layers.len())
+        .map(|i| layer_media_type(source, options, i))
+        .collect::<Result<_>>()?;
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let config = source.config(&diff_ids)?;
+    let config_digest = sha256_digest(&config);
+    let config_type = match options.format {
+        Format::DockerArchive => media_type::DOCKER_CONFIG,
+        Format::Oci => media_type::OCI_CONFIG,
+    };
+    if !exists(&client, &config_digest)? {
+        upload_bytes(&client, &config_digest, &config, config_type, "the config")?;
+    }
+    let manifest = image_manifest(
+        options.format,
+        &config_digest,
+        config.len(),
+        &layers,
+        &media_types,
+    );
+    let manifest_bytes = to_bytes(&manifest);
+    let manifest_type = manifest.media_type.clone().unwrap_or_default();
+    let tags = image_tags(options, &config_digest);
+    for tag in &tags {
+        put_manifest(&client, tag, &manifest_bytes, &manifest_type)?;
+    }
+    Ok(Written {
+        name: repository.full_name(),
+        tags,
+        config_digest,
+        layers,
+    })
+}
+
+/// The manifest in the format's media types; OCI's is the one `-o oci:` writes.
+fn image_manifest(
+    format: Format,
+    config_digest: &str,
+    config_size: usize,
+    layers: &[BlobInfo],
+    media_types: &[&str],
+) -> Manifest {
+    let mut manifest = manifest(config_digest, config_size, layers, media_types);
+    if format == Format::DockerArchive {
+        manifest.media_type = Some(media_type::DOCKER_MANIFEST.to_string());
+        manifest.config = descriptor(media_type::DOCKER_CONFIG, config_digest, config_size as u64);
+    }
+    manifest
+}
+
+/// zstd layers need OCI media types: Docker's have none for them.
+fn check_media_types(source: &dyn ImageSource, options: &OutputOptions) -> Result<()> {
+    for index in 0..source.layer_count() {
+        layer_media_type(source, options, index)?;
+    }
+    Ok(())
+}
+
+fn layer_media_type(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    index: usize,
+) -> Result<&'static str> {
+    let codec = match source.layer(index)? {
+        Layer::Tar(_) => options.compression.codec(),
+        Layer::Blob(blob) => blob.codec(),
+    };
+    match (options.format, codec) {
+        (Format::Oci, codec) => Ok(codec.oci_layer_media_type()),
+        (Format::DockerArchive, Codec::None) => Ok(media_type::DOCKER_LAYER),
+        (Format::DockerArchive, Codec::Gzip) => Ok(media_type::DOCKER_LAYER_GZIP),
+        (Format::DockerArchive, Codec::Zstd) => Err(Error::value(format!(
+            "layer {index} is zstd-compressed, which Docker's manifest cannot describe: push \
+             with --format oci"
+        ))
+        .about(Setting::Format)),
+    }
+}
+
+/// Step 1: what is known of each layer without reading it.
+fn look_up(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    cache: Option<&LayerCache>,
+) -> Result<Vec<Job>> {
+    (0..source.layer_count())
+        .map(|index| {
+            let (known, from_cache) = match source.layer(index)? {
+                Layer::Blob(blob) => (blob.known(), false),
+                Layer::Tar(_) => {
+                    let cached = source
+                        .layer_key(index)
+                        .zip(cache)
+                        .and_then(|(key, cache)| cache.get(&key, options.compression));
+                    (cached, true)
+                }
+            };
+            Ok(Job {
+                known,
+                from_cache,
+                present: false,
+            })
+        })
+        .collect()
+}
+
+/// Step 2: HEAD every known digest, several at once.
+fn check(client: &Client, jobs: &mut [Job]) -> Result<()> {
+    let digests: Vec<(usize, String)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, job)| job.known.as_ref().map(|k| (i, k.digest.clone())))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let found: Vec<Result<Vec<usize>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..CONNECTIONS.min(digests.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut present = Vec::new();
+                    loop {
+                        let at = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((index, digest)) = digests.get(at) else {
+                            return Ok(present);
+                        };
+                        if exists(client, digest)? {
+                            present.push(*index);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(Error::value("a registry check stopped unexpectedly")))
+            })
+            .collect()
+    });
+    for present in found {
+        for index in present? {
+            jobs[index].present = true;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the repository holds the blob.
+fn exists(client: &Client, digest: &str) -> Result<bool> {
+    let mut answer = client.send(
+        "HEAD",
+        &client.url(&format!("blobs/{digest}")),
+        Payload::Empty,
+    )?;
+    match answer.status {
+        200..=299 => Ok(true),
+        404 => Ok(false),
+        status => {
+            let body = answer.text(MAX_ERROR_BODY);
+            Err(client.refused(&format!("checking blob {}", short(digest)), status, &body))
+        }
+    }
+}
+
+/// Steps 3 and 4 for one layer: already there, mounted, or uploaded.
+fn place_layer(
+    client: &Client,
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    index: usize,
+    job: &Job,
+) -> Result<(BlobInfo, Fate)> {
+    let label = format!("layer {index}");
+    if let Some(known) = &job.known {
+        let verify = job.from_cache && options.push.verify_cache;
+        if verify {
+            verify_cached(source, options, index, known)?;
+        }
+        if job.present {
+            return Ok((known.clone(), Fate::AlreadyThere));
+        }
+        for from in &options.push.mount_from {
+            if mount(client, &known.digest, from)? {
+                return Ok((known.clone(), Fate::Mounted(from.path.clone())));
+            }
+        }
+    }
+    let started = Instant::now();
+    let layer = source.layer(index)?;
+    let small = match layer {
+        Layer::Tar(tar) => tar.tar_len() <= SMALL_LAYER,
+        Layer::Blob(blob) => blob.size() <= SMALL_LAYER,
+    };
+    let produce = |out: &mut dyn Write| match layer {
+        Layer::Tar(tar) => write_layer_blob(tar, options.compression, out),
+        Layer::Blob(blob) => blob.copy_to(out),
+    };
+    let info = if small {
+        // Small layers: made in memory, asked about, sent whole if missing.
+        let mut bytes = Vec::new();
+        let info = produce(&mut bytes).map_err(|e| e.context(&label))?;
+        if job.known.as_ref() != Some(&info) && exists(client, &info.digest)? {
+            return Ok((info, Fate::AlreadyThere));
+        }
+        upload_bytes(
+            client,
+            &info.digest,
+            &bytes,
+            "application/octet-stream",
+            &label,
+        )?;
+        info
+    } else {
+        upload_streaming(client, &label, &produce)?
+    };
+    let fate = Fate::Uploaded {
+        bytes: info.size,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((info, fate))
+}
+
+/// `--verify-cache`: the layer is made again (to nowhere) and must be what the cache says.
+fn verify_cached(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    index: usize,
+    known: &BlobInfo,
+) -> Result<()> {
+    let Layer::Tar(tar) = source.layer(index)? else {
+        return Ok(());
+    };
+    let actual = write_layer_blob(tar, options.compression, &mut std::io::sink())?;
+    if &actual != known {
+        return Err(Error::value(format!(
+            "layer {index}: the layer cache says {} but the layer is {}: the cache entry is \
+             wrong; remove the cache directory",
+            known.digest, actual.digest
+        ))
+        .about(Setting::CacheDir));
+    }
+    Ok(())
+}
+
+/// Asks the registry to mount `digest` from `from`; true when it did.
+fn mount(client: &Client, digest: &str, from: &Repository) -> Result<bool> {
+    let url = client.url(&format!("blobs/uploads/?mount={digest}&from={}", from.path));
+    let answer = client.send("POST", &url, Payload::Empty)?;
+    match answer.status {
+        201 => Ok(true),
+        // 202: the registry started an upload instead; it is left to expire.
+        _ => Ok(false),
+    }
+}
+
+/// Opens an upload session; returns where to send the bytes.
+fn start_upload(client: &Client, what: &str) -> Result<String> {
+    let mut answer = client.send("POST", &client.url("blobs/uploads/"), Payload::Empty)?;
+    if answer.status != 202 {
+        let body = answer.text(MAX_ERROR_BODY);
+        return Err(client.refused(
+            &format!("starting the upload of {what}"),
+            answer.status,
+            &body,
+        ));
+    }
+    answer.location.clone().ok_or_else(|| {
+        client.error(
+            format!("starting the upload of {what}"),
+            "the registry gave no upload location".into(),
+        )
+    })
+}
+
+/// `location` with `digest=` added to its query.
+fn with_digest(location: &str, digest: &str) -> String {
+    let separator = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{separator}digest={digest}")
+}
+
+/// Uploads bytes whose digest is known, in one PUT.
+fn upload_bytes(
+    client: &Client,
+    digest: &str,
+    bytes: &[u8],
+    content_type: &str,
+    what: &str,
+) -> Result<()> {
+    let location = start_upload(client, what)?;
+    let mut answer = client.send(
+        "PUT",
+        &with_digest(&location, digest),
+        Payload::Bytes(bytes, content_type),
+    )?;
+    if answer.status != 201 {
+        let body = answer.text(MAX_ERROR_BODY);
+        return Err(client.refused(
+            &format!("uploading {what} ({})", short(digest)),
+            answer.status,
+            &body,
+        ));
+    }
+    Ok(())
+}
+
+/// Uploads a blob made while it is sent: `produce` writes it into a pipe that one chunked
+/// PATCH reads from; the closing PUT names the digest `produce` computed. A connection that
+/// fails on the way makes the whole blob start again (a few times).
+fn upload_streaming(
+    client: &Client,
+    what: &str,
+    produce: &dyn Fn(&mut dyn Write) -> Result<BlobInfo>,
+) -> Result<BlobInfo> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match upload_once(client, what, produce) {
+            Ok(info) => return Ok(info),
+            Err(Retry::Yes(_)) if attempt < UPLOAD_ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+            }
+            Err(Retry::Yes(error) | Retry::No(error)) => return Err(error),
+        }
+    }
+}
+
+enum Retry {
+    Yes(Error),
+    No(Error),
+}
+
+fn upload_once(
+    client: &Client,
+    what: &str,
+    produce: &dyn Fn(&mut dyn Write) -> Result<BlobInfo>,
+) -> std::result::Result<BlobInfo, Retry> {
+    let location = start_upload(client, what).map_err(Retry::Yes)?;
+    let (mut reader, writer) =
+        std::io::pipe().map_err(|e| Retry::No(Error::write("a pipe to the registry", e)))?;
+    let (sent, produced) = std::thread::scope(|scope| {
+        let sender =
+            scope.spawn(move || client.send("PATCH", &location, Payload::Stream(&mut reader)));
+        let produced = {
+            let mut out = BufWriter::with_capacity(1 << 20, writer);
+            produce(&mut out).and_then(|info| {
+                out.flush()
+                    .map_err(|e| Error::write("the upload", e))
+                    .map(|()| info)
+            })
+            // Dropping the writer ends the body.
+        };
+        let sent = sender
+            .join()
+            .unwrap_or_else(|_| Err(Error::value("the upload stopped unexpectedly")));
+        (sent, produced)
+    });
+    let doing = format!("uploading {what}");
+    let (mut patched, info) = match (sent, produced) {
+        // The connection failed: that is the cause of any write error too.
+        (Err(error), _) => return Err(Retry::Yes(error.context(what))),
+        (Ok(mut answer), Err(error)) => {
+            // The body ended early; drop the upload so no partial blob lingers.
+            if let Some(location) = answer.location.take() {
+                let _ = client.send("DELETE", &location, Payload::Empty);
+            }
+            return Err(Retry::No(error.context(what)));
+        }
+        (Ok(answer), Ok(_)) if answer.status != 202 => return Err(refusal(client, &doing, answer)),
+        (Ok(answer), Ok(info)) => (answer, info),
+    };
+    let location = patched.location.take().ok_or_else(|| {
+        Retry::No(client.error(
+            doing.clone(),
+            "the registry gave no location after the data".into(),
+        ))
+    })?;
+    let put = client
+        .send("PUT", &with_digest(&location, &info.digest), Payload::Empty)
+        .map_err(Retry::Yes)?;
+    if put.status != 201 {
+        return Err(refusal(
+            client,
+            &format!("{doing} ({})", short(&info.digest)),
+            put,
+        ));
+    }
+    Ok(info)
+}
+
+/// A refusal as an error, retried when the registry was only briefly unwell.
+fn refusal(client: &Client, doing: &str, mut answer: client::Answer) -> Retry {
+    let body = answer.text(MAX_ERROR_BODY);
+    let error = client.refused(doing, answer.status, &body);
+    if answer.status == 429 || answer.status >= 500 {
+        Retry::Yes(error)
+    } else {
+        Retry::No(error)
+    }
+}
+
+/// PUTs the manifest under `tag`.
+fn put_manifest(client: &Client, tag: &str, bytes: &[u8], content_type: &str) -> Result<()> {
+    let mut answer = client.send(
+        "PUT",
+        &client.url(&format!("manifests/{tag}")),
+        Payload::Bytes(bytes, content_type),
+    )?;
+    if answer.status != 201 && answer.status != 200 {
+        let body = answer.text(MAX_ERROR_BODY);
+        return Err(client.refused(
+            &format!("putting the manifest as {tag}"),
+            answer.status,
+            &body,
+        ));
+    }
+    Ok(())
+}
+
+/// One line of progress: `layer 12 sha256:ab12…: already there`.
+pub fn describe_fate(index: usize, info: &BlobInfo, fate: &Fate) -> String {
+    let what = match fate {
+        Fate::AlreadyThere => "already there".to_string(),
+        Fate::Mounted(from) => format!("mounted from {from}"),
+        Fate::Uploaded { bytes, seconds } => {
+            format!("uploaded {:.1} MB in {seconds:.1} s", *bytes as f64 / 1e6)
+        }
+    };
+    format!("layer {index} {}: {what}", short(&info.digest))
+}
+
+/// `sha256:0123456789ab…` for messages.
+pub fn short(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((algorithm, hex)) if hex.len() > 12 => format!("{algorithm}:{}…", &hex[..12]),
+        _ => digest.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_added_to_upload_locations() {
+        assert_eq!(
+            with_digest("http://r/v2/a/blobs/uploads/u", "sha256:1"),
+            "http://r/v2/a/blobs/uploads/u?digest=sha256:1"
+        );
+        assert_eq!(
+            with_digest("http://r/u?_state=x", "sha256:1"),
+            "http://r/u?_state=x&digest=sha256:1"
+        );
+        assert_eq!(
+            short(&format!("sha256:{}", "a".repeat(64))),
+            "sha256:aaaaaaaaaaaa…"
+        );
+    }
+
+    #[test]
+    fn docker_manifests_use_docker_media_types() {
+        let layer = BlobInfo {
+            diff_id: "sha256:d".into(),
+            digest: "sha256:l".into(),
+            size: 3,
+        };
+        let docker = image_manifest(
+            Format::DockerArchive,
+            "sha256:c",
+            10,
+            std::slice::from_ref(&layer),
+            &[media_type::DOCKER_LAYER_GZIP],
+        );
+        assert_eq!(
+            docker.media_type.as_deref(),
+            Some(media_type::DOCKER_MANIFEST)
+        );
+        assert_eq!(docker.config.media_type, media_type::DOCKER_CONFIG);
+        assert_eq!(docker.layers[0].media_type, media_type::DOCKER_LAYER_GZIP);
+        let oci = image_manifest(
+            Format::Oci,
+            "sha256:c",
+            10,
+            &[layer],
+            &[media_type::OCI_LAYER_GZIP],
+        );
+        assert_eq!(oci.media_type.as_deref(), Some(media_type::OCI_MANIFEST));
+        assert_eq!(oci.config.media_type, media_type::OCI_CONFIG);
+    }
+}

@@ -1,0 +1,475 @@
+//! Pushing to a real registry (`docker-registry`) and loading into the real Docker daemon:
+//! what arrives is what `-o oci:` writes, Docker pulls and runs it, a second push uploads
+//! nothing and reads no layer, an update uploads only its changed layers, and TLS with Basic
+//! auth works with the test's own CA.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// A store with busybox (to run), the sample paths, and a path large enough (12 MB) that it
+/// is streamed to the registry rather than made in memory first.
+fn store() -> (TestStore, String) {
+    let mut store = TestStore::new();
+    let busybox = store.add_busybox();
+    store.sample();
+    store.add("big-data-1", &[], |dir| {
+        fs::create_dir_all(dir).unwrap();
+        let mut x = 1u64;
+        let bytes: Vec<u8> = (0..12 << 20)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 59) as u8
+            })
+            .collect();
+        fs::write(dir.join("blob.bin"), bytes).unwrap();
+    });
+    (store, busybox)
+}
+
+fn skopeo_json(args: &[&str]) -> serde_json::Value {
+    let output = run(Command::new(require("skopeo")).args(args));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Runs the build to `-o destination` with the store and `extra` flags.
+fn push(store: &TestStore, destination: &str, extra: &[&str]) -> std::process::Output {
+    let closure = store.write_closure();
+    run(Command::new(bin())
+        .arg("--closure")
+        .arg(&closure)
+        .arg("--store-root")
+        .arg(store.root())
+        .args(extra)
+        .args(["-o", destination]))
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo, docker, busybox: cargo test --features tool-tests (.ci/run)"
+)]
+fn pushed_images_equal_the_oci_layout_and_docker_pulls_and_runs_them() {
+    let (store, busybox) = store();
+    let registry = Registry::start();
+    let cache = store.dir.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let contents = ["--contents", busybox.as_str(), "--cache-dir", cache_arg];
+
+    // OCI media types: the blobs equal what -o oci: writes for the same inputs.
+    let remote = format!("docker://127.0.0.1:{}/test/app:oci", registry.port);
+    let output = push(
+        &store,
+        &remote,
+        &[&["--format", "oci"][..], &contents].concat(),
+    );
+    let lines = stderr(&output);
+    assert!(
+        lines.contains("layer 0 sha256:") && lines.contains(": uploaded "),
+        "{lines}"
+    );
+    let layout = store.dir.path().join("layout");
+    push(
+        &store,
+        &format!("oci:{}:oci", layout.display()),
+        &[&["--format", "oci"][..], &contents].concat(),
+    );
+    let copied = store.dir.path().join("copied");
+    run(Command::new(require("skopeo"))
+        .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
+        .arg(&remote)
+        .arg(format!("oci:{}:oci", copied.display())));
+    let blobs = |dir: &Path| {
+        let mut names: Vec<String> = fs::read_dir(dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        blobs(&copied),
+        blobs(&layout),
+        "the pushed blobs are the layout's"
+    );
+    for blob in blobs(&layout) {
+        let path = format!("blobs/sha256/{blob}");
+        assert_same_bytes(&copied.join(&path), &layout.join(&path), &path);
+    }
+
+    // Docker's media types by default; Docker pulls and runs it.
+    let remote = format!("docker://127.0.0.1:{}/test/app:docker", registry.port);
+    push(
+        &store,
+        &remote,
+        &[&["--config", &write_config(&store)][..], &contents].concat(),
+    );
+    let raw = skopeo_json(&["inspect", "--raw", "--tls-verify=false", &remote]);
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    for layer in raw["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+    }
+    let reference = format!("127.0.0.1:{}/test/app:docker", registry.port);
+    run(Command::new(require("docker")).args(["pull", &reference]));
+    let output = docker_run(&[&reference]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "pushed and pulled\n"
+    );
+    run(Command::new("docker").args(["rmi", &reference]));
+}
+
+fn write_config(store: &TestStore) -> String {
+    let path = store.dir.path().join("config.json");
+    fs::write(
+        &path,
+        r#"{"Cmd": ["/bin/sh", "-c", "echo pushed and pulled"]}"#,
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo, busybox: cargo test --features tool-tests (.ci/run)"
+)]
+fn a_second_push_uploads_and_reads_nothing_and_an_update_only_its_layers() {
+    let (mut store, busybox) = store();
+    let registry = Registry::start();
+    let cache = store.dir.path().join("cache");
+    let flags = [
+        "--contents",
+        busybox.as_str(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--max-layers",
+        "20",
+    ];
+    let remote = format!("docker://127.0.0.1:{}/test/cached:v1", registry.port);
+    push(&store, &remote, &flags);
+    let first = skopeo_json(&["inspect", "--tls-verify=false", &remote]);
+    let layers = first["Layers"].as_array().unwrap().len();
+    let uploads = registry.uploads();
+    assert!(
+        uploads > layers,
+        "every layer and the config went up: {uploads}"
+    );
+
+    // The store's bytes change under the same store path (which Nix never allows): a push
+    // that read the layer would upload a new blob; with the cache it reads nothing.
+    let big = store
+        .paths
+        .iter()
+        .find(|(p, _)| p.ends_with("-big-data-1"))
+        .unwrap()
+        .0
+        .clone();
+    let file = store.source(&big).join("blob.bin");
+    let mut bytes = fs::read(&file).unwrap();
+    bytes.iter_mut().for_each(|b| *b = !*b);
+    fs::write(&file, &bytes).unwrap();
+    let output = push(&store, &remote, &flags);
+    assert_eq!(registry.uploads(), uploads, "nothing was uploaded again");
+    let lines = stderr(&output);
+    assert_eq!(lines.matches("already there").count(), layers, "{lines}");
+    let second = skopeo_json(&["inspect", "--tls-verify=false", &remote]);
+    assert_eq!(second["Digest"], first["Digest"]);
+    // Without the cache the layer is read, and is new.
+    let mut no_cache = flags.to_vec();
+    no_cache.splice(2..4, ["--no-cache"]);
+    push(&store, &remote, &no_cache);
+    let third = skopeo_json(&["inspect", "--tls-verify=false", &remote]);
+    assert_ne!(third["Digest"], first["Digest"]);
+
+    // A one-package update (on the store as it was): exactly the layers that changed are
+    // uploaded (and the config).
+    bytes.iter_mut().for_each(|b| *b = !*b);
+    fs::write(&file, &bytes).unwrap();
+    let before = registry.uploads();
+    let old: Vec<serde_json::Value> = first["Layers"].as_array().unwrap().clone();
+    store.add("app-extra-1.0", &[], |dir| {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("new.txt"), "an update\n").unwrap();
+    });
+    push(&store, &remote, &flags);
+    let updated = skopeo_json(&["inspect", "--tls-verify=false", &remote]);
+    let new_layers = updated["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !old.contains(l))
+        .count();
+    assert!(new_layers >= 1);
+    assert_eq!(
+        registry.uploads() - before,
+        new_layers + 1,
+        "the changed layers and the config"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo, openssl, htpasswd: cargo test --features tool-tests (.ci/run)"
+)]
+fn tls_and_basic_auth_with_the_tests_ca() {
+    let (store, busybox) = store();
+    let (registry, guard) = Registry::start_guarded();
+    let remote = format!("docker://127.0.0.1:{}/test/guarded:v1", registry.port);
+    let cert_dir = guard.cert_dir.to_str().unwrap();
+    let creds = format!("{}:{}", guard.user, guard.password);
+    let empty_home = tempfile::tempdir().unwrap();
+    let base = |extra: &[&str]| {
+        let mut command = Command::new(bin());
+        command
+            .env("HOME", empty_home.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("LAYERED_GEN_CREDS")
+            .arg("--closure")
+            .arg(store.write_closure())
+            .arg("--store-root")
+            .arg(store.root())
+            .args(["--contents", &busybox, "--no-cache"])
+            .args(extra)
+            .args(["-o", &remote]);
+        command
+    };
+    let fails = |extra: &[&str]| {
+        let output = base(extra).output().unwrap();
+        assert!(!output.status.success());
+        let text = stderr(&output);
+        assert_eq!(text.lines().count(), 1, "one line: {text}");
+        assert!(!text.contains(&guard.password), "no secret in {text}");
+        text
+    };
+    // The CA is not a system root: verification fails, saying what to do.
+    let text = fails(&["--creds", &creds]);
+    assert!(text.contains("--cert-dir"), "{text}");
+    // No credentials anywhere.
+    let text = fails(&["--cert-dir", cert_dir]);
+    assert!(
+        text.contains("needs credentials") && text.contains("--creds"),
+        "{text}"
+    );
+    // A wrong password.
+    let text = fails(&["--cert-dir", cert_dir, "--creds", "pusher:wrong horse"]);
+    assert!(text.contains("refused the credentials"), "{text}");
+    // Right: from --creds, and from an auth file as podman writes it.
+    run(&mut base(&["--cert-dir", cert_dir, "--creds", &creds]));
+    let auth = empty_home.path().join("auth.json");
+    fs::write(
+        &auth,
+        format!(
+            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{}"}}}}}}"#,
+            registry.port,
+            base64_encode(creds.as_bytes())
+        ),
+    )
+    .unwrap();
+    run(base(&["--cert-dir", cert_dir, "--tag", "v2"]).env("REGISTRY_AUTH_FILE", &auth));
+    let inspected = skopeo_json(&[
+        "inspect",
+        "--cert-dir",
+        cert_dir,
+        "--creds",
+        &creds,
+        &remote.replace(":v1", ":v2"),
+    ]);
+    assert_eq!(
+        inspected["Name"],
+        format!("127.0.0.1:{}/test/guarded", registry.port)
+    );
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker, busybox: cargo test --features tool-tests (.ci/run)"
+)]
+fn docker_daemon_loads_the_image_without_a_file() {
+    let (store, busybox) = store();
+    let reference = "layered-gen-test/daemon:v1";
+    let output = push(
+        &store,
+        &format!("docker-daemon:{reference}"),
+        &["--contents", &busybox, "--config", &write_config(&store)],
+    );
+    assert!(stderr(&output).contains("to the Docker daemon"));
+    let output = docker_run(&[reference]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "pushed and pulled\n"
+    );
+    // Loading again, when the daemon holds every layer, works as well.
+    push(
+        &store,
+        &format!("docker-daemon:{reference}"),
+        &["--contents", &busybox, "--config", &write_config(&store)],
+    );
+    run(Command::new("docker").args(["rmi", reference]));
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry: cargo test --features tool-tests (.ci/run)"
+)]
+fn unreachable_registries_and_daemons_fail_in_one_line() {
+    let (store, _) = store();
+    let closure = store.write_closure();
+    let root = store.store_root_arg();
+    let port = free_port();
+    let common = [
+        "--closure",
+        closure.to_str().unwrap(),
+        "--store-root",
+        &root,
+        "--no-cache",
+    ];
+    let text = layered_gen_fails(
+        &[
+            &common[..],
+            &["-o", &format!("docker://127.0.0.1:{port}/a/b")],
+        ]
+        .concat(),
+    );
+    assert!(
+        text.contains("refused") && text.contains(&format!("127.0.0.1:{port}")),
+        "{text}"
+    );
+    let text =
+        layered_gen_fails(&[&common[..], &["-o", "docker://no-such-host.invalid/a/b"]].concat());
+    assert!(text.contains("no-such-host.invalid"), "{text}");
+    let output = Command::new(bin())
+        .args(common)
+        .args(["-o", "docker-daemon:a/b"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        text.contains("unix:///nonexistent/docker.sock") && text.contains("is Docker running"),
+        "{text}"
+    );
+}
+
+/// The file transports, without any tool: `oci:`, `oci-archive:` and `docker-archive:` write
+/// what they name, and what contradicts a transport is refused.
+#[test]
+fn file_transports_write_what_they_name() {
+    let mut store = TestStore::new();
+    store.sample();
+    let dir = store.dir.path();
+    let layout = dir.join("layout");
+    store.build(Path::new(&format!("oci:{}:v3", layout.display())), &[]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "v3"
+    );
+    // An oci-archive whatever the name; a docker-archive naming its image.
+    let archive = dir.join("image.oci");
+    store.build(
+        Path::new(&format!("oci-archive:{}", archive.display())),
+        &[],
+    );
+    assert!(tar_member(&archive, "oci-layout").is_some());
+    let docker = dir.join("image.tar");
+    store.build(
+        Path::new(&format!("docker-archive:{}:my/app:1", docker.display())),
+        &[],
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&tar_member(&docker, "manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest[0]["RepoTags"][0], "my/app:1");
+
+    let closure = store.write_closure();
+    let root = store.store_root_arg();
+    let fails = |extra: &[&str]| {
+        layered_gen_fails(
+            &[
+                &[
+                    "--closure",
+                    closure.to_str().unwrap(),
+                    "--store-root",
+                    &root,
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let text = fails(&["--format", "oci", "-o", "docker-archive:x.tar"]);
+    assert!(
+        text.contains("--format: the -o transport writes docker-archive, not oci"),
+        "{text}"
+    );
+    let text = fails(&["--name", "other", "-o", "docker-daemon:my/app"]);
+    assert!(text.contains("--name: -o names the image my/app"), "{text}");
+    let text = fails(&["-o", "docker://reg.example/app@sha256:00"]);
+    assert!(
+        text.contains("-o: ") && text.contains("a digest cannot be"),
+        "{text}"
+    );
+    let text = fails(&["--tag-from-output", "-o", "docker://reg.example/app"]);
+    assert!(text.contains("needs an output path"), "{text}");
+    let text = fails(&[
+        "--mount-from",
+        "other.example/base",
+        "-o",
+        "docker://reg.example/app",
+    ]);
+    assert!(
+        text.contains("--mount-from: ") && text.contains("another registry"),
+        "{text}"
+    );
+    let text = fails(&[
+        "--archive-compression",
+        "gzip",
+        "-o",
+        "docker://reg.example/app",
+    ]);
+    assert!(text.contains("--archive-compression"), "{text}");
+    let text = layered_gen_fails(&["merge", "x.tar", "-o", "docker://reg.example/app"]);
+    assert!(text.contains("this command writes a file"), "{text}");
+}
