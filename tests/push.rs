@@ -473,3 +473,115 @@ fn file_transports_write_what_they_name() {
     let text = layered_gen_fails(&["merge", "x.tar", "-o", "docker://reg.example/app"]);
     assert!(text.contains("this command writes a file"), "{text}");
 }
+
+/// A proxy in front of a registry that cuts the connection of the first `cuts` blob uploads
+/// after 2 MiB of their data, as a registry restarting or a network failing would.
+fn cutting_proxy(registry_port: u16, cuts: usize) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let left = Arc::new(AtomicUsize::new(cuts));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let left = left.clone();
+            std::thread::spawn(move || {
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", registry_port)) else {
+                    return;
+                };
+                let (mut back_from, mut back_to) =
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut back_from, &mut back_to);
+                    let _ = back_to.shutdown(Shutdown::Both);
+                });
+                let mut buffer = vec![0u8; 64 << 10];
+                let mut patch_bytes: Option<usize> = None;
+                loop {
+                    let n = match client.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buffer[..n];
+                    if chunk.windows(10).any(|w| w == b"PATCH /v2/") {
+                        patch_bytes = Some(0);
+                    }
+                    if let Some(bytes) = patch_bytes.as_mut() {
+                        *bytes += n;
+                        if *bytes > 2 << 20
+                            && left
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                                    l.checked_sub(1)
+                                })
+                                .is_ok()
+                        {
+                            let _ = client.shutdown(Shutdown::Both);
+                            let _ = upstream.shutdown(Shutdown::Both);
+                            return;
+                        }
+                    }
+                    if upstream.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = upstream.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo, busybox: cargo test --features tool-tests (.ci/run)"
+)]
+fn a_connection_cut_during_an_upload_is_retried_or_leaves_no_tag() {
+    let (store, _) = store();
+    let registry = Registry::start();
+    let direct = |name: &str| format!("docker://127.0.0.1:{}/test/{name}:v1", registry.port);
+
+    // Cut once: the blob starts again and the push succeeds.
+    let proxy = cutting_proxy(registry.port, 1);
+    let output = push(
+        &store,
+        &format!("docker://127.0.0.1:{proxy}/test/cut-once:v1"),
+        &["--no-cache"],
+    );
+    assert!(stderr(&output).contains("uploaded"));
+    let inspected = skopeo_json(&["inspect", "--tls-verify=false", &direct("cut-once")]);
+    assert!(!inspected["Layers"].as_array().unwrap().is_empty());
+    run(Command::new(require("skopeo")).args([
+        "copy",
+        "--src-tls-verify=false",
+        &direct("cut-once"),
+        &format!("oci:{}:x", store.dir.path().join("check").display()),
+    ]));
+
+    // Cut every time: a clear error naming the layer, and no tag.
+    let proxy = cutting_proxy(registry.port, usize::MAX);
+    let closure = store.write_closure();
+    let text = layered_gen_fails(&[
+        "--closure",
+        closure.to_str().unwrap(),
+        "--store-root",
+        &store.store_root_arg(),
+        "--no-cache",
+        "--quiet",
+        "-o",
+        &format!("docker://127.0.0.1:{proxy}/test/cut-always:v1"),
+    ]);
+    assert!(text.contains("layer ") && text.contains("PATCH"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let output = Command::new(require("skopeo"))
+        .args(["inspect", "--tls-verify=false", &direct("cut-always")])
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "no tag points at the incomplete image"
+    );
+}

@@ -486,6 +486,17 @@ fn describe_network_error(error: &ureq::Error) -> String {
             "the connection was refused (is the registry running, and is the port right?)".into()
         }
         ureq::Error::Timeout(_) => "it timed out".into(),
+        ureq::Error::Io(e) => {
+            let text = e.to_string();
+            let text = text
+                .find(" (os error")
+                .map_or(text.as_str(), |cut| &text[..cut]);
+            if text.contains("certificate") {
+                format!("TLS: {text}")
+            } else {
+                format!("the connection broke: {text}")
+            }
+        }
         ureq::Error::Rustls(e) => format!("TLS: {e}"),
         other => other.to_string(),
     }
