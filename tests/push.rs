@@ -222,6 +222,22 @@ fn a_second_push_uploads_and_reads_nothing_and_an_update_only_its_layers() {
         new_layers + 1,
         "the changed layers and the config"
     );
+
+    // Another repository of the registry: with --mount-from, the layers the cache knows are
+    // mounted, not uploaded (only the config and the customisation layer, made in memory,
+    // are asked about and sent).
+    let before = registry.uploads();
+    let other = format!("docker://127.0.0.1:{}/test/mounted:v1", registry.port);
+    let from = format!("127.0.0.1:{}/test/cached", registry.port);
+    let mut mounting = flags.to_vec();
+    mounting.extend(["--mount-from", from.as_str()]);
+    let output = push(&store, &other, &mounting);
+    let lines = stderr(&output);
+    let store_layers = lines.matches("mounted from test/cached").count();
+    assert!(store_layers >= new_layers, "{lines}");
+    assert!(registry.uploads() - before <= 2, "{lines}");
+    let mounted = skopeo_json(&["inspect", "--tls-verify=false", &other]);
+    assert_eq!(mounted["Layers"], updated["Layers"]);
 }
 
 #[test]
