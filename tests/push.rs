@@ -291,6 +291,14 @@ fn tls_and_basic_auth_with_the_tests_ca() {
     assert!(text.contains("refused the credentials"), "{text}");
     // Right: from --creds, and from an auth file as podman writes it.
     run(&mut base(&["--cert-dir", cert_dir, "--creds", &creds]));
+    // --tls-verify=false takes the unknown CA (and would take plain HTTP).
+    run(&mut base(&[
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        "--tag",
+        "v3",
+    ]));
     let auth = empty_home.path().join("auth.json");
     fs::write(
         &auth,
@@ -599,5 +607,94 @@ fn a_connection_cut_during_an_upload_is_retried_or_leaves_no_tag() {
     assert!(
         !output.status.success(),
         "no tag points at the incomplete image"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
+fn base_layers_go_up_as_they_are_and_a_lying_cache_is_caught() {
+    let mut base_store = TestStore::new();
+    base_store.sample();
+    let base = base_store.dir.path().join("base");
+    base_store.build(&base, &["--format", "oci", "--compression", "zstd"]);
+    let (store, _) = store();
+    let registry = Registry::start();
+    let cache = store.dir.path().join("cache");
+    let remote = format!("docker://127.0.0.1:{}/test/based:v1", registry.port);
+    let flags = [
+        "--from-image",
+        base.to_str().unwrap(),
+        "--format",
+        "oci",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    push(&store, &remote, &flags);
+    let pushed = skopeo_json(&["inspect", "--raw", "--tls-verify=false", &remote]);
+    let local = skopeo_json(&["inspect", "--raw", &format!("oci:{}", base.display())]);
+    let base_layers = local["layers"].as_array().unwrap();
+    assert_eq!(
+        &pushed["layers"].as_array().unwrap()[..base_layers.len()],
+        &base_layers[..],
+        "the base's zstd layers, digests and media types unchanged"
+    );
+    // Known from the base's manifest, they are only asked about the next time, even without
+    // a cache: not read at all (a damaged blob, which reading would refuse, goes unnoticed).
+    let blob = base.join("blobs/sha256").join(
+        base_layers[0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let mut bytes = fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::set_permissions(&blob, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    fs::write(&blob, &bytes).unwrap();
+    let mut no_cache = flags.to_vec();
+    no_cache.splice(4..6, ["--no-cache"]);
+    let lines = stderr(&push(&store, &remote, &no_cache));
+    for (index, layer) in base_layers.iter().enumerate() {
+        let digest = layer["digest"].as_str().unwrap();
+        let line = format!("layer {index} {}…: already there", &digest[..19]);
+        assert!(lines.contains(&line), "{line} in {lines}");
+    }
+
+    // A cache entry that lies (another layer's digests) is caught by --verify-cache.
+    let entries: Vec<_> = fs::read_dir(cache.join("layers-v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(entries.len() >= 2);
+    let first = fs::read_to_string(&entries[0]).unwrap();
+    let second: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&entries[1]).unwrap()).unwrap();
+    let mut lying: serde_json::Value = serde_json::from_str(&first).unwrap();
+    lying["digest"] = second["digest"].clone();
+    lying["diffId"] = second["diffId"].clone();
+    lying["size"] = second["size"].clone();
+    fs::write(&entries[0], lying.to_string()).unwrap();
+    let mut verify = flags.to_vec();
+    verify.push("--verify-cache");
+    let closure = store.write_closure();
+    let text = layered_gen_fails(
+        &[
+            &[
+                "--closure",
+                closure.to_str().unwrap(),
+                "--store-root",
+                &store.store_root_arg(),
+            ][..],
+            &verify,
+            &["--quiet", "-o", &remote],
+        ]
+        .concat(),
+    );
+    assert!(
+        text.contains("--cache-dir: ") && text.contains("the cache entry is wrong"),
+        "{text}"
     );
 }
