@@ -698,3 +698,196 @@ fn base_layers_go_up_as_they_are_and_a_lying_cache_is_caught() {
         "{text}"
     );
 }
+
+fn base64_url(bytes: &[u8]) -> String {
+    base64_encode(bytes)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// A token server as Docker Hub's: Basic credentials in, a JWT (RS256, signed by openssl with
+/// the key whose certificate the registry trusts, sent in `x5c`) granting the asked scopes out.
+/// Returns its port; `asked` collects the scopes of each request.
+fn token_server(
+    dir: &Path,
+    user: &'static str,
+    password: &'static str,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let key = dir.join("token.key");
+    let der = fs::read(dir.join("token.der")).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut authorized = false;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                let expected = format!(
+                    "authorization: basic {}",
+                    base64_encode(format!("{user}:{password}").as_bytes())
+                );
+                if line.trim().eq_ignore_ascii_case(&expected) {
+                    authorized = true;
+                }
+            }
+            let query = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let scopes: Vec<String> = query
+                .split(['?', '&'])
+                .filter_map(|p| p.strip_prefix("scope="))
+                .map(|s| {
+                    s.replace("%3A", ":")
+                        .replace("%2F", "/")
+                        .replace("%2C", ",")
+                })
+                .collect();
+            asked.lock().unwrap().push(scopes.join(" "));
+            if !authorized {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let access: Vec<serde_json::Value> = scopes
+                .iter()
+                .filter_map(|s| {
+                    let mut parts = s.splitn(3, ':');
+                    let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some(serde_json::json!({
+                        "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()
+                    }))
+                })
+                .collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header =
+                serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [base64_encode(&der)]});
+            let claims = serde_json::json!({
+                "iss": "test-issuer", "sub": user, "aud": "test-registry",
+                "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}"),
+                "access": access,
+            });
+            let signing_input = format!(
+                "{}.{}",
+                base64_url(header.to_string().as_bytes()),
+                base64_url(claims.to_string().as_bytes())
+            );
+            let mut openssl = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            openssl
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(signing_input.as_bytes())
+                .unwrap();
+            let signature = openssl.wait_with_output().unwrap().stdout;
+            let body = serde_json::json!({
+                "token": format!("{signing_input}.{}", base64_url(&signature))
+            })
+            .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo, openssl: cargo test --features tool-tests (.ci/run)"
+)]
+fn bearer_tokens_from_a_token_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = require("openssl");
+    run(Command::new(&openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=layered-gen test token issuer"])
+        .arg("-keyout")
+        .arg(dir.path().join("token.key"))
+        .arg("-out")
+        .arg(dir.path().join("token.crt")));
+    run(Command::new(&openssl)
+        .args(["x509", "-outform", "der", "-in"])
+        .arg(dir.path().join("token.crt"))
+        .arg("-out")
+        .arg(dir.path().join("token.der")));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let token_port = token_server(dir.path(), "robot", "t0ken-pass", asked.clone());
+    let registry = Registry::start_with(
+        Some(&format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+            dir.path().join("token.crt").display()
+        )),
+        false,
+    );
+    let (store, _) = store();
+    let remote = format!("docker://127.0.0.1:{}/test/tok:v1", registry.port);
+    let from = format!("127.0.0.1:{}/test/base", registry.port);
+    let closure = store.write_closure();
+    let root = store.store_root_arg();
+    let args = |creds: &'static str| {
+        vec![
+            "--closure".to_string(),
+            closure.display().to_string(),
+            "--store-root".into(),
+            root.clone(),
+            "--no-cache".into(),
+            "--quiet".into(),
+            "--creds".into(),
+            creds.into(),
+            "--mount-from".into(),
+            from.clone(),
+            "-o".into(),
+            remote.clone(),
+        ]
+    };
+    let wrong = args("robot:guess");
+    let text = layered_gen_fails(&wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        text.contains("refused the credentials") && !text.contains("guess"),
+        "{text}"
+    );
+    let right = args("robot:t0ken-pass");
+    run(Command::new(bin()).args(&right));
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == "repository:test/tok:pull,push repository:test/base:pull"),
+        "scopes asked: {:?}",
+        asked.lock().unwrap()
+    );
+    let output = run(Command::new(require("skopeo")).args([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "robot:t0ken-pass",
+        &remote,
+    ]));
+    let inspected: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(inspected["RepoTags"][0], "v1");
+}

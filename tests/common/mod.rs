@@ -266,7 +266,7 @@ impl Registry {
     /// Starts a registry on a free port. A port taken between picking and binding makes the
     /// registry exit: another port is tried. Ready means it answers `GET /v2/` as a registry.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// Starts a registry behind TLS with a new CA and htpasswd auth for one user.
@@ -326,7 +326,7 @@ impl Registry {
             dir.join("server.key").display(),
             dir.join("htpasswd").display()
         );
-        let registry = Self::start_with(Some(&guard));
+        let registry = Self::start_with(Some(&guard), true);
         (
             registry,
             Guarded {
@@ -355,7 +355,10 @@ impl Registry {
             .count()
     }
 
-    fn start_with(guard: Option<&str>) -> Self {
+    /// Starts a registry with `extra` configuration lines (indented under `http:` where they
+    /// belong there); `tls` says whether it then speaks HTTPS.
+    pub fn start_with(extra: Option<&str>, tls: bool) -> Self {
+        let guard = extra;
         let registry = require("docker-registry");
         let mut failures = Vec::new();
         for _ in 0..5 {
@@ -388,7 +391,7 @@ impl Registry {
                 log: log.clone(),
                 _dir: dir,
             };
-            match wait_until_ready(&mut registry.child, port, &log, guard.is_some()) {
+            match wait_until_ready(&mut registry.child, port, &log, tls) {
                 Started::Ready => return registry,
                 Started::Exited(why) => failures.push(format!("port {port}: {why}")),
             }
