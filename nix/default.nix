@@ -46,7 +46,10 @@ let
   extraTagArgs = builtins.concatMap (t: [ "--tag" t ]);
 
   # The arguments both functions share, as layered-gen flags.
-  commonArgs =
+  commonArgs = args: [ "--name" args.name ] ++ imageArgs args;
+
+  # The same without the name, which a copyTo* destination may give instead.
+  imageArgs =
     { name
     , fromImage ? null
     , contents ? [ ]
@@ -63,7 +66,7 @@ let
     , layering ? "popularity"
     , ...
     }:
-    [ "--name" name "--max-layers" (toString maxLayers) "--created" created
+    [ "--max-layers" (toString maxLayers) "--created" created
       "--uid" (toString uid) "--gid" (toString gid) "--format" format "--layering" layering
       "--config" "${configFile name config}" ]
     ++ builtins.concatMap (p: [ "--contents" "${p}" ]) contents
@@ -77,13 +80,38 @@ let
   closureRoots = args@{ name, contents ? [ ], config ? { }, ... }:
     contents ++ [ (configFile name config) ];
 
-  # imageName and imageTag, set whatever the arguments (tag null: the output's store hash).
+  # An executable ($out/bin/copy-to-KIND, what `nix run` runs) that copies the image
+  # straight from the store: to a registry (`docker://NAME` under the image's tags, or the
+  # destination given as its first argument), into the Docker daemon, or into podman. No
+  # archive is ever written to the store; the closure is embedded in the script.
+  copyScript = kind: args: tag: derivation {
+    name = "copy-to-${kind}";
+    inherit system runtimeShell tag;
+    extraTags = args.extraTags or [ ];
+    layeredGen = "${layered-gen}";
+    builder = "${layered-gen}/bin/layered-gen";
+    args = [ "stream-script" "--attrs" ".attrs.json" ];
+    copyTo = kind;
+    imageName = args.name;
+    streamArgs = imageArgs args;
+    __structuredAttrs = true;
+    exportReferencesGraph.closure = closureRoots args;
+  };
+
+  # imageName and imageTag, set whatever the arguments (tag null: the output's store hash),
+  # and the copyTo* executables, as nix2container has them.
   withImageAttrs = args: drv:
-    drv // {
-      imageName = args.name;
+    let
       imageTag =
         if args.tag or null != null then args.tag
         else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext drv.outPath));
+    in
+    drv // {
+      imageName = args.name;
+      inherit imageTag;
+      copyToRegistry = copyScript "registry" args imageTag;
+      copyToDockerDaemon = copyScript "docker-daemon" args imageTag;
+      copyToPodman = copyScript "podman" args imageTag;
     };
 in
 rec {

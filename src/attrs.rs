@@ -34,7 +34,22 @@ struct StreamAttrs {
     /// Tags after the main one (nix/'s `extraTags`).
     #[serde(default)]
     extra_tags: Vec<String>,
+    /// For the `copyTo*` scripts: where they copy the image (`registry`, `docker-daemon`,
+    /// `podman`), and the image's name.
+    #[serde(default)]
+    copy_to: Option<CopyTo>,
+    #[serde(default)]
+    image_name: Option<String>,
     closure: Box<RawValue>,
+}
+
+/// Where a `copyTo*` script sends the image.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum CopyTo {
+    Registry,
+    DockerDaemon,
+    Podman,
 }
 
 /// The path of the output `out`.
@@ -65,6 +80,67 @@ pub fn tag_from_output(output: &Path) -> Result<String> {
     }
 }
 
+/// A `copyTo*` script, as `$out/bin/copy-to-KIND` (what `nix run` runs): it runs layered-gen
+/// on the embedded closure straight to the destination, no archive in between. Registry and
+/// Docker daemon scripts take a destination as their first argument (its tag then replaces the
+/// image's tags), else use `docker://NAME` or `docker-daemon:NAME` under the image's tags;
+/// the podman one pipes into `podman load`. Other arguments go to layered-gen.
+#[allow(clippy::too_many_arguments)]
+fn copy_script(
+    kind: CopyTo,
+    name: &str,
+    shell: &str,
+    layered_gen: &str,
+    fixed_args: &str,
+    tag_args: &str,
+    closure_input: &str,
+    out: &Path,
+) -> Result<(String, PathBuf)> {
+    // The name lands in the script (quoted, and in a comment): it must be a plain image name.
+    crate::output::reference::check_name(name)?;
+    let (program, what, default) = match kind {
+        CopyTo::Registry => (
+            "copy-to-registry",
+            "Pushes the image to a registry",
+            format!("docker://{name}"),
+        ),
+        CopyTo::DockerDaemon => (
+            "copy-to-docker-daemon",
+            "Loads the image into the Docker daemon ($DOCKER_HOST)",
+            format!("docker-daemon:{name}"),
+        ),
+        CopyTo::Podman => (
+            "copy-to-podman",
+            "Loads the image into podman",
+            String::new(),
+        ),
+    };
+    let run = format!(
+        "run() {{\n  {layered_gen} --closure /dev/fd/3{fixed_args} \"$@\" {closure_input}}}\n"
+    );
+    let body = match kind {
+        CopyTo::Podman => format!(
+            "{run}run --name {}{tag_args} -o - \"$@\" | podman load\n",
+            quote(name)
+        ),
+        CopyTo::Registry | CopyTo::DockerDaemon => format!(
+            "{run}case \"${{1:-}}\" in\n  ''|-*) run{tag_args} -o {} \"$@\" ;;\n  \
+             *) dest=$1; shift; run -o \"$dest\" \"$@\" ;;\nesac\n",
+            quote(&default)
+        ),
+    };
+    let usage = match kind {
+        CopyTo::Podman => format!("# Usage: {program} [layered-gen flags]"),
+        _ => format!("# Usage: {program} [DESTINATION] [layered-gen flags]; default {default}"),
+    };
+    let bin = out.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| Error::io("creating", &bin, e))?;
+    Ok((
+        format!("#!{shell}\n# {what}, read from the store as it runs.\n{usage}\n{body}"),
+        bin.join(program),
+    ))
+}
+
 /// Quotes a word for a POSIX shell.
 fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
@@ -92,21 +168,44 @@ pub fn write_stream_script(attrs_file: &Path) -> Result<PathBuf> {
             "the closure holds a line equal to the script's end marker",
         ));
     }
-    let mut script = format!(
-        "#!{}\n# Streams a container image to stdout: run it and pipe it, e.g. into \
-         `docker load`.\n# Extra arguments go to layered-gen (e.g. --quiet).\nexec {} \
-         --closure /dev/fd/3",
-        attrs.runtime_shell,
-        quote(&format!("{}/bin/layered-gen", attrs.layered_gen))
-    );
+    let layered_gen = quote(&format!("{}/bin/layered-gen", attrs.layered_gen));
+    let mut fixed_args = String::new();
     for arg in &attrs.stream_args {
-        script.push(' ');
-        script.push_str(&quote(arg));
+        fixed_args.push(' ');
+        fixed_args.push_str(&quote(arg));
     }
+    let mut tag_args = String::new();
     for tag in std::iter::once(&tag).chain(&attrs.extra_tags) {
-        script.push_str(&format!(" --tag {}", quote(tag)));
+        tag_args.push_str(&format!(" --tag {}", quote(tag)));
     }
-    script.push_str(&format!(" -o - \"$@\" 3<<'{END}'\n{closure}\n{END}\n"));
+    let closure_input = format!("3<<'{END}'\n{closure}\n{END}\n");
+    let (script, out) = match attrs.copy_to {
+        None => (
+            format!(
+                "#!{}\n# Streams a container image to stdout: run it and pipe it, e.g. into \
+                 `docker load`.\n# Extra arguments go to layered-gen (e.g. --quiet).\nexec \
+                 {layered_gen} --closure /dev/fd/3{fixed_args}{tag_args} -o - \"$@\" \
+                 {closure_input}",
+                attrs.runtime_shell
+            ),
+            out,
+        ),
+        Some(kind) => {
+            let name = attrs.image_name.as_deref().ok_or_else(|| {
+                Error::input(shown_path(attrs_file), "a copyTo script needs imageName")
+            })?;
+            copy_script(
+                kind,
+                name,
+                &attrs.runtime_shell,
+                &layered_gen,
+                &fixed_args,
+                &tag_args,
+                &closure_input,
+                &out,
+            )?
+        }
+    };
     std::fs::write(&out, script).map_err(|e| Error::io("writing", &out, e))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555))
@@ -118,6 +217,92 @@ pub fn write_stream_script(attrs_file: &Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Writes a copyTo script whose layered-gen prints its arguments and closure, and runs it
+    /// with `args`; returns what it printed.
+    fn run_copy_script(kind: &str, args: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let lg = dir.path().join("lg");
+        std::fs::create_dir_all(lg.join("bin")).unwrap();
+        let fake = lg.join("bin/layered-gen");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done\necho; cat <&3\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // podman load, as the podman script calls it, prints what it was given.
+        std::fs::write(
+            dir.path().join("podman"),
+            "#!/bin/sh\necho \"podman $*\"; cat\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            dir.path().join("podman"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let out = dir.path().join("0123456789abcdfghijklmnpqrsvwxyz-copy");
+        let attrs = dir.path().join(".attrs.json");
+        std::fs::write(
+            &attrs,
+            json!({
+                "outputs": {"out": out},
+                "runtimeShell": "/bin/sh",
+                "layeredGen": lg,
+                "streamArgs": ["--max-layers", "9"],
+                "tag": "t1",
+                "extraTags": ["latest"],
+                "copyTo": kind,
+                "imageName": "my/app",
+                "closure": [{"path": "/nix/store/x", "references": []}],
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let script = write_stream_script(&attrs).unwrap();
+        let output = std::process::Command::new(&script)
+            .args(args)
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn copy_scripts_default_to_the_image_and_take_a_destination() {
+        let closure = "[{\"path\":\"/nix/store/x\",\"references\":[]}]\n";
+        assert_eq!(
+            run_copy_script("registry", &[]),
+            format!(
+                "[--closure][/dev/fd/3][--max-layers][9][--tag][t1][--tag][latest][-o]\
+                 [docker://my/app]\n{closure}"
+            )
+        );
+        assert_eq!(
+            run_copy_script("registry", &["docker://reg:5000/x:v2", "--quiet"]),
+            format!(
+                "[--closure][/dev/fd/3][--max-layers][9][-o][docker://reg:5000/x:v2][--quiet]\n\
+                 {closure}"
+            )
+        );
+        assert_eq!(
+            run_copy_script("docker-daemon", &["--quiet"]),
+            format!(
+                "[--closure][/dev/fd/3][--max-layers][9][--tag][t1][--tag][latest][-o]\
+                 [docker-daemon:my/app][--quiet]\n{closure}"
+            )
+        );
+        assert_eq!(
+            run_copy_script("podman", &[]),
+            format!(
+                "podman load\n[--closure][/dev/fd/3][--max-layers][9][--name][my/app][--tag][t1]\
+                 [--tag][latest][-o][-]\n{closure}"
+            )
+        );
+    }
 
     #[test]
     fn stream_script_quotes_and_embeds() {

@@ -478,3 +478,121 @@ fn image_index_from_per_system_images() {
     .unwrap();
     assert_eq!(index_architectures(&raw), ["amd64", "arm64"]);
 }
+
+/// The copyTo* executables of both functions: to a registry (with a destination), into the
+/// Docker daemon and into podman (by default, under the image's tags), straight from the store.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker-registry, skopeo, docker, podman: cargo test --features tool-tests (.ci/run)"
+)]
+fn copy_to_registry_docker_daemon_and_podman() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let cache = tempfile::tempdir().unwrap();
+    let copy = |attr: &str, program: &str, args: &[&str], path: Option<&str>| {
+        let out = inputs.build(&nix, Some(attr), &[]);
+        let mut command = Command::new(out.join("bin").join(program));
+        command.args(args).env("XDG_CACHE_HOME", cache.path());
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        run(&mut command)
+    };
+
+    // To a registry: what arrives is the image buildLayeredImage builds (same diff_ids).
+    let registry = Registry::start();
+    let remote = format!(
+        "docker://127.0.0.1:{}/layered-gen-test/tagged:pushed",
+        registry.port
+    );
+    // As users run it: `nix run` (here on the expression file, as a flake's would be).
+    run(Command::new(require("nix"))
+        .args(["run", "--file"])
+        .arg(&nix)
+        .arg("--arg")
+        .arg("layeredGenDir")
+        .arg(inputs.dir.path().join("lg"))
+        .arg("--arg")
+        .arg("busyboxDir")
+        .arg(inputs.dir.path().join("bb"))
+        .args(["tagged.copyToRegistry", "--", &remote, "--quiet"])
+        .env("XDG_CACHE_HOME", cache.path()));
+    let pushed: Value = serde_json::from_slice(
+        &run(Command::new(require("skopeo")).args([
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+            &remote,
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    let built = inputs.build(&nix, Some("tagged"), &[]);
+    let local: Value = serde_json::from_slice(
+        &run(Command::new(require("skopeo"))
+            .args(["inspect", "--config"])
+            .arg(format!("docker-archive:{}", built.display())))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(pushed["rootfs"], local["rootfs"]);
+
+    // Into the Docker daemon, from streamLayeredImage, under the image's tags.
+    copy(
+        "taggedStream.copyToDockerDaemon",
+        "copy-to-docker-daemon",
+        &[],
+        None,
+    );
+    for tag in ["main", "latest", "v1"] {
+        let output = docker_run(&[&format!("layered-gen-test/tagged:{tag}")]);
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "hi top\n");
+    }
+    run(Command::new("docker").args([
+        "rmi",
+        "layered-gen-test/tagged:main",
+        "layered-gen-test/tagged:latest",
+        "layered-gen-test/tagged:v1",
+    ]));
+
+    // Into podman (this test's podman, through a wrapper on PATH).
+    let podman = Podman::new();
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let wrapped = podman.command();
+    let mut wrapper = String::from("#!/bin/sh\nexec");
+    for part in std::iter::once(wrapped.get_program()).chain(wrapped.get_args()) {
+        wrapper.push_str(&format!(" '{}'", part.to_string_lossy()));
+    }
+    for (key, value) in wrapped.get_envs() {
+        wrapper = wrapper.replacen(
+            "exec",
+            &format!(
+                "export {}='{}'\nexec",
+                key.to_string_lossy(),
+                value.unwrap_or_default().to_string_lossy()
+            ),
+            1,
+        );
+    }
+    wrapper.push_str(" \"$@\"\n");
+    fs::write(wrapper_dir.path().join("podman"), wrapper).unwrap();
+    fs::set_permissions(
+        wrapper_dir.path().join("podman"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        wrapper_dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    copy(
+        "tagged.copyToPodman",
+        "copy-to-podman",
+        &["--quiet"],
+        Some(&path),
+    );
+    let ran = podman.run(&["localhost/layered-gen-test/tagged:v1"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi top\n");
+}
