@@ -21,7 +21,7 @@ use layered_gen::output::registry::PushOptions;
 use layered_gen::output::registry::client::ConnectOptions;
 use layered_gen::output::registry::credentials::{Credentials, Sources};
 use layered_gen::output::transport::{self, Destination, Implied, Place, Repository};
-use layered_gen::output::{Compression, Format, OutputOptions, Target};
+use layered_gen::output::{self, Compression, Format, OutputOptions, Target};
 use layered_gen::pipeline::{
     self, BuildOptions, ExportOptions, IndexOptions, MergeOptions, PlanOptions,
 };
@@ -521,15 +521,28 @@ impl PushArgs {
         })
     }
 
-    /// The cache to use: none with --no-cache, else --cache-dir or the default one (when
-    /// neither it nor HOME is known: none).
-    fn cache(&self) -> Result<Option<LayerCache>> {
+    /// The cache to use. A push uses `--cache-dir`, else the default one (which, when it
+    /// cannot be made, as in a Nix build's sandbox, is simply not used); an OCI layout
+    /// directory uses `--cache-dir` only, to link unchanged layers from the layout it replaces.
+    fn cache(&self, target: &Target, oci_layout_dir: bool) -> Result<Option<LayerCache>> {
         if self.no_cache {
             return Ok(None);
         }
-        match self.cache_dir.clone().or_else(LayerCache::default_dir) {
-            Some(dir) => LayerCache::open(&dir).map(Some),
-            None => Ok(None),
+        if let Some(dir) = &self.cache_dir {
+            return match target {
+                Target::Registry(_) => LayerCache::open(dir).map(Some),
+                Target::File(_) if oci_layout_dir => LayerCache::open(dir).map(Some),
+                _ => Err(Error::value(
+                    "the layer cache serves pushes to a registry and OCI layout directories",
+                )
+                .about(Setting::CacheDir)),
+            };
+        }
+        match target {
+            Target::Registry(_) => {
+                Ok(LayerCache::default_dir().and_then(|dir| LayerCache::open(&dir).ok()))
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -757,10 +770,8 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
         _ => None,
     };
     let push = args.push.options(registry)?;
-    let cache = match target {
-        Target::Registry(_) => args.push.cache()?,
-        _ => None,
-    };
+    let layout_dir = output::is_layout_dir(format, &target, oci_archive);
+    let cache = args.push.cache(&target, layout_dir)?;
     let report_layers = !args.output.quiet && !std::io::stderr().is_terminal();
     Ok(BuildOptions {
         progress: !args.output.quiet && std::io::stderr().is_terminal(),

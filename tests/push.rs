@@ -16,6 +16,18 @@ use common::*;
 fn store() -> (TestStore, String) {
     let mut store = TestStore::new();
     let busybox = store.add_busybox();
+    add_sample_and_big(&mut store);
+    (store, busybox)
+}
+
+/// The same without busybox, for tests that need no tools.
+fn store_without_tools() -> TestStore {
+    let mut store = TestStore::new();
+    add_sample_and_big(&mut store);
+    store
+}
+
+fn add_sample_and_big(store: &mut TestStore) {
     store.sample();
     store.add("big-data-1", &[], |dir| {
         fs::create_dir_all(dir).unwrap();
@@ -30,7 +42,6 @@ fn store() -> (TestStore, String) {
             .collect();
         fs::write(dir.join("blob.bin"), bytes).unwrap();
     });
-    (store, busybox)
 }
 
 fn skopeo_json(args: &[&str]) -> serde_json::Value {
@@ -402,6 +413,24 @@ fn unreachable_registries_and_daemons_fail_in_one_line() {
     let text =
         layered_gen_fails(&[&common[..], &["-o", "docker://no-such-host.invalid/a/b"]].concat());
     assert!(text.contains("no-such-host.invalid"), "{text}");
+    // A registry that refuses pushes: its refusal, in one line, and no tag.
+    let read_only = Registry::start_read_only();
+    let text = layered_gen_fails(
+        &[
+            &common[..],
+            &[
+                "--quiet",
+                "-o",
+                &format!("docker://127.0.0.1:{}/a/b:v1", read_only.port),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        text.contains("HTTP 405") && text.contains("takes no pushes"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
     let output = Command::new(bin())
         .args(common)
         .args(["-o", "docker-daemon:a/b"])
@@ -890,4 +919,69 @@ fn bearer_tokens_from_a_token_server() {
     ]));
     let inspected: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(inspected["RepoTags"][0], "v1");
+}
+
+/// The cache serves OCI layout directories too: rebuilding a layout links the blobs of
+/// unchanged layers from the layout it replaces (checked by digest) instead of reading the
+/// store again; a damaged blob there is made again.
+#[test]
+fn layout_rebuilds_link_unchanged_layers_from_the_layout_they_replace() {
+    let store = store_without_tools();
+    let layout = store.dir.path().join("layout");
+    let cache = store.dir.path().join("cache");
+    let out = format!("oci:{}", layout.display());
+    let with_cache = ["--cache-dir", cache.to_str().unwrap(), "--max-layers", "20"];
+    store.build(Path::new(&out), &with_cache);
+    let index = fs::read(layout.join("index.json")).unwrap();
+    let blobs = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<(String, Vec<u8>)> = fs::read_dir(dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let first = blobs(&layout);
+
+    // The store's bytes change under the same path: a layer read again would differ.
+    let big = store.source(
+        &store
+            .paths
+            .iter()
+            .find(|(p, _)| p.ends_with("-big-data-1"))
+            .unwrap()
+            .0,
+    );
+    let file = big.join("blob.bin");
+    let original = fs::read(&file).unwrap();
+    fs::write(&file, original.iter().map(|b| !b).collect::<Vec<u8>>()).unwrap();
+    store.build(Path::new(&out), &with_cache);
+    assert_eq!(fs::read(layout.join("index.json")).unwrap(), index);
+    assert!(
+        blobs(&layout) == first,
+        "every blob linked from the old layout"
+    );
+
+    // A damaged blob in the old layout is not taken: with the store as it was, the layer is
+    // made again and the layout is whole.
+    fs::write(&file, &original).unwrap();
+    let (victim, bytes) = first.iter().max_by_key(|(_, b)| b.len()).unwrap();
+    let path = layout.join("blobs/sha256").join(victim);
+    let mut damaged = bytes.clone();
+    damaged[100] ^= 1;
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    fs::write(&path, damaged).unwrap();
+    store.build(Path::new(&out), &with_cache);
+    assert!(blobs(&layout) == first, "the damaged blob was made again");
+
+    // Without --cache-dir nothing is linked: the changed store shows.
+    fs::write(&file, original.iter().map(|b| !b).collect::<Vec<u8>>()).unwrap();
+    store.build(Path::new(&out), &["--max-layers", "20"]);
+    assert_ne!(fs::read(layout.join("index.json")).unwrap(), index);
 }

@@ -168,14 +168,19 @@ impl OutputOptions {
             .about(Setting::DockerLegacy));
         }
         if self.format == Format::DockerArchive && self.compression.codec() == Codec::Zstd {
-            return Err(Error::value(
-                "zstd-compressed layers need the OCI format: docker load does not read them \
-                 from a docker-archive",
-            )
-            .about(Setting::Compression));
+            let why = match self.target {
+                Target::Registry(_) => {
+                    "zstd-compressed layers need OCI media types (Docker's manifest has none \
+                     for them): push with --format oci"
+                }
+                _ => {
+                    "zstd-compressed layers need the OCI format: docker load does not read \
+                     them from a docker-archive"
+                }
+            };
+            return Err(Error::value(why).about(Setting::Compression));
         }
-        if self.format == Format::Oci
-            && matches!(&self.target, Target::File(p) if !self.is_oci_archive(p))
+        if is_layout_dir(self.format, &self.target, self.oci_archive)
             && self.archive_compression != Compression::None
         {
             return Err(Error::value(
@@ -224,6 +229,16 @@ impl OutputOptions {
     /// Whether an OCI image at `path` is an oci-archive rather than a layout directory.
     fn is_oci_archive(&self, path: &Path) -> bool {
         self.oci_archive.unwrap_or_else(|| is_tar_name(path))
+    }
+}
+
+/// Whether the image goes to an OCI layout directory (see `OutputOptions::oci_archive`).
+pub fn is_layout_dir(format: Format, target: &Target, oci_archive: Option<bool>) -> bool {
+    match target {
+        Target::File(path) => {
+            format == Format::Oci && !oci_archive.unwrap_or_else(|| is_tar_name(path))
+        }
+        _ => false,
     }
 }
 

@@ -29,7 +29,7 @@ pub(super) fn write_layout_dir(
     options: &OutputOptions,
     path: &Path,
 ) -> Result<Written> {
-    into_new_dir(path, |dir| write_layout(source, options, dir))
+    into_new_dir(path, |dir| write_layout(source, options, dir, Some(path)))
 }
 
 /// Writes an `oci-archive` of one image.
@@ -40,7 +40,7 @@ pub(super) fn write_archive(
     scratch: &Path,
 ) -> Result<Written> {
     into_archive(out, scratch, options.mtime, |dir| {
-        write_layout(source, options, dir)
+        write_layout(source, options, dir, None)
     })
 }
 
@@ -156,6 +156,51 @@ fn write_layer(
         Layer::Blob(blob) => blob.codec().oci_layer_media_type(),
     };
     Ok((info, media_type))
+}
+
+/// A layer the cache knows whose blob sits in the layout being replaced: linked (or copied)
+/// into the new one after checking its bytes, instead of being made again from the store.
+/// Anything amiss (no entry, no blob, another size or digest) means: make it again.
+fn reuse_blob(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    index: usize,
+    previous: Option<&Path>,
+    blob_dir: &Path,
+) -> Option<(BlobInfo, &'static str)> {
+    let (previous, cache) = (previous?, options.cache.as_ref()?);
+    let Ok(Layer::Tar(_)) = source.layer(index) else {
+        return None;
+    };
+    let known = cache.get(&source.layer_key(index)?, options.compression)?;
+    let name = known.digest.strip_prefix("sha256:")?;
+    let old = previous.join("blobs/sha256").join(name);
+    let meta = fs::symlink_metadata(&old).ok()?;
+    if !meta.is_file() || meta.len() != known.size {
+        return None;
+    }
+    let mut file = fs::File::open(&old).ok()?;
+    let mut hashing = super::blob::HashingWriter::new(std::io::sink());
+    std::io::copy(&mut file, &mut hashing).ok()?;
+    let (_, digest, _) = hashing.finish();
+    if digest != known.digest {
+        return None;
+    }
+    let new = blob_dir.join(name);
+    if fs::hard_link(&old, &new).is_err() {
+        fs::copy(&old, &new).ok()?;
+    }
+    Some((known, options.compression.codec().oci_layer_media_type()))
+}
+
+/// Records a layer just made in the cache, when there is one (a failure costs time later).
+fn remember(source: &dyn ImageSource, options: &OutputOptions, index: usize, info: &BlobInfo) {
+    let (Some(cache), Some(key)) = (options.cache.as_ref(), source.layer_key(index)) else {
+        return;
+    };
+    if matches!(source.layer(index), Ok(Layer::Tar(_))) {
+        let _ = cache.put(&key, options.compression, info);
+    }
 }
 
 /// Runs `write` into a new file in `blob_dir`, which is then named by the digest it returns.
@@ -306,12 +351,24 @@ fn index(manifest_digest: &str, manifest_size: usize, name: &str, tags: &[String
 }
 
 /// Writes a complete layout into the existing, empty directory `dir`.
-fn write_layout(source: &dyn ImageSource, options: &OutputOptions, dir: &Path) -> Result<Written> {
+fn write_layout(
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    dir: &Path,
+    previous: Option<&Path>,
+) -> Result<Written> {
     let blob_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
     // Compressors use every core within a layer, so compressed layers are written one after
     // another (which keeps one compressor's memory at a time); plain ones side by side.
-    let write = |index| write_layer(source, options, index, &blob_dir);
+    let write = |index| match reuse_blob(source, options, index, previous, &blob_dir) {
+        Some(reused) => Ok(reused),
+        None => {
+            let written = write_layer(source, options, index, &blob_dir)?;
+            remember(source, options, index, &written.0);
+            Ok(written)
+        }
+    };
     let layers: Vec<(BlobInfo, &'static str)> = if options.compression == Compression::None {
         (0..source.layer_count())
             .into_par_iter()

@@ -269,6 +269,15 @@ impl Registry {
         Self::start_with(None, false)
     }
 
+    /// Starts a registry in read-only maintenance mode: it refuses every push.
+    pub fn start_read_only() -> Self {
+        Self::start_configured(
+            None,
+            false,
+            ", maintenance: { readonly: { enabled: true } }",
+        )
+    }
+
     /// Starts a registry behind TLS with a new CA and htpasswd auth for one user.
     pub fn start_guarded() -> (Self, Guarded) {
         let temp = tempfile::tempdir().unwrap();
@@ -358,6 +367,10 @@ impl Registry {
     /// Starts a registry with `extra` configuration lines (indented under `http:` where they
     /// belong there); `tls` says whether it then speaks HTTPS.
     pub fn start_with(extra: Option<&str>, tls: bool) -> Self {
+        Self::start_configured(extra, tls, "")
+    }
+
+    fn start_configured(extra: Option<&str>, tls: bool, storage_extra: &str) -> Self {
         let guard = extra;
         let registry = require("docker-registry");
         let mut failures = Vec::new();
@@ -368,7 +381,7 @@ impl Registry {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                    "version: 0.1\nstorage: {{ filesystem: {{ rootdirectory: {} }}{storage_extra} }}\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
                     dir.path().join("data").display(),
                     guard.unwrap_or("")
                 ),

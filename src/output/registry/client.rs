@@ -383,6 +383,7 @@ impl Client {
         let hint = match status {
             401 => "; check the credentials (--creds, or log in with docker login / skopeo login)",
             403 => "; the credentials may not push to this repository",
+            405 => "; the registry takes no pushes here (read-only, or a mirror?)",
             404 if doing.contains("manifest") || doing.contains("upload") => {
                 "; check the repository name"
             }
