@@ -249,6 +249,41 @@ fn a_second_push_uploads_and_reads_nothing_and_an_update_only_its_layers() {
     assert!(registry.uploads() - before <= 2, "{lines}");
     let mounted = skopeo_json(&["inspect", "--tls-verify=false", &other]);
     assert_eq!(mounted["Layers"], updated["Layers"]);
+
+    // A third repository without --mount-from: the cache knows the digests, so each missing
+    // blob goes up in one PUT that names it, no PATCH.
+    let seen = registry.log().len();
+    let third = format!("docker://127.0.0.1:{}/test/third:v1", registry.port);
+    push(&store, &third, &flags);
+    let log = registry.log()[seen..].to_string();
+    assert_eq!(log.matches("\"PATCH /v2/").count(), 0, "{log}");
+    assert!(log.matches("\"PUT /v2/test/third/blobs/uploads/").count() > layers);
+    let pushed = skopeo_json(&["inspect", "--tls-verify=false", &third]);
+    assert_eq!(pushed["Layers"], updated["Layers"]);
+
+    // A cache entry naming a blob that is not the layer's (and that the registry lacks): the
+    // PUT naming it is not made; the layer goes up under its real digest.
+    let entries: Vec<std::path::PathBuf> = fs::read_dir(cache.join("layers-v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let (largest, _) = entries
+        .iter()
+        .map(|p| {
+            let entry: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap();
+            (p.clone(), entry["size"].as_u64().unwrap())
+        })
+        .max_by_key(|(_, size)| *size)
+        .unwrap();
+    let mut entry: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&largest).unwrap()).unwrap();
+    entry["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    fs::write(&largest, entry.to_string()).unwrap();
+    let fourth = format!("docker://127.0.0.1:{}/test/fourth:v1", registry.port);
+    push(&store, &fourth, &flags);
+    let pushed = skopeo_json(&["inspect", "--tls-verify=false", &fourth]);
+    assert_eq!(pushed["Layers"], updated["Layers"]);
 }
 
 #[test]
@@ -321,6 +356,15 @@ fn tls_and_basic_auth_with_the_tests_ca() {
     )
     .unwrap();
     run(base(&["--cert-dir", cert_dir, "--tag", "v2"]).env("REGISTRY_AUTH_FILE", &auth));
+    // The same file where podman keeps it, and as Docker's config in HOME.
+    let runtime = tempfile::tempdir().unwrap();
+    fs::create_dir_all(runtime.path().join("containers")).unwrap();
+    fs::copy(&auth, runtime.path().join("containers/auth.json")).unwrap();
+    run(base(&["--cert-dir", cert_dir]).env("XDG_RUNTIME_DIR", runtime.path()));
+    fs::create_dir_all(empty_home.path().join(".docker")).unwrap();
+    fs::copy(&auth, empty_home.path().join(".docker/config.json")).unwrap();
+    run(&mut base(&["--cert-dir", cert_dir]));
+    fs::remove_dir_all(empty_home.path().join(".docker")).unwrap();
     let inspected = skopeo_json(&[
         "inspect",
         "--cert-dir",
@@ -984,4 +1028,64 @@ fn layout_rebuilds_link_unchanged_layers_from_the_layout_they_replace() {
     fs::write(&file, original.iter().map(|b| !b).collect::<Vec<u8>>()).unwrap();
     store.build(Path::new(&out), &["--max-layers", "20"]);
     assert_ne!(fs::read(layout.join("index.json")).unwrap(), index);
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo, busybox: cargo test --features tool-tests (.ci/run)"
+)]
+fn concurrent_pushes_share_a_cache() {
+    let (store, busybox) = store();
+    let registry = Registry::start();
+    let cache = store.dir.path().join("cache");
+    let closure = store.write_closure();
+    let start = |name: &str| {
+        Command::new(bin())
+            .arg("--closure")
+            .arg(&closure)
+            .arg("--store-root")
+            .arg(store.root())
+            .args([
+                "--contents",
+                &busybox,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ])
+            .args(["--max-layers", "20", "--quiet"])
+            .arg("-o")
+            .arg(format!(
+                "docker://127.0.0.1:{}/test/{name}:v1",
+                registry.port
+            ))
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = ["one", "two", "three"].iter().map(|n| start(n)).collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let digests: Vec<serde_json::Value> = ["one", "two", "three"]
+        .iter()
+        .map(|name| {
+            let remote = format!("docker://127.0.0.1:{}/test/{name}:v1", registry.port);
+            skopeo_json(&["inspect", "--tls-verify=false", &remote])["Digest"].clone()
+        })
+        .collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    // Every entry they wrote is whole: a fourth push finds every layer known and present.
+    let output = push(
+        &store,
+        &format!("docker://127.0.0.1:{}/test/one:v1", registry.port),
+        &[
+            "--contents",
+            &busybox,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--max-layers",
+            "20",
+        ],
+    );
+    let lines = stderr(&output);
+    assert!(!lines.contains("uploaded"), "{lines}");
 }

@@ -301,7 +301,8 @@ fn place_layer(
         )?;
         info
     } else {
-        upload_streaming(client, &label, &produce)?
+        let known = job.known.as_ref().map(|k| k.digest.as_str());
+        upload_streaming(client, &label, &produce, known)?
     };
     let fate = Fate::Uploaded {
         bytes: info.size,
@@ -393,19 +394,24 @@ fn upload_bytes(
     Ok(())
 }
 
-/// Uploads a blob made while it is sent: `produce` writes it into a pipe that one chunked
-/// PATCH reads from; the closing PUT names the digest `produce` computed. A connection that
-/// fails on the way makes the whole blob start again (a few times).
+/// Uploads a blob made while it is sent: `produce` writes it into a pipe that the request
+/// body reads from. With its digest known beforehand, that is one PUT naming it; otherwise one
+/// chunked PATCH, closed by a PUT naming the digest `produce` computed. A connection that fails
+/// on the way makes the whole blob start again (a few times); a blob that turns out not to be
+/// what was known (a wrong cache entry) goes up again the other way.
 fn upload_streaming(
     client: &Client,
     what: &str,
     produce: &dyn Fn(&mut dyn Write) -> Result<BlobInfo>,
+    known: Option<&str>,
 ) -> Result<BlobInfo> {
     let mut attempt = 0;
+    let mut known = known;
     loop {
         attempt += 1;
-        match upload_once(client, what, produce) {
+        match upload_once(client, what, produce, known) {
             Ok(info) => return Ok(info),
+            Err(Retry::Unknown) => known = None,
             Err(Retry::Yes(_)) if attempt < UPLOAD_ATTEMPTS => {
                 std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
             }
@@ -417,19 +423,25 @@ fn upload_streaming(
 enum Retry {
     Yes(Error),
     No(Error),
+    /// The blob is not the one whose digest was known: send it without.
+    Unknown,
 }
 
 fn upload_once(
     client: &Client,
     what: &str,
     produce: &dyn Fn(&mut dyn Write) -> Result<BlobInfo>,
+    known: Option<&str>,
 ) -> std::result::Result<BlobInfo, Retry> {
     let location = start_upload(client, what).map_err(Retry::Yes)?;
+    let (method, url, accepted) = match known {
+        Some(digest) => ("PUT", with_digest(&location, digest), 201),
+        None => ("PATCH", location, 202),
+    };
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| Retry::No(Error::write("a pipe to the registry", e)))?;
     let (sent, produced) = std::thread::scope(|scope| {
-        let sender =
-            scope.spawn(move || client.send("PATCH", &location, Payload::Stream(&mut reader)));
+        let sender = scope.spawn(move || client.send(method, &url, Payload::Stream(&mut reader)));
         let produced = {
             let mut out = BufWriter::with_capacity(1 << 20, writer);
             produce(&mut out).and_then(|info| {
@@ -444,6 +456,11 @@ fn upload_once(
             .unwrap_or_else(|_| Err(Error::value("the upload stopped unexpectedly")));
         (sent, produced)
     });
+    if let (Some(digest), Ok(info)) = (known, &produced) {
+        if info.digest != digest {
+            return Err(Retry::Unknown);
+        }
+    }
     let doing = format!("uploading {what}");
     let (mut patched, info) = match (sent, produced) {
         // The connection failed: that is the cause of any write error too.
@@ -455,7 +472,11 @@ fn upload_once(
             }
             return Err(Retry::No(error.context(what)));
         }
-        (Ok(answer), Ok(_)) if answer.status != 202 => return Err(refusal(client, &doing, answer)),
+        (Ok(answer), Ok(_)) if answer.status != accepted => {
+            return Err(refusal(client, &doing, answer));
+        }
+        // One PUT with the digest: done.
+        (Ok(_), Ok(info)) if known.is_some() => return Ok(info),
         (Ok(answer), Ok(info)) => (answer, info),
     };
     let location = patched.location.take().ok_or_else(|| {
