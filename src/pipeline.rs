@@ -476,6 +476,12 @@ impl ImageSource for Image<'_> {
         })
     }
 
+    fn skipped(&self, index: usize) {
+        if let ImageLayer::Built(built) = &self.layers[index] {
+            built.progress.skip(built.layer.tree.tar_len());
+        }
+    }
+
     fn layer_key(&self, index: usize) -> Option<String> {
         match &self.layers[index] {
             ImageLayer::Base(_) => None,

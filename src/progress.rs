@@ -43,6 +43,13 @@ impl Progress {
         result
     }
 
+    /// Counts `bytes` that need no writing (a layer the destination holds already).
+    pub fn skip(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+
     /// Clears the bar once the image is written.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
@@ -84,6 +91,8 @@ mod tests {
         let mut out = Vec::new();
         progress.counting(&mut out, |w| w.write_all(&vec![7u8; 9 << 20]).unwrap());
         assert_eq!(out.len(), 9 << 20);
+        progress.skip(1 << 20);
+        assert_eq!(progress.bar.as_ref().map(|b| b.position()), Some(10 << 20));
         let hidden = Progress::new(false, 0);
         let mut out = Vec::new();
         hidden.counting(&mut out, |w| w.write_all(b"x").unwrap());

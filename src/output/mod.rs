@@ -117,6 +117,8 @@ pub trait ImageSource: Sync {
     fn layer_key(&self, _index: usize) -> Option<String> {
         None
     }
+    /// Layer `index` was not written: the destination holds it already (for progress).
+    fn skipped(&self, _index: usize) {}
 }
 
 /// What was written.

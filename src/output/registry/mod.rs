@@ -80,10 +80,13 @@ pub fn push(
     check(&client, &mut jobs)?;
     let mut layers = Vec::with_capacity(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
-        let (info, fate) = place_layer(&client, source, options, index, job)?;
+        let (info, fate, read) = place_layer(&client, source, options, index, job)?;
         if let (Some(key), Some(cache)) = (source.layer_key(index), cache) {
             // A cache that cannot be written costs the next build time, nothing else.
             let _ = cache.put(&key, options.compression, &info);
+        }
+        if !read {
+            source.skipped(index);
         }
         report(index, &info, &fate);
         layers.push(info);
@@ -252,14 +255,15 @@ fn exists(client: &Client, digest: &str) -> Result<bool> {
     }
 }
 
-/// Steps 3 and 4 for one layer: already there, mounted, or uploaded.
+/// Steps 3 and 4 for one layer: already there, mounted, or uploaded; and whether the layer
+/// was read to find out.
 fn place_layer(
     client: &Client,
     source: &dyn ImageSource,
     options: &OutputOptions,
     index: usize,
     job: &Job,
-) -> Result<(BlobInfo, Fate)> {
+) -> Result<(BlobInfo, Fate, bool)> {
     let label = format!("layer {index}");
     if let Some(known) = &job.known {
         let verify = job.from_cache && options.push.verify_cache;
@@ -267,11 +271,11 @@ fn place_layer(
             verify_cached(source, options, index, known)?;
         }
         if job.present {
-            return Ok((known.clone(), Fate::AlreadyThere));
+            return Ok((known.clone(), Fate::AlreadyThere, verify));
         }
         for from in &options.push.mount_from {
             if mount(client, &known.digest, from)? {
-                return Ok((known.clone(), Fate::Mounted(from.path.clone())));
+                return Ok((known.clone(), Fate::Mounted(from.path.clone()), verify));
             }
         }
     }
@@ -290,7 +294,7 @@ fn place_layer(
         let mut bytes = Vec::new();
         let info = produce(&mut bytes).map_err(|e| e.context(&label))?;
         if job.known.as_ref() != Some(&info) && exists(client, &info.digest)? {
-            return Ok((info, Fate::AlreadyThere));
+            return Ok((info, Fate::AlreadyThere, true));
         }
         upload_bytes(
             client,
@@ -308,7 +312,7 @@ fn place_layer(
         bytes: info.size,
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok((info, fate))
+    Ok((info, fate, true))
 }
 
 /// `--verify-cache`: the layer is made again (to nowhere) and must be what the cache says.
