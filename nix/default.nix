@@ -163,7 +163,8 @@ rec {
 
   # One multi-platform image from images of several platforms (each built with its own
   # `architecture`): an OCI layout holding an image index, each image's platform from its
-  # config. `skopeo copy --all oci:result:TAG docker://...` pushes all of them.
+  # config. `skopeo copy --all oci:result:TAG docker://...` (or `layered-gen index ... -o
+  # docker://...`) pushes all of them.
   buildImageIndex = args@{ name, tag ? null, extraTags ? [ ], images }:
     withImageAttrs args (derivation {
       name = "${derivationName name}-index";

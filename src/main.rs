@@ -21,7 +21,7 @@ use layered_gen::output::registry::PushOptions;
 use layered_gen::output::registry::client::ConnectOptions;
 use layered_gen::output::registry::credentials::{Credentials, Sources};
 use layered_gen::output::transport::{self, Destination, Implied, Place, Repository};
-use layered_gen::output::{self, Compression, Format, OutputOptions, Target};
+use layered_gen::output::{self, Compression, Format, IndexOutput, OutputOptions, Target};
 use layered_gen::pipeline::{
     self, BuildOptions, ExportOptions, IndexOptions, MergeOptions, PlanOptions,
 };
@@ -155,9 +155,10 @@ struct IndexCommand {
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
 
-    /// The name the layout gives the multi-platform image. Example: --name registry.example/my/app
-    #[arg(long, default_value = "image")]
-    name: String,
+    /// The name the layout gives the multi-platform image (default "image", or the name the
+    /// -o reference gives). Example: --name registry.example/my/app
+    #[arg(long)]
+    name: Option<String>,
 
     /// Its tag; repeat for several (default: from the index digest). Example: --tag 1.0
     #[arg(long = "tag", value_name = "TAG")]
@@ -168,10 +169,14 @@ struct IndexCommand {
     #[arg(long)]
     tag_from_output: bool,
 
-    /// Where to write it (-o): a directory (an OCI layout), a `.tar` name (an oci-archive), or
-    /// `-` (an oci-archive on stdout).
+    /// Where to write it (-o): a directory (an OCI layout), a `.tar` name (an oci-archive),
+    /// `-` (an oci-archive on stdout), or docker://HOST[:PORT]/NAME[:TAG] (pushed to a
+    /// registry, with every platform's image).
     #[command(flatten)]
     output: StreamOutputArgs,
+
+    #[command(flatten)]
+    push: PushArgs,
 
     #[command(flatten)]
     archive: ArchiveMtimeArgs,
@@ -358,6 +363,9 @@ struct BuildArgs {
     #[command(flatten)]
     push: PushArgs,
 
+    #[command(flatten)]
+    cache: CacheArgs,
+
     /// Also write the pre-1.10 docker-archive metadata (`repositories`, a directory per layer
     /// with `json`, `VERSION` and `layer.tar`) for tools that walk the parent chain.
     /// Example: --docker-legacy
@@ -441,7 +449,7 @@ struct BuildArgs {
     base_layers: BaseLayers,
 }
 
-/// How to reach a registry (`-o docker://…`) and what the layer cache may spare.
+/// How to reach a registry (`-o docker://…`).
 #[derive(Args, Debug)]
 struct PushArgs {
     /// Registry credentials (before any auth file: REGISTRY_AUTH_FILE,
@@ -469,7 +477,11 @@ struct PushArgs {
     /// repeat for several. Example: --mount-from reg.example/base/nix
     #[arg(long = "mount-from", value_name = "REPO")]
     mount_from: Vec<String>,
+}
 
+/// What the layer cache may spare.
+#[derive(Args, Debug)]
+struct CacheArgs {
     /// Where to keep what earlier builds learnt of their layers, so unchanged layers are not
     /// read again (default $XDG_CACHE_HOME/layered-gen). Example: --cache-dir /var/cache/lg
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
@@ -517,10 +529,12 @@ impl PushArgs {
                 insecure: !self.tls_verify,
             },
             mount_from,
-            verify_cache: self.verify_cache,
+            verify_cache: false,
         })
     }
+}
 
+impl CacheArgs {
     /// The cache to use. A push uses `--cache-dir`, else the default one (which, when it
     /// cannot be made, as in a Nix build's sandbox, is simply not used); an OCI layout
     /// directory uses `--cache-dir` only, to link unchanged layers from the layout it replaces.
@@ -769,9 +783,18 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
         Target::Registry(repository) => Some(repository),
         _ => None,
     };
-    let push = args.push.options(registry)?;
+    let mut push = args.push.options(registry)?;
     let layout_dir = output::is_layout_dir(format, &target, oci_archive);
-    let cache = args.push.cache(&target, layout_dir)?;
+    let cache = args.cache.cache(&target, layout_dir)?;
+    if args.cache.verify_cache {
+        if cache.is_none() || !matches!(target, Target::Registry(_)) {
+            return Err(Error::value(
+                "--verify-cache checks the layer cache of a push to a registry",
+            )
+            .about(Setting::CacheDir));
+        }
+        push.verify_cache = true;
+    }
     let report_layers = !args.output.quiet && !std::io::stderr().is_terminal();
     Ok(BuildOptions {
         progress: !args.output.quiet && std::io::stderr().is_terminal(),
@@ -882,15 +905,49 @@ fn export(args: ExportCommand) -> Result<()> {
 }
 
 fn index(args: IndexCommand) -> Result<()> {
-    let target = args.output.target()?;
-    let tags = tags_for(&target, args.tag_from_output, &args.tags)?;
+    let destination = destination_of(&args.output)?;
+    let (target, name, reference_tag) = match (destination.place, destination.implied) {
+        (Place::Registry(repository), _) => {
+            let named = repository.full_name();
+            if args.name.as_ref().is_some_and(|n| *n != named) {
+                return Err(Error::value(format!(
+                    "-o names the image {named}; leave --name out, or give the same name"
+                ))
+                .about(Setting::Name));
+            }
+            (Target::Registry(repository), named, destination.tag)
+        }
+        (Place::Path(path), Implied::Nothing) => (Target::File(path), String::new(), None),
+        (Place::Stdout, Implied::Nothing) => (Target::Stdout, String::new(), None),
+        _ => {
+            return Err(Error::value(
+                "index writes an OCI layout (a directory), an oci-archive (a .tar or -), or \
+                 pushes to docker://HOST/NAME[:TAG]",
+            )
+            .about(Setting::Output));
+        }
+    };
+    let name = match target {
+        Target::Registry(_) => name,
+        _ => args.name.clone().unwrap_or_else(|| "image".into()),
+    };
+    let mut tags: Vec<String> = reference_tag.into_iter().collect();
+    tags.extend(tags_for(&target, args.tag_from_output, &args.tags)?);
+    let registry = match &target {
+        Target::Registry(repository) => Some(repository),
+        _ => None,
+    };
     let options = IndexOptions {
-        target,
         images: args.images,
-        name: args.name,
-        tags,
-        archive_compression: Compression::default_for(args.output.archive_compression),
-        mtime: args.archive.mtime,
+        output: IndexOutput {
+            push: args.push.options(registry)?,
+            target,
+            name,
+            tags,
+            archive_compression: Compression::default_for(args.output.archive_compression),
+            mtime: args.archive.mtime,
+            report_layers: !args.output.quiet && !std::io::stderr().is_terminal(),
+        },
     };
     let written = pipeline::index(&options)?;
     if !args.output.quiet {
@@ -898,9 +955,9 @@ fn index(args: IndexCommand) -> Result<()> {
             "layered-gen: wrote {} images as {} ({}: {}) to {}",
             options.images.len(),
             written.digest,
-            options.name,
+            options.output.name,
             written.tags.join(", "),
-            describe(&options.target)
+            describe(&options.output.target)
         );
     }
     Ok(())

@@ -194,18 +194,14 @@ pub fn merge(options: &MergeOptions) -> Result<Merged> {
 #[derive(Clone, Debug)]
 pub struct IndexOptions {
     pub images: Vec<PathBuf>,
-    pub target: Target,
-    pub name: String,
-    pub tags: Vec<String>,
-    /// Of an oci-archive as a whole.
-    pub archive_compression: Compression,
-    pub mtime: u64,
+    /// Where the multi-platform image goes, named and tagged.
+    pub output: output::IndexOutput,
 }
 
 /// One multi-platform image from images of several platforms, each platform taken from its
 /// config. Two images of one platform, or an image whose config names no platform, are refused.
 pub fn index(options: &IndexOptions) -> Result<IndexWritten> {
-    let scratch = output::scratch_dir_for(&options.target);
+    let scratch = output::scratch_dir_for(&options.output.target);
     let mut images = Vec::with_capacity(options.images.len());
     for path in &options.images {
         let base = BaseOptions {
@@ -256,14 +252,7 @@ pub fn index(options: &IndexOptions) -> Result<IndexWritten> {
             }
         })
         .collect();
-    output::write_index(
-        &platform_images,
-        &options.target,
-        &options.name,
-        &options.tags,
-        options.archive_compression,
-        options.mtime,
-    )
+    output::write_index(&platform_images, &options.output)
 }
 
 /// `layered-gen diff`: why two images differ.

@@ -201,26 +201,53 @@ fn platforms_are_picked_by_skopeo_and_docker_pull() {
         .args(["copy", "--all", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:v1", dir.join("multi-oci").display()))
         .arg(format!("docker://{remote}")));
+    // Pushed by index itself: the same index, byte for byte, as in the layout; Docker pulls
+    // each platform from it.
+    let pushed = format!("127.0.0.1:{}/layered-gen-test/pushed:v1", registry.port);
+    layered_gen(&[
+        "index",
+        amd64.to_str().unwrap(),
+        arm64.to_str().unwrap(),
+        "--quiet",
+        "-o",
+        &format!("docker://{pushed}"),
+    ]);
+    let raw = run(skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{pushed}")))
+    .stdout;
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("multi-oci/index.json")).unwrap()).unwrap();
+    let digest = layout["manifests"][0]["digest"].as_str().unwrap();
+    let blob = dir
+        .join("multi-oci/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    assert!(
+        raw == std::fs::read(blob).unwrap(),
+        "the pushed index is the layout's"
+    );
     let docker = || Command::new(require("docker"));
-    for architecture in ["arm64", "amd64"] {
-        let _ = docker().args(["rmi", "-f", &remote]).output();
-        run(docker().args([
-            "pull",
-            "-q",
-            "--platform",
-            &format!("linux/{architecture}"),
-            &remote,
-        ]));
-        let inspect =
-            run(docker().args(["image", "inspect", "--format", "{{.Architecture}}", &remote]));
-        assert_eq!(
-            String::from_utf8_lossy(&inspect.stdout).trim(),
-            architecture
-        );
+    for remote in [&remote, &pushed] {
+        for architecture in ["arm64", "amd64"] {
+            let _ = docker().args(["rmi", "-f", &remote]).output();
+            run(docker().args([
+                "pull",
+                "-q",
+                "--platform",
+                &format!("linux/{architecture}"),
+                &remote,
+            ]));
+            let inspect =
+                run(docker().args(["image", "inspect", "--format", "{{.Architecture}}", &remote]));
+            assert_eq!(
+                String::from_utf8_lossy(&inspect.stdout).trim(),
+                architecture
+            );
+        }
+        let output = docker_run(&[remote, "/bin/sh", "-c", "echo amd64 runs"]);
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "amd64 runs\n");
+        let _ = docker().args(["rmi", "-f", remote]).output();
     }
-    let output = docker_run(&[&remote, "/bin/sh", "-c", "echo amd64 runs"]);
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "amd64 runs\n");
-    let _ = docker().args(["rmi", "-f", &remote]).output();
 }
 
 #[test]

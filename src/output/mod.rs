@@ -334,23 +334,38 @@ pub fn write_merged(
 
 /// Writes a multi-platform image (`index`): an OCI layout directory at `target`, or an
 /// oci-archive for a `.tar` name or stdout.
-pub fn write_index(
-    images: &[PlatformImage],
-    target: &Target,
-    name: &str,
-    tags: &[String],
-    archive_compression: Compression,
-    mtime: u64,
-) -> Result<IndexWritten> {
+pub fn write_index(images: &[PlatformImage], output: &IndexOutput) -> Result<IndexWritten> {
+    let IndexOutput {
+        target,
+        name,
+        tags,
+        archive_compression,
+        mtime,
+        push,
+        report_layers,
+    } = output;
     reference::check_name(name).map_err(|e| e.about(Setting::Name))?;
     for tag in tags {
         reference::check_tag(tag).map_err(|e| e.about(Setting::Tag))?;
     }
     let fill = |dir: &Path| oci::write_index_layout(images, name, tags, dir);
     match target {
+        Target::Registry(repository) => {
+            if *archive_compression != Compression::None {
+                return Err(
+                    Error::value("a registry takes images, not a compressed archive")
+                        .about(Setting::ArchiveCompression),
+                );
+            }
+            registry::push_index(images, repository, tags, push, &|index, info, fate| {
+                if *report_layers {
+                    eprintln!("{}", registry::describe_fate(index, info, fate));
+                }
+            })
+        }
         Target::File(path) if !is_tar_name(path) => {
             check_target(target)?;
-            if archive_compression != Compression::None {
+            if *archive_compression != Compression::None {
                 return Err(Error::value(
                     "compressing the whole archive needs an archive: an OCI layout written as a \
                      .tar",
@@ -362,11 +377,27 @@ pub fn write_index(
         }
         _ => {
             let scratch = scratch_dir_for(target);
-            write_stream(target, archive_compression, |out| {
-                oci::into_archive(out, &scratch, mtime, fill)
+            write_stream(target, *archive_compression, |out| {
+                oci::into_archive(out, &scratch, *mtime, fill)
             })
         }
     }
+}
+
+/// Where `index` puts a multi-platform image, and under which name and tags.
+#[derive(Clone, Debug)]
+pub struct IndexOutput {
+    pub target: Target,
+    pub name: String,
+    /// None: one from the index digest.
+    pub tags: Vec<String>,
+    /// Of an oci-archive as a whole.
+    pub archive_compression: Compression,
+    pub mtime: u64,
+    /// How to reach a registry target.
+    pub push: registry::PushOptions,
+    /// One line per blob on stderr as it is placed (pushes).
+    pub report_layers: bool,
 }
 
 /// Runs `write` into a file written atomically or into stdout (refused when it is a terminal),

@@ -266,25 +266,12 @@ pub(super) fn write_index_layout(
             &layers,
             &media_types,
         ));
-        let mut entry = descriptor(
-            media_type::OCI_MANIFEST,
-            &write_blob(&blob_dir, &manifest)?,
-            manifest.len() as u64,
-        );
-        entry.platform = Some(image.platform.clone());
-        manifests.push(entry);
+        write_blob(&blob_dir, &manifest)?;
+        manifests.push((manifest, image.platform.clone()));
     }
-    let index = to_bytes(&Index {
-        schema_version: 2,
-        media_type: Some(media_type::OCI_INDEX.to_string()),
-        manifests,
-    });
+    let index = index_document(&manifests);
     let digest = write_blob(&blob_dir, &index)?;
-    let tags: Vec<String> = if tags.is_empty() {
-        vec![digest.trim_start_matches("sha256:")[..32].to_string()]
-    } else {
-        tags.to_vec()
-    };
+    let tags = index_tags(tags, &digest);
     let mut top = self::index(&digest, index.len(), name, &tags);
     for entry in &mut top.manifests {
         entry.media_type = media_type::OCI_INDEX.to_string();
@@ -294,6 +281,36 @@ pub(super) fn write_index_layout(
     let layout_path = dir.join("oci-layout");
     fs::write(&layout_path, OCI_LAYOUT).map_err(|e| Error::io("writing", &layout_path, e))?;
     Ok(IndexWritten { digest, tags })
+}
+
+/// The image index of a multi-platform image: each platform's manifest with its platform.
+pub(super) fn index_document(manifests: &[(Vec<u8>, PlatformSpec)]) -> Vec<u8> {
+    let manifests = manifests
+        .iter()
+        .map(|(manifest, platform)| {
+            let mut entry = descriptor(
+                media_type::OCI_MANIFEST,
+                &sha256_digest(manifest),
+                manifest.len() as u64,
+            );
+            entry.platform = Some(platform.clone());
+            entry
+        })
+        .collect();
+    to_bytes(&Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.to_string()),
+        manifests,
+    })
+}
+
+/// The tags given, or without any one from the index digest.
+pub(super) fn index_tags(tags: &[String], digest: &str) -> Vec<String> {
+    if tags.is_empty() {
+        vec![digest.trim_start_matches("sha256:")[..32].to_string()]
+    } else {
+        tags.to_vec()
+    }
 }
 
 pub(super) fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {

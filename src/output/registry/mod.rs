@@ -22,9 +22,11 @@ use std::time::Instant;
 
 use super::blob::{BlobInfo, sha256_digest, write_layer_blob};
 use super::cache::LayerCache;
-use super::oci::{descriptor, manifest};
+use super::oci::{descriptor, index_document, index_tags, manifest};
 use super::transport::Repository;
-use super::{Format, ImageSource, Layer, OutputOptions, Written, image_tags};
+use super::{
+    Format, ImageSource, IndexWritten, Layer, OutputOptions, PlatformImage, Written, image_tags,
+};
 use crate::codec::Codec;
 use crate::error::{Error, Result, Setting};
 use crate::image_spec::{Manifest, media_type, to_bytes};
@@ -72,15 +74,43 @@ pub fn push(
     repository: &Repository,
     report: &dyn Fn(usize, &BlobInfo, &Fate),
 ) -> Result<Written> {
-    let push = &options.push;
     check_media_types(source, options)?;
+    let push = &options.push;
     let client = Client::connect(repository, &push.connect, &push.mount_from)?;
+    let pushed = push_blobs(&client, source, options, report)?;
+    let tags = image_tags(options, &pushed.config_digest);
+    for tag in &tags {
+        put_manifest(&client, tag, &pushed.manifest, &pushed.manifest_type)?;
+    }
+    Ok(Written {
+        name: repository.full_name(),
+        tags,
+        config_digest: pushed.config_digest,
+        layers: pushed.layers,
+    })
+}
+
+/// An image whose blobs are in the registry, and its manifest, not yet put.
+struct Pushed {
+    layers: Vec<BlobInfo>,
+    config_digest: String,
+    manifest: Vec<u8>,
+    manifest_type: String,
+}
+
+/// Steps 1 to 4 for every layer, then the config; returns the manifest to put.
+fn push_blobs(
+    client: &Client,
+    source: &dyn ImageSource,
+    options: &OutputOptions,
+    report: &dyn Fn(usize, &BlobInfo, &Fate),
+) -> Result<Pushed> {
     let cache = options.cache.as_ref();
     let mut jobs = look_up(source, options, cache)?;
-    check(&client, &mut jobs)?;
+    check(client, &mut jobs)?;
     let mut layers = Vec::with_capacity(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
-        let (info, fate, read) = place_layer(&client, source, options, index, job)?;
+        let (info, fate, read) = place_layer(client, source, options, index, job)?;
         if let (Some(key), Some(cache)) = (source.layer_key(index), cache) {
             // A cache that cannot be written costs the next build time, nothing else.
             let _ = cache.put(&key, options.compression, &info);
@@ -101,8 +131,8 @@ pub fn push(
         Format::DockerArchive => media_type::DOCKER_CONFIG,
         Format::Oci => media_type::OCI_CONFIG,
     };
-    if !exists(&client, &config_digest)? {
-        upload_bytes(&client, &config_digest, &config, config_type, "the config")?;
+    if !exists(client, &config_digest)? {
+        upload_bytes(client, &config_digest, &config, config_type, "the config")?;
     }
     let manifest = image_manifest(
         options.format,
@@ -111,18 +141,68 @@ pub fn push(
         &layers,
         &media_types,
     );
-    let manifest_bytes = to_bytes(&manifest);
-    let manifest_type = manifest.media_type.clone().unwrap_or_default();
-    let tags = image_tags(options, &config_digest);
-    for tag in &tags {
-        put_manifest(&client, tag, &manifest_bytes, &manifest_type)?;
-    }
-    Ok(Written {
-        name: repository.full_name(),
-        tags,
-        config_digest,
+    Ok(Pushed {
+        manifest: to_bytes(&manifest),
+        manifest_type: manifest.media_type.clone().unwrap_or_default(),
         layers,
+        config_digest,
     })
+}
+
+/// Pushes a multi-platform image (`index -o docker://…`): every platform's blobs and its
+/// manifest (by digest), then the image index under each tag — the documents `index` writes
+/// into a layout, byte for byte.
+pub fn push_index(
+    images: &[PlatformImage],
+    repository: &Repository,
+    tags: &[String],
+    push: &PushOptions,
+    report: &dyn Fn(usize, &BlobInfo, &Fate),
+) -> Result<IndexWritten> {
+    let client = Client::connect(repository, &push.connect, &push.mount_from)?;
+    let options = OutputOptions {
+        target: super::Target::Registry(repository.clone()),
+        format: Format::Oci,
+        compression: super::Compression::None,
+        archive_compression: super::Compression::None,
+        name: repository.full_name(),
+        tags: Vec::new(),
+        docker_legacy: false,
+        mtime: 0,
+        oci_archive: None,
+        push: push.clone(),
+        cache: None,
+        report_layers: false,
+    };
+    let mut manifests = Vec::with_capacity(images.len());
+    for image in images {
+        let pushed = push_blobs(&client, image, &options, report)?;
+        let digest = sha256_digest(&pushed.manifest);
+        put_manifest(&client, &digest, &pushed.manifest, &pushed.manifest_type)?;
+        manifests.push((pushed.manifest, image.platform.clone()));
+    }
+    let index = index_document(&manifests);
+    let digest = sha256_digest(&index);
+    let tags = index_tags(tags, &digest);
+    for tag in &tags {
+        put_manifest(&client, tag, &index, media_type::OCI_INDEX)?;
+    }
+    Ok(IndexWritten { digest, tags })
+}
+
+/// A platform's image as an image source: its blobs and its config, as they are.
+impl ImageSource for PlatformImage<'_> {
+    fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn layer(&self, index: usize) -> Result<Layer<'_>> {
+        Ok(Layer::Blob(self.layers[index]))
+    }
+
+    fn config(&self, _diff_ids: &[String]) -> Result<Vec<u8>> {
+        Ok(self.config.to_vec())
+    }
 }
 
 /// The manifest in the format's media types; OCI's is the one `-o oci:` writes.
