@@ -229,16 +229,16 @@ fn platforms_are_picked_by_skopeo_and_docker_pull() {
     let docker = || Command::new(require("docker"));
     for remote in [&remote, &pushed] {
         for architecture in ["arm64", "amd64"] {
-            let _ = docker().args(["rmi", "-f", &remote]).output();
+            let _ = docker().args(["rmi", "-f", remote]).output();
             run(docker().args([
                 "pull",
                 "-q",
                 "--platform",
                 &format!("linux/{architecture}"),
-                &remote,
+                remote,
             ]));
             let inspect =
-                run(docker().args(["image", "inspect", "--format", "{{.Architecture}}", &remote]));
+                run(docker().args(["image", "inspect", "--format", "{{.Architecture}}", remote]));
             assert_eq!(
                 String::from_utf8_lossy(&inspect.stdout).trim(),
                 architecture
