@@ -20,7 +20,7 @@ use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::blob::{BlobInfo, sha256_digest, write_layer_blob};
+use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
 use super::cache::LayerCache;
 use super::oci::{descriptor, index_document, index_tags, manifest};
 use super::transport::Repository;
@@ -67,6 +67,14 @@ struct Job {
     present: bool,
 }
 
+/// How an image's blobs are made and placed: what of the output options a push needs.
+struct Blobs<'a> {
+    format: Format,
+    compression: Compression,
+    cache: Option<&'a LayerCache>,
+    push: &'a PushOptions,
+}
+
 /// Pushes the image to `repository`.
 pub fn push(
     source: &dyn ImageSource,
@@ -74,10 +82,16 @@ pub fn push(
     repository: &Repository,
     report: &dyn Fn(usize, &BlobInfo, &Fate),
 ) -> Result<Written> {
-    check_media_types(source, options)?;
+    let blobs = Blobs {
+        format: options.format,
+        compression: options.compression,
+        cache: options.cache.as_ref(),
+        push: &options.push,
+    };
+    check_media_types(source, &blobs)?;
     let push = &options.push;
     let client = Client::connect(repository, &push.connect, &push.mount_from)?;
-    let pushed = push_blobs(&client, source, options, report)?;
+    let pushed = push_blobs(&client, source, &blobs, report)?;
     let tags = image_tags(options, &pushed.config_digest);
     for tag in &tags {
         put_manifest(&client, tag, &pushed.manifest, &pushed.manifest_type)?;
@@ -102,11 +116,11 @@ struct Pushed {
 fn push_blobs(
     client: &Client,
     source: &dyn ImageSource,
-    options: &OutputOptions,
+    options: &Blobs,
     report: &dyn Fn(usize, &BlobInfo, &Fate),
 ) -> Result<Pushed> {
-    let cache = options.cache.as_ref();
-    let mut jobs = look_up(source, options, cache)?;
+    let cache = options.cache;
+    let mut jobs = look_up(source, options)?;
     check(client, &mut jobs)?;
     let mut layers = Vec::with_capacity(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
@@ -160,19 +174,12 @@ pub fn push_index(
     report: &dyn Fn(usize, &BlobInfo, &Fate),
 ) -> Result<IndexWritten> {
     let client = Client::connect(repository, &push.connect, &push.mount_from)?;
-    let options = OutputOptions {
-        target: super::Target::Registry(repository.clone()),
+    // The layout's documents: OCI media types, blobs as they are.
+    let options = Blobs {
         format: Format::Oci,
-        compression: super::Compression::None,
-        archive_compression: super::Compression::None,
-        name: repository.full_name(),
-        tags: Vec::new(),
-        docker_legacy: false,
-        mtime: 0,
-        oci_archive: None,
-        push: push.clone(),
+        compression: Compression::None,
         cache: None,
-        report_layers: false,
+        push,
     };
     let mut manifests = Vec::with_capacity(images.len());
     for image in images {
@@ -222,7 +229,7 @@ fn image_manifest(
 }
 
 /// zstd layers need OCI media types: Docker's have none for them.
-fn check_media_types(source: &dyn ImageSource, options: &OutputOptions) -> Result<()> {
+fn check_media_types(source: &dyn ImageSource, options: &Blobs) -> Result<()> {
     for index in 0..source.layer_count() {
         layer_media_type(source, options, index)?;
     }
@@ -231,7 +238,7 @@ fn check_media_types(source: &dyn ImageSource, options: &OutputOptions) -> Resul
 
 fn layer_media_type(
     source: &dyn ImageSource,
-    options: &OutputOptions,
+    options: &Blobs,
     index: usize,
 ) -> Result<&'static str> {
     let codec = match source.layer(index)? {
@@ -251,11 +258,8 @@ fn layer_media_type(
 }
 
 /// Step 1: what is known of each layer without reading it.
-fn look_up(
-    source: &dyn ImageSource,
-    options: &OutputOptions,
-    cache: Option<&LayerCache>,
-) -> Result<Vec<Job>> {
+fn look_up(source: &dyn ImageSource, options: &Blobs) -> Result<Vec<Job>> {
+    let cache = options.cache;
     (0..source.layer_count())
         .map(|index| {
             let (known, from_cache) = match source.layer(index)? {
@@ -340,7 +344,7 @@ fn exists(client: &Client, digest: &str) -> Result<bool> {
 fn place_layer(
     client: &Client,
     source: &dyn ImageSource,
-    options: &OutputOptions,
+    options: &Blobs,
     index: usize,
     job: &Job,
 ) -> Result<(BlobInfo, Fate, bool)> {
@@ -398,7 +402,7 @@ fn place_layer(
 /// `--verify-cache`: the layer is made again (to nowhere) and must be what the cache says.
 fn verify_cached(
     source: &dyn ImageSource,
-    options: &OutputOptions,
+    options: &Blobs,
     index: usize,
     known: &BlobInfo,
 ) -> Result<()> {
