@@ -239,14 +239,20 @@ struct Record {
 /// decompressed tar into a pipe while this one reads the entries from it.
 fn records(image: &BaseImage, index: usize) -> Result<Vec<Record>> {
     let label = format!("{}: layer {index}", shown(&image.describe()));
-    let (reader, mut writer) = std::io::pipe().map_err(|e| Error::write("a pipe", e))?;
+    let (mut reader, mut writer) = std::io::pipe().map_err(|e| Error::write("a pipe", e))?;
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
             let result = image.write_plain(index, &mut writer);
             drop(writer);
             result
         });
-        let read = read_records(reader, &label);
+        let read = read_records(&mut reader, &label);
+        if read.is_err() {
+            // The writer must never write into a closed pipe: that is SIGPIPE for a process
+            // that has not set it aside (a program using this library, a fuzzer). Let it
+            // finish into nothing.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        }
         let written = producer
             .join()
             .unwrap_or_else(|_| Err(Error::value("the layer reader stopped")));

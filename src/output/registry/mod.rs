@@ -529,7 +529,13 @@ fn upload_once(
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| Retry::No(Error::write("a pipe to the registry", e)))?;
     let (sent, produced) = std::thread::scope(|scope| {
-        let sender = scope.spawn(move || client.send(method, &url, Payload::Stream(&mut reader)));
+        let sender = scope.spawn(move || {
+            let sent = client.send(method, &url, Payload::Stream(&mut reader));
+            // Whatever became of the request, the producer must not write into a closed pipe
+            // (SIGPIPE where it is not set aside): let it finish into nothing.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            sent
+        });
         let produced = {
             let mut out = BufWriter::with_capacity(1 << 20, writer);
             produce(&mut out).and_then(|info| {
