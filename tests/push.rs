@@ -1089,3 +1089,36 @@ fn concurrent_pushes_share_a_cache() {
     let lines = stderr(&output);
     assert!(!lines.contains("uploaded"), "{lines}");
 }
+
+/// On a terminal a push shows the progress bar instead of a line per layer; layers the
+/// registry holds count as done.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, script (util-linux): cargo test --features tool-tests (.ci/run)"
+)]
+fn a_push_on_a_terminal_shows_the_bar() {
+    let store = store_without_tools();
+    let registry = Registry::start();
+    let closure = store.write_closure();
+    let command = format!(
+        "'{}' --closure '{}' --store-root '{}' --no-cache -o docker://127.0.0.1:{}/test/bar:v1",
+        bin().display(),
+        closure.display(),
+        store.root().display(),
+        registry.port
+    );
+    // `script` runs the command with a terminal as its stdout and stderr.
+    let on_terminal = || {
+        let output = run(Command::new(require("script")).args(["-qec", &command, "/dev/null"]));
+        String::from_utf8_lossy(&output.stdout).replace('\r', "\n")
+    };
+    for pushed in [on_terminal(), on_terminal()] {
+        assert!(pushed.contains("ETA"), "{pushed}");
+        assert!(
+            !pushed.contains("already there") && !pushed.contains(": uploaded"),
+            "{pushed}"
+        );
+        assert!(pushed.contains("layered-gen: wrote "), "{pushed}");
+    }
+}
