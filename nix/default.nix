@@ -45,6 +45,42 @@ let
   # extraTags (ours; nixpkgs has no such argument): more tags after the main one.
   extraTagArgs = builtins.concatMap (t: [ "--tag" t ]);
 
+  # Every argument of nixpkgs' streamLayeredImage (buildLayeredImage adds compressor), then
+  # ours. Anything else is an evaluation error, as in nixpkgs.
+  knownArgs = [
+    "name" "tag" "fromImage" "contents" "config" "architecture" "created" "mtime" "uid" "gid"
+    "uname" "gname" "maxLayers" "extraCommands" "fakeRootCommands" "enableFakechroot"
+    "includeStorePaths" "includeNixDB" "passthru" "meta" "layeringPipeline" "debug"
+    "extraTags" "format" "layering" "perms"
+  ];
+
+  # The arguments, checked: an unknown one, or one layered-gen cannot honour yet, fails the
+  # evaluation with what to use instead; nothing is accepted and ignored.
+  checkArgs = function: allowed: args:
+    let
+      unknown = builtins.filter (a: !(builtins.elem a allowed)) (builtins.attrNames args);
+      refuse = why: throw "layered-gen ${function}: ${why}";
+    in
+    if unknown != [ ] then
+      refuse "called with unexpected argument '${builtins.head unknown}'"
+    else if (args.fakeRootCommands or "") != "" then
+      refuse ("fakeRootCommands is not supported yet: give owners and modes with perms = "
+        + "[ { path = \"/data\"; uid = 1000; gid = 1000; mode = \"0755\"; } ] and make "
+        + "the files with extraCommands")
+    else if args.enableFakechroot or false then
+      refuse ("enableFakechroot is not supported yet (it runs fakeRootCommands in a chroot): "
+        + "use perms and extraCommands")
+    else if args.includeNixDB or false then
+      refuse ("includeNixDB is not supported yet: an image that runs nix needs nixpkgs' "
+        + "dockerTools for now")
+    else if (args.layeringPipeline or null) != null then
+      refuse ("layeringPipeline is not supported yet: choose layering = \"popularity\" "
+        + "(referencesByPopularity), \"auto\" (nixpkgs' default grouping) or \"reuse\"")
+    else if args.debug or false then
+      refuse ("debug is not supported: `layered-gen plan --closure ...` prints the layering, "
+        + "and the build log shows layered-gen's errors")
+    else args;
+
   # The arguments both functions share, as layered-gen flags.
   commonArgs = args: [ "--name" args.name ] ++ imageArgs args;
 
@@ -56,18 +92,22 @@ let
     , config ? { }
     , architecture ? null
     , created ? "1970-01-01T00:00:01Z"
+    , mtime ? "1970-01-01T00:00:01Z"
     , maxLayers ? 100
     , extraCommands ? ""
     , perms ? [ ]
     , uid ? 0
     , gid ? 0
+    , uname ? "root"
+    , gname ? "root"
     , includeStorePaths ? true
     , format ? "docker-archive"
     , layering ? "popularity"
     , ...
     }:
-    [ "--max-layers" (toString maxLayers) "--created" created
-      "--uid" (toString uid) "--gid" (toString gid) "--format" format "--layering" layering
+    [ "--max-layers" (toString maxLayers) "--created" created "--mtime" mtime
+      "--uid" (toString uid) "--gid" (toString gid) "--uname" uname "--gname" gname
+      "--format" format "--layering" layering
       "--config" "${configFile name config}" ]
     ++ builtins.concatMap (p: [ "--contents" "${p}" ]) contents
     ++ (if architecture == null then [ ] else [ "--architecture" architecture ])
@@ -106,8 +146,9 @@ let
         if args.tag or null != null then args.tag
         else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext drv.outPath));
     in
-    drv // {
+    drv // (args.passthru or { }) // {
       imageName = args.name;
+      meta = args.meta or { };
       inherit imageTag;
       copyToRegistry = copyScript "registry" args imageTag;
       copyToDockerDaemon = copyScript "docker-daemon" args imageTag;
@@ -117,7 +158,15 @@ in
 rec {
   # An image file (docker-archive, or an OCI layout with format = "oci"), compressed as a whole
   # by `compressor` ("none", "gz", "zstd").
-  buildLayeredImage = args@{ name, tag ? null, extraTags ? [ ], compressor ? "gz", format ? "docker-archive", ... }:
+  buildLayeredImage = given:
+    let
+      args = checkArgs "buildLayeredImage" (knownArgs ++ [ "compressor" ]) given;
+      inherit (args) name;
+      tag = args.tag or null;
+      extraTags = args.extraTags or [ ];
+      compressor = args.compressor or "gz";
+      format = args.format or "docker-archive";
+    in
     withImageAttrs args (derivation {
       name = derivationName name
         + (if format == "oci" then "-oci" else ".tar" + suffix.${compressor} or "");
@@ -136,7 +185,13 @@ rec {
 
   # An executable that streams the image to stdout: `$(nix-build ...) | docker load`. Only the
   # script goes into the store; the image is made from the store each time it runs.
-  streamLayeredImage = args@{ name, tag ? null, extraTags ? [ ], ... }:
+  streamLayeredImage = given:
+    let
+      args = checkArgs "streamLayeredImage" knownArgs given;
+      inherit (args) name;
+      tag = args.tag or null;
+      extraTags = args.extraTags or [ ];
+    in
     withImageAttrs args (derivation {
       name = "stream-${derivationName name}";
       inherit system runtimeShell tag extraTags;

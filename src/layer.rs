@@ -31,6 +31,10 @@ pub struct LayerOptions {
     pub mtime: u64,
     pub uid: u64,
     pub gid: u64,
+    /// Owner and group names of the store paths' entries (dockerTools' uname and gname);
+    /// empty: numbers only.
+    pub uname: String,
+    pub gname: String,
     /// Read `/nix/store/x` from `<store_root>/nix/store/x` (a chroot store).
     pub store_root: Option<PathBuf>,
 }
@@ -50,8 +54,9 @@ pub fn store_layer_key(
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     let header = format!(
-        "layered-gen store layer v{}\nstore {store_dir}\nmtime {}\nuid {}\ngid {}\n",
-        TAR_FORMAT_VERSION, options.mtime, options.uid, options.gid
+        "layered-gen store layer v{}\nstore {store_dir}\nmtime {}\nuid {}\ngid {}\nuname {:?}\n\
+         gname {:?}\n",
+        TAR_FORMAT_VERSION, options.mtime, options.uid, options.gid, options.uname, options.gname
     );
     hasher.update(header.as_bytes());
     for (path, hash) in paths {
@@ -165,6 +170,9 @@ pub struct LayerTree {
     mtime: u64,
     uid: u64,
     gid: u64,
+    /// Names of entries without an owner of their own (store layers: --uname, --gname).
+    uname: Vec<u8>,
+    gname: Vec<u8>,
     length: u64,
 }
 
@@ -232,6 +240,8 @@ impl LayerTree {
             })
             .collect();
         let mut tree = LayerTree::empty(options);
+        tree.uname = options.uname.as_bytes().to_vec();
+        tree.gname = options.gname.as_bytes().to_vec();
         tree.contents = Contents::Walked {
             parents,
             roots,
@@ -295,6 +305,8 @@ impl LayerTree {
             mtime: options.mtime,
             uid: options.uid,
             gid: options.gid,
+            uname: Vec::new(),
+            gname: Vec::new(),
             length: tarball::END_OF_ARCHIVE.len() as u64,
         }
     }
@@ -315,10 +327,10 @@ impl LayerTree {
         self.listed_mut().push(entry);
     }
 
-    fn header<'a>(&self, entry: &'a Entry) -> Header<'a> {
+    fn header<'a>(&'a self, entry: &'a Entry) -> Header<'a> {
         let (uid, gid, uname, gname): (u64, u64, &[u8], &[u8]) = match &entry.owner {
             Some(o) => (o.uid, o.gid, o.uname.as_bytes(), o.gname.as_bytes()),
-            None => (self.uid, self.gid, b"", b""),
+            None => (self.uid, self.gid, &self.uname, &self.gname),
         };
         Header {
             name: &entry.name,
@@ -611,6 +623,8 @@ pub(crate) mod tests {
             mtime: 1,
             uid: 0,
             gid: 0,
+            uname: String::new(),
+            gname: String::new(),
             store_root: Some(root.to_path_buf()),
         }
     }
@@ -674,6 +688,52 @@ pub(crate) mod tests {
                 (format!("{base}/link"), 0o777, Some("../a/x".to_string())),
             ]
         );
+    }
+
+    #[test]
+    fn owner_names_are_written_on_store_entries_when_given() {
+        let root = tempfile::tempdir().unwrap();
+        let store_path = format!("/nix/store/{HASH}-pkg");
+        let dir = root.path().join(store_path.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("f"), "f").unwrap();
+        let names = |options: &LayerOptions| -> Vec<(String, String)> {
+            let tree = LayerTree::for_store_paths("/nix/store", &[&store_path], options).unwrap();
+            let bytes = tar_bytes(&tree);
+            let mut archive = tar::Archive::new(&bytes[..]);
+            archive
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let h = e.header();
+                    (
+                        String::from_utf8_lossy(h.username_bytes().unwrap()).into_owned(),
+                        String::from_utf8_lossy(h.groupname_bytes().unwrap()).into_owned(),
+                    )
+                })
+                .collect()
+        };
+        let plain = options(root.path());
+        assert!(
+            names(&plain)
+                .iter()
+                .all(|(u, g)| u.is_empty() && g.is_empty())
+        );
+        let named = LayerOptions {
+            uname: "root".into(),
+            gname: "wheel".into(),
+            ..options(root.path())
+        };
+        let all = names(&named);
+        assert_eq!(all.len(), 4);
+        assert!(
+            all.iter().all(|(u, g)| u == "root" && g == "wheel"),
+            "{all:?}"
+        );
+        // The names are part of the cache key.
+        let key = |o: &LayerOptions| store_layer_key("/nix/store", &[(&store_path, None)], o);
+        assert_ne!(key(&plain), key(&named));
     }
 
     #[test]

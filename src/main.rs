@@ -137,13 +137,14 @@ struct MergeCommand {
 /// The time of an archive's own entries, for commands that write one of existing images.
 #[derive(Args, Debug)]
 struct ArchiveMtimeArgs {
-    /// mtime of the archive's own entries (default: $SOURCE_DATE_EPOCH, else 1).
-    /// Example: --mtime 1700000000
+    /// mtime of the archive's own entries: seconds since 1970, an RFC 3339 time or `now`
+    /// (default: $SOURCE_DATE_EPOCH, else 1). Example: --mtime 1700000000
     #[arg(
         long,
-        value_name = "EPOCH",
+        value_name = "TIME",
         env = "SOURCE_DATE_EPOCH",
-        default_value_t = 1
+        default_value_t = 1,
+        value_parser = parse_mtime
     )]
     mtime: u64,
 }
@@ -372,13 +373,15 @@ struct BuildArgs {
     #[arg(long)]
     docker_legacy: bool,
 
-    /// mtime of every entry (default: $SOURCE_DATE_EPOCH, else 1 like the Nix store).
+    /// mtime of every entry: seconds since 1970, an RFC 3339 time (as dockerTools' mtime) or
+    /// `now` (default: $SOURCE_DATE_EPOCH, else 1 like the Nix store).
     /// Example: --mtime 1700000000
     #[arg(
         long,
-        value_name = "EPOCH",
+        value_name = "TIME",
         env = "SOURCE_DATE_EPOCH",
-        default_value_t = 1
+        default_value_t = 1,
+        value_parser = parse_mtime
     )]
     mtime: u64,
 
@@ -389,6 +392,16 @@ struct BuildArgs {
     /// Group of every entry. Example: --gid 0
     #[arg(long, default_value_t = 0)]
     gid: u32,
+
+    /// Owner name of the store paths' entries (dockerTools' uname; default none: numbers
+    /// only). Example: --uname root
+    #[arg(long, value_name = "NAME", default_value = "")]
+    uname: String,
+
+    /// Group name of the store paths' entries (dockerTools' gname; default none).
+    /// Example: --gname root
+    #[arg(long, value_name = "NAME", default_value = "")]
+    gname: String,
 
     /// Read the store paths under this directory (a chroot store): /nix/store/x is read from
     /// DIR/nix/store/x. Example: --store-root examples/tiny/root
@@ -572,6 +585,10 @@ struct GlobalArgs {
 
 fn parse_platform(text: &str) -> std::result::Result<Platform, String> {
     Platform::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_mtime(text: &str) -> std::result::Result<u64, String> {
+    config::parse_mtime(text).map_err(|e| e.to_string())
 }
 
 fn parse_created(text: &str) -> std::result::Result<String, String> {
@@ -827,6 +844,8 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
             mtime: args.mtime,
             uid: args.uid.into(),
             gid: args.gid.into(),
+            uname: args.uname,
+            gname: args.gname,
             store_root: args.store_root,
         },
         platform: args.architecture,

@@ -596,3 +596,108 @@ fn copy_to_registry_docker_daemon_and_podman() {
     let ran = podman.run(&["localhost/layered-gen-test/tagged:v1"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi top\n");
 }
+
+/// Every dockerTools argument is honoured or refused at evaluation with what to use instead;
+/// an argument dockerTools does not take is an error, as in nixpkgs.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, nix-instantiate: cargo test --features tool-tests (.ci/run)"
+)]
+fn every_argument_is_honoured_or_refused() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let evaluate = |attr: &str, extra: &str| {
+        Command::new(require("nix-instantiate"))
+            .args(["--eval", "--strict", "--json"])
+            .arg(&nix)
+            .arg("--arg")
+            .arg("layeredGenDir")
+            .arg(inputs.dir.path().join("lg"))
+            .arg("--arg")
+            .arg("busyboxDir")
+            .arg(inputs.dir.path().join("bb"))
+            .args(["--arg", "extra", extra, "-A", attr])
+            .output()
+            .unwrap()
+    };
+    let refused = |attr: &str, extra: &str, words: &str| {
+        let output = evaluate(&format!("{attr}.drvPath"), extra);
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && log.contains(words),
+            "{extra}: {log}"
+        );
+    };
+    refused(
+        "custom",
+        "{ contentz = [ ]; }",
+        "called with unexpected argument 'contentz'",
+    );
+    refused(
+        "customStream",
+        "{ compressor = \"gz\"; }",
+        "unexpected argument 'compressor'",
+    );
+    refused(
+        "custom",
+        "{ fakeRootCommands = \"chown 1:1 data\"; }",
+        "give owners and modes with perms",
+    );
+    refused(
+        "customStream",
+        "{ enableFakechroot = true; }",
+        "enableFakechroot is not supported yet",
+    );
+    refused(
+        "custom",
+        "{ includeNixDB = true; }",
+        "includeNixDB is not supported yet",
+    );
+    refused(
+        "custom",
+        "{ layeringPipeline = [ \"popularity_contest\" ]; }",
+        "\"auto\" (nixpkgs' default grouping)",
+    );
+    refused("custom", "{ debug = true; }", "layered-gen plan");
+
+    // passthru and meta reach the result, as with dockerTools.
+    let output = evaluate(
+        "custom.passthru-check",
+        "{ passthru = { passthru-check = \"kept\"; }; meta = { description = \"d\"; }; }",
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "\"kept\"");
+    let output = evaluate(
+        "customStream.meta.description",
+        "{ meta = { description = \"an image\"; }; }",
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "\"an image\"");
+
+    // mtime, uname and gname reach the store layers' entries.
+    let image = inputs.build(
+        &nix,
+        Some("custom"),
+        &[
+            "--arg",
+            "extra",
+            "{ mtime = \"2024-05-01T12:00:00Z\"; uname = \"someone\"; gname = \"others\"; }",
+        ],
+    );
+    let listing = run(Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, tarfile, json, io\n\
+         t = tarfile.open(sys.argv[1])\n\
+         m = json.load(t.extractfile('manifest.json'))[0]\n\
+         for l in m['Layers']:\n\
+         \x20   for e in tarfile.open(fileobj=io.BytesIO(t.extractfile(l).read())):\n\
+         \x20       if e.name.startswith('nix/store/') and e.name.count('/') > 2:\n\
+         \x20           print(e.mtime, e.uname, e.gname)\n",
+        )
+        .arg(&image));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(!listing.is_empty());
+    for line in listing.lines() {
+        assert_eq!(line, "1714564800 someone others");
+    }
+}

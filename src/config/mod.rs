@@ -222,6 +222,60 @@ fn is_rfc3339(t: &[u8]) -> bool {
     }
 }
 
+/// A time for file mtimes: seconds since the epoch, an RFC 3339 time (as dockerTools' `mtime`
+/// takes it; a fraction is dropped) or `now`. Before the epoch is refused: tar cannot say it.
+pub fn parse_mtime(text: &str) -> Result<u64> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(seconds);
+    }
+    let seconds = if text == "now" {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    } else if is_rfc3339(text.as_bytes()) {
+        epoch_seconds(text.as_bytes())
+    } else {
+        return Err(Error::value(format!(
+            "{} is not a time: give seconds since 1970, an RFC 3339 time like \
+             2024-05-01T12:00:00Z, or \"now\"",
+            quoted(text)
+        )));
+    };
+    u64::try_from(seconds).map_err(|_| {
+        Error::value(format!(
+            "{} is before 1970, which a tar header cannot hold",
+            quoted(text)
+        ))
+    })
+}
+
+/// Seconds since the epoch of a time `is_rfc3339` accepted.
+fn epoch_seconds(t: &[u8]) -> i64 {
+    let number = |range: std::ops::Range<usize>| -> i64 {
+        t[range].iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'))
+    };
+    let (year, month, day) = (number(0..4), number(5..7), number(8..10));
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut seconds = days * 86_400 + number(11..13) * 3600 + number(14..16) * 60 + number(17..19);
+    let zone = t
+        .iter()
+        .rposition(|&b| b == b'+' || b == b'-')
+        .filter(|&i| i > 18);
+    if let Some(at) = zone {
+        let offset = number(at + 1..at + 3) * 3600 + number(at + 4..at + 6) * 60;
+        seconds -= if t[at] == b'+' { offset } else { -offset };
+    }
+    seconds
+}
+
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_rfc3339(seconds: u64) -> String {
     let days = (seconds / 86_400) as i64;
@@ -352,6 +406,38 @@ pub fn store_layer_comment(paths: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    #[test]
+    fn mtimes_are_seconds_or_rfc3339() {
+        assert_eq!(parse_mtime("1700000000").unwrap(), 1_700_000_000);
+        assert_eq!(parse_mtime("1970-01-01T00:00:01Z").unwrap(), 1);
+        assert_eq!(parse_mtime("2024-05-01T12:00:00Z").unwrap(), 1_714_564_800);
+        assert_eq!(
+            parse_mtime("2024-05-01T14:00:00+02:00").unwrap(),
+            1_714_564_800
+        );
+        assert_eq!(
+            parse_mtime("2024-05-01T11:30:00.5-00:30").unwrap(),
+            1_714_564_800
+        );
+        assert!(parse_mtime("now").unwrap() > 1_700_000_000);
+        assert!(
+            parse_mtime("1969-12-31T23:59:59Z")
+                .unwrap_err()
+                .to_string()
+                .contains("before 1970")
+        );
+        assert!(parse_mtime("yesterday").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn mtimes_read_back_what_is_written(seconds in 0u64..253_402_300_799) {
+            prop_assert_eq!(parse_mtime(&format_rfc3339(seconds)).unwrap(), seconds);
+        }
+    }
+
     use super::*;
 
     #[test]

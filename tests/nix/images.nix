@@ -1,6 +1,6 @@
 # Images built by nix/default.nix for tests/nix_functions.rs, from real derivations made with a
 # static busybox (no nixpkgs).
-{ layeredGenDir, busyboxDir, maxLayers ? 10, config ? { } }:
+{ layeredGenDir, busyboxDir, maxLayers ? 10, config ? { }, extra ? { } }:
 let
   busybox = builtins.path { path = busyboxDir; name = "busybox-static"; };
   sh = "${busybox}/bin/sh";
@@ -27,6 +27,9 @@ let
   };
 in
 rec {
+  # The common image with `extra` arguments, for the argument checks.
+  custom = layered.buildLayeredImage (common // { name = "layered-gen-test/custom"; compressor = "none"; } // extra);
+  customStream = layered.streamLayeredImage (common // { name = "layered-gen-test/custom"; } // extra);
   base = layered.buildLayeredImage {
     name = "registry.example:5000/layered-gen-test/base";
     contents = [ busybox ];
