@@ -420,10 +420,10 @@ fn image_layers<'a>(
         }
     }
     layers.extend(built.into_iter().map(|layer| {
-        ImageLayer::Built(Labelled {
+        ImageLayer::Built(Box::new(Labelled {
             layer,
             progress: progress.clone(),
-        })
+        }))
     }));
     Ok(layers)
 }
@@ -444,7 +444,7 @@ fn image_config(base: Option<&BaseImage>, options: &BuildOptions) -> Result<Imag
 enum ImageLayer<'a> {
     Base(BaseBlob<'a>),
     DecompressedBase(SpooledTar),
-    Built(Labelled),
+    Built(Box<Labelled>),
 }
 
 struct Image<'a> {
@@ -461,7 +461,7 @@ impl ImageSource for Image<'_> {
         Ok(match &self.layers[index] {
             ImageLayer::Base(blob) => Layer::Blob(blob),
             ImageLayer::DecompressedBase(tar) => Layer::Tar(tar),
-            ImageLayer::Built(tar) => Layer::Tar(tar),
+            ImageLayer::Built(tar) => Layer::Tar(tar.as_ref()),
         })
     }
 
