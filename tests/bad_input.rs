@@ -337,7 +337,7 @@ fn command_line_mistakes_are_explained() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.starts_with("error: invalid value 'soon' for '--mtime <EPOCH>'"),
+        stderr.starts_with("error: invalid value 'soon' for '--mtime <TIME>'"),
         "{stderr}"
     );
     assert!(!Path::new(out).exists());
