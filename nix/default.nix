@@ -82,7 +82,7 @@ let
     else args;
 
   # The arguments both functions share, as layered-gen flags.
-  commonArgs = args: [ "--name" args.name ] ++ imageArgs args;
+  commonArgs = args: [ "--name" (toLower args.name) ] ++ imageArgs args;
 
   # The same without the name, which a copyTo* destination may give instead.
   imageArgs =
@@ -109,7 +109,7 @@ let
       "--uid" (toString uid) "--gid" (toString gid) "--uname" uname "--gname" gname
       "--format" format "--layering" layering
       "--config" "${configFile name config}" ]
-    ++ builtins.concatMap (p: [ "--contents" "${p}" ]) contents
+    ++ builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
     ++ (if architecture == null then [ ] else [ "--architecture" architecture ])
     ++ (if fromImage == null then [ ] else [ "--from-image" "${fromImage}" ])
     ++ (if extraCommands == "" then [ ] else [ "--extra-dir" "${extraDir name extraCommands}" ])
@@ -118,7 +118,22 @@ let
 
   # Everything the image holds: the contents and what the config mentions.
   closureRoots = args@{ name, contents ? [ ], config ? { }, ... }:
-    contents ++ [ (configFile name config) ];
+    toList contents ++ [ (configFile name config) ];
+
+  # `contents` is a derivation or a list of them, as in nixpkgs.
+  toList = x: if builtins.isList x then x else [ x ];
+
+  # nixpkgs names the image by its name lower-cased (what a registry allows).
+  toLower = builtins.replaceStrings
+    [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ]
+    [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
+
+  # `.override`, as lib.makeOverridable gives nixpkgs' functions: new arguments (or a function
+  # of the old ones) over the old.
+  overridable = function: given: result:
+    result // {
+      override = change: function (given // (if builtins.isFunction change then change given else change));
+    };
 
   # An executable ($out/bin/copy-to-KIND, what `nix run` runs) that copies the image
   # straight from the store: to a registry (`docker://NAME` under the image's tags, or the
@@ -132,7 +147,7 @@ let
     builder = "${layered-gen}/bin/layered-gen";
     args = [ "stream-script" "--attrs" ".attrs.json" ];
     copyTo = kind;
-    imageName = args.name;
+    imageName = toLower args.name;
     streamArgs = imageArgs args;
     __structuredAttrs = true;
     exportReferencesGraph.closure = closureRoots args;
@@ -147,7 +162,7 @@ let
         else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext drv.outPath));
     in
     drv // (args.passthru or { }) // {
-      imageName = args.name;
+      imageName = toLower args.name;
       meta = args.meta or { };
       inherit imageTag;
       copyToRegistry = copyScript "registry" args imageTag;
@@ -167,7 +182,7 @@ rec {
       compressor = args.compressor or "gz";
       format = args.format or "docker-archive";
     in
-    withImageAttrs args (derivation {
+    overridable buildLayeredImage given (withImageAttrs args (derivation {
       name = derivationName name
         + (if format == "oci" then "-oci" else ".tar" + suffix.${compressor} or "");
       inherit system;
@@ -181,7 +196,7 @@ rec {
       ++ extraTagArgs extraTags;
       __structuredAttrs = true;
       exportReferencesGraph.closure = closureRoots args;
-    });
+    }));
 
   # An executable that streams the image to stdout: `$(nix-build ...) | docker load`. Only the
   # script goes into the store; the image is made from the store each time it runs.
@@ -192,7 +207,7 @@ rec {
       tag = args.tag or null;
       extraTags = args.extraTags or [ ];
     in
-    withImageAttrs args (derivation {
+    overridable streamLayeredImage given (withImageAttrs args (derivation {
       name = "stream-${derivationName name}";
       inherit system runtimeShell tag extraTags;
       layeredGen = "${layered-gen}";
@@ -201,7 +216,7 @@ rec {
       streamArgs = commonArgs args;
       __structuredAttrs = true;
       exportReferencesGraph.closure = closureRoots args;
-    });
+    }));
 
   # Several images in one docker-archive, as dockerTools' mergeImages: layers they share are
   # stored once, every image keeps its tags, `docker load < result` loads them all. Takes

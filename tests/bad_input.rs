@@ -306,12 +306,12 @@ fn command_line_mistakes_are_explained() {
             vec!["--created", "2024-05-01T12:00:00+99:00", "-o", out],
             "invalid value '2024-05-01T12:00:00+99:00' for '--created <TIME>': \
              \"2024-05-01T12:00:00+99:00\" is not an RFC 3339 time like \
-             2024-05-01T12:00:00Z, nor \"now\"",
+             2024-05-01T12:00:00Z, a date like 2024-05-01, nor \"now\"",
         ),
         (
             vec!["--created", "yesterday", "-o", out],
             "invalid value 'yesterday' for '--created <TIME>': \"yesterday\" is not an RFC 3339 \
-             time like 2024-05-01T12:00:00Z, nor \"now\"",
+             time like 2024-05-01T12:00:00Z, a date like 2024-05-01, nor \"now\"",
         ),
         (
             vec!["--uid", "4294967296", "-o", out],

@@ -602,7 +602,7 @@ fn copy_to_registry_docker_daemon_and_podman() {
 #[test]
 #[cfg_attr(
     not(feature = "tool-tests"),
-    ignore = "needs nix-build, nix-instantiate: cargo test --features tool-tests (.ci/run)"
+    ignore = "needs nix-build, nix-instantiate, docker, skopeo: cargo test --features tool-tests (.ci/run)"
 )]
 fn every_argument_is_honoured_or_refused() {
     let inputs = Inputs::new();
@@ -673,16 +673,68 @@ fn every_argument_is_honoured_or_refused() {
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), "\"an image\"");
 
-    // mtime, uname and gname reach the store layers' entries.
+    // .override, as lib.makeOverridable gives it; names lower-cased as nixpkgs does.
+    let expression = |body: &str| {
+        run(Command::new(require("nix-instantiate"))
+            .args(["--eval", "--strict", "--json", "--expr"])
+            .arg(format!(
+                "let i = import {} {{ layeredGenDir = {}; busyboxDir = {}; }}; in {body}",
+                nix.display(),
+                inputs.dir.path().join("lg").display(),
+                inputs.dir.path().join("bb").display()
+            )))
+        .stdout
+    };
+    assert_eq!(
+        expression("(i.single.override { name = \"Other/Name\"; tag = \"t\"; }).imageName"),
+        b"\"other/name\""
+    );
+    assert_eq!(
+        expression("(i.customStream.override (old: { tag = old.name; })).imageTag"),
+        b"\"layered-gen-test/custom\""
+    );
+    // `contents` as one derivation; the name lower-cased in the image too.
+    let single = inputs.build(&nix, Some("single"), &[]);
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&single, "manifest.json").unwrap()).unwrap();
+    let tags = manifest[0]["RepoTags"].as_array().unwrap();
+    assert!(
+        tags[0]
+            .as_str()
+            .unwrap()
+            .starts_with("layered-gen-test/single:"),
+        "{tags:?}"
+    );
+    let loaded = run(Command::new(require("docker"))
+        .args(["load", "-i"])
+        .arg(&single));
+    let reference = String::from_utf8_lossy(&loaded.stdout)
+        .trim()
+        .trim_start_matches("Loaded image: ")
+        .to_string();
+    let output = docker_run(&[&reference]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "single\n");
+    run(Command::new("docker").args(["rmi", &reference]));
+
+    // mtime, uname and gname reach the store layers' entries; created takes a plain date.
     let image = inputs.build(
         &nix,
         Some("custom"),
         &[
             "--arg",
             "extra",
-            "{ mtime = \"2024-05-01T12:00:00Z\"; uname = \"someone\"; gname = \"others\"; }",
+            "{ mtime = \"2024-05-01T12:00:00Z\"; uname = \"someone\"; gname = \"others\"; \
+             created = \"2024-05-01\"; }",
         ],
     );
+    let config: Value = serde_json::from_slice(
+        &run(Command::new(require("skopeo"))
+            .args(["inspect", "--config"])
+            .arg(format!("docker-archive:{}", image.display())))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(config["created"], "2024-05-01T00:00:00Z");
     let listing = run(Command::new("python3")
         .arg("-c")
         .arg(

@@ -151,14 +151,19 @@ pub fn parse_created(text: &str) -> Result<String> {
         return Ok(format_rfc3339(seconds));
     }
     if is_rfc3339(text.as_bytes()) {
-        Ok(text.to_string())
-    } else {
-        Err(Error::value(format!(
-            "{} is not an RFC 3339 time like 2024-05-01T12:00:00Z, nor \"now\"",
-            quoted(text)
-        ))
-        .about(Setting::Created))
+        return Ok(text.to_string());
     }
+    // A plain date, as dockerTools takes it (`date -d 2024-05-01`): its midnight, UTC.
+    let midnight = format!("{text}T00:00:00Z");
+    if text.len() == 10 && is_rfc3339(midnight.as_bytes()) {
+        return Ok(midnight);
+    }
+    Err(Error::value(format!(
+        "{} is not an RFC 3339 time like 2024-05-01T12:00:00Z, a date like 2024-05-01, nor \
+         \"now\"",
+        quoted(text)
+    ))
+    .about(Setting::Created))
 }
 
 fn is_rfc3339(t: &[u8]) -> bool {
@@ -407,6 +412,17 @@ pub fn store_layer_comment(paths: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    #[test]
+    fn created_takes_a_plain_date_as_its_midnight() {
+        assert_eq!(parse_created("2024-05-01").unwrap(), "2024-05-01T00:00:00Z");
+        assert_eq!(
+            parse_created("2024-05-01T12:00:00Z").unwrap(),
+            "2024-05-01T12:00:00Z"
+        );
+        assert!(parse_created("2024-02-30").is_err());
+        assert!(parse_created("2024-5-1").is_err());
+    }
 
     #[test]
     fn mtimes_are_seconds_or_rfc3339() {

@@ -30,6 +30,13 @@ rec {
   # The common image with `extra` arguments, for the argument checks.
   custom = layered.buildLayeredImage (common // { name = "layered-gen-test/custom"; compressor = "none"; } // extra);
   customStream = layered.streamLayeredImage (common // { name = "layered-gen-test/custom"; } // extra);
+  # contents as one derivation, and a name with capitals (nixpkgs lower-cases it).
+  single = layered.buildLayeredImage {
+    name = "Layered-Gen-Test/Single";
+    contents = busybox;
+    compressor = "none";
+    config.Cmd = [ "/bin/sh" "-c" "echo single" ];
+  };
   base = layered.buildLayeredImage {
     name = "registry.example:5000/layered-gen-test/base";
     contents = [ busybox ];
