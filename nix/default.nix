@@ -10,10 +10,22 @@
   runtimeShell,
   # Optional: put on PATH for extraCommands (bash alone has no mkdir, ln, ...).
   coreutils ? null,
+  # The package set's stdenv (callPackage fills it): the builds run on its build platform, and
+  # an image's architecture defaults to its host platform, as dockerTools' does. Without it,
+  # `system` (or, failing that, the evaluating machine: not allowed in pure evaluation).
+  stdenv ? null,
+  system ? null,
   ...
 }:
 let
-  system = builtins.currentSystem;
+  buildSystem =
+    if stdenv != null then stdenv.buildPlatform.system
+    else if system != null then system
+    else builtins.currentSystem;
+  hostSystem =
+    if stdenv != null then stdenv.hostPlatform.system
+    else if system != null then system
+    else null;
 
   # The last component of "registry.example:5000/my/image" names the derivation.
   derivationName = name: builtins.baseNameOf name;
@@ -22,7 +34,7 @@ let
   # references of the file, and so part of the image's closure (as dockerTools does).
   configFile = name: config: derivation {
     name = "${derivationName name}-config.json";
-    inherit system;
+    system = buildSystem;
     builder = runtimeShell;
     args = [ "-c" ''printf '%s' "$json" > "$out"'' ];
     json = builtins.toJSON config;
@@ -31,7 +43,7 @@ let
   # extraCommands run in an empty directory that becomes --extra-dir.
   extraDir = name: extraCommands: derivation ({
     name = "${derivationName name}-extra";
-    inherit system;
+    system = buildSystem;
     builder = runtimeShell;
     args = [ "-c" ''mkdir "$out" && cd "$out" && ${extraCommands}'' ];
   } // (if coreutils == null then { } else { PATH = "${coreutils}/bin"; }));
@@ -110,7 +122,9 @@ let
       "--format" format "--layering" layering
       "--config" "${configFile name config}" ]
     ++ builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
-    ++ (if architecture == null then [ ] else [ "--architecture" architecture ])
+    ++ (if architecture != null then [ "--architecture" architecture ]
+        else if hostSystem != null then [ "--architecture" hostSystem ]
+        else [ ])
     ++ (if fromImage == null then [ ] else [ "--from-image" "${fromImage}" ])
     ++ (if extraCommands == "" then [ ] else [ "--extra-dir" "${extraDir name extraCommands}" ])
     ++ (if perms == [ ] then [ ] else [ "--perms" "${builtins.toFile "perms.json" (builtins.toJSON perms)}" ])
@@ -141,7 +155,8 @@ let
   # archive is ever written to the store; the closure is embedded in the script.
   copyScript = kind: args: tag: derivation {
     name = "copy-to-${kind}";
-    inherit system runtimeShell tag;
+    system = buildSystem;
+    inherit runtimeShell tag;
     extraTags = args.extraTags or [ ];
     layeredGen = "${layered-gen}";
     builder = "${layered-gen}/bin/layered-gen";
@@ -185,7 +200,7 @@ rec {
     overridable buildLayeredImage given (withImageAttrs args (derivation {
       name = derivationName name
         + (if format == "oci" then "-oci" else ".tar" + suffix.${compressor} or "");
-      inherit system;
+      system = buildSystem;
       builder = "${layered-gen}/bin/layered-gen";
       args = commonArgs args ++ [
         "--closure" ".attrs.json" "--closure-key" "closure"
@@ -209,7 +224,8 @@ rec {
     in
     overridable streamLayeredImage given (withImageAttrs args (derivation {
       name = "stream-${derivationName name}";
-      inherit system runtimeShell tag extraTags;
+      system = buildSystem;
+      inherit runtimeShell tag extraTags;
       layeredGen = "${layered-gen}";
       builder = "${layered-gen}/bin/layered-gen";
       args = [ "stream-script" "--attrs" ".attrs.json" ];
@@ -223,7 +239,7 @@ rec {
   # images as buildLayeredImage makes them (compressed or not), or any docker-archive.
   mergeImages = images: derivation {
     name = "merge-docker-images";
-    inherit system;
+    system = buildSystem;
     builder = "${layered-gen}/bin/layered-gen";
     args = [ "merge" ] ++ map (image: "${image}") images ++ [
       "--output-from-attrs" ".attrs.json" "--archive-compression" "gzip" "--quiet"
@@ -238,7 +254,7 @@ rec {
   buildImageIndex = args@{ name, tag ? null, extraTags ? [ ], images }:
     withImageAttrs args (derivation {
       name = "${derivationName name}-index";
-      inherit system;
+      system = buildSystem;
       builder = "${layered-gen}/bin/layered-gen";
       args = [ "index" ] ++ map (image: "${image}") images ++ [
         "--name" name "--output-from-attrs" ".attrs.json" "--quiet"

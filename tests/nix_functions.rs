@@ -753,3 +753,66 @@ fn every_argument_is_honoured_or_refused() {
         assert_eq!(line, "1714564800 someone others");
     }
 }
+
+/// In a flake (pure evaluation: no `builtins.currentSystem`), with a package set's stdenv: the
+/// builds run on its build platform and images default to its host platform's architecture,
+/// as dockerTools' do; every derivation, the copyTo* ones too, evaluates.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix: cargo test --features tool-tests (.ci/run)"
+)]
+fn the_functions_evaluate_purely_in_a_flake() {
+    let dir = tempfile::tempdir().unwrap();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(repo_root().join("nix"))
+        .arg(dir.path()));
+    let flake = |stdenv: &str| {
+        format!(
+            "{{ outputs = {{ self }}: let\n\
+               l = import ./nix {{ layered-gen = \"/nix/store/00000000000000000000000000000000-lg\"; \
+               runtimeShell = \"/nix/store/00000000000000000000000000000000-sh/bin/sh\"; {stdenv} }};\n\
+               i = l.buildLayeredImage {{ name = \"pure/test\"; tag = \"t\"; }};\n\
+               s = l.streamLayeredImage {{ name = \"pure/test\"; }};\n\
+             in {{ x = {{ inherit (i) system; \
+               arch = builtins.filter (a: a == \"aarch64-linux\" || a == \"--architecture\") i.args; \
+               drvs = map (d: builtins.stringLength d.drvPath > 0) \
+                 [ i s i.copyToRegistry s.copyToDockerDaemon s.copyToPodman ]; }}; }}; }}\n"
+        )
+    };
+    let evaluate = |stdenv: &str| {
+        fs::write(dir.path().join("flake.nix"), flake(stdenv)).unwrap();
+        let _ = fs::remove_file(dir.path().join("flake.lock"));
+        Command::new(require("nix"))
+            .args(["eval", "--extra-experimental-features", "flakes", "--json"])
+            .arg(format!("path:{}#x", dir.path().display()))
+            .output()
+            .unwrap()
+    };
+    let output = evaluate(
+        "stdenv = { buildPlatform.system = \"x86_64-linux\"; hostPlatform.system = \"aarch64-linux\"; };",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        value,
+        json!({
+            "system": "x86_64-linux",
+            "arch": ["--architecture", "aarch64-linux"],
+            "drvs": [true, true, true, true, true]
+        })
+    );
+    // Without a stdenv or a system, purity has nothing to go on, and says so.
+    let output = evaluate("");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("currentSystem"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
