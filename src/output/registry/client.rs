@@ -142,64 +142,68 @@ impl Client {
             auth: Mutex::new(Auth::None),
         };
         match ping.status {
-            200..=299 => return Ok(client),
-            401 => {}
+            200..=299 => Ok(client),
+            401 => {
+                client.authenticate(&ping, &options.sources)?;
+                Ok(client)
+            }
             status => {
                 let body = ping.text(MAX_ERROR_BODY);
-                return Err(client.refused("reaching the registry (GET /v2/)", status, &body));
+                Err(client.refused("reaching the registry (GET /v2/)", status, &body))
             }
         }
+    }
+
+    /// Sets up auth as the ping's 401 challenge asks: Basic with the credentials (checked
+    /// at once, so a wrong password fails before any upload), or a Bearer token.
+    fn authenticate(&mut self, ping: &Answer, sources: &Sources) -> Result<()> {
         let challenge = ping
             .header("www-authenticate")
             .map(parse_challenge)
             .ok_or_else(|| {
-                client.error(
+                self.error(
                     "reaching the registry (GET /v2/)".into(),
                     "it answered 401 without saying how to authenticate (no WWW-Authenticate)"
                         .into(),
                 )
             })?;
-        if client.creds.is_none() {
-            client.creds = lookup(&repository.registry, &options.sources)?;
+        if self.creds.is_none() {
+            self.creds = lookup(&self.repository.registry, sources)?;
         }
         let auth = match challenge.scheme.as_str() {
-            "basic" => match &client.creds {
+            "basic" => match &self.creds {
                 Some(creds) => Auth::Basic(creds.basic()),
-                None => return Err(client.needs_credentials()),
+                None => return Err(self.needs_credentials()),
             },
             "bearer" => Auth::Bearer {
-                header: Some(client.token(&challenge)?),
+                header: Some(self.token(&challenge)?),
                 challenge,
             },
             other => {
-                return Err(client.error(
+                return Err(self.error(
                     "authenticating".into(),
-                    format!("the registry asks for {} auth, which is not supported (Basic and Bearer are)", quoted(other)),
+                    format!(
+                        "the registry asks for {} auth, which is not supported (Basic and \
+                         Bearer are)",
+                        quoted(other)
+                    ),
                 ));
             }
         };
-        client.auth = Mutex::new(auth);
-        // Basic credentials are checked now, so a wrong password fails before any upload.
-        if matches!(client.current_auth(), Auth::Basic(_)) {
-            let url = format!("{}/v2/", client.base);
-            let mut answer = client.send("GET", &url, Payload::Empty)?;
+        let basic = matches!(auth, Auth::Basic(_));
+        self.auth = Mutex::new(auth);
+        if basic {
+            let url = format!("{}/v2/", self.base);
+            let mut answer = self.send("GET", &url, Payload::Empty)?;
             if answer.status == 401 {
-                return Err(client.wrong_credentials());
+                return Err(self.wrong_credentials());
             }
             if !(200..300).contains(&answer.status) {
                 let body = answer.text(MAX_ERROR_BODY);
-                return Err(client.refused(
-                    "reaching the registry (GET /v2/)",
-                    answer.status,
-                    &body,
-                ));
+                return Err(self.refused("reaching the registry (GET /v2/)", answer.status, &body));
             }
         }
-        Ok(client)
-    }
-
-    pub fn repository(&self) -> &Repository {
-        &self.repository
+        Ok(())
     }
 
     /// `BASE/v2/NAME/` followed by `rest`.
