@@ -385,11 +385,13 @@ struct BuildArgs {
     )]
     mtime: u64,
 
-    /// Owner of every entry. Example: --uid 0
+    /// Owner of the store paths' entries; the customisation layer's are root's unless --perms
+    /// says otherwise, as in dockerTools. Example: --uid 0
     #[arg(long, default_value_t = 0)]
     uid: u32,
 
-    /// Group of every entry. Example: --gid 0
+    /// Group of the store paths' entries (the customisation layer's: root's group).
+    /// Example: --gid 0
     #[arg(long, default_value_t = 0)]
     gid: u32,
 

@@ -416,7 +416,14 @@ impl Customisation {
         for path in &self.remove {
             add_whiteout(&mut root, path)?;
         }
-        let mut tree = LayerTree::empty(options);
+        // As dockerTools' (made by fakeroot): root's, whatever the store layers' owner; --perms
+        // gives other owners.
+        let root_owned = LayerOptions {
+            uid: 0,
+            gid: 0,
+            ..options.clone()
+        };
+        let mut tree = LayerTree::empty(&root_owned);
         flatten(&mut tree, root, b"");
         self.apply_perms(&mut tree)?;
         Ok(tree)
@@ -741,6 +748,25 @@ mod tests {
             0
         )));
         assert!(l.contains(&("bin/sh".to_string(), Kind::File, 0o750, String::new(), 0)));
+    }
+
+    #[test]
+    fn the_customisation_layer_is_roots_whatever_the_store_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = packages(dir.path());
+        let custom = Customisation {
+            contents: vec![a],
+            ..Default::default()
+        };
+        let store_owner = LayerOptions {
+            uid: 1000,
+            gid: 100,
+            ..options(dir.path())
+        };
+        let tree = custom.layer(&store_owner).unwrap();
+        let l = listing(&tree);
+        assert!(!l.is_empty());
+        assert!(l.iter().all(|(_, _, _, _, uid)| *uid == 0), "{l:?}");
     }
 
     #[test]
