@@ -168,13 +168,28 @@ let
     exportReferencesGraph.closure = closureRoots args;
   };
 
-  # imageName and imageTag, set whatever the arguments (tag null: the output's store hash),
-  # and the copyTo* executables, as nix2container has them.
+  # The tag of an image given none: the store hash of a derivation made of everything that
+  # decides the image, as nixpkgs takes its conf.json's, so that buildLayeredImage and
+  # streamLayeredImage of the same arguments share it. The derivation is never built.
+  imageTagOf = args:
+    let
+      conf = derivation {
+        name = "${derivationName args.name}-conf.json";
+        system = buildSystem;
+        builder = "${layered-gen}/bin/layered-gen";
+        args = [ "--version" ];
+        image = commonArgs args;
+        roots = map (root: "${root}") (closureRoots args);
+      };
+    in
+    if args.tag or null != null then args.tag
+    else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext conf.outPath));
+
+  # imageName and imageTag, set whatever the arguments (tag null: see imageTagOf), and the
+  # copyTo* executables, as nix2container has them.
   withImageAttrs = args: drv:
     let
-      imageTag =
-        if args.tag or null != null then args.tag
-        else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext drv.outPath));
+      imageTag = imageTagOf args;
     in
     drv // (args.passthru or { }) // {
       imageName = toLower args.name;
@@ -192,7 +207,6 @@ rec {
     let
       args = checkArgs "buildLayeredImage" (knownArgs ++ [ "compressor" ]) given;
       inherit (args) name;
-      tag = args.tag or null;
       extraTags = args.extraTags or [ ];
       compressor = args.compressor or "gz";
       format = args.format or "docker-archive";
@@ -207,7 +221,7 @@ rec {
         "--output-from-attrs" ".attrs.json" "--quiet"
       ]
       ++ (if format == "oci" then [ ] else [ "--archive-compression" (compressorFlag compressor) ])
-      ++ (if tag == null then [ "--tag-from-output" ] else [ "--tag" tag ])
+      ++ [ "--tag" (imageTagOf args) ]
       ++ extraTagArgs extraTags;
       __structuredAttrs = true;
       exportReferencesGraph.closure = closureRoots args;
@@ -219,8 +233,8 @@ rec {
     let
       args = checkArgs "streamLayeredImage" knownArgs given;
       inherit (args) name;
-      tag = args.tag or null;
       extraTags = args.extraTags or [ ];
+      tag = imageTagOf args;
     in
     overridable streamLayeredImage given (withImageAttrs args (derivation {
       name = "stream-${derivationName name}";
@@ -251,16 +265,24 @@ rec {
   # `architecture`): an OCI layout holding an image index, each image's platform from its
   # config. `skopeo copy --all oci:result:TAG docker://...` (or `layered-gen index ... -o
   # docker://...`) pushes all of them.
-  buildImageIndex = args@{ name, tag ? null, extraTags ? [ ], images }:
-    withImageAttrs args (derivation {
-      name = "${derivationName name}-index";
-      system = buildSystem;
-      builder = "${layered-gen}/bin/layered-gen";
-      args = [ "index" ] ++ map (image: "${image}") images ++ [
-        "--name" name "--output-from-attrs" ".attrs.json" "--quiet"
-      ]
-      ++ (if tag == null then [ "--tag-from-output" ] else [ "--tag" tag ])
-      ++ extraTagArgs extraTags;
-      __structuredAttrs = true;
-    });
+  buildImageIndex = { name, tag ? null, extraTags ? [ ], images }:
+    let
+      index = derivation {
+        name = "${derivationName name}-index";
+        system = buildSystem;
+        builder = "${layered-gen}/bin/layered-gen";
+        args = [ "index" ] ++ map (image: "${image}") images ++ [
+          "--name" (toLower name) "--output-from-attrs" ".attrs.json" "--quiet"
+        ]
+        ++ (if tag == null then [ "--tag-from-output" ] else [ "--tag" tag ])
+        ++ extraTagArgs extraTags;
+        __structuredAttrs = true;
+      };
+    in
+    index // {
+      imageName = toLower name;
+      imageTag =
+        if tag != null then tag
+        else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext index.outPath));
+    };
 }

@@ -233,10 +233,29 @@ fn from_image_streaming_and_reproducibility() {
         inputs.eval(&nix, "base.imageName"),
         "registry.example:5000/layered-gen-test/base"
     );
+    // Without a tag, one from everything that decides the image, as nixpkgs derives it from
+    // its conf.json: the same for buildLayeredImage and streamLayeredImage, whose bytes are
+    // then the same too.
     let base_tag = inputs.eval(&nix, "base.imageTag");
     assert_eq!(base_tag.len(), 32);
-    assert!(base.to_str().unwrap().contains(&base_tag));
+    assert_eq!(inputs.eval(&nix, "baseStream.imageTag"), base_tag);
     assert!(base.to_str().unwrap().ends_with("-base.tar"));
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&base, "manifest.json").unwrap()).unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"][0],
+        format!("registry.example:5000/layered-gen-test/base:{base_tag}")
+    );
+    let base_script = inputs.build(&nix, Some("baseStream"), &[]);
+    let streamed = Command::new(&base_script)
+        .arg("--quiet")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        streamed.stdout == fs::read(&base).unwrap(),
+        "the streamed base differs from the built one"
+    );
 
     // streamLayeredImage: the script's output equals buildLayeredImage's file.
     let script = inputs.build(&nix, Some("topStream"), &[]);

@@ -43,6 +43,12 @@ rec {
     config = { Env = [ "FROM_BASE=yes" "NAME=base" ]; };
     compressor = "none";
   };
+  # base's arguments, streamed: the same tag, the same bytes.
+  baseStream = layered.streamLayeredImage {
+    name = "registry.example:5000/layered-gen-test/base";
+    contents = [ busybox ];
+    config = { Env = [ "FROM_BASE=yes" "NAME=base" ]; };
+  };
   # The default compressor (gz) as a base, as dockerTools users write it.
   baseGz = layered.buildLayeredImage {
     name = "layered-gen-test/base-gz";
