@@ -168,22 +168,25 @@ let
     exportReferencesGraph.closure = closureRoots args;
   };
 
-  # The tag of an image given none: the store hash of a derivation made of everything that
-  # decides the image, as nixpkgs takes its conf.json's, so that buildLayeredImage and
-  # streamLayeredImage of the same arguments share it. The derivation is never built.
+  # Everything that decides the image, as a small JSON file (nixpkgs' conf.json plays this
+  # part): the layered-gen arguments and the store paths the image holds.
+  confOf = args: derivation {
+    name = "${derivationName args.name}-conf.json";
+    system = buildSystem;
+    builder = runtimeShell;
+    args = [ "-c" ''printf '%s' "$json" > "$out"'' ];
+    json = builtins.toJSON {
+      arguments = commonArgs args;
+      roots = map (root: "${root}") (closureRoots args);
+    };
+  };
+
+  # The tag of an image given none: the store hash of its conf, as nixpkgs takes it, so that
+  # buildLayeredImage and streamLayeredImage of the same arguments share it. The conf is not
+  # built for this: its path is known from its inputs.
   imageTagOf = args:
-    let
-      conf = derivation {
-        name = "${derivationName args.name}-conf.json";
-        system = buildSystem;
-        builder = "${layered-gen}/bin/layered-gen";
-        args = [ "--version" ];
-        image = commonArgs args;
-        roots = map (root: "${root}") (closureRoots args);
-      };
-    in
     if args.tag or null != null then args.tag
-    else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext conf.outPath));
+    else builtins.substring 0 32 (builtins.baseNameOf (builtins.unsafeDiscardStringContext (confOf args).outPath));
 
   # imageName and imageTag, set whatever the arguments (tag null: see imageTagOf), and the
   # copyTo* executables, as nix2container has them.
@@ -211,7 +214,7 @@ rec {
       compressor = args.compressor or "gz";
       format = args.format or "docker-archive";
     in
-    overridable buildLayeredImage given (withImageAttrs args (derivation {
+    overridable buildLayeredImage given ((withImageAttrs args (derivation {
       name = derivationName name
         + (if format == "oci" then "-oci" else ".tar" + suffix.${compressor} or "");
       system = buildSystem;
@@ -225,7 +228,10 @@ rec {
       ++ extraTagArgs extraTags;
       __structuredAttrs = true;
       exportReferencesGraph.closure = closureRoots args;
-    }));
+    })) // {
+      # The same image as a stream, as dockerTools gives it.
+      stream = streamLayeredImage (builtins.removeAttrs given [ "compressor" ]);
+    });
 
   # An executable that streams the image to stdout: `$(nix-build ...) | docker load`. Only the
   # script goes into the store; the image is made from the store each time it runs.
@@ -235,18 +241,24 @@ rec {
       inherit (args) name;
       extraTags = args.extraTags or [ ];
       tag = imageTagOf args;
+      script = derivation {
+        name = "stream-${derivationName name}";
+        system = buildSystem;
+        inherit runtimeShell tag extraTags;
+        layeredGen = "${layered-gen}";
+        builder = "${layered-gen}/bin/layered-gen";
+        args = [ "stream-script" "--attrs" ".attrs.json" ];
+        streamArgs = commonArgs args;
+        __structuredAttrs = true;
+        exportReferencesGraph.closure = closureRoots args;
+      };
     in
-    overridable streamLayeredImage given (withImageAttrs args (derivation {
-      name = "stream-${derivationName name}";
-      system = buildSystem;
-      inherit runtimeShell tag extraTags;
-      layeredGen = "${layered-gen}";
-      builder = "${layered-gen}/bin/layered-gen";
-      args = [ "stream-script" "--attrs" ".attrs.json" ];
-      streamArgs = commonArgs args;
-      __structuredAttrs = true;
-      exportReferencesGraph.closure = closureRoots args;
-    }));
+    overridable streamLayeredImage given (withImageAttrs args script // {
+      # As dockerTools' stream: an executable, its configuration, and the script itself.
+      isExe = true;
+      conf = confOf args;
+      streamScript = script;
+    });
 
   # Several images in one docker-archive, as dockerTools' mergeImages: layers they share are
   # stored once, every image keeps its tags, `docker load < result` loads them all. Takes

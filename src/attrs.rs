@@ -80,6 +80,48 @@ pub fn tag_from_output(output: &Path) -> Result<String> {
     }
 }
 
+/// streamLayeredImage's script: layered-gen on the embedded closure, the image to stdout.
+/// As nixpkgs' script, `--repo_tag NAME[:TAG]` (or `-t`) names the image instead of the
+/// name and tags it was built with; other arguments go to layered-gen.
+fn stream_script(
+    shell: &str,
+    layered_gen: &str,
+    stream_args: &[String],
+    tag_args: &str,
+    closure_input: &str,
+) -> String {
+    // The name leads the arguments (nix/'s commonArgs); it is what --repo_tag replaces.
+    let (name_args, rest) = match stream_args {
+        [flag, name, rest @ ..] if flag == "--name" => (format!(" --name {}", quote(name)), rest),
+        _ => (String::new(), stream_args),
+    };
+    let fixed: String = rest.iter().map(|a| format!(" {}", quote(a))).collect();
+    format!(
+        "#!{shell}\n\
+         # Streams a container image to stdout: run it and pipe it, e.g. into `docker load`.\n\
+         # --repo_tag NAME[:TAG] (or -t) names the image; other arguments go to layered-gen.\n\
+         repo=\ntake=\n\
+         for arg do\n\
+         \x20 shift\n\
+         \x20 if [ -n \"$take\" ]; then repo=$arg; take=; continue; fi\n\
+         \x20 case $arg in\n\
+         \x20   -t|--repo_tag) take=1; continue ;;\n\
+         \x20   --repo_tag=*) repo=${{arg#--repo_tag=}}; continue ;;\n\
+         \x20 esac\n\
+         \x20 set -- \"$@\" \"$arg\"\n\
+         done\n\
+         if [ -z \"$repo\" ]; then\n\
+         \x20 set --{name_args}{tag_args} \"$@\"\n\
+         else\n\
+         \x20 case ${{repo##*/}} in\n\
+         \x20   *:*) set -- --name \"${{repo%:*}}\" --tag \"${{repo##*:}}\" \"$@\" ;;\n\
+         \x20   *) set -- --name \"$repo\" \"$@\" ;;\n\
+         \x20 esac\n\
+         fi\n\
+         exec {layered_gen} --closure /dev/fd/3{fixed} -o - \"$@\" {closure_input}"
+    )
+}
+
 /// A `copyTo*` script, as `$out/bin/copy-to-KIND` (what `nix run` runs): it runs layered-gen
 /// on the embedded closure straight to the destination, no archive in between. Registry and
 /// Docker daemon scripts take a destination as their first argument (its tag then replaces the
@@ -181,12 +223,12 @@ pub fn write_stream_script(attrs_file: &Path) -> Result<PathBuf> {
     let closure_input = format!("3<<'{END}'\n{closure}\n{END}\n");
     let (script, out) = match attrs.copy_to {
         None => (
-            format!(
-                "#!{}\n# Streams a container image to stdout: run it and pipe it, e.g. into \
-                 `docker load`.\n# Extra arguments go to layered-gen (e.g. --quiet).\nexec \
-                 {layered_gen} --closure /dev/fd/3{fixed_args}{tag_args} -o - \"$@\" \
-                 {closure_input}",
-                attrs.runtime_shell
+            stream_script(
+                &attrs.runtime_shell,
+                &layered_gen,
+                &attrs.stream_args,
+                &tag_args,
+                &closure_input,
             ),
             out,
         ),
@@ -218,9 +260,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// Writes a copyTo script whose layered-gen prints its arguments and closure, and runs it
-    /// with `args`; returns what it printed.
-    fn run_copy_script(kind: &str, args: &[&str]) -> String {
+    /// Writes a stream script (`kind` None) or a copyTo script whose layered-gen prints its
+    /// arguments and closure, and runs it with `args`; returns what it printed.
+    fn run_script(kind: Option<&str>, args: &[&str]) -> String {
         let dir = tempfile::tempdir().unwrap();
         let lg = dir.path().join("lg");
         std::fs::create_dir_all(lg.join("bin")).unwrap();
@@ -251,7 +293,11 @@ mod tests {
                 "outputs": {"out": out},
                 "runtimeShell": "/bin/sh",
                 "layeredGen": lg,
-                "streamArgs": ["--max-layers", "9"],
+                "streamArgs": if kind.is_some() {
+                    json!(["--max-layers", "9"])
+                } else {
+                    json!(["--name", "it's app", "--max-layers", "9"])
+                },
                 "tag": "t1",
                 "extraTags": ["latest"],
                 "copyTo": kind,
@@ -275,28 +321,28 @@ mod tests {
     fn copy_scripts_default_to_the_image_and_take_a_destination() {
         let closure = "[{\"path\":\"/nix/store/x\",\"references\":[]}]\n";
         assert_eq!(
-            run_copy_script("registry", &[]),
+            run_script(Some("registry"), &[]),
             format!(
                 "[--closure][/dev/fd/3][--max-layers][9][--tag][t1][--tag][latest][-o]\
                  [docker://my/app]\n{closure}"
             )
         );
         assert_eq!(
-            run_copy_script("registry", &["docker://reg:5000/x:v2", "--quiet"]),
+            run_script(Some("registry"), &["docker://reg:5000/x:v2", "--quiet"]),
             format!(
                 "[--closure][/dev/fd/3][--max-layers][9][-o][docker://reg:5000/x:v2][--quiet]\n\
                  {closure}"
             )
         );
         assert_eq!(
-            run_copy_script("docker-daemon", &["--quiet"]),
+            run_script(Some("docker-daemon"), &["--quiet"]),
             format!(
                 "[--closure][/dev/fd/3][--max-layers][9][--tag][t1][--tag][latest][-o]\
                  [docker-daemon:my/app][--quiet]\n{closure}"
             )
         );
         assert_eq!(
-            run_copy_script("podman", &[]),
+            run_script(Some("podman"), &[]),
             format!(
                 "podman load\n[--closure][/dev/fd/3][--max-layers][9][--name][my/app][--tag][t1]\
                  [--tag][latest][-o][-]\n{closure}"
@@ -305,33 +351,21 @@ mod tests {
     }
 
     #[test]
-    fn stream_script_quotes_and_embeds() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("0123456789abcdfghijklmnpqrsvwxyz-stream-x");
-        let attrs = dir.path().join(".attrs.json");
-        std::fs::write(
-            &attrs,
-            json!({
-                "outputs": {"out": out},
-                "runtimeShell": "/bin/sh",
-                "layeredGen": "/opt/lg",
-                "streamArgs": ["--name", "it's"],
-                "tag": null,
-                "extraTags": ["latest"],
-                "closure": [{"path": "/nix/store/x", "references": []}],
-            })
-            .to_string(),
-        )
-        .unwrap();
-        write_stream_script(&attrs).unwrap();
-        let script = std::fs::read_to_string(&out).unwrap();
-        assert!(script.starts_with("#!/bin/sh\n"));
-        assert!(script.contains(
-            "exec '/opt/lg/bin/layered-gen' --closure /dev/fd/3 '--name' 'it'\\''s' --tag \
-             '0123456789abcdfghijklmnpqrsvwxyz' --tag 'latest' -o - \"$@\" \
-             3<<'LAYERED_GEN_CLOSURE_END'\n\
-             [{\"path\":\"/nix/store/x\",\"references\":[]}]\nLAYERED_GEN_CLOSURE_END\n"
-        ));
+    fn stream_scripts_quote_embed_and_take_a_repo_tag() {
+        let closure = "[{\"path\":\"/nix/store/x\",\"references\":[]}]\n";
+        let fixed = "[--closure][/dev/fd/3][--max-layers][9][-o][-]";
+        assert_eq!(
+            run_script(None, &[]),
+            format!("{fixed}[--name][it's app][--tag][t1][--tag][latest]\n{closure}")
+        );
+        assert_eq!(
+            run_script(None, &["-t", "reg:5000/other/x:v2", "--quiet"]),
+            format!("{fixed}[--name][reg:5000/other/x][--tag][v2][--quiet]\n{closure}")
+        );
+        assert_eq!(
+            run_script(None, &["--quiet", "--repo_tag=reg:5000/other"]),
+            format!("{fixed}[--name][reg:5000/other][--quiet]\n{closure}")
+        );
     }
 
     #[test]

@@ -239,6 +239,33 @@ fn from_image_streaming_and_reproducibility() {
     let base_tag = inputs.eval(&nix, "base.imageTag");
     assert_eq!(base_tag.len(), 32);
     assert_eq!(inputs.eval(&nix, "baseStream.imageTag"), base_tag);
+    assert_eq!(inputs.eval(&nix, "base.stream.imageTag"), base_tag);
+    assert_eq!(
+        inputs.eval(&nix, "baseStream.streamScript.name"),
+        "stream-base"
+    );
+    // The stream is an executable, and its conf is what the tag comes from.
+    let conf = inputs.build(&nix, Some("baseStream.conf"), &[]);
+    assert!(conf.to_str().unwrap().contains(&base_tag));
+    let conf: Value = serde_json::from_slice(&fs::read(&conf).unwrap()).unwrap();
+    assert!(
+        conf["arguments"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("registry.example:5000/layered-gen-test/base")),
+        "{conf}"
+    );
+    let is_exe = run(Command::new(require("nix-instantiate"))
+        .args(["--eval", "--json"])
+        .arg(&nix)
+        .arg("--arg")
+        .arg("layeredGenDir")
+        .arg(inputs.dir.path().join("lg"))
+        .arg("--arg")
+        .arg("busyboxDir")
+        .arg(inputs.dir.path().join("bb"))
+        .args(["-A", "baseStream.isExe"]));
+    assert_eq!(String::from_utf8_lossy(&is_exe.stdout), "true");
     assert!(base.to_str().unwrap().ends_with("-base.tar"));
     let manifest: Value =
         serde_json::from_slice(&tar_member(&base, "manifest.json").unwrap()).unwrap();
@@ -421,6 +448,18 @@ fn extra_tags_and_merged_images() {
     let manifest: Value =
         serde_json::from_slice(&tar_member(&streamed, "manifest.json").unwrap()).unwrap();
     assert_eq!(manifest[0]["RepoTags"], tags);
+    // As nixpkgs' script: --repo_tag (-t) names the image at run time.
+    run(Command::new("sh").arg("-c").arg(format!(
+        "'{}' -t layered-gen-test/retagged:now --quiet > '{}'",
+        script.display(),
+        streamed.display()
+    )));
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&streamed, "manifest.json").unwrap()).unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        json!(["layered-gen-test/retagged:now"])
+    );
 
     let merged = inputs.build(&nix, Some("merged"), &[]);
     let references = [
