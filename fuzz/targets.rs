@@ -104,6 +104,7 @@ pub fn config(data: &[u8]) {
     let _ = layered_gen::config::runtime::check_base(&user);
     let options = layered_gen::config::RuntimeOptions {
         created: "1970-01-01T00:00:01Z".to_string(),
+        base_config: layered_gen::config::BaseConfig::All,
         user: user.clone(),
         env: vec!["A=1".to_string()],
         labels: vec![],

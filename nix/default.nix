@@ -63,7 +63,7 @@ let
     "name" "tag" "fromImage" "contents" "config" "architecture" "created" "mtime" "uid" "gid"
     "uname" "gname" "maxLayers" "extraCommands" "fakeRootCommands" "enableFakechroot"
     "includeStorePaths" "includeNixDB" "passthru" "meta" "layeringPipeline" "debug"
-    "extraTags" "format" "layering" "perms"
+    "extraTags" "format" "layering" "perms" "fromImageConfig"
   ];
 
   # The arguments, checked: an unknown one, or one layered-gen cannot honour yet, fails the
@@ -115,11 +115,12 @@ let
     , includeStorePaths ? true
     , format ? "docker-archive"
     , layering ? "popularity"
+    , fromImageConfig ? "all"
     , ...
     }:
     [ "--max-layers" (toString maxLayers) "--created" created "--mtime" mtime
       "--uid" (toString uid) "--gid" (toString gid) "--uname" uname "--gname" gname
-      "--format" format "--layering" layering
+      "--format" format "--layering" layering "--base-config" fromImageConfig
       "--config" "${configFile name config}" ]
     ++ builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
     ++ (if architecture != null then [ "--architecture" architecture ]

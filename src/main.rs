@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use layered_gen::attrs;
 use layered_gen::base::{BaseLayers, BaseOptions};
 use layered_gen::codec::Codec;
-use layered_gen::config::{self, Platform, RuntimeOptions, runtime};
+use layered_gen::config::{self, BaseConfig, Platform, RuntimeOptions, runtime};
 use layered_gen::error::{Error, Result, ResultExt, Setting};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::cache::LayerCache;
@@ -458,6 +458,12 @@ struct BuildArgs {
     #[command(flatten)]
     base: BaseArgs,
 
+    /// What to keep of a base image's runtime config: all of it (Cmd, Entrypoint, User, Env,
+    /// ...), as Docker's FROM does (default), or its Env only, as dockerTools' fromImage.
+    /// Example: --base-config env
+    #[arg(long, value_enum, default_value_t = BaseConfig::All)]
+    base_config: BaseConfig,
+
     /// What to do with a base image's layers: keep them byte for byte (default), or decompress
     /// them to plain tar (for zstd layers into a docker-archive). Example: --base-layers decompress
     #[arg(long, value_enum, default_value_t = BaseLayers::Keep)]
@@ -853,6 +859,7 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
         platform: args.architecture,
         config: RuntimeOptions {
             created: args.created,
+            base_config: args.base_config,
             user: args
                 .config
                 .as_deref()

@@ -774,6 +774,24 @@ fn every_argument_is_honoured_or_refused() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "single\n");
     run(Command::new("docker").args(["rmi", &reference]));
 
+    // fromImageConfig: the base's whole config (as Docker's FROM), or its Env only (as
+    // dockerTools).
+    for (attr, cmd) in [
+        ("onCmdBase", json!(["/bin/sh", "-c", "echo from the base"])),
+        ("onCmdBaseEnvOnly", Value::Null),
+    ] {
+        let image = inputs.build(&nix, Some(attr), &[]);
+        let config: Value = serde_json::from_slice(
+            &run(Command::new(require("skopeo"))
+                .args(["inspect", "--config"])
+                .arg(format!("docker-archive:{}", image.display())))
+            .stdout,
+        )
+        .unwrap();
+        assert_eq!(config["config"]["Cmd"], cmd, "{attr}");
+        assert_eq!(config["config"]["Env"], json!(["FROM_BASE=yes"]), "{attr}");
+    }
+
     // mtime, uname and gname reach the store layers' entries; created takes a plain date.
     let image = inputs.build(
         &nix,

@@ -318,6 +318,8 @@ pub struct ImageConfig {
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeOptions {
     pub created: String,
+    /// What the image keeps of a base image's runtime config.
+    pub base_config: BaseConfig,
     /// A user config (see [`runtime::read`]).
     pub user: Map<String, Value>,
     /// `NAME=VALUE` entries, merged last.
@@ -326,14 +328,37 @@ pub struct RuntimeOptions {
     pub labels: Vec<String>,
 }
 
-/// The runtime config of the image: the user's over the base's, then the single environment
-/// entries and labels last.
+/// What an image keeps of its base image's runtime config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseConfig {
+    /// Everything (Cmd, Entrypoint, User, Env, Labels, ...), as Docker's `FROM` does: an image
+    /// built on a base runs like it unless told otherwise.
+    #[default]
+    All,
+    /// Only `Env`, as nixpkgs' dockerTools keeps of a `fromImage`.
+    Env,
+}
+
+/// The runtime config of the image: the user's over the base's (all of it, or its Env only),
+/// then the single environment entries and labels last.
 pub fn runtime_config(
     base: &Map<String, Value>,
     options: &RuntimeOptions,
 ) -> Result<Map<String, Value>> {
     runtime::check_base(base)
         .map_err(|e| Error::input("the base image's config", e).about(Setting::FromImage))?;
+    let env_only: Map<String, Value>;
+    let base = match options.base_config {
+        BaseConfig::All => base,
+        BaseConfig::Env => {
+            env_only = base
+                .iter()
+                .filter(|(key, _)| *key == "Env")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            &env_only
+        }
+    };
     let mut last = Map::new();
     if !options.env.is_empty() {
         for entry in &options.env {
@@ -411,6 +436,32 @@ pub fn store_layer_comment(paths: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_base_config_is_kept_whole_or_its_env_only() {
+        let base = serde_json::json!({"Cmd": ["/bin/base"], "User": "base", "Env": ["B=1"]});
+        let base = base.as_object().unwrap();
+        let options = |base_config| RuntimeOptions {
+            created: DEFAULT_CREATED.to_string(),
+            base_config,
+            user: serde_json::json!({"Env": ["U=2"]})
+                .as_object()
+                .unwrap()
+                .clone(),
+            env: vec![],
+            labels: vec![],
+        };
+        let all = runtime_config(base, &options(BaseConfig::All)).unwrap();
+        assert_eq!(
+            Value::Object(all),
+            serde_json::json!({"Cmd": ["/bin/base"], "User": "base", "Env": ["B=1", "U=2"]})
+        );
+        let env = runtime_config(base, &options(BaseConfig::Env)).unwrap();
+        assert_eq!(
+            Value::Object(env),
+            serde_json::json!({"Env": ["B=1", "U=2"]})
+        );
+    }
     use proptest::prelude::*;
 
     #[test]
@@ -522,6 +573,7 @@ mod tests {
                 &Map::new(),
                 &RuntimeOptions {
                     created: DEFAULT_CREATED.to_string(),
+                    base_config: BaseConfig::All,
                     user: serde_json::json!({"Env": ["A=1"]})
                         .as_object()
                         .unwrap()

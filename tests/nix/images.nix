@@ -43,6 +43,21 @@ rec {
     config = { Env = [ "FROM_BASE=yes" "NAME=base" ]; };
     compressor = "none";
   };
+  # A base with a Cmd, and images on it keeping its whole config (Docker's FROM, our default)
+  # or its Env only (nixpkgs' dockerTools).
+  cmdBase = layered.buildLayeredImage {
+    name = "layered-gen-test/cmd-base";
+    contents = [ busybox ];
+    config = { Cmd = [ "/bin/sh" "-c" "echo from the base" ]; Env = [ "FROM_BASE=yes" ]; };
+    compressor = "none";
+  };
+  onCmdBase = layered.buildLayeredImage { name = "layered-gen-test/on-cmd-base"; fromImage = cmdBase; compressor = "none"; };
+  onCmdBaseEnvOnly = layered.buildLayeredImage {
+    name = "layered-gen-test/on-cmd-base";
+    fromImage = cmdBase;
+    fromImageConfig = "env";
+    compressor = "none";
+  };
   # base's arguments, streamed: the same tag, the same bytes.
   baseStream = layered.streamLayeredImage {
     name = "registry.example:5000/layered-gen-test/base";
