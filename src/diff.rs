@@ -239,28 +239,14 @@ struct Record {
 /// decompressed tar into a pipe while this one reads the entries from it.
 fn records(image: &BaseImage, index: usize) -> Result<Vec<Record>> {
     let label = format!("{}: layer {index}", shown(&image.describe()));
-    let (mut reader, mut writer) = std::io::pipe().map_err(|e| Error::write("a pipe", e))?;
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || {
-            let result = image.write_plain(index, &mut writer);
-            drop(writer);
-            result
-        });
-        let read = read_records(&mut reader, &label);
-        if read.is_err() {
-            // The writer must never write into a closed pipe: that is SIGPIPE for a process
-            // that has not set it aside (a program using this library, a fuzzer). Let it
-            // finish into nothing.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        }
-        let written = producer
-            .join()
-            .unwrap_or_else(|_| Err(Error::value("the layer reader stopped")));
-        // A broken pipe after a read error says nothing new: report the read's error.
-        let records = read?;
-        written?;
-        Ok(records)
-    })
+    let (written, read) = crate::pipe::through(
+        |out| image.write_plain(index, out),
+        |reader| read_records(reader, &label),
+    )?;
+    // A broken pipe after a read error says nothing new: report the read's error.
+    let records = read?;
+    written?;
+    Ok(records)
 }
 
 fn read_records(reader: impl Read, label: &str) -> Result<Vec<Record>> {

@@ -250,7 +250,7 @@ fn located(at: &str, message: &str) -> String {
 }
 
 /// io::Error's Display appends "(os error N)"; users want the plain reason.
-fn plain_io(err: &io::Error) -> String {
+pub(crate) fn plain_io(err: &io::Error) -> String {
     let text = err.to_string();
     match text.find(" (os error") {
         Some(cut) => text[..cut].to_string(),

@@ -25,6 +25,7 @@ pub mod image_spec;
 pub mod json_file;
 pub mod layer;
 pub mod output;
+pub mod pipe;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

@@ -692,16 +692,7 @@ fn target_of(
 
 /// Whether `-o` names a transport (`docker://`, `oci:`, ...), which only the build takes.
 fn is_transport(path: &std::path::Path) -> bool {
-    let text = path.to_string_lossy();
-    [
-        "docker://",
-        "docker-daemon:",
-        "oci:",
-        "oci-archive:",
-        "docker-archive:",
-    ]
-    .iter()
-    .any(|prefix| text.starts_with(prefix))
+    transport::names_a_transport(&path.to_string_lossy())
 }
 
 /// What the build's `-o` makes of the image: where it goes, its format, name and tags, and
@@ -904,7 +895,7 @@ fn merge(args: MergeCommand) -> Result<()> {
             "layered-gen: merged {} images ({} distinct layers) into {}",
             merged.images,
             merged.layers,
-            describe(&options.target)
+            options.target.describe()
         );
     }
     Ok(())
@@ -926,7 +917,7 @@ fn export(args: ExportCommand) -> Result<()> {
             "layered-gen: exported {} entries from {} layers to {}",
             exported.entries,
             exported.layers,
-            describe(&options.target)
+            options.target.describe()
         );
     }
     Ok(())
@@ -985,7 +976,7 @@ fn index(args: IndexCommand) -> Result<()> {
             written.digest,
             options.output.name,
             written.tags.join(", "),
-            describe(&options.output.target)
+            options.output.target.describe()
         );
     }
     Ok(())
@@ -1010,10 +1001,6 @@ fn diff(args: DiffCommand) -> Result<bool> {
         print!("{report}");
     }
     Ok(!report.identical)
-}
-
-fn describe(target: &Target) -> String {
-    target.describe()
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

@@ -27,17 +27,23 @@ impl Inputs {
         Inputs { dir }
     }
 
-    fn nix_build(&self, file: &Path, attr: Option<&str>, extra: &[&str]) -> Output {
-        let mut cmd = Command::new(require("nix-build"));
-        cmd.arg(file)
+    /// `PROGRAM ARGS FILE` with the inputs given as the expressions take them.
+    fn nix(&self, program: &str, args: &[&str], file: &Path) -> Command {
+        let mut cmd = Command::new(require(program));
+        cmd.args(args)
+            .arg(file)
             .arg("--arg")
             .arg("layeredGenDir")
             .arg(self.dir.path().join("lg"))
             .arg("--arg")
             .arg("busyboxDir")
-            .arg(self.dir.path().join("bb"))
-            .arg("--no-out-link")
-            .args(extra);
+            .arg(self.dir.path().join("bb"));
+        cmd
+    }
+
+    fn nix_build(&self, file: &Path, attr: Option<&str>, extra: &[&str]) -> Output {
+        let mut cmd = self.nix("nix-build", &[], file);
+        cmd.arg("--no-out-link").args(extra);
         if let Some(attr) = attr {
             cmd.args(["-A", attr]);
         }
@@ -55,15 +61,8 @@ impl Inputs {
     }
 
     fn eval(&self, file: &Path, expr_attr: &str) -> String {
-        let output = run(Command::new(require("nix-instantiate"))
-            .args(["--eval", "--strict", "--json"])
-            .arg(file)
-            .arg("--arg")
-            .arg("layeredGenDir")
-            .arg(self.dir.path().join("lg"))
-            .arg("--arg")
-            .arg("busyboxDir")
-            .arg(self.dir.path().join("bb"))
+        let output = run(self
+            .nix("nix-instantiate", &["--eval", "--strict", "--json"], file)
             .args(["-A", expr_attr]));
         serde_json::from_slice::<Value>(&output.stdout)
             .unwrap()
@@ -255,15 +254,8 @@ fn from_image_streaming_and_reproducibility() {
             .contains(&json!("registry.example:5000/layered-gen-test/base")),
         "{conf}"
     );
-    let is_exe = run(Command::new(require("nix-instantiate"))
-        .args(["--eval", "--json"])
-        .arg(&nix)
-        .arg("--arg")
-        .arg("layeredGenDir")
-        .arg(inputs.dir.path().join("lg"))
-        .arg("--arg")
-        .arg("busyboxDir")
-        .arg(inputs.dir.path().join("bb"))
+    let is_exe = run(inputs
+        .nix("nix-instantiate", &["--eval", "--json"], &nix)
         .args(["-A", "baseStream.isExe"]));
     assert_eq!(String::from_utf8_lossy(&is_exe.stdout), "true");
     assert!(base.to_str().unwrap().ends_with("-base.tar"));
@@ -565,15 +557,8 @@ fn copy_to_registry_docker_daemon_and_podman() {
         registry.port
     );
     // As users run it: `nix run` (here on the expression file, as a flake's would be).
-    run(Command::new(require("nix"))
-        .args(["run", "--file"])
-        .arg(&nix)
-        .arg("--arg")
-        .arg("layeredGenDir")
-        .arg(inputs.dir.path().join("lg"))
-        .arg("--arg")
-        .arg("busyboxDir")
-        .arg(inputs.dir.path().join("bb"))
+    run(inputs
+        .nix("nix", &["run", "--file"], &nix)
         .args(["tagged.copyToRegistry", "--", &remote, "--quiet"])
         .env("XDG_CACHE_HOME", cache.path()));
     let pushed: Value = serde_json::from_slice(
@@ -666,15 +651,8 @@ fn every_argument_is_honoured_or_refused() {
     let inputs = Inputs::new();
     let nix = images_nix();
     let evaluate = |attr: &str, extra: &str| {
-        Command::new(require("nix-instantiate"))
-            .args(["--eval", "--strict", "--json"])
-            .arg(&nix)
-            .arg("--arg")
-            .arg("layeredGenDir")
-            .arg(inputs.dir.path().join("lg"))
-            .arg("--arg")
-            .arg("busyboxDir")
-            .arg(inputs.dir.path().join("bb"))
+        inputs
+            .nix("nix-instantiate", &["--eval", "--strict", "--json"], &nix)
             .args(["--arg", "extra", extra, "-A", attr])
             .output()
             .unwrap()

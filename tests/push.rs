@@ -51,14 +51,18 @@ fn skopeo_json(args: &[&str]) -> serde_json::Value {
 
 /// Runs the build to `-o destination` with the store and `extra` flags.
 fn push(store: &TestStore, destination: &str, extra: &[&str]) -> std::process::Output {
-    let closure = store.write_closure();
-    run(Command::new(bin())
+    run(build_command(store).args(extra).args(["-o", destination]))
+}
+
+/// layered-gen on the store's closure (written now), read from the store.
+fn build_command(store: &TestStore) -> Command {
+    let mut command = Command::new(bin());
+    command
         .arg("--closure")
-        .arg(&closure)
+        .arg(store.write_closure())
         .arg("--store-root")
-        .arg(store.root())
-        .args(extra)
-        .args(["-o", destination]))
+        .arg(store.root());
+    command
 }
 
 fn stderr(output: &std::process::Output) -> String {
@@ -299,17 +303,13 @@ fn tls_and_basic_auth_with_the_tests_ca() {
     let creds = format!("{}:{}", guard.user, guard.password);
     let empty_home = tempfile::tempdir().unwrap();
     let base = |extra: &[&str]| {
-        let mut command = Command::new(bin());
+        let mut command = build_command(&store);
         command
             .env("HOME", empty_home.path())
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("DOCKER_CONFIG")
             .env_remove("LAYERED_GEN_CREDS")
-            .arg("--closure")
-            .arg(store.write_closure())
-            .arg("--store-root")
-            .arg(store.root())
             .args(["--contents", &busybox, "--no-cache"])
             .args(extra)
             .args(["-o", &remote]);
@@ -380,22 +380,8 @@ fn tls_and_basic_auth_with_the_tests_ca() {
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[test]
@@ -773,10 +759,8 @@ fn base_layers_go_up_as_they_are_and_a_lying_cache_is_caught() {
 }
 
 fn base64_url(bytes: &[u8]) -> String {
-    base64_encode(bytes)
-        .trim_end_matches('=')
-        .replace('+', "-")
-        .replace('/', "_")
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A token server as Docker Hub's: Basic credentials in, a JWT (RS256, signed by openssl with
@@ -1039,29 +1023,28 @@ fn concurrent_pushes_share_a_cache() {
     let (store, busybox) = store();
     let registry = Registry::start();
     let cache = store.dir.path().join("cache");
-    let closure = store.write_closure();
-    let start = |name: &str| {
-        Command::new(bin())
-            .arg("--closure")
-            .arg(&closure)
-            .arg("--store-root")
-            .arg(store.root())
-            .args([
-                "--contents",
-                &busybox,
-                "--cache-dir",
-                cache.to_str().unwrap(),
-            ])
-            .args(["--max-layers", "20", "--quiet"])
-            .arg("-o")
-            .arg(format!(
-                "docker://127.0.0.1:{}/test/{name}:v1",
-                registry.port
-            ))
-            .spawn()
-            .unwrap()
-    };
-    let children: Vec<_> = ["one", "two", "three"].iter().map(|n| start(n)).collect();
+    // Every command is made (and the closure written) before any starts.
+    let mut commands: Vec<Command> = ["one", "two", "three"]
+        .iter()
+        .map(|name| {
+            let mut command = build_command(&store);
+            command
+                .args([
+                    "--contents",
+                    &busybox,
+                    "--cache-dir",
+                    cache.to_str().unwrap(),
+                ])
+                .args(["--max-layers", "20", "--quiet"])
+                .arg("-o")
+                .arg(format!(
+                    "docker://127.0.0.1:{}/test/{name}:v1",
+                    registry.port
+                ));
+            command
+        })
+        .collect();
+    let children: Vec<_> = commands.iter_mut().map(|c| c.spawn().unwrap()).collect();
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
@@ -1090,8 +1073,8 @@ fn concurrent_pushes_share_a_cache() {
     assert!(!lines.contains("uploaded"), "{lines}");
 }
 
-/// On a terminal a push shows the progress bar instead of a line per layer; layers the
-/// registry holds count as done.
+/// On a terminal a push shows the progress bar instead of a line per layer, also when the
+/// registry holds every layer (which the bar counts as done: `progress` tests that).
 #[test]
 #[cfg_attr(
     not(feature = "tool-tests"),

@@ -144,10 +144,15 @@ impl Written {
 /// The tags of an image: the ones given, or without any one from its config digest, which
 /// covers every layer's content, so that one tag always names one image.
 fn image_tags(options: &OutputOptions, config_digest: &str) -> Vec<String> {
-    if options.tags.is_empty() {
-        vec![config_digest.trim_start_matches("sha256:")[..32].to_string()]
+    tags_or_derived(&options.tags, config_digest)
+}
+
+/// The tags given, or without any one from `digest` (a config's or an index's).
+pub(crate) fn tags_or_derived(tags: &[String], digest: &str) -> Vec<String> {
+    if tags.is_empty() {
+        vec![digest.trim_start_matches("sha256:")[..32].to_string()]
     } else {
-        options.tags.clone()
+        tags.to_vec()
     }
 }
 

@@ -271,7 +271,7 @@ pub(super) fn write_index_layout(
     }
     let index = index_document(&manifests);
     let digest = write_blob(&blob_dir, &index)?;
-    let tags = index_tags(tags, &digest);
+    let tags = super::tags_or_derived(tags, &digest);
     let mut top = self::index(&digest, index.len(), name, &tags);
     for entry in &mut top.manifests {
         entry.media_type = media_type::OCI_INDEX.to_string();
@@ -302,15 +302,6 @@ pub(super) fn index_document(manifests: &[(Vec<u8>, PlatformSpec)]) -> Vec<u8> {
         media_type: Some(media_type::OCI_INDEX.to_string()),
         manifests,
     })
-}
-
-/// The tags given, or without any one from the index digest.
-pub(super) fn index_tags(tags: &[String], digest: &str) -> Vec<String> {
-    if tags.is_empty() {
-        vec![digest.trim_start_matches("sha256:")[..32].to_string()]
-    } else {
-        tags.to_vec()
-    }
 }
 
 pub(super) fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {

@@ -69,6 +69,20 @@ impl Repository {
     }
 }
 
+/// The transport prefixes `-o` knows.
+pub const PREFIXES: [&str; 5] = [
+    "docker://",
+    "docker-daemon:",
+    "oci:",
+    "oci-archive:",
+    "docker-archive:",
+];
+
+/// Whether `-o` names a transport rather than a path.
+pub fn names_a_transport(output: &str) -> bool {
+    PREFIXES.iter().any(|prefix| output.starts_with(prefix))
+}
+
 /// Where `-o` sends the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Place {

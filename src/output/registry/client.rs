@@ -492,10 +492,7 @@ fn describe_network_error(error: &ureq::Error) -> String {
         }
         ureq::Error::Timeout(_) => "it timed out".into(),
         ureq::Error::Io(e) => {
-            let text = e.to_string();
-            let text = text
-                .find(" (os error")
-                .map_or(text.as_str(), |cut| &text[..cut]);
+            let text = crate::error::plain_io(e);
             if text.contains("certificate") {
                 format!("TLS: {text}")
             } else {

@@ -16,13 +16,13 @@
 pub mod client;
 pub mod credentials;
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
 use super::cache::LayerCache;
-use super::oci::{descriptor, index_document, index_tags, manifest};
+use super::oci::{descriptor, index_document, manifest};
 use super::transport::Repository;
 use super::{
     Format, ImageSource, IndexWritten, Layer, OutputOptions, PlatformImage, Written, image_tags,
@@ -190,7 +190,7 @@ pub fn push_index(
     }
     let index = index_document(&manifests);
     let digest = sha256_digest(&index);
-    let tags = index_tags(tags, &digest);
+    let tags = super::tags_or_derived(tags, &digest);
     for tag in &tags {
         put_manifest(&client, tag, &index, media_type::OCI_INDEX)?;
     }
@@ -526,30 +526,10 @@ fn upload_once(
         Some(digest) => ("PUT", with_digest(&location, digest), 201),
         None => ("PATCH", location, 202),
     };
-    let (mut reader, writer) =
-        std::io::pipe().map_err(|e| Retry::No(Error::write("a pipe to the registry", e)))?;
-    let (sent, produced) = std::thread::scope(|scope| {
-        let sender = scope.spawn(move || {
-            let sent = client.send(method, &url, Payload::Stream(&mut reader));
-            // Whatever became of the request, the producer must not write into a closed pipe
-            // (SIGPIPE where it is not set aside): let it finish into nothing.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-            sent
-        });
-        let produced = {
-            let mut out = BufWriter::with_capacity(1 << 20, writer);
-            produce(&mut out).and_then(|info| {
-                out.flush()
-                    .map_err(|e| Error::write("the upload", e))
-                    .map(|()| info)
-            })
-            // Dropping the writer ends the body.
-        };
-        let sent = sender
-            .join()
-            .unwrap_or_else(|_| Err(Error::value("the upload stopped unexpectedly")));
-        (sent, produced)
-    });
+    let (produced, sent) = crate::pipe::through(produce, |reader| {
+        client.send(method, &url, Payload::Stream(reader))
+    })
+    .map_err(Retry::No)?;
     if let (Some(digest), Ok(info)) = (known, &produced) {
         if info.digest != digest {
             return Err(Retry::Unknown);
