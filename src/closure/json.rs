@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -170,6 +171,8 @@ fn only_closure_key(file: &str, object: &BTreeMap<String, &RawValue>) -> Result<
 /// The well-formed list deserialised straight into records; None when anything is unexpected.
 fn parse_list_fast(file: &str, list: &str, at: &str) -> Option<Vec<PathRecord>> {
     let typed: Vec<TypedRecord> = serde_json::from_str(list).ok()?;
+    let file: Arc<str> = file.into();
+    let at: Arc<str> = at.into();
     typed
         .into_iter()
         .enumerate()
@@ -184,8 +187,11 @@ fn parse_list_fast(file: &str, list: &str, at: &str) -> Option<Vec<PathRecord>> 
                 nar_size: r.nar_size,
                 nar_hash: r.nar_hash.map(Cow::into_owned),
                 origin: Origin {
-                    file: file.to_string(),
-                    at: Location::JsonPath(format!("{at}[{i}]")),
+                    file: file.clone(),
+                    at: Location::JsonItem {
+                        list: at.clone(),
+                        index: i,
+                    },
                 },
             })
         })
@@ -218,7 +224,7 @@ impl Reader<'_> {
 
     fn origin(&self, at: &str) -> Origin {
         Origin {
-            file: self.file.to_string(),
+            file: self.file.into(),
             at: Location::JsonPath(at.to_string()),
         }
     }
@@ -227,6 +233,7 @@ impl Reader<'_> {
         let Value::Array(items) = list else {
             return Err(self.error(at, format!("expected a list, found {}", kind(list))));
         };
+        let list_at: Arc<str> = at.into();
         items
             .iter()
             .enumerate()
@@ -251,7 +258,14 @@ impl Reader<'_> {
                     }
                     None => return Err(self.error(&at, "missing \"path\"".to_string())),
                 };
-                self.record(path, fields, &at)
+                let origin = Origin {
+                    file: self.file.into(),
+                    at: Location::JsonItem {
+                        list: list_at.clone(),
+                        index: i,
+                    },
+                };
+                self.record(path, fields, &at, origin)
             })
             .collect()
     }
@@ -264,7 +278,9 @@ impl Reader<'_> {
             .map(|(path, info)| {
                 let at = format!("$[{path:?}]");
                 match info {
-                    Value::Object(fields) => self.record(path.clone(), fields, &at),
+                    Value::Object(fields) => {
+                        self.record(path.clone(), fields, &at, self.origin(&at))
+                    }
                     Value::Null => Err(self.error(
                         &at,
                         format!(
@@ -285,6 +301,7 @@ impl Reader<'_> {
         path: String,
         fields: &serde_json::Map<String, Value>,
         at: &str,
+        origin: Origin,
     ) -> Result<PathRecord> {
         if fields.get("valid") == Some(&Value::Bool(false)) {
             return Err(self.error(at, format!("{} is not valid in the store", shown(&path))));
@@ -330,7 +347,7 @@ impl Reader<'_> {
             path,
             nar_size,
             nar_hash,
-            origin: self.origin(at),
+            origin,
         })
     }
 }

@@ -19,6 +19,7 @@ mod text;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
@@ -27,7 +28,8 @@ use crate::error::{Error, Result, Setting, quoted, shown};
 /// Where a record came from, for error messages: `file:line` or `file: $[3]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
-    pub file: String,
+    /// Shared by every record of a file: a closure has 100,000 of them.
+    pub file: Arc<str>,
     pub at: Location,
 }
 
@@ -35,6 +37,11 @@ pub struct Origin {
 pub enum Location {
     Line(usize),
     JsonPath(String),
+    /// The `index`-th item of the list at the JSON path `list`, spelt out only for a message.
+    JsonItem {
+        list: Arc<str>,
+        index: usize,
+    },
 }
 
 impl fmt::Display for Origin {
@@ -42,6 +49,14 @@ impl fmt::Display for Origin {
         match &self.at {
             Location::Line(line) => write!(f, "{}:{line}", shown(&self.file)),
             Location::JsonPath(path) => write!(f, "{}: {}", shown(&self.file), shown(path)),
+            Location::JsonItem { list, index } => {
+                write!(
+                    f,
+                    "{}: {}",
+                    shown(&self.file),
+                    shown(&format!("{list}[{index}]"))
+                )
+            }
         }
     }
 }
@@ -312,12 +327,17 @@ fn common_store_dir(records: &[PathRecord]) -> Result<String> {
 /// Records sorted by path, each path once: a path listed again must list the same references
 /// (its NAR size and hash are taken from whichever record has them).
 fn merge_duplicates(records: Vec<PathRecord>) -> Result<(Vec<PathRecord>, Vec<usize>)> {
-    let mut records: Vec<(usize, PathRecord)> = records.into_iter().enumerate().collect();
-    // Stable, so the first occurrence stays first.
-    records.sort_by(|a, b| a.1.path.cmp(&b.1.path));
+    // Positions sorted, not the records themselves, which are large to move. Stable, so the
+    // first occurrence stays first.
+    let mut by_path: Vec<usize> = (0..records.len()).collect();
+    by_path.sort_by(|&a, &b| records[a].path.cmp(&records[b].path));
+    let mut records: Vec<Option<PathRecord>> = records.into_iter().map(Some).collect();
     let mut merged: Vec<PathRecord> = Vec::with_capacity(records.len());
     let mut listed = Vec::with_capacity(records.len());
-    for (position, mut record) in records {
+    for position in by_path {
+        let Some(mut record) = records[position].take() else {
+            continue;
+        };
         record.references.sort_unstable();
         record.references.dedup();
         match merged.last_mut() {
@@ -350,7 +370,7 @@ fn merge_duplicates(records: Vec<PathRecord>) -> Result<(Vec<PathRecord>, Vec<us
 /// Each record's references as sorted indices into `merged`; self-references are dropped
 /// (normal in Nix, they carry no order) and a reference outside the graph is an error.
 fn resolve_references(merged: &[PathRecord]) -> Result<Vec<Vec<usize>>> {
-    let index: HashMap<&str, usize> = merged
+    let index: HashMap<&str, usize, foldhash::quality::RandomState> = merged
         .iter()
         .enumerate()
         .map(|(i, r)| (r.path.as_str(), i))
@@ -427,6 +447,17 @@ pub fn parse(file: &Path, bytes: &[u8], options: &LoadOptions) -> Result<Vec<Pat
 /// Nix's base-32 alphabet, used in the hash part of store path names.
 const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
+/// Which bytes are in [`NIX_BASE32`]: a table, as every path of a closure is checked.
+const IS_NIX_BASE32: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < NIX_BASE32.len() {
+        table[NIX_BASE32[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// Checks that `path` is an absolute, normalised store path `<store dir>/<hash>-<name>` and
 /// returns its store directory.
 pub fn store_dir_of(path: &str) -> Result<&str, String> {
@@ -457,7 +488,7 @@ pub fn store_dir_of(path: &str) -> Result<&str, String> {
     let Some((hash, name)) = base.split_once('-') else {
         return bad("no '-' after the hash");
     };
-    if hash.len() != 32 || !hash.bytes().all(|b| NIX_BASE32.contains(&b)) {
+    if hash.len() != 32 || !hash.bytes().all(|b| IS_NIX_BASE32[usize::from(b)]) {
         return bad("the hash part is not 32 characters of Nix's base-32");
     }
     let name_ok = !name.is_empty()

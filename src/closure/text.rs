@@ -61,7 +61,7 @@ impl<'a> Parser<'a> {
 
     fn origin(&self, line: usize) -> Origin {
         Origin {
-            file: self.file.to_string(),
+            file: self.file.into(),
             at: Location::Line(line),
         }
     }

@@ -22,11 +22,13 @@
 //! chains times the size; there, once the walks have cost what bitsets would, they stop and
 //! bitsets take over:
 //!
-//! - Take the paths 512 at a time as targets; one pass backwards through the order gives each
-//!   path the set of targets it reaches (its own bit or'ed with the sets of what it points to,
-//!   eight words per path), and the set's weight comes from a `popcount` (counts) or from
-//!   tables of precomputed sums per byte and per full word (weights). The work is the number
-//!   of paths over 512 times the paths and edges, whatever the shape.
+//! - Take the paths 1,024 at a time as targets; one pass backwards through the order gives
+//!   each path the set of targets it reaches (its own bit or'ed with the sets of what it
+//!   points to, sixteen words per path), and the set's weight comes from a `popcount` (counts)
+//!   or from tables of precomputed sums per byte and per full word (weights). A path pointing
+//!   to one that reaches every target reaches every target too: on dense graphs most paths
+//!   do, and cost a byte per edge and one addition. The work is the number of paths over
+//!   1,024 times the paths and edges, whatever the shape.
 //!
 //! Chains and passes are independent and run in parallel; the sums are exact integers, so the
 //! result never depends on the thread count, nor on which of the two ways made it.
@@ -81,14 +83,13 @@ impl<const L: usize> Count for Limbs<L> {
         Limbs(limbs)
     }
     fn add(&mut self, other: &Self) -> bool {
-        let mut carry = false;
+        let mut carry = 0u64;
         for (a, b) in self.0.iter_mut().zip(other.0) {
-            let (sum, c1) = a.overflowing_add(b);
-            let (sum, c2) = sum.overflowing_add(u64::from(carry));
-            *a = sum;
-            carry = c1 || c2;
+            let sum = u128::from(*a) + u128::from(b) + u128::from(carry);
+            *a = sum as u64;
+            carry = (sum >> 64) as u64;
         }
-        !carry
+        carry == 0
     }
     fn into_big(self) -> BigUint {
         BigUint::from_slice(
@@ -139,7 +140,7 @@ pub(crate) fn reach_sums<C: Count>(
         Err(Stop::OverBudget) => by_bitsets(
             walk,
             |targets| Tables::of(targets, &weight),
-            |tables, set, sum: &mut C| tables.weigh(set, sum),
+            |tables, reached, sum: &mut C| tables.weigh(reached, sum),
         ),
     }
 }
@@ -167,14 +168,18 @@ fn reach_counts_within(
                 for (bit, &y) in targets.iter().enumerate() {
                     mask[bit / 64] |= u64::from(counts(y)) << (bit % 64);
                 }
-                Some(mask)
+                let all = mask.iter().map(|m| u64::from(m.count_ones())).sum();
+                Some((mask, all))
             },
-            |mask, set, sum: &mut u64| {
-                *sum += set
-                    .iter()
-                    .zip(mask)
-                    .map(|(s, m)| u64::from((s & m).count_ones()))
-                    .sum::<u64>();
+            |(mask, all), reached, sum: &mut u64| {
+                *sum += match reached {
+                    Reached::All => *all,
+                    Reached::Some(set) => set
+                        .iter()
+                        .zip(mask)
+                        .map(|(s, m)| u64::from((s & m).count_ones()))
+                        .sum::<u64>(),
+                };
                 true
             },
         )
@@ -263,22 +268,43 @@ fn add_all<C: Count>(mut a: Vec<C>, b: Vec<C>) -> Result<Vec<C>, Stop> {
 }
 
 /// Bitset words per path in one pass of [`by_bitsets`].
-const WORDS: usize = 8;
+const WORDS: usize = 16;
 /// Target paths per pass.
 const TARGETS: usize = 64 * WORDS;
+/// Words with at most this many bits set are weighed bit by bit.
+const SPARSE: u32 = 8;
 
 /// The set of one pass's targets that a path reaches.
 type Set = [u64; WORDS];
+
+/// What a path reaches of one pass's targets, as `weigh` is given it.
+enum Reached<'a> {
+    /// Every target: on dense graphs most paths, weighed with one addition.
+    All,
+    /// Some of them, not none.
+    Some(&'a Set),
+}
+
+/// A path's standing in one pass: [`Reached`], and also none.
+#[derive(Clone, Copy, PartialEq)]
+enum Standing {
+    None,
+    /// Its set is in `bits`.
+    Some,
+    All,
+}
 
 /// The sums from bitsets, for graphs where chains cost too much: the targets are taken
 /// TARGETS at a time (consecutive in `order`); one pass backwards through `order` gives each
 /// path the set of those targets it reaches (its own bit, or'ed with those of what it points
 /// to), and `weigh` adds the set's weight, with what `prepare` made of the pass's targets.
+/// A path that points to one reaching every target reaches every target too, without
+/// reading any set: on dense graphs, where most paths do, a pass touches a byte per edge.
 /// Work: the number of paths over TARGETS times the paths and edges, whatever the shape.
 fn by_bitsets<C: Count, P>(
     walk: &Walk,
     prepare: impl Fn(&[usize]) -> Option<P> + Sync,
-    weigh: impl Fn(&P, &Set, &mut C) -> bool + Sync,
+    weigh: impl Fn(&P, Reached, &mut C) -> bool + Sync,
 ) -> Option<Vec<C>> {
     let n = walk.order.len();
     let next = Positions::of(walk);
@@ -292,25 +318,50 @@ fn by_bitsets<C: Count, P>(
         .map(|block| {
             let mut sums = vec![C::zero(); n];
             let mut bits: Vec<Set> = vec![[0; WORDS]; n];
+            let mut standing = vec![Standing::None; n];
             for &pass in block {
                 let targets = pass * TARGETS..((pass + 1) * TARGETS).min(n);
                 let prepared = prepare(&walk.order[targets.clone()]).ok_or(Stop::Overflow)?;
-                // Paths after the targets in `order` cannot reach them.
+                let every = first_bits(targets.len());
+                // Paths after the targets in `order` cannot reach them, and are not read:
+                // `standing` and `bits` need no clearing between passes.
                 for at in (0..targets.end).rev() {
                     let mut set = [0u64; WORDS];
                     if targets.contains(&at) {
                         let bit = at - targets.start;
                         set[bit / 64] |= 1 << (bit % 64);
                     }
+                    let mut all = false;
                     for &to in next.from(at) {
-                        if (to as usize) < targets.end {
-                            for (s, b) in set.iter_mut().zip(&bits[to as usize]) {
-                                *s |= b;
+                        let to = to as usize;
+                        if to >= targets.end {
+                            continue;
+                        }
+                        match standing[to] {
+                            Standing::None => {}
+                            Standing::Some => {
+                                for (s, b) in set.iter_mut().zip(&bits[to]) {
+                                    *s |= b;
+                                }
+                            }
+                            Standing::All => {
+                                all = true;
+                                break;
                             }
                         }
                     }
-                    bits[at] = set;
-                    if set != [0; WORDS] && !weigh(&prepared, &set, &mut sums[at]) {
+                    let reached = if all || set.iter().zip(&every).all(|(s, e)| s == e) {
+                        standing[at] = Standing::All;
+                        Reached::All
+                    } else if set.iter().any(|&w| w != 0) {
+                        standing[at] = Standing::Some;
+                        bits[at] = set;
+                        Reached::Some(&bits[at])
+                    } else {
+                        standing[at] = Standing::None;
+                        continue;
+                    };
+                    if !weigh(&prepared, reached, &mut sums[at]) {
                         return Err(Stop::Overflow);
                     }
                 }
@@ -324,6 +375,15 @@ fn by_bitsets<C: Count, P>(
         sums[walk.order[at]] = sum;
     }
     Some(sums)
+}
+
+/// The set of the first `count` targets.
+fn first_bits(count: usize) -> Set {
+    std::array::from_fn(|w| match count.saturating_sub(w * 64) {
+        0 => 0,
+        bits if bits >= 64 => u64::MAX,
+        bits => (1 << bits) - 1,
+    })
 }
 
 /// `next` in positions of `order`, packed in one array: walks over it stay in cache.
@@ -356,11 +416,16 @@ impl Positions {
 
 /// The weights of one pass's targets, ready to weigh a set of them.
 struct Tables<C> {
+    /// Each target's weight, for words with few bits set: read straight from a small array,
+    /// they cost less than byte lookups into the large tables, which miss the cache.
+    one: Vec<C>,
     /// For each byte of the set, the weight of each value it can take.
     bytes: Vec<[C; 256]>,
     /// For each word of the set, its weight when all its bits are set: on dense graphs most
     /// words are, and one addition replaces eight.
     full: Vec<C>,
+    /// The weight of all the targets: on dense graphs most paths reach every one.
+    all: C,
 }
 
 impl<C: Count> Tables<C> {
@@ -382,6 +447,7 @@ impl<C: Count> Tables<C> {
             bytes.push(table);
         }
         let mut full = Vec::with_capacity(WORDS);
+        let mut all = C::zero();
         for eight in bytes.chunks(8) {
             let mut sum = C::zero();
             for table in eight {
@@ -389,16 +455,41 @@ impl<C: Count> Tables<C> {
                     return None;
                 }
             }
+            if !all.add(&sum) {
+                return None;
+            }
             full.push(sum);
         }
-        Some(Tables { bytes, full })
+        let one = (0..TARGETS)
+            .map(|t| targets.get(t).map_or_else(C::zero, |&y| weight(y)))
+            .collect();
+        Some(Tables {
+            one,
+            bytes,
+            full,
+            all,
+        })
     }
 
-    /// Adds the weight of `set` to `sum`; false when it does not fit.
-    fn weigh(&self, set: &Set, sum: &mut C) -> bool {
+    /// Adds the weight of what a path reached to `sum`; false when it does not fit.
+    fn weigh(&self, reached: Reached, sum: &mut C) -> bool {
+        let set = match reached {
+            Reached::All => return sum.add(&self.all),
+            Reached::Some(set) => set,
+        };
         set.iter().enumerate().all(|(w, &word)| match word {
             0 => true,
             u64::MAX => sum.add(&self.full[w]),
+            _ if word.count_ones() <= SPARSE => {
+                let mut rest = word;
+                while rest != 0 {
+                    if !sum.add(&self.one[w * 64 + rest.trailing_zeros() as usize]) {
+                        return false;
+                    }
+                    rest &= rest - 1;
+                }
+                true
+            }
             _ => word.to_le_bytes().iter().enumerate().all(|(byte, &value)| {
                 value == 0 || sum.add(&self.bytes[w * 8 + byte][usize::from(value)])
             }),
@@ -545,7 +636,7 @@ mod tests {
             Way::Bitsets => by_bitsets(
                 walk,
                 |targets| Tables::of(targets, &weight),
-                |tables, set, sum: &mut u64| tables.weigh(set, sum),
+                |tables, reached, sum: &mut u64| tables.weigh(reached, sum),
             ),
         })
     }
@@ -600,6 +691,41 @@ mod tests {
         let expected = walked(&next, &ones);
         assert_eq!(counts(&next, &counted, 0), expected, "bitsets");
         assert_eq!(counts(&next, &counted, usize::MAX), expected, "chains");
+    }
+
+    /// Paths that reach every target of a pass are weighed as all of them, without their set:
+    /// a chain under every path makes each reach all that follows, in full passes and in the
+    /// last, shorter one; the weights are large enough to carry across limbs.
+    #[test]
+    fn a_path_reaching_every_target_weighs_them_all() {
+        let n = 2 * TARGETS + 5;
+        let mut next = dense_dag(n, 11);
+        for (x, out) in next.iter_mut().enumerate().take(n - 1) {
+            if !out.contains(&(x + 1)) {
+                out.insert(0, x + 1);
+            }
+        }
+        let weight: Vec<u64> = (0..n as u64).map(|x| u64::MAX / 4 - x).collect();
+        let big = |x: usize| Limbs::<4>([weight[x], 0, 0, 0]);
+        let expected: Vec<u128> = (0..n)
+            .map(|x| weight[x..].iter().map(|&w| u128::from(w)).sum())
+            .collect();
+        let by_bits = with_walk(&next, |walk| {
+            by_bitsets(
+                walk,
+                |targets| Tables::of(targets, &big),
+                |tables, reached, sum: &mut Limbs<4>| tables.weigh(reached, sum),
+            )
+        });
+        let got: Vec<u128> = by_bits
+            .expect("fits")
+            .into_iter()
+            .map(|l| u128::from(l.0[0]) | u128::from(l.0[1]) << 64)
+            .collect();
+        assert_eq!(got, expected);
+        let counted = vec![true; n];
+        let expected: Vec<u64> = (0..n as u64).map(|x| n as u64 - x).collect();
+        assert_eq!(counts(&next, &counted, 0), expected);
     }
 
     /// The work the chains take on the shapes Nix closures are made of is near-linear: at most
