@@ -31,7 +31,7 @@ pub fn attrs(data: &[u8]) {
 fn closure_with(data: &[u8], key: Option<&str>) {
     let options = LoadOptions {
         closure_key: key.map(str::to_string),
-        max_size: 0,
+        ..LoadOptions::default()
     };
     let Ok(records) = closure::parse(Path::new("fuzz.json"), data, &options) else {
         return;

@@ -40,13 +40,34 @@ let
     json = builtins.toJSON config;
   };
 
-  # extraCommands run in an empty directory that becomes --extra-dir.
-  extraDir = name: extraCommands: derivation ({
-    name = "${derivationName name}-extra";
+  # The PATH extraCommands run with: the package set's standard tools (stdenv's initialPath,
+  # as dockerTools' runCommand gives them), or coreutils without nixpkgs.
+  commandsPath =
+    if stdenv != null then builtins.concatStringsSep ":" (map (p: "${p}/bin") stdenv.initialPath)
+    else if coreutils != null then "${coreutils}/bin"
+    else null;
+
+  # extraCommands run as dockerTools runs them: in the tree the contents make at / (its
+  # symlinkJoin). The tree is stored with the modes the commands gave it recorded beside it
+  # (the store keeps only 0444 and 0555: perms.json gives them back), and everything it links
+  # to is referenced, so in the image; its own store path is left out of the image.
+  customisation = name: contents: extraCommands: derivation ({
+    name = "${derivationName name}-customisation";
     system = buildSystem;
     builder = runtimeShell;
-    args = [ "-c" ''mkdir "$out" && cd "$out" && ${extraCommands}'' ];
-  } // (if coreutils == null then { } else { PATH = "${coreutils}/bin"; }));
+    layeredGen = "${layered-gen}";
+    contents = map (p: "${p}") contents;
+    inherit extraCommands;
+    args = [ "-e" "-c" ''
+      set --
+      for p in $contents; do set -- "$@" --contents "$p"; done
+      "$layeredGen/bin/layered-gen" link-contents "$@" "$out/tree"
+      cd "$out/tree"
+      eval "$extraCommands"
+      cd "$out"
+      "$layeredGen/bin/layered-gen" record-modes "$out/tree" > "$out/perms.json"
+    '' ];
+  } // (if commandsPath == null then { } else { PATH = commandsPath; }));
 
   compressorFlag = compressor:
     { none = "none"; gz = "gzip"; zstd = "zstd"; }.${compressor}
@@ -118,22 +139,29 @@ let
     , fromImageConfig ? "all"
     , ...
     }:
+    let
+      custom = customisation name (toList contents) extraCommands;
+    in
     [ "--max-layers" (toString maxLayers) "--created" created "--mtime" mtime
       "--uid" (toString uid) "--gid" (toString gid) "--uname" uname "--gname" gname
       "--format" format "--layering" layering "--base-config" fromImageConfig
-      "--config" "${configFile name config}" ]
-    ++ builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
+      "--config" "${configFile name config}" "--exclude" "${configFile name config}" ]
+    ++ (if extraCommands == "" then builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
+        else [ "--extra-dir" "${custom}/tree" "--perms" "${custom}/perms.json" "--exclude" "${custom}" ])
     ++ (if architecture != null then [ "--architecture" architecture ]
         else if hostSystem != null then [ "--architecture" hostSystem ]
         else [ ])
     ++ (if fromImage == null then [ ] else [ "--from-image" "${fromImage}" ])
-    ++ (if extraCommands == "" then [ ] else [ "--extra-dir" "${extraDir name extraCommands}" ])
     ++ (if perms == [ ] then [ ] else [ "--perms" "${builtins.toFile "perms.json" (builtins.toJSON perms)}" ])
     ++ (if includeStorePaths then [ ] else [ "--no-store-paths" ]);
 
-  # Everything the image holds: the contents and what the config mentions.
-  closureRoots = args@{ name, contents ? [ ], config ? { }, ... }:
-    toList contents ++ [ (configFile name config) ];
+  # What the image holds is the closure of these, less the roots themselves where they are
+  # only there for what they reference (the config JSON, the customisation tree: --exclude).
+  # With extraCommands the contents come in through the tree, as in nixpkgs.
+  closureRoots = args@{ name, contents ? [ ], config ? { }, extraCommands ? "", ... }:
+    (if extraCommands == "" then toList contents
+     else [ (customisation name (toList contents) extraCommands) ])
+    ++ [ (configFile name config) ];
 
   # `contents` is a derivation or a list of them, as in nixpkgs.
   toList = x: if builtins.isList x then x else [ x ];

@@ -93,6 +93,7 @@ pub enum Setting {
     Contents,
     ExtraDir,
     Perms,
+    Exclude,
     Remove,
     FromImage,
     FromImageTag,

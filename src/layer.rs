@@ -23,10 +23,10 @@ use crate::tarball::{self, Header, Kind, TarStream};
 
 mod custom;
 
-pub use custom::{Customisation, PermRule, parse_perms, read_perms};
+pub use custom::{Customisation, PermRule, link_contents, parse_perms, read_perms, record_modes};
 
 /// The knobs that reach into every entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LayerOptions {
     pub mtime: u64,
     pub uid: u64,

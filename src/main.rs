@@ -15,7 +15,7 @@ use layered_gen::base::{BaseLayers, BaseOptions};
 use layered_gen::codec::Codec;
 use layered_gen::config::{self, BaseConfig, Platform, RuntimeOptions, runtime};
 use layered_gen::error::{Error, Result, ResultExt, Setting};
-use layered_gen::layer::{Customisation, LayerOptions, read_perms};
+use layered_gen::layer::{Customisation, LayerOptions, link_contents, read_perms, record_modes};
 use layered_gen::output::cache::LayerCache;
 use layered_gen::output::registry::PushOptions;
 use layered_gen::output::registry::client::ConnectOptions;
@@ -84,6 +84,32 @@ enum Command {
         /// The .attrs.json Nix gives the builder. Example: --attrs .attrs.json
         #[arg(long, value_name = "FILE")]
         attrs: PathBuf,
+    },
+    /// Write the tree --contents put at the image root into a directory, as dockerTools'
+    /// symlinkJoin: directories, and symlinks into the store. nix/default.nix runs
+    /// extraCommands in it, then gives it as --extra-dir.
+    ///
+    /// Example: layered-gen link-contents --contents /nix/store/...-busybox root
+    LinkContents {
+        /// A store path whose tree is linked in (repeat for several). Example: --contents /nix/store/...-busybox
+        #[arg(long = "contents", value_name = "PATH")]
+        contents: Vec<String>,
+        /// Read `/nix/store/x` from `<DIR>/nix/store/x` (a chroot store). Example: --store-root /tmp/root
+        #[arg(long, value_name = "DIR")]
+        store_root: Option<PathBuf>,
+        /// The directory to write: created with its parents, or empty. Example: root
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print --perms rules (JSON) that give every directory and file of a tree the mode it has:
+    /// a tree that goes through the Nix store keeps only 0444 and 0555, so nix/default.nix
+    /// records the modes extraCommands made before the tree is stored.
+    ///
+    /// Example: layered-gen record-modes root > perms.json
+    RecordModes {
+        /// The tree. Example: root
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -261,6 +287,12 @@ struct PlanArgs {
     /// exactly as they were (with --layering reuse). Example: --previous-plan v1-plan.json
     #[arg(long, value_name = "FILE")]
     previous_plan: Option<PathBuf>,
+
+    /// A path of the closure left out of the image, though what it references stays in (as
+    /// nixpkgs' excludePaths): a file that is a root only for its references, like the config
+    /// JSON. No path that stays may reference it. Example: --exclude /nix/store/...-config.json
+    #[arg(long = "exclude", value_name = "PATH")]
+    exclude: Vec<String>,
 }
 
 impl PlanArgs {
@@ -273,6 +305,7 @@ impl PlanArgs {
             include_store_paths,
             layering: self.layering,
             previous_plan: self.previous_plan,
+            exclude: self.exclude,
         }
     }
 }
@@ -447,9 +480,10 @@ struct BuildArgs {
 
     /// Owners and modes for the customisation layer, a JSON list of rules like
     /// [{"path": "/var/lib/app", "recursive": true, "uid": 1000, "gid": 1000, "mode": "0750"}]
-    /// (keys: path, regex, recursive, uid, gid, uname, gname, mode). Example: --perms perms.json
+    /// (keys: path, regex, recursive, uid, gid, uname, gname, mode). Repeat to apply several
+    /// files in order, later rules over earlier. Example: --perms perms.json
     #[arg(long, value_name = "FILE")]
-    perms: Option<PathBuf>,
+    perms: Vec<PathBuf>,
 
     /// Hide a path of the base image with a whiteout. Example: --remove /etc/motd
     #[arg(long = "remove", value_name = "PATH")]
@@ -819,10 +853,10 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
             extra_dirs: args.extra_dirs,
             perms: args
                 .perms
-                .as_deref()
-                .map(read_perms)
-                .transpose()?
-                .unwrap_or_default(),
+                .iter()
+                .map(|file| read_perms(file))
+                .collect::<Result<Vec<_>>>()?
+                .concat(),
             remove: args.remove,
         },
         output: OutputOptions {
@@ -996,7 +1030,7 @@ fn diff(args: DiffCommand) -> Result<bool> {
     if args.json {
         let json =
             serde_json::to_string_pretty(&report).map_err(|e| Error::value(e.to_string()))?;
-        println!("{json}");
+        print_stdout(&json)?;
     } else {
         print!("{report}");
     }
@@ -1024,15 +1058,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 args.architecture.as_ref(),
                 args.customisation_layer,
             )?;
-            println!("{json}");
+            print_stdout(&json)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::StreamScript { attrs }) => {
             attrs::write_stream_script(&attrs)?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::LinkContents {
+            contents,
+            store_root,
+            dir,
+        }) => {
+            let options = LayerOptions {
+                store_root,
+                ..LayerOptions::default()
+            };
+            link_contents(&contents, &options, &dir).map_err(|e| e.about(Setting::Contents))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::RecordModes { dir }) => {
+            print_stdout(&record_modes(&dir)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         None => build(cli.build).map(done),
     }
+}
+
+/// Prints `text` and a newline; a closed pipe is an error, not a panic as in `println!`.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing", std::path::Path::new("standard output"), e))
 }
 
 /// The flag a setting is given with; `merge` and `export` take their images as arguments.
@@ -1064,6 +1123,7 @@ fn flag(setting: Setting, command: CommandKind) -> &'static str {
         Setting::Contents => "--contents",
         Setting::ExtraDir => "--extra-dir",
         Setting::Perms => "--perms",
+        Setting::Exclude => "--exclude",
         Setting::Remove => "--remove",
         Setting::FromImage => "--from-image",
         Setting::FromImageTag => "--from-image-tag",

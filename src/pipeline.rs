@@ -37,6 +37,8 @@ pub struct PlanOptions {
     pub layering: Layering,
     /// The plan of the last release, for `Layering::Reuse`.
     pub previous_plan: Option<PathBuf>,
+    /// Closure paths left out of the image (their references stay).
+    pub exclude: Vec<String>,
 }
 
 /// Everything `layered-gen` needs to write an image.
@@ -66,6 +68,7 @@ pub fn plan(
         &LoadOptions {
             closure_key: options.closure_key.clone(),
             max_size: options.max_closure_size,
+            exclude: options.exclude.clone(),
         },
     )?;
     let budget = Budget {

@@ -450,3 +450,50 @@ fn help_documents_every_option_with_an_example() {
     }
     assert!(options >= 20, "{help}");
 }
+
+/// `--exclude`: a root that is there for its references (the config JSON nix/ writes) is left
+/// out of the image, what it references stays; a typo, or a path that stays but references
+/// the excluded one, is an error.
+#[test]
+fn excluded_roots_leave_their_references_in_the_image() {
+    let mut store = TestStore::new();
+    let sample = store.sample();
+    let app = sample[3].clone();
+    let config = store.add("app-config.json", &[&app], |file| {
+        fs::write(file, format!("{{\"Cmd\": [\"{app}/bin/app\"]}}")).unwrap();
+    });
+    let closure = store.write_closure();
+    let closure = closure.to_str().unwrap();
+    let plan = layered_gen_json(&["plan", "--closure", closure, "--exclude", &config]);
+    let planned: Vec<&str> = plan["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["paths"].as_array().unwrap())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(planned.contains(&app.as_str()), "{plan}");
+    assert_eq!(planned.len(), sample.len(), "{plan}");
+    assert!(!planned.contains(&config.as_str()), "{plan}");
+
+    let image = store.dir.path().join("image.tar");
+    store.build(&image, &["--exclude", &config, "--name", "t/excluded"]);
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    assert_eq!(
+        manifest[0]["Layers"].as_array().unwrap().len(),
+        sample.len()
+    );
+
+    let typo = format!("{config}x");
+    let err = layered_gen_fails(&["plan", "--closure", closure, "--exclude", &typo]);
+    assert!(
+        err.contains("--exclude") && err.contains("is not in the closure"),
+        "{err}"
+    );
+    let err = layered_gen_fails(&["plan", "--closure", closure, "--exclude", &app]);
+    assert!(
+        err.contains("--exclude") && err.contains("would dangle"),
+        "{err}"
+    );
+}

@@ -179,6 +179,79 @@ fn the_example_builds_loads_and_runs() {
     run(Command::new(&docker).args(["rmi", "example/hello:latest-example"]));
 }
 
+/// extraCommands run as nixpkgs runs them: in the tree the contents make, with the modes they
+/// give kept (the store would make /tmp 0555), the store paths they link to in the image, and
+/// neither the customisation tree nor the config JSON a store path of the image.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn extra_commands_keep_modes_and_bring_what_they_link_to() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let image = inputs.build(&nix, Some("commands"), &[]);
+    let docker = require("docker");
+    let loaded = Command::new(&docker)
+        .arg("load")
+        .stdin(fs::File::open(&image).unwrap())
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{loaded:?}");
+    let ran = docker_run(&[
+        "layered-gen-test/commands:cmds",
+        "sh",
+        "-c",
+        "stat -c '%a %u %g %n' /tmp /data /data/key /etc; cat /etc/ssl/certs/ca.crt; \
+         ls /bin/greet; ls /bin/app 2>/dev/null || echo no app; ls /nix/store",
+    ]);
+    let out = String::from_utf8_lossy(&ran.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..7],
+        [
+            "1777 0 0 /tmp",
+            "750 0 0 /data",
+            "600 0 0 /data/key",
+            "755 0 0 /etc",
+            "a certificate",
+            "/bin/greet",
+            "no app",
+        ],
+        "{out}"
+    );
+    let store: Vec<&str> = lines[7..].to_vec();
+    assert!(store.iter().any(|p| p.ends_with("-certs-1.0")), "{out}");
+    assert!(
+        !store
+            .iter()
+            .any(|p| p.ends_with("-config.json") || p.ends_with("-customisation")),
+        "the config JSON and the customisation tree are not store paths of the image: {out}"
+    );
+    let ran = docker_run(&["layered-gen-test/commands:cmds"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi \n");
+    run(Command::new(&docker).args(["rmi", "layered-gen-test/commands:cmds"]));
+
+    // The stream gives the same bytes, and Nix rebuilds the image identically.
+    let script = inputs.build(&nix, Some("commandsStream"), &[]);
+    let streamed = Command::new(&script)
+        .arg("--quiet")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(streamed.status.success(), "{streamed:?}");
+    assert!(
+        streamed.stdout == fs::read(&image).unwrap(),
+        "the streamed image differs from the built one"
+    );
+    let output = inputs.nix_build(&nix, Some("commands"), &["--check"]);
+    assert!(
+        output.status.success(),
+        "nix-build --check:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 #[cfg_attr(
     not(feature = "tool-tests"),

@@ -16,7 +16,7 @@
 mod json;
 mod text;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,6 +96,10 @@ pub struct LoadOptions {
     /// The most bytes one closure file may hold (0: the default,
     /// [`crate::json_file::DEFAULT_MAX_CLOSURE`]).
     pub max_size: u64,
+    /// Paths of the closure left out of the graph, as nixpkgs' `excludePaths`: files that are
+    /// roots only to bring in what they reference (the image's config, the customisation
+    /// tree), which are not themselves part of the image.
+    pub exclude: Vec<String>,
 }
 
 impl ClosureGraph {
@@ -118,12 +122,20 @@ impl ClosureGraph {
                 .map_err(|e| e.about(Setting::Closure))?;
             records.extend(parse(file, &bytes, options).map_err(|e| e.about(Setting::Closure))?);
         }
-        Self::from_records(records).map_err(|e| e.about(Setting::Closure))
+        let store_dir = common_store_dir(&records).map_err(|e| e.about(Setting::Closure))?;
+        // What is left may be nothing: an image of a config alone has no store path.
+        let records = leave_out(records, &options.exclude)?;
+        Self::from_records_in(store_dir, records).map_err(|e| e.about(Setting::Closure))
     }
 
     /// Merges and validates records from one or more files.
     pub fn from_records(records: Vec<PathRecord>) -> Result<Self> {
         let store_dir = common_store_dir(&records)?;
+        Self::from_records_in(store_dir, records)
+    }
+
+    /// [`Self::from_records`] of records all in `store_dir`.
+    fn from_records_in(store_dir: String, records: Vec<PathRecord>) -> Result<Self> {
         let (merged, listed) = merge_duplicates(records)?;
         let references = resolve_references(&merged)?;
         let referrers = reverse(&references);
@@ -291,6 +303,47 @@ fn reverse(references: &[Vec<usize>]) -> Vec<Vec<usize>> {
         }
     }
     referrers
+}
+
+/// The records without the excluded paths. Each must be in the closure (a typo would
+/// otherwise leave the file in the image), and no path that stays may reference one: the
+/// image would hold a dangling reference.
+fn leave_out(records: Vec<PathRecord>, exclude: &[String]) -> Result<Vec<PathRecord>> {
+    if exclude.is_empty() {
+        return Ok(records);
+    }
+    let excluded: HashSet<&str> = exclude.iter().map(String::as_str).collect();
+    for path in exclude {
+        if !records.iter().any(|r| r.path == *path) {
+            return Err(Error::value(format!(
+                "{} is not in the closure, so it cannot be left out of it",
+                shown(path)
+            ))
+            .about(Setting::Exclude));
+        }
+    }
+    let (out, kept): (Vec<PathRecord>, Vec<PathRecord>) = records
+        .into_iter()
+        .partition(|r| excluded.contains(r.path.as_str()));
+    for record in &kept {
+        if let Some(reference) = record
+            .references
+            .iter()
+            .find(|r| excluded.contains(r.as_str()))
+        {
+            return Err(Error::input(
+                &record.origin,
+                format!(
+                    "{} references {}, which is left out of the image: it would dangle there",
+                    shown(&record.path),
+                    shown(reference)
+                ),
+            )
+            .about(Setting::Exclude));
+        }
+    }
+    drop(out);
+    Ok(kept)
 }
 
 /// The one store directory every record's path is in.
@@ -580,6 +633,34 @@ pub(crate) mod tests {
             store_dir_of("relative").unwrap_err(),
             "\"relative\" is not a store path (not absolute); expected an absolute, normalised \
              store path like /nix/store/<32-character hash>-<name>"
+        );
+    }
+
+    #[test]
+    fn excluded_paths_leave_their_references_behind() {
+        let (config, app, lib) = (p(0, "config.json"), p(1, "app"), p(2, "lib"));
+        let records = || {
+            vec![
+                record(&config, &[&app]),
+                record(&app, &[&lib]),
+                record(&lib, &[]),
+            ]
+        };
+        let kept = leave_out(records(), std::slice::from_ref(&config)).unwrap();
+        let g = ClosureGraph::from_records(kept).unwrap();
+        assert_eq!(g.paths(), &[app.clone(), lib.clone()]);
+        assert_eq!(g.roots(), vec![0]);
+
+        let missing = leave_out(records(), &[p(3, "typo")])
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("is not in the closure"), "{missing}");
+        let dangling = leave_out(records(), std::slice::from_ref(&lib))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            dangling.contains("references") && dangling.contains("it would dangle"),
+            "{dangling}"
         );
     }
 

@@ -9,8 +9,8 @@
 //! - `--remove /path`: an OCI whiteout (`.wh.<name>`) that hides a base image's path.
 //! - `--perms FILE`: ownership and modes for entries of this layer, no fakeroot needed.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry as Slot;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -162,6 +162,104 @@ fn link_tree(
             }
         } else {
             return Err(special_file(&child, &meta, "a contents path"));
+        }
+    }
+    Ok(())
+}
+
+/// The tree the contents make at `/`, lndir-style (the module doc).
+fn contents_tree(contents: &[String], options: &LayerOptions) -> Result<BTreeMap<Vec<u8>, Node>> {
+    let mut root: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
+    for store_path in contents {
+        let source = options.source_of(&resolve_in_store(store_path, options)?);
+        let meta = fs::metadata(&source).map_err(|e| Error::io("reading", &source, e))?;
+        if !meta.is_dir() {
+            return Err(Error::value(format!(
+                "the contents {} is not a directory; contents are linked at / by their \
+                 top-level tree",
+                shown(store_path)
+            ))
+            .about(Setting::Contents));
+        }
+        let origin = format!("the contents {}", shown(store_path));
+        link_tree(&mut root, &source, store_path.as_bytes(), b"", &origin)?;
+    }
+    Ok(root)
+}
+
+/// Writes the tree the contents make at `/` into the empty directory `dir`: directories (mode
+/// 0755) and symlinks into the store, as dockerTools' symlinkJoin leaves it for extraCommands
+/// to change before it becomes an `--extra-dir`.
+pub fn link_contents(contents: &[String], options: &LayerOptions, dir: &Path) -> Result<()> {
+    if fs::symlink_metadata(dir).is_err() {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    }
+    let empty = fs::read_dir(dir)
+        .map_err(|e| Error::io("reading", dir, e))?
+        .next()
+        .is_none();
+    if !empty {
+        return Err(Error::value(format!(
+            "{} is not empty: the contents are linked into an empty directory",
+            shown_path(dir)
+        )));
+    }
+    write_tree(&contents_tree(contents, options)?, dir)
+}
+
+fn write_tree(dir: &BTreeMap<Vec<u8>, Node>, at: &Path) -> Result<()> {
+    for (name, node) in dir {
+        let path = at.join(std::ffi::OsStr::from_bytes(name));
+        match node {
+            Node::Dir { mode, children } => {
+                fs::create_dir(&path).map_err(|e| Error::io("creating", &path, e))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+                    .map_err(|e| Error::io("setting the mode of", &path, e))?;
+                write_tree(children, &path)?;
+            }
+            Node::Link { target, .. } => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
+                    .map_err(|e| Error::io("creating the link", &path, e))?;
+            }
+            // Contents make directories and links only.
+            Node::File { .. } | Node::Whiteout => {}
+        }
+    }
+    Ok(())
+}
+
+/// `--perms` rules that give every directory and regular file under `dir` the mode it has
+/// there, as JSON: the store keeps only 0444 and 0555, so a tree that passes through it (an
+/// extraCommands result) takes its modes along this way. Symlinks have no mode of their own.
+pub fn record_modes(dir: &Path) -> Result<String> {
+    let mut rules = Vec::new();
+    record_modes_under(dir, "", &mut rules)?;
+    serde_json::to_string_pretty(&rules).map_err(|e| Error::value(e.to_string()))
+}
+
+fn record_modes_under(dir: &Path, prefix: &str, rules: &mut Vec<serde_json::Value>) -> Result<()> {
+    for name in sorted_children(dir)? {
+        let child = dir.join(&name);
+        let Some(name) = name.to_str() else {
+            return Err(Error::value(format!(
+                "{} has a name that is not UTF-8, which a permission rule cannot name",
+                shown_path(&child)
+            )));
+        };
+        let meta = fs::symlink_metadata(&child).map_err(|e| Error::io("reading", &child, e))?;
+        let path = format!("{prefix}/{name}");
+        let mode = format!("{:04o}", meta.permissions().mode() & 0o7777);
+        if meta.is_dir() {
+            rules.push(serde_json::json!({ "path": path, "mode": mode }));
+            record_modes_under(&child, &path, rules)?;
+        } else if meta.is_file() {
+            rules.push(serde_json::json!({ "path": path, "mode": mode }));
+        } else if !meta.file_type().is_symlink() {
+            return Err(special_file(
+                &child,
+                &meta,
+                "a tree whose modes are recorded",
+            ));
         }
     }
     Ok(())
@@ -385,21 +483,7 @@ impl Customisation {
 
     /// Builds the layer. `options` gives the mtime, the default owner and the store root.
     pub fn layer(&self, options: &LayerOptions) -> Result<LayerTree> {
-        let mut root: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
-        for store_path in &self.contents {
-            let source = options.source_of(&resolve_in_store(store_path, options)?);
-            let meta = fs::metadata(&source).map_err(|e| Error::io("reading", &source, e))?;
-            if !meta.is_dir() {
-                return Err(Error::value(format!(
-                    "the contents {} is not a directory; contents are linked at / by their \
-                     top-level tree",
-                    shown(store_path)
-                ))
-                .about(Setting::Contents));
-            }
-            let origin = format!("the contents {}", shown(store_path));
-            link_tree(&mut root, &source, store_path.as_bytes(), b"", &origin)?;
-        }
+        let mut root = contents_tree(&self.contents, options)?;
         for dir in &self.extra_dirs {
             let meta = fs::metadata(dir).map_err(|e| {
                 Error::io("reading the extra directory", dir, e).about(Setting::ExtraDir)
@@ -430,17 +514,39 @@ impl Customisation {
     }
 
     fn apply_perms(&self, tree: &mut LayerTree) -> Result<()> {
-        for rule in &self.perms {
-            let matcher = Matcher::new(rule)?;
-            let mut matched = 0;
-            let (uid, gid) = (tree.uid, tree.gid);
-            for entry in tree.listed_mut() {
+        let (uid, gid) = (tree.uid, tree.gid);
+        let entries = tree.listed_mut();
+        // Each entry's image path once; exact rules (a recorded tree has one per entry) are
+        // found by path instead of tried against every entry.
+        let paths: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|entry| {
                 let mut path = b"/".to_vec();
                 path.extend_from_slice(entry.name.strip_suffix(b"/").unwrap_or(&entry.name));
-                if !matcher.matches(&path) {
-                    continue;
-                }
-                matched += 1;
+                path
+            })
+            .collect();
+        let by_path: HashMap<&[u8], usize> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| (path.as_slice(), i))
+            .collect();
+        for rule in &self.perms {
+            let matcher = Matcher::new(rule)?;
+            let hits: Vec<usize> = if rule.regex || rule.recursive {
+                (0..paths.len())
+                    .filter(|&i| matcher.matches(&paths[i]))
+                    .collect()
+            } else {
+                by_path
+                    .get(rule.path.as_bytes())
+                    .copied()
+                    .into_iter()
+                    .collect()
+            };
+            let matched = hits.len();
+            for i in hits {
+                let entry = &mut entries[i];
                 let owner = entry.owner.get_or_insert_with(|| {
                     Box::new(Owner {
                         uid,
@@ -721,6 +827,57 @@ mod tests {
             ..Default::default()
         };
         assert!(same.layer(&options(dir.path())).is_ok());
+    }
+
+    /// What nix/ does with extraCommands: the contents linked into a directory, commands
+    /// changing it, the modes recorded, the tree stored (the store keeps 0555 and 0444), then
+    /// given back as an extra directory with the recorded modes.
+    #[test]
+    fn linked_contents_with_recorded_modes_survive_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = packages(dir.path());
+        let tree = dir.path().join("out/tree");
+        link_contents(&[a.clone(), b.clone()], &options(dir.path()), &tree).unwrap();
+        assert_eq!(
+            fs::read_link(tree.join("bin/sh")).unwrap(),
+            Path::new(&format!("{a}/bin/sh"))
+        );
+        assert_eq!(
+            fs::read_link(tree.join("share/app/data")).unwrap(),
+            Path::new(&format!("{b}/share/app/data"))
+        );
+        // The commands.
+        fs::create_dir(tree.join("tmp")).unwrap();
+        fs::set_permissions(tree.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::write(tree.join("key"), "secret").unwrap();
+        fs::set_permissions(tree.join("key"), fs::Permissions::from_mode(0o600)).unwrap();
+        let recorded = record_modes(&tree).unwrap();
+        let rules = parse_perms("perms.json", recorded.as_bytes()).unwrap();
+        assert_eq!(
+            rules.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["/bin", "/key", "/share", "/share/app", "/tmp"]
+        );
+        // The store's modes.
+        for (path, mode) in [("tmp", 0o555), ("key", 0o444), ("bin", 0o555)] {
+            fs::set_permissions(tree.join(path), fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let custom = Customisation {
+            extra_dirs: vec![tree.clone()],
+            perms: rules,
+            ..Default::default()
+        };
+        let l = listing(&custom.layer(&options(dir.path())).unwrap());
+        let mode_of = |name: &str| l.iter().find(|e| e.0 == name).map(|e| e.2);
+        assert_eq!(mode_of("tmp/"), Some(0o1777));
+        assert_eq!(mode_of("key"), Some(0o600));
+        assert_eq!(mode_of("bin/"), Some(0o755));
+        assert_eq!(mode_of("bin/sh"), Some(0o777), "a symlink keeps its mode");
+        for (path, mode) in [("tmp", 0o755), ("bin", 0o755)] {
+            fs::set_permissions(tree.join(path), fs::Permissions::from_mode(mode)).unwrap();
+        }
+
+        let err = link_contents(&[a], &options(dir.path()), &tree).unwrap_err();
+        assert!(err.to_string().contains("is not empty"), "{err}");
     }
 
     #[test]

@@ -124,5 +124,26 @@ rec {
     created = "now";
     compressor = "none";
   });
+  # extraCommands as the nixpkgs manual writes them: run in the tree the contents make (here
+  # a contents link is renamed), modes that the store would drop, and a link to a store path
+  # that only the commands mention.
+  certs = mk "certs-1.0" "mkdir -p $out/etc/ssl/certs && echo 'a certificate' > $out/etc/ssl/certs/ca.crt";
+  commandsArgs = {
+    name = "layered-gen-test/commands";
+    tag = "cmds";
+    contents = [ busybox app ];
+    extraCommands = ''
+      mkdir -m 1777 tmp
+      mkdir -p etc data
+      ln -s ${certs}/etc/ssl etc/ssl
+      chmod 0750 data
+      echo secret > data/key
+      chmod 0600 data/key
+      mv bin/app bin/greet
+    '';
+    config.Cmd = [ "/bin/greet" ];
+  };
+  commands = layered.buildLayeredImage (commandsArgs // { compressor = "none"; });
+  commandsStream = layered.streamLayeredImage commandsArgs;
   noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
 }
