@@ -10,6 +10,10 @@
   runtimeShell,
   # Optional: put on PATH for extraCommands (bash alone has no mkdir, ln, ...).
   coreutils ? null,
+  # For includeNixDB (callPackage fills them from nixpkgs): nix-store loads the database,
+  # sqlite3 fixes its registration times.
+  nix ? null,
+  sqlite ? null,
   # The package set's stdenv (callPackage fills it): the builds run on its build platform, and
   # an image's architecture defaults to its host platform, as dockerTools' does. Without it,
   # `system` (or, failing that, the evaluating machine: not allowed in pure evaluation).
@@ -103,9 +107,9 @@ let
     else if args.enableFakechroot or false then
       refuse ("enableFakechroot is not supported yet (it runs fakeRootCommands in a chroot): "
         + "use perms and extraCommands")
-    else if args.includeNixDB or false then
-      refuse ("includeNixDB is not supported yet: an image that runs nix needs nixpkgs' "
-        + "dockerTools for now")
+    else if (args.includeNixDB or false) && (nix == null || sqlite == null) then
+      refuse ("includeNixDB needs nix and sqlite: callPackage passes them from nixpkgs; "
+        + "without nixpkgs, import ./nix { nix = ...; sqlite = ...; ... }")
     else if (args.layeringPipeline or null) != null then
       refuse ("layeringPipeline is not supported yet: choose layering = \"popularity\" "
         + "(referencesByPopularity), \"auto\" (nixpkgs' default grouping) or \"reuse\"")
@@ -118,7 +122,7 @@ let
   commonArgs = args: [ "--name" (toLower args.name) ] ++ imageArgs args;
 
   # The same without the name, which a copyTo* destination may give instead.
-  imageArgs =
+  imageArgs = args@
     { name
     , fromImage ? null
     , contents ? [ ]
@@ -141,6 +145,7 @@ let
     }:
     let
       custom = customisation name (toList contents) extraCommands;
+      db = nixDatabase args;
     in
     [ "--max-layers" (toString maxLayers) "--created" created "--mtime" mtime
       "--uid" (toString uid) "--gid" (toString gid) "--uname" uname "--gname" gname
@@ -152,8 +157,56 @@ let
         else if hostSystem != null then [ "--architecture" hostSystem ]
         else [ ])
     ++ (if fromImage == null then [ ] else [ "--from-image" "${fromImage}" ])
+    ++ (if args.includeNixDB or false
+        then [ "--extra-dir" "${db}/tree" "--perms" "${db}/perms.json" "--exclude" "${db}" ]
+        else [ ])
     ++ (if perms == [ ] then [ ] else [ "--perms" "${builtins.toFile "perms.json" (builtins.toJSON perms)}" ])
     ++ (if includeStorePaths then [ ] else [ "--no-store-paths" ]);
+
+  # includeNixDB: a Nix database registering exactly the image's store paths, as nixpkgs'
+  # mkDbExtraCommand makes it: nix-store --load-db of the closure's registration, every
+  # registration time set to 1 (the bytes are then reproducible), a GC root for each contents
+  # path. It goes in beside the customisation tree, its modes recorded the same way.
+  nixDatabase = args@{ name, contents ? [ ], ... }: derivation {
+    name = "${derivationName name}-nix-db";
+    system = buildSystem;
+    builder = runtimeShell;
+    __structuredAttrs = true;
+    exportReferencesGraph.closure = closureRoots args;
+    args = [ "-e" "-c" ''
+      ${if commandsPath == null then "" else "export PATH=${commandsPath}"}
+      out=${builtins.placeholder "out"}
+      lg=${layered-gen}/bin/layered-gen
+      "$lg" registration --closure .attrs.json --closure-key closure \
+        ${builtins.concatStringsSep " " (map (p: "--exclude ${p}") (excludedRoots args))} \
+        > "$PWD/registration"
+      registration=$PWD/registration
+      "$lg" link-contents "$out/tree"
+      cd "$out/tree"
+      export NIX_REMOTE="local?root=$PWD" USER=nobody HOME="$out/home"
+      ${nix}/bin/nix-store --load-db < "$registration"
+      ${sqlite}/bin/sqlite3 nix/var/nix/db/db.sqlite "UPDATE ValidPaths SET registrationTime = 1"
+      # What nix-store leaves beside the database is made again when needed: the space it
+      # reserves for the garbage collector (megabytes), its lock, an empty store directory.
+      rm -f nix/var/nix/db/reserved nix/var/nix/db/big-lock nix/var/nix/gc.lock
+      rmdir nix/store/.links nix/store
+      "$lg" link-contents nix/var/nix/gcroots/docker
+      for p in ${builtins.concatStringsSep " " (map (p: "${p}") (toList contents))}; do
+        ln -s "$p" "nix/var/nix/gcroots/docker/''${p##*/}"
+      done
+      cd "$out"
+      "$lg" record-modes "$out/tree" > "$out/perms.json"
+    '' ];
+  };
+
+  # The roots that are in the closure only for what they reference: left out of the image.
+  excludedRoots = args@{ name, contents ? [ ], config ? { }, extraCommands ? "", ... }:
+    [ (configFile name config) ]
+    ++ (if extraCommands == "" then [ ] else [ (customisation name (toList contents) extraCommands) ]);
+
+  # closureRoots, and the Nix database when there is one.
+  imageRoots = args: closureRoots args
+    ++ (if args.includeNixDB or false then [ (nixDatabase args) ] else [ ]);
 
   # What the image holds is the closure of these, less the roots themselves where they are
   # only there for what they reference (the config JSON, the customisation tree: --exclude).
@@ -194,7 +247,7 @@ let
     imageName = toLower args.name;
     streamArgs = imageArgs args;
     __structuredAttrs = true;
-    exportReferencesGraph.closure = closureRoots args;
+    exportReferencesGraph.closure = imageRoots args;
   };
 
   # Everything that decides the image, as a small JSON file (nixpkgs' conf.json plays this
@@ -206,7 +259,7 @@ let
     args = [ "-c" ''printf '%s' "$json" > "$out"'' ];
     json = builtins.toJSON {
       arguments = commonArgs args;
-      roots = map (root: "${root}") (closureRoots args);
+      roots = map (root: "${root}") (imageRoots args);
     };
   };
 
@@ -256,7 +309,7 @@ rec {
       ++ [ "--tag" (imageTagOf args) ]
       ++ extraTagArgs extraTags;
       __structuredAttrs = true;
-      exportReferencesGraph.closure = closureRoots args;
+      exportReferencesGraph.closure = imageRoots args;
     })) // {
       # The same image as a stream, as dockerTools gives it.
       stream = streamLayeredImage (builtins.removeAttrs given [ "compressor" ]);
@@ -279,7 +332,7 @@ rec {
         args = [ "stream-script" "--attrs" ".attrs.json" ];
         streamArgs = commonArgs args;
         __structuredAttrs = true;
-        exportReferencesGraph.closure = closureRoots args;
+        exportReferencesGraph.closure = imageRoots args;
       };
     in
     overridable streamLayeredImage given (withImageAttrs args script // {

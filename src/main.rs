@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use layered_gen::attrs;
 use layered_gen::base::{BaseLayers, BaseOptions};
+use layered_gen::closure::{ClosureGraph, LoadOptions};
 use layered_gen::codec::Codec;
 use layered_gen::config::{self, BaseConfig, Platform, RuntimeOptions, runtime};
 use layered_gen::error::{Error, Result, ResultExt, Setting};
@@ -111,6 +112,33 @@ enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Print a closure as `nix-store --load-db` reads it (closureInfo's registration), for a
+    /// Nix database in the image (nix/default.nix's includeNixDB).
+    ///
+    /// Example: layered-gen registration --closure .attrs.json --closure-key closure
+    Registration(RegistrationCommand),
+}
+
+#[derive(Args, Debug)]
+struct RegistrationCommand {
+    /// A closure graph with NAR hashes and sizes: exportReferencesGraph's JSON, closureInfo's
+    /// registration, or `nix path-info --json --recursive`. Repeat to merge graphs.
+    /// Example: --closure .attrs.json
+    #[arg(long = "closure", value_name = "FILE", required = true)]
+    closures: Vec<PathBuf>,
+
+    /// The key of an .attrs.json that holds the graph (default: its only graph).
+    /// Example: --closure-key closure
+    #[arg(long, value_name = "NAME")]
+    closure_key: Option<String>,
+
+    /// The most bytes one closure file may hold (default 512 MiB). Example: --max-closure-size 2000000000
+    #[arg(long, value_name = "BYTES", default_value_t = layered_gen::json_file::DEFAULT_MAX_CLOSURE)]
+    max_closure_size: u64,
+
+    /// A path of the closure left out, as --exclude of a build. Example: --exclude /nix/store/...-config.json
+    #[arg(long = "exclude", value_name = "PATH")]
+    exclude: Vec<String>,
 }
 
 /// Where a command writes its output, and how.
@@ -1077,6 +1105,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             link_contents(&contents, &options, &dir).map_err(|e| e.about(Setting::Contents))?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Registration(args)) => {
+            let graph = ClosureGraph::load(
+                &args.closures,
+                &LoadOptions {
+                    closure_key: args.closure_key,
+                    max_size: args.max_closure_size,
+                    exclude: args.exclude,
+                },
+            )?;
+            write_stdout(graph.registration()?.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::RecordModes { dir }) => {
             print_stdout(&record_modes(&dir)?)?;
             Ok(ExitCode::SUCCESS)
@@ -1087,9 +1127,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Prints `text` and a newline; a closed pipe is an error, not a panic as in `println!`.
 fn print_stdout(text: &str) -> Result<()> {
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")
+    out.write_all(bytes)
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("writing", std::path::Path::new("standard output"), e))
 }

@@ -179,6 +179,121 @@ fn the_example_builds_loads_and_runs() {
     run(Command::new(&docker).args(["rmi", "example/hello:latest-example"]));
 }
 
+/// includeNixDB: the image holds a Nix database registering exactly its store paths, with
+/// their references and registration time 1, that Nix accepts (`--verify --check-contents`
+/// rehashes every path against it); the image is reproducible.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, nix-store, sqlite3, docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn include_nix_db_registers_exactly_the_image_store_paths() {
+    let inputs = Inputs::new();
+    // Debian's nix-store and sqlite3 as the function's nix and sqlite.
+    let tools = inputs.dir.path();
+    fs::create_dir_all(tools.join("nix/bin")).unwrap();
+    fs::copy(require("nix"), tools.join("nix/bin/nix-store")).unwrap();
+    fs::create_dir_all(tools.join("sqlite/bin")).unwrap();
+    fs::copy(require("sqlite3"), tools.join("sqlite/bin/sqlite3")).unwrap();
+    let nix_dir = tools.join("nix");
+    let sqlite_dir = tools.join("sqlite");
+    let tool_args = [
+        "--arg",
+        "nixDir",
+        nix_dir.to_str().unwrap(),
+        "--arg",
+        "sqliteDir",
+        sqlite_dir.to_str().unwrap(),
+    ];
+    let nix = images_nix();
+    let image = inputs.build(&nix, Some("withDb"), &tool_args);
+
+    let docker = require("docker");
+    let loaded = Command::new(&docker)
+        .arg("load")
+        .stdin(fs::File::open(&image).unwrap())
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{loaded:?}");
+    let created = run(Command::new(&docker).args(["create", "layered-gen-test/with-db:db"]));
+    let id = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let root = inputs.dir.path().join("rootfs");
+    fs::create_dir_all(&root).unwrap();
+    let exported = inputs.dir.path().join("rootfs.tar");
+    run(Command::new(&docker)
+        .args(["export", "-o"])
+        .arg(&exported)
+        .arg(&id));
+    run(Command::new(&docker).args(["rm", &id]));
+    run(Command::new(&docker).args(["rmi", "layered-gen-test/with-db:db"]));
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&exported)
+        .arg("-C")
+        .arg(&root));
+
+    let mut in_image: Vec<String> = fs::read_dir(root.join("nix/store"))
+        .unwrap()
+        .map(|e| format!("/nix/store/{}", e.unwrap().file_name().to_str().unwrap()))
+        .collect();
+    in_image.sort();
+    let db = root.join("nix/var/nix/db/db.sqlite");
+    let registered = run(Command::new(require("sqlite3"))
+        .arg(&db)
+        .arg("SELECT path, registrationTime FROM ValidPaths ORDER BY path"));
+    let expected: String = in_image.iter().map(|p| format!("{p}|1\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&registered.stdout), expected);
+
+    let store = format!("local?root={}", root.display());
+    let verified = run(Command::new(require("nix-store")).args([
+        "--store",
+        &store,
+        "--verify",
+        "--check-contents",
+    ]));
+    let said = String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        !said.contains("error") && !said.contains("modified") && !said.contains("invalid"),
+        "{said}"
+    );
+    let app = in_image.iter().find(|p| p.ends_with("-app-1.0")).unwrap();
+    let references = run(Command::new(require("nix-store")).args([
+        "--store",
+        &store,
+        "-q",
+        "--references",
+        app,
+    ]));
+    let mut references: Vec<String> = String::from_utf8_lossy(&references.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    references.sort();
+    let expected: Vec<String> = in_image
+        .iter()
+        .filter(|p| p.ends_with("-libgreet-2.0") || p.ends_with("-busybox-static"))
+        .cloned()
+        .collect();
+    assert_eq!(references, expected);
+    // GC roots for the contents, as nixpkgs makes them.
+    assert!(
+        fs::symlink_metadata(root.join(format!("nix/var/nix/gcroots/docker/{}", &app[11..])))
+            .is_ok()
+    );
+
+    let mut check = tool_args.to_vec();
+    check.push("--check");
+    let output = inputs.nix_build(&nix, Some("withDb"), &check);
+    assert!(
+        output.status.success(),
+        "nix-build --check:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// extraCommands run as nixpkgs runs them: in the tree the contents make, with the modes they
 /// give kept (the store would make /tmp 0555), the store paths they link to in the image, and
 /// neither the customisation tree nor the config JSON a store path of the image.
@@ -761,7 +876,7 @@ fn every_argument_is_honoured_or_refused() {
     refused(
         "custom",
         "{ includeNixDB = true; }",
-        "includeNixDB is not supported yet",
+        "includeNixDB needs nix and sqlite",
     );
     refused(
         "custom",

@@ -87,6 +87,9 @@ pub struct ClosureGraph {
     listed: Vec<usize>,
     /// Every path after all the paths that reference it.
     topological_order: Vec<usize>,
+    /// Which paths reference themselves: the graph drops those references (they carry no
+    /// order), a Nix database registers them.
+    self_referencing: Vec<bool>,
 }
 
 /// Options of `load`: which key of an `.attrs.json` holds the graph.
@@ -138,6 +141,10 @@ impl ClosureGraph {
     fn from_records_in(store_dir: String, records: Vec<PathRecord>) -> Result<Self> {
         let (merged, listed) = merge_duplicates(records)?;
         let references = resolve_references(&merged)?;
+        let self_referencing = merged
+            .iter()
+            .map(|r| r.references.contains(&r.path))
+            .collect();
         let referrers = reverse(&references);
         let nar_sizes = merged.iter().map(|r| r.nar_size).collect();
         let nar_hashes = merged.iter().map(|r| r.nar_hash.clone()).collect();
@@ -151,6 +158,7 @@ impl ClosureGraph {
             nar_hashes,
             listed,
             topological_order: Vec::new(),
+            self_referencing,
         };
         graph.sort_topologically()?;
         Ok(graph)
@@ -266,6 +274,36 @@ impl ClosureGraph {
     /// The path's NAR hash, when the closure format gives one.
     pub fn nar_hash(&self, index: usize) -> Option<&str> {
         self.nar_hashes[index].as_deref()
+    }
+
+    /// The closure as `nix-store --load-db` reads it (closureInfo's `registration`): for each
+    /// path, its NAR hash and size, an empty deriver, and its references, itself included
+    /// where it references itself. Needs a closure file that gives hashes and sizes.
+    pub fn registration(&self) -> Result<String> {
+        let mut out = String::new();
+        for (i, path) in self.paths.iter().enumerate() {
+            let (Some(hash), Some(size)) = (self.nar_hash(i), self.nar_size(i)) else {
+                return Err(Error::value(format!(
+                    "the closure gives no NAR hash or size for {}, which a Nix database \
+                     registers: give exportReferencesGraph's JSON (__structuredAttrs), \
+                     closureInfo's registration or nix path-info --json --recursive",
+                    shown(path)
+                ))
+                .about(Setting::Closure));
+            };
+            let mut references: Vec<&str> =
+                self.references[i].iter().map(|&r| self.path(r)).collect();
+            if self.self_referencing[i] {
+                references.push(path);
+            }
+            references.sort_unstable();
+            out.push_str(&format!("{path}\n{hash}\n{size}\n\n{}\n", references.len()));
+            for reference in references {
+                out.push_str(reference);
+                out.push('\n');
+            }
+        }
+        Ok(out)
     }
 
     /// Where the path was first listed in the closure files, counting across them in order.
@@ -634,6 +672,49 @@ pub(crate) mod tests {
             "\"relative\" is not a store path (not absolute); expected an absolute, normalised \
              store path like /nix/store/<32-character hash>-<name>"
         );
+    }
+
+    /// The registration reads back as the same closure, self-references included; without
+    /// hashes there is none.
+    #[test]
+    fn registration_reads_back_as_the_closure() {
+        let (a, b) = (p(0, "app"), p(1, "lib"));
+        let hashed = |path: &str, refs: &[&str], i: u64| PathRecord {
+            nar_hash: Some(format!("sha256:{}", "1".repeat(52))),
+            nar_size: Some(100 + i),
+            ..record(path, refs)
+        };
+        let g =
+            ClosureGraph::from_records(vec![hashed(&a, &[&b], 0), hashed(&b, &[&b], 1)]).unwrap();
+        let registration = g.registration().unwrap();
+        let back = parse(
+            Path::new("registration"),
+            registration.as_bytes(),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let seen: Vec<_> = back
+            .iter()
+            .map(|r| {
+                (
+                    r.path.as_str(),
+                    r.references.iter().map(String::as_str).collect(),
+                    r.nar_size,
+                    r.nar_hash.as_deref(),
+                )
+            })
+            .collect();
+        let hash = format!("sha256:{}", "1".repeat(52));
+        assert_eq!(
+            seen,
+            [
+                (a.as_str(), vec![b.as_str()], Some(100), Some(hash.as_str())),
+                (b.as_str(), vec![b.as_str()], Some(101), Some(hash.as_str())),
+            ]
+        );
+        let unhashed = ClosureGraph::from_records(vec![record(&a, &[])]).unwrap();
+        let err = unhashed.registration().unwrap_err().to_string();
+        assert!(err.contains("no NAR hash"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,16 @@
 # Images built by nix/default.nix for tests/nix_functions.rs, from real derivations made with a
 # static busybox (no nixpkgs).
-{ layeredGenDir, busyboxDir, maxLayers ? 10, config ? { }, extra ? { } }:
+{ layeredGenDir, busyboxDir, nixDir ? null, sqliteDir ? null, maxLayers ? 10, config ? { }, extra ? { } }:
 let
   busybox = builtins.path { path = busyboxDir; name = "busybox-static"; };
   sh = "${busybox}/bin/sh";
   layered = import ../../nix {
     layered-gen = builtins.path { path = layeredGenDir; name = "layered-gen"; };
     runtimeShell = sh;
+    # Debian's nix-store and sqlite3, put in the store for includeNixDB (their libraries come
+    # from the sandbox's /lib and /usr/lib).
+    nix = if nixDir == null then null else builtins.path { path = nixDir; name = "nix"; };
+    sqlite = if sqliteDir == null then null else builtins.path { path = sqliteDir; name = "sqlite"; };
   };
   mk = name: script: derivation {
     inherit name;
@@ -145,5 +149,13 @@ rec {
   };
   commands = layered.buildLayeredImage (commandsArgs // { compressor = "none"; });
   commandsStream = layered.streamLayeredImage commandsArgs;
+  # includeNixDB: the image's own store paths registered in a Nix database.
+  withDb = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/with-db";
+    tag = "db";
+    includeNixDB = true;
+    compressor = "none";
+    extraCommands = "mkdir -m 1777 tmp";
+  });
   noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
 }
