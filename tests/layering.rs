@@ -33,7 +33,7 @@ fn reuse_plans_explain_themselves_and_build_images() {
     assert!(
         layers
             .iter()
-            .all(|l| !l["reason"].as_str().unwrap().is_empty())
+            .all(|l| !l["reason"].as_str().unwrap().is_empty() && l["layering"] == "reuse")
     );
     let popularity = plan(&["--closure", closure, "--max-layers", "3"]);
     assert!(
@@ -41,6 +41,13 @@ fn reuse_plans_explain_themselves_and_build_images() {
             .as_str()
             .unwrap()
             .starts_with("popularity rank 1")
+    );
+    assert!(
+        popularity["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["layering"] == "popularity")
     );
 
     // The plan's previous layers come back unchanged when the closure did not change.
@@ -149,7 +156,7 @@ fn auto_plans_from_sizes_and_builds_images() {
     assert!(
         layers
             .iter()
-            .all(|l| l["reason"].as_str().unwrap().starts_with("auto: ")),
+            .all(|l| l["reason"].as_str().unwrap().starts_with("auto: ") && l["layering"] == "auto"),
         "{auto}"
     );
 

@@ -44,6 +44,7 @@ pub fn plan_auto(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
         layers: layers.into_iter().map(|(_, paths)| paths).collect(),
         popularity: popularity(graph),
         reasons,
+        layering: super::Layering::Auto,
     })
 }
 

@@ -36,6 +36,9 @@ pub enum PlanLayerJson {
     Store {
         index: usize,
         kind: StoreKind,
+        /// The strategy that made the layer (`--layering`); absent in plans of older versions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layering: Option<String>,
         reason: String,
         paths: Vec<String>,
         #[serde(rename = "narSize")]
@@ -146,6 +149,7 @@ impl PlanJson {
             layers.push(PlanLayerJson::Store {
                 index: first + store_index,
                 kind: StoreKind::Store,
+                layering: Some(plan.layering.name().to_string()),
                 reason: plan.reasons.get(store_index).cloned().unwrap_or_default(),
                 paths: paths.iter().map(|&p| graph.path(p).to_string()).collect(),
                 nar_size: plan.nar_size(graph, store_index),
@@ -239,6 +243,7 @@ mod tests {
         let written = PlanLayerJson::Store {
             index: 0,
             kind: StoreKind::Store,
+            layering: None,
             reason: String::new(),
             paths: Vec::new(),
             nar_size: None,

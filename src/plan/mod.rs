@@ -88,6 +88,8 @@ pub struct Plan {
     pub popularity: Vec<BigUint>,
     /// Why each layer's paths are together.
     pub reasons: Vec<String>,
+    /// The strategy that made the plan.
+    pub layering: Layering,
 }
 
 /// How store paths are grouped into layers.
@@ -101,6 +103,17 @@ pub enum Layering {
     /// nixpkgs' current default (dockerTools' auto-layer): the largest paths with what only
     /// they use, shared paths grouped by who uses them. Needs narSizes.
     Auto,
+}
+
+impl Layering {
+    /// Its name, as `--layering` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layering::Popularity => "popularity",
+            Layering::Reuse => "reuse",
+            Layering::Auto => "auto",
+        }
+    }
 }
 
 /// Plans the store layers with the chosen strategy.
@@ -148,6 +161,7 @@ pub fn plan_by_popularity(graph: &ClosureGraph, budget: Budget) -> Result<Plan> 
         layers,
         popularity,
         reasons,
+        layering: Layering::Popularity,
     })
 }
 

@@ -193,6 +193,7 @@ fn keep_previous(graph: &ClosureGraph, fresh: Plan, previous: &PreviousPlan) -> 
         layers,
         popularity: fresh.popularity,
         reasons,
+        layering: super::Layering::Reuse,
     }
 }
 
@@ -490,6 +491,7 @@ fn plan_fresh(graph: &ClosureGraph, budget: Budget) -> Result<Plan> {
         layers,
         popularity,
         reasons,
+        layering: super::Layering::Reuse,
     })
 }
 
