@@ -1,18 +1,22 @@
 //! How much clients re-pull after updates, and how much two images share, for each layering
-//! (popularity, auto, reuse).
+//! side by side: popularity, auto, reuse, and reuse given the previous plan.
 //!
 //!     cargo run --release --example simulate -- GRAPH.json [--layers 10,30,100] [--updates 200]
+//!         [--size-jitter 0.1]
 //!
 //! GRAPH is a closure graph with NAR sizes (exportReferencesGraph's JSON, e.g. the shared
-//! corpus's graph.json). For each strategy and budget it reports:
-//! - updates: the mean share of image bytes a client holding version v pulls for v+1, over
-//!   random single-package updates (the package and every path depending on it get new store
-//!   paths, as in Nix), beside the share of the changed paths alone (the floor);
-//! - with previous plan: the same over a sequence of updates, each build given the previous
-//!   plan (`--previous-plan`);
+//! corpus's graph.json). An update is a single package: it and every path depending on it get
+//! new store paths, as in Nix, and each of those paths' sizes moves by a random factor within
+//! ±`--size-jitter` (a rebuilt package rarely keeps its exact size). For each strategy and
+//! budget it reports:
+//! - re-pulled: the mean share of image bytes a client holding version v pulls for v+1, over
+//!   random updates from one version, beside the share of the changed paths alone (the
+//!   floor); "reuse+previous" plans v+1 given v's plan (`--previous-plan`);
+//! - series: the same over a sequence of updates, each from the last ("reuse+previous" given
+//!   the last plan each time);
 //! - sharing: for two images made of disjoint halves of the top-level packages, the share of
 //!   the second image's bytes already present as identical layers in the first, beside the
-//!   share of paths they have in common.
+//!   share of paths they have in common (a previous plan has no part in it).
 //!
 //! A layer counts as present only when its exact set of store paths is.
 
@@ -30,11 +34,20 @@ fn fail(message: &str) -> ! {
 struct Rng(u64);
 
 impl Rng {
-    fn below(&mut self, bound: usize) -> usize {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 % bound as u64) as usize
+        self.0
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    /// Uniform in [-1, 1].
+    fn signed_unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
 }
 
@@ -145,6 +158,181 @@ fn renamed(path: &str, generation: usize) -> String {
     format!("{dir}/{}-{name}", String::from_utf8_lossy(&new_hash))
 }
 
+/// One strategy as the table shows it.
+struct Strategy {
+    name: &'static str,
+    layering: Layering,
+    /// Each build is given the previous version's plan.
+    with_previous: bool,
+}
+
+const STRATEGIES: [Strategy; 4] = [
+    Strategy {
+        name: "popularity",
+        layering: Layering::Popularity,
+        with_previous: false,
+    },
+    Strategy {
+        name: "auto",
+        layering: Layering::Auto,
+        with_previous: false,
+    },
+    Strategy {
+        name: "reuse",
+        layering: Layering::Reuse,
+        with_previous: false,
+    },
+    Strategy {
+        name: "reuse+previous",
+        layering: Layering::Reuse,
+        with_previous: true,
+    },
+];
+
+/// The closure after a single-package update of `p`: it and its dependents renamed, their
+/// sizes jittered. Also the changed paths' bytes, after the update.
+fn update(
+    nodes: &[Node],
+    p: usize,
+    generation: usize,
+    jitter: f64,
+    rng: &mut Rng,
+) -> (Vec<Node>, u64) {
+    let hit = dependents(nodes, p);
+    let mut next = nodes.to_vec();
+    let mut changed = 0;
+    for (n, _) in next.iter_mut().zip(&hit).filter(|(_, h)| **h) {
+        n.path = renamed(&n.path, generation);
+        n.size = ((n.size as f64) * (1.0 + jitter * rng.signed_unit())).round() as u64;
+        changed += n.size;
+    }
+    (next, changed)
+}
+
+/// A random path to update: any but the image roots.
+fn pick(rng: &mut Rng, nodes: &[Node], roots: &[usize]) -> usize {
+    loop {
+        let p = rng.below(nodes.len());
+        if !roots.contains(&p) {
+            return p;
+        }
+    }
+}
+
+fn total(nodes: &[Node]) -> u64 {
+    nodes.iter().map(|n| n.size).sum()
+}
+
+/// Mean shares re-pulled and changed over `updates` updates, all from `nodes`.
+fn from_one_version(
+    nodes: &[Node],
+    roots: &[usize],
+    layers: usize,
+    strategy: &Strategy,
+    updates: usize,
+    jitter: f64,
+) -> (f64, f64) {
+    let all = vec![true; nodes.len()];
+    let graph = graph_of(nodes, &all);
+    let plan = make_plan(&graph, layers, strategy.layering, None);
+    let previous = previous_of(&graph, &plan);
+    let base_sets = layer_sets(&graph, &plan);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut sizes = Rng(0x5DEE_CE66_D1CE_4E5B);
+    let (mut pulled_sum, mut changed_sum) = (0.0, 0.0);
+    for u in 0..updates {
+        let p = pick(&mut rng, nodes, roots);
+        let (next, changed) = update(nodes, p, u + 1, jitter, &mut sizes);
+        let next_graph = graph_of(&next, &all);
+        let given = strategy.with_previous.then_some(&previous);
+        let next_sets = layer_sets(
+            &next_graph,
+            &make_plan(&next_graph, layers, strategy.layering, given),
+        );
+        let next_total = total(&next) as f64;
+        pulled_sum += pulled(&base_sets, &next_sets) as f64 / next_total;
+        changed_sum += changed as f64 / next_total;
+    }
+    (pulled_sum / updates as f64, changed_sum / updates as f64)
+}
+
+/// Mean shares re-pulled and changed over a series of `updates` updates, each from the last.
+fn series(
+    nodes: &[Node],
+    roots: &[usize],
+    layers: usize,
+    strategy: &Strategy,
+    updates: usize,
+    jitter: f64,
+) -> (f64, f64) {
+    let all = vec![true; nodes.len()];
+    let mut current = nodes.to_vec();
+    let mut graph = graph_of(&current, &all);
+    let mut plan = make_plan(&graph, layers, strategy.layering, None);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut sizes = Rng(0x1234_5678_9ABC_DEF1);
+    let (mut pulled_sum, mut changed_sum) = (0.0, 0.0);
+    for u in 0..updates {
+        let p = pick(&mut rng, &current, roots);
+        let old_sets = layer_sets(&graph, &plan);
+        let previous = previous_of(&graph, &plan);
+        let (next, changed) = update(&current, p, 1000 + u, jitter, &mut sizes);
+        current = next;
+        graph = graph_of(&current, &all);
+        let given = strategy.with_previous.then_some(&previous);
+        plan = make_plan(&graph, layers, strategy.layering, given);
+        let next_total = total(&current) as f64;
+        pulled_sum += pulled(&old_sets, &layer_sets(&graph, &plan)) as f64 / next_total;
+        changed_sum += changed as f64 / next_total;
+    }
+    (pulled_sum / updates as f64, changed_sum / updates as f64)
+}
+
+/// Shares of the second image's bytes present in the first, as layers and as paths, for two
+/// images made of disjoint halves of the top-level packages (one root over them).
+fn sharing(nodes: &[Node], roots: &[usize], layers: usize, layering: Layering) -> (f64, f64) {
+    let [root] = roots else {
+        return (f64::NAN, f64::NAN);
+    };
+    let tops = &nodes[*root].references;
+    let half = |parity: usize| -> (Vec<Node>, Vec<bool>) {
+        let mut image = nodes.to_vec();
+        image[*root].references = tops
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .map(|(_, &t)| t)
+            .collect();
+        let mut keep = vec![false; nodes.len()];
+        let mut stack = vec![*root];
+        while let Some(x) = stack.pop() {
+            if !keep[x] {
+                keep[x] = true;
+                stack.extend(image[x].references.iter().copied());
+            }
+        }
+        (image, keep)
+    };
+    let (a_nodes, a_keep) = half(0);
+    let (mut b_nodes, b_keep) = half(1);
+    // The second image's root is another store path.
+    b_nodes[*root].path = renamed(&b_nodes[*root].path, 7);
+    let a = graph_of(&a_nodes, &a_keep);
+    let b = graph_of(&b_nodes, &b_keep);
+    let a_sets = layer_sets(&a, &make_plan(&a, layers, layering, None));
+    let b_sets = layer_sets(&b, &make_plan(&b, layers, layering, None));
+    let b_total: u64 = b_sets.iter().map(|(_, s)| s).sum();
+    let already = b_total - pulled(&a_sets, &b_sets);
+    let common: u64 = (0..nodes.len())
+        .filter(|&i| a_keep[i] && b_keep[i] && i != *root)
+        .map(|i| nodes[i].size)
+        .sum();
+    (
+        already as f64 / b_total as f64,
+        common as f64 / b_total as f64,
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| {
@@ -154,14 +342,23 @@ fn main() {
             .cloned()
     };
     let Some(file) = args.first().filter(|a| !a.starts_with("--")) else {
-        fail("usage: simulate GRAPH.json [--layers 10,30,100] [--updates 200]");
+        fail("usage: simulate GRAPH.json [--layers 10,30,100] [--updates 200] [--size-jitter 0.1]");
     };
     let budgets: Vec<usize> = value("--layers")
         .unwrap_or_else(|| "10,30,100".into())
         .split(',')
         .map(|s| s.parse().unwrap_or_else(|_| fail("--layers takes numbers")))
         .collect();
-    let updates: usize = value("--updates").map_or(200, |s| s.parse().unwrap_or(200));
+    let updates: usize = value("--updates").map_or(200, |s| {
+        s.parse()
+            .unwrap_or_else(|_| fail("--updates takes a number"))
+    });
+    let jitter: f64 = value("--size-jitter").map_or(0.1, |s| {
+        s.parse()
+            .ok()
+            .filter(|j: &f64| (0.0..1.0).contains(j))
+            .unwrap_or_else(|| fail("--size-jitter takes a fraction in [0, 1)"))
+    });
 
     let loaded = ClosureGraph::load(&[file.into()], &Default::default())
         .unwrap_or_else(|e| fail(&e.message()));
@@ -174,152 +371,55 @@ fn main() {
                 .unwrap_or_else(|| fail("the graph needs NAR sizes (narSize)")),
         })
         .collect();
-    let all = vec![true; nodes.len()];
-    let total: u64 = nodes.iter().map(|n| n.size).sum();
     let roots = loaded.roots();
 
     println!(
-        "{} paths, {:.2} GB, {updates} updates",
+        "{} paths, {:.2} GB, {updates} updates, sizes of changed paths within ±{:.0}%",
         nodes.len(),
-        total as f64 / 1e9
+        total(&nodes) as f64 / 1e9,
+        jitter * 100.0
     );
     println!(
-        "{:<11} {:>6} {:>10} {:>9} {:>7} {:>13} {:>9} {:>8} {:>7}",
+        "{:<15} {:>6} {:>10} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>7}",
         "layering",
         "layers",
         "re-pulled",
         "changed",
         "ratio",
-        "with previous",
+        "series",
+        "changed",
+        "ratio",
         "shared",
         "common",
         "ratio"
     );
     for &layers in &budgets {
-        for (name, layering) in [
-            ("popularity", Layering::Popularity),
-            ("auto", Layering::Auto),
-            ("reuse", Layering::Reuse),
-        ] {
-            // Random single-package updates from the same version.
-            let graph = graph_of(&nodes, &all);
-            let base_sets = layer_sets(&graph, &make_plan(&graph, layers, layering, None));
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-            let (mut pulled_sum, mut changed_sum) = (0.0, 0.0);
-            for u in 0..updates {
-                let p = loop {
-                    let p = rng.below(nodes.len());
-                    if !roots.contains(&p) {
-                        break p;
-                    }
-                };
-                let hit = dependents(&nodes, p);
-                let mut next = nodes.clone();
-                for (i, n) in next.iter_mut().enumerate() {
-                    if hit[i] {
-                        n.path = renamed(&n.path, u + 1);
-                    }
-                }
-                let changed: u64 = nodes
-                    .iter()
-                    .zip(&hit)
-                    .filter(|(_, h)| **h)
-                    .map(|(n, _)| n.size)
-                    .sum();
-                let next_graph = graph_of(&next, &all);
-                let next_sets =
-                    layer_sets(&next_graph, &make_plan(&next_graph, layers, layering, None));
-                pulled_sum += pulled(&base_sets, &next_sets) as f64 / total as f64;
-                changed_sum += changed as f64 / total as f64;
-            }
-            let re_pulled = pulled_sum / updates as f64;
-            let changed = changed_sum / updates as f64;
-
-            // A sequence of updates, each build given the previous plan.
-            let with_previous = if layering == Layering::Reuse {
-                let mut current = nodes.clone();
-                let mut graph = graph_of(&current, &all);
-                let mut plan = make_plan(&graph, layers, layering, None);
-                let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-                let mut sum = 0.0;
-                for u in 0..updates {
-                    let p = loop {
-                        let p = rng.below(nodes.len());
-                        if !roots.contains(&p) {
-                            break p;
-                        }
-                    };
-                    let hit = dependents(&current, p);
-                    let old_sets = layer_sets(&graph, &plan);
-                    let previous = previous_of(&graph, &plan);
-                    for (i, n) in current.iter_mut().enumerate() {
-                        if hit[i] {
-                            n.path = renamed(&n.path, 1000 + u);
-                        }
-                    }
-                    graph = graph_of(&current, &all);
-                    plan = make_plan(&graph, layers, layering, Some(&previous));
-                    sum += pulled(&old_sets, &layer_sets(&graph, &plan)) as f64 / total as f64;
-                }
-                format!("{:.1}%", 100.0 * sum / updates as f64)
+        for strategy in &STRATEGIES {
+            let (re_pulled, changed) =
+                from_one_version(&nodes, &roots, layers, strategy, updates, jitter);
+            let (in_series, series_changed) =
+                series(&nodes, &roots, layers, strategy, updates, jitter);
+            let shared = if strategy.with_previous {
+                "       -        -       -".to_string()
             } else {
-                "-".to_string()
-            };
-
-            // Two images from disjoint halves of the top-level packages.
-            let (shared, common) = match roots.as_slice() {
-                [root] => {
-                    let tops = &nodes[*root].references;
-                    let half = |parity: usize| -> (Vec<Node>, Vec<bool>) {
-                        let mut image = nodes.clone();
-                        image[*root].references = tops
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| i % 2 == parity)
-                            .map(|(_, &t)| t)
-                            .collect();
-                        let mut keep = vec![false; nodes.len()];
-                        let mut stack = vec![*root];
-                        while let Some(x) = stack.pop() {
-                            if !keep[x] {
-                                keep[x] = true;
-                                stack.extend(image[x].references.iter().copied());
-                            }
-                        }
-                        (image, keep)
-                    };
-                    let (a_nodes, a_keep) = half(0);
-                    let (mut b_nodes, b_keep) = half(1);
-                    // The second image's root is another store path.
-                    b_nodes[*root].path = renamed(&b_nodes[*root].path, 7);
-                    let a = graph_of(&a_nodes, &a_keep);
-                    let b = graph_of(&b_nodes, &b_keep);
-                    let a_sets = layer_sets(&a, &make_plan(&a, layers, layering, None));
-                    let b_sets = layer_sets(&b, &make_plan(&b, layers, layering, None));
-                    let b_total: u64 = b_sets.iter().map(|(_, s)| s).sum();
-                    let already = b_total - pulled(&a_sets, &b_sets);
-                    let common: u64 = (0..nodes.len())
-                        .filter(|&i| a_keep[i] && b_keep[i] && i != *root)
-                        .map(|i| nodes[i].size)
-                        .sum();
-                    (
-                        already as f64 / b_total as f64,
-                        common as f64 / b_total as f64,
-                    )
-                }
-                _ => (f64::NAN, f64::NAN),
+                let (shared, common) = sharing(&nodes, &roots, layers, strategy.layering);
+                format!(
+                    "{:>7.1}% {:>7.1}% {:>6.2}x",
+                    100.0 * shared,
+                    100.0 * common,
+                    shared / common
+                )
             };
             println!(
-                "{:<11} {:>6} {:>9.1}% {:>8.1}% {:>6.2}x {:>13} {:>8.1}% {:>7.1}% {:>6.2}x",
-                name,
+                "{:<15} {:>6} {:>9.1}% {:>7.1}% {:>6.2}x {:>7.1}% {:>7.1}% {:>6.2}x {shared}",
+                strategy.name,
                 layers,
                 100.0 * re_pulled,
                 100.0 * changed,
                 re_pulled / changed,
-                with_previous,
-                100.0 * shared,
-                100.0 * common,
-                shared / common
+                100.0 * in_series,
+                100.0 * series_changed,
+                in_series / series_changed,
             );
         }
     }

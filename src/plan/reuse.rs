@@ -19,6 +19,9 @@
 //!   two that fits the budget. The decision for a path depends only on its own size, its own
 //!   closure and its dominator's (and on τ, which moves in steps of two), so an update of one
 //!   package does not move unrelated paths between layers.
+//! - Sizes are seen as powers of four: a rebuild moves a package's size a little, and a size
+//!   that stays in its class changes nothing (exact sizes made such moves reshuffle layers
+//!   that hold no changed path).
 //! - Layers are ordered from the least to the most likely to change.
 //!
 //! With a previous plan, every previous layer whose paths are all still in the closure is kept
@@ -197,6 +200,23 @@ fn keep_previous(graph: &ClosureGraph, fresh: Plan, previous: &PreviousPlan) -> 
     }
 }
 
+/// A size as the rule sees it: rounded down to a power of QUANTUM_BASE. A rebuilt package's
+/// size moves by a few percent, and a move that stays within its class changes no decision;
+/// exact sizes let every such move reorder the size ranking and the merges, and re-pull
+/// unrelated layers. Measured with examples/simulate.rs on the shared corpus (±10% on the
+/// changed paths' sizes, 100 layers): exact sizes re-pull 11.2% per update, powers of two
+/// 7.7%, of four 7.0%, of sixteen 7.2% (and share less at 30 layers than auto).
+fn quantised(size: u128) -> u128 {
+    let mut q = 1u128;
+    while q.saturating_mul(QUANTUM_BASE) <= size {
+        q *= QUANTUM_BASE;
+    }
+    q
+}
+
+/// The step between size classes (see [`quantised`]).
+const QUANTUM_BASE: u128 = 4;
+
 /// What the rule needs to know of every path.
 struct Facts {
     /// NAR size (at least 1), or 1 for every path when the closure lacks sizes: the rule then
@@ -219,7 +239,7 @@ impl Facts {
         let known_sizes = (0..n).all(|x| graph.nar_size(x).is_some());
         let size = (0..n)
             .map(|x| match graph.nar_size(x) {
-                Some(s) if known_sizes => u128::from(s.max(1)),
+                Some(s) if known_sizes => quantised(u128::from(s.max(1))),
                 _ => 1,
             })
             .collect();
@@ -575,6 +595,21 @@ mod tests {
         }
 
         /// Updates package p as Nix would: p and everything depending on it get new hashes.
+        /// [`Store::update`] that also moves each changed path's size by up to ±10%, as a
+        /// rebuilt package's size moves.
+        fn update_resized(&self, p: usize, generation: u64) -> (Store, BTreeSet<usize>) {
+            let (mut updated, hit) = self.update(p, generation);
+            let mut x = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for &i in &hit {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let factor = 0.9 + 0.2 * ((x >> 11) as f64 / (1u64 << 53) as f64);
+                updated.sizes[i] = ((updated.sizes[i] as f64) * factor).round().max(1.0) as u64;
+            }
+            (updated, hit)
+        }
+
         fn update(&self, p: usize, generation: u64) -> (Store, BTreeSet<usize>) {
             let mut hit = BTreeSet::from([p]);
             let mut changed = true;
@@ -674,6 +709,27 @@ mod tests {
                 .collect();
             let kept = unchanged.iter().filter(|l| after_sets.contains(**l)).count();
             // All but at most one (a layer always stays free for what is new) are kept.
+            prop_assert!(kept + 1 >= unchanged.len().min(max - 1) , "kept {} of {}", kept, unchanged.len());
+        }
+
+        /// The same when the update also moves the changed paths' sizes by up to ±10%, as a
+        /// rebuild does. (Without a previous plan no rule under a fixed budget can promise
+        /// it: a changed path that grows may take the place of an unchanged one.)
+        #[test]
+        fn previous_layers_of_unchanged_paths_are_kept_when_sizes_move(n in 3usize..100, seed in 1u64..1000, max in 3usize..40, pick in 0usize..1000) {
+            let store = Store::random(n, seed);
+            let graph = store.graph();
+            let plan = plan_for_reuse(&graph, Budget::new(max), None).unwrap();
+            let previous = PreviousPlan { layers: layer_sets(&graph, &plan).into_iter().collect() };
+            let (updated, _) = store.update_resized(1 + pick % (n - 1), seed + 1);
+            let after_graph = updated.graph();
+            let after = plan_for_reuse(&after_graph, Budget::new(max), Some(&previous)).unwrap();
+            prop_assert!(after.layers.len() <= max);
+            let after_sets = layer_sets(&after_graph, &after);
+            let unchanged: Vec<&Vec<String>> = previous.layers.iter()
+                .filter(|l| l.iter().all(|p| after_graph.index_of(p).is_some()))
+                .collect();
+            let kept = unchanged.iter().filter(|l| after_sets.contains(**l)).count();
             prop_assert!(kept + 1 >= unchanged.len().min(max - 1) , "kept {} of {}", kept, unchanged.len());
         }
     }
