@@ -14,6 +14,13 @@
   # sqlite3 fixes its registration times.
   nix ? null,
   sqlite ? null,
+  # For fakeRootCommands (callPackage fills them from nixpkgs): fakeroot fakes root for the
+  # commands, proot makes the customisation tree their / with enableFakechroot.
+  fakeroot ? null,
+  proot ? null,
+  # Host paths bound into that chroot besides the store, /dev, /proc and /sys: with Nix-built
+  # tools nothing else is needed (tests that use Debian's tools bind /lib and /usr/lib).
+  chrootBinds ? [ ],
   # The package set's stdenv (callPackage fills it): the builds run on its build platform, and
   # an image's architecture defaults to its host platform, as dockerTools' does. Without it,
   # `system` (or, failing that, the evaluating machine: not allowed in pure evaluation).
@@ -52,26 +59,51 @@ let
     else null;
 
   # extraCommands run as dockerTools runs them: in the tree the contents make at / (its
-  # symlinkJoin). The tree is stored with the modes the commands gave it recorded beside it
-  # (the store keeps only 0444 and 0555: perms.json gives them back), and everything it links
-  # to is referenced, so in the image; its own store path is left out of the image.
-  customisation = name: contents: extraCommands: derivation ({
-    name = "${derivationName name}-customisation";
-    system = buildSystem;
-    builder = runtimeShell;
-    layeredGen = "${layered-gen}";
-    contents = map (p: "${p}") contents;
-    inherit extraCommands;
-    args = [ "-e" "-c" ''
-      set --
-      for p in $contents; do set -- "$@" --contents "$p"; done
-      "$layeredGen/bin/layered-gen" link-contents "$@" "$out/tree"
-      cd "$out/tree"
-      eval "$extraCommands"
-      cd "$out"
-      "$layeredGen/bin/layered-gen" record-modes "$out/tree" > "$out/perms.json"
-    '' ];
-  } // (if commandsPath == null then { } else { PATH = commandsPath; }));
+  # symlinkJoin), then fakeRootCommands as root under fakeroot (with enableFakechroot, in a
+  # chroot made by proot whose / is the tree). The tree is stored with the modes the commands
+  # gave it recorded beside it (the store keeps only 0444 and 0555: perms.json gives them
+  # back), and after fakeRootCommands the owners too, read under the same fakeroot that faked
+  # them. Everything the tree links to is referenced, so in the image; its own store path is
+  # left out of the image.
+  customisation = name: contents: extraCommands: fakeRootCommands: enableFakechroot:
+    let
+      lg = "${layered-gen}/bin/layered-gen";
+      record = owners: ''"${lg}" record-modes ${if owners then "--owners " else ""}"$out/tree" > "$out/perms.json"'';
+      binds = builtins.concatStringsSep " "
+        (map (p: "-b ${p}") ([ "/dev" "/proc" "/sys" builtins.storeDir ] ++ chrootBinds));
+      # fakeroot's own LD_PRELOAD reaches the commands through proot.
+      asRoot =
+        if fakeRootCommands == "" then record false
+        else if enableFakechroot then ''
+          ${fakeroot}/bin/fakeroot -- ${runtimeShell} -e -c '
+            ${proot}/bin/proot -r "$out/tree" ${binds} -w / ${runtimeShell} -e -c "$fakeRootCommands"
+            ${record true}'
+        '' else ''
+          ${fakeroot}/bin/fakeroot -- ${runtimeShell} -e -c '
+            cd "$out/tree"
+            eval "$fakeRootCommands"
+            cd "$out"
+            ${record true}'
+        '';
+    in
+    derivation ({
+      name = "${derivationName name}-customisation";
+      system = buildSystem;
+      builder = runtimeShell;
+      contents = map (p: "${p}") contents;
+      inherit extraCommands fakeRootCommands;
+      # As stdenv sets it: tools that stamp dates (useradd's password dates) stamp this one.
+      SOURCE_DATE_EPOCH = "315532800";
+      args = [ "-e" "-c" ''
+        set --
+        for p in $contents; do set -- "$@" --contents "$p"; done
+        "${lg}" link-contents "$@" "$out/tree"
+        cd "$out/tree"
+        eval "$extraCommands"
+        cd "$out"
+        ${asRoot}
+      '' ];
+    } // (if commandsPath == null then { } else { PATH = commandsPath; }));
 
   compressorFlag = compressor:
     { none = "none"; gz = "gzip"; zstd = "zstd"; }.${compressor}
@@ -100,13 +132,13 @@ let
     in
     if unknown != [ ] then
       refuse "called with unexpected argument '${builtins.head unknown}'"
-    else if (args.fakeRootCommands or "") != "" then
-      refuse ("fakeRootCommands is not supported yet: give owners and modes with perms = "
-        + "[ { path = \"/data\"; uid = 1000; gid = 1000; mode = \"0755\"; } ] and make "
-        + "the files with extraCommands")
-    else if args.enableFakechroot or false then
-      refuse ("enableFakechroot is not supported yet (it runs fakeRootCommands in a chroot): "
-        + "use perms and extraCommands")
+    else if (args.fakeRootCommands or "") != "" && fakeroot == null then
+      refuse ("fakeRootCommands needs fakeroot: callPackage passes it from nixpkgs; without "
+        + "nixpkgs, import ./nix { fakeroot = ...; ... }, or give owners and modes with "
+        + "perms = [ { path = \"/data\"; uid = 1000; gid = 1000; mode = \"0755\"; } ]")
+    else if (args.enableFakechroot or false) && proot == null then
+      refuse ("enableFakechroot needs proot: callPackage passes it from nixpkgs; without "
+        + "nixpkgs, import ./nix { proot = ...; ... }")
     else if (args.includeNixDB or false) && (nix == null || sqlite == null) then
       refuse ("includeNixDB needs nix and sqlite: callPackage passes them from nixpkgs; "
         + "without nixpkgs, import ./nix { nix = ...; sqlite = ...; ... }")
@@ -132,6 +164,8 @@ let
     , mtime ? "1970-01-01T00:00:01Z"
     , maxLayers ? 100
     , extraCommands ? ""
+    , fakeRootCommands ? ""
+    , enableFakechroot ? false
     , perms ? [ ]
     , uid ? 0
     , gid ? 0
@@ -144,14 +178,14 @@ let
     , ...
     }:
     let
-      custom = customisation name (toList contents) extraCommands;
+      custom = customisation name (toList contents) extraCommands fakeRootCommands enableFakechroot;
       db = nixDatabase args;
     in
     [ "--max-layers" (toString maxLayers) "--created" created "--mtime" mtime
       "--uid" (toString uid) "--gid" (toString gid) "--uname" uname "--gname" gname
       "--format" format "--layering" layering "--base-config" fromImageConfig
       "--config" "${configFile name config}" "--exclude" "${configFile name config}" ]
-    ++ (if extraCommands == "" then builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
+    ++ (if !(hasCommands args) then builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
         else [ "--extra-dir" "${custom}/tree" "--perms" "${custom}/perms.json" "--exclude" "${custom}" ])
     ++ (if architecture != null then [ "--architecture" architecture ]
         else if hostSystem != null then [ "--architecture" hostSystem ]
@@ -200,9 +234,15 @@ let
   };
 
   # The roots that are in the closure only for what they reference: left out of the image.
-  excludedRoots = args@{ name, contents ? [ ], config ? { }, extraCommands ? "", ... }:
-    [ (configFile name config) ]
-    ++ (if extraCommands == "" then [ ] else [ (customisation name (toList contents) extraCommands) ]);
+  excludedRoots = args@{ name, config ? { }, ... }:
+    [ (configFile name config) ] ++ (if hasCommands args then [ (customisationOf args) ] else [ ]);
+
+  # Whether the image has commands to run in its customisation tree.
+  hasCommands = args: (args.extraCommands or "") != "" || (args.fakeRootCommands or "") != "";
+
+  customisationOf = args@{ name, contents ? [ ], extraCommands ? "", fakeRootCommands ? ""
+    , enableFakechroot ? false, ... }:
+    customisation name (toList contents) extraCommands fakeRootCommands enableFakechroot;
 
   # closureRoots, and the Nix database when there is one.
   imageRoots = args: closureRoots args
@@ -211,9 +251,8 @@ let
   # What the image holds is the closure of these, less the roots themselves where they are
   # only there for what they reference (the config JSON, the customisation tree: --exclude).
   # With extraCommands the contents come in through the tree, as in nixpkgs.
-  closureRoots = args@{ name, contents ? [ ], config ? { }, extraCommands ? "", ... }:
-    (if extraCommands == "" then toList contents
-     else [ (customisation name (toList contents) extraCommands) ])
+  closureRoots = args@{ name, contents ? [ ], config ? { }, ... }:
+    (if hasCommands args then [ (customisationOf args) ] else toList contents)
     ++ [ (configFile name config) ];
 
   # `contents` is a derivation or a list of them, as in nixpkgs.

@@ -111,6 +111,10 @@ enum Command {
         /// The tree. Example: root
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+        /// Also record every entry's numeric owner and group, as the tree's reader sees them
+        /// (under fakeroot: the owners fakeRootCommands gave). Example: --owners
+        #[arg(long)]
+        owners: bool,
     },
     /// Print a closure as `nix-store --load-db` reads it (closureInfo's registration), for a
     /// Nix database in the image (nix/default.nix's includeNixDB).
@@ -1117,8 +1121,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_stdout(graph.registration()?.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::RecordModes { dir }) => {
-            print_stdout(&record_modes(&dir)?)?;
+        Some(Command::RecordModes { dir, owners }) => {
+            print_stdout(&record_modes(&dir, owners)?)?;
             Ok(ExitCode::SUCCESS)
         }
         None => build(cli.build).map(done),

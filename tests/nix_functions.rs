@@ -179,6 +179,120 @@ fn the_example_builds_loads_and_runs() {
     run(Command::new(&docker).args(["rmi", "example/hello:latest-example"]));
 }
 
+/// fakeRootCommands run as root under fakeroot: the owners they give are the image's (the
+/// manual's alice example); with enableFakechroot the tree is their `/`, and shadow's
+/// groupadd and useradd make a user whose name owns /data (the manual's redis example). Debian's
+/// fakeroot, proot and tools stand in for nixpkgs'. Both images are reproducible, and the
+/// stream gives the built image's bytes.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, fakeroot, proot, useradd, docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn fake_root_commands_give_owners_and_make_users() {
+    let inputs = Inputs::new();
+    let debian = inputs.dir.path().join("debian");
+    fs::create_dir_all(debian.join("bin")).unwrap();
+    for tool in [
+        "dash",
+        "getopt",
+        "cut",
+        "sed",
+        "sleep",
+        "chown",
+        "chgrp",
+        "chmod",
+        "mkdir",
+        "ln",
+        "cat",
+        "rm",
+        "mv",
+        "touch",
+        "id",
+        "ls",
+        "useradd",
+        "groupadd",
+        "proot",
+        "faked-sysv",
+    ] {
+        fs::copy(require(tool), debian.join("bin").join(tool)).unwrap();
+    }
+    symlink("dash", debian.join("bin/sh")).unwrap();
+    fs::copy(require("fakeroot"), debian.join("bin/fakeroot.sh")).unwrap();
+    let tool_args = ["--arg", "debianDir", debian.to_str().unwrap()];
+    let nix = images_nix();
+    let docker = require("docker");
+    let load = |image: &Path| {
+        let loaded = Command::new(&docker)
+            .arg("load")
+            .stdin(fs::File::open(image).unwrap())
+            .output()
+            .unwrap();
+        assert!(loaded.status.success(), "{loaded:?}");
+    };
+
+    let alice = inputs.build(&nix, Some("fakeRoot"), &tool_args);
+    load(&alice);
+    let ran = docker_run(&[
+        "layered-gen-test/fake-root:alice",
+        "sh",
+        "-c",
+        "stat -c '%a %u %g %n' /tmp /data /home/alice /home; stat -c '%u %g %n' /hello; /hello",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "1777 0 0 /tmp\n700 1000 1001 /data\n755 1000 0 /home/alice\n755 0 0 /home\n\
+         1000 1000 /hello\nhi \n"
+    );
+    run(Command::new(&docker).args(["rmi", "layered-gen-test/fake-root:alice"]));
+
+    let redis = inputs.build(&nix, Some("fakeChroot"), &tool_args);
+    load(&redis);
+    let ran = docker_run(&[
+        "layered-gen-test/fake-chroot:redis",
+        "sh",
+        "-c",
+        "stat -c '%U %G %u' /data; grep '^redis:' /etc/passwd /etc/group; ls /",
+    ]);
+    let out = String::from_utf8_lossy(&ran.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "redis redis 999", "{out}");
+    assert!(
+        lines[1].starts_with("/etc/passwd:redis:x:999:999:"),
+        "{out}"
+    );
+    assert_eq!(lines[2], "/etc/group:redis:x:999:", "{out}");
+    // Nothing of the chroot's bindings is left in the tree.
+    assert_eq!(
+        lines[3..],
+        ["bin", "data", "dev", "etc", "nix", "proc", "sys"],
+        "{out}"
+    );
+    run(Command::new(&docker).args(["rmi", "layered-gen-test/fake-chroot:redis"]));
+
+    let script = inputs.build(&nix, Some("fakeChrootStream"), &tool_args);
+    let streamed = Command::new(&script)
+        .arg("--quiet")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(streamed.status.success(), "{streamed:?}");
+    assert!(
+        streamed.stdout == fs::read(&redis).unwrap(),
+        "the streamed image differs from the built one"
+    );
+    for attr in ["fakeRoot", "fakeChroot"] {
+        let mut check = tool_args.to_vec();
+        check.push("--check");
+        let output = inputs.nix_build(&nix, Some(attr), &check);
+        assert!(
+            output.status.success(),
+            "nix-build --check {attr}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// includeNixDB: the image holds a Nix database registering exactly its store paths, with
 /// their references and registration time 1, that Nix accepts (`--verify --check-contents`
 /// rehashes every path against it); the image is reproducible.
@@ -866,12 +980,12 @@ fn every_argument_is_honoured_or_refused() {
     refused(
         "custom",
         "{ fakeRootCommands = \"chown 1:1 data\"; }",
-        "give owners and modes with perms",
+        "fakeRootCommands needs fakeroot",
     );
     refused(
         "customStream",
         "{ enableFakechroot = true; }",
-        "enableFakechroot is not supported yet",
+        "enableFakechroot needs proot",
     );
     refused(
         "custom",

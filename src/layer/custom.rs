@@ -231,13 +231,21 @@ fn write_tree(dir: &BTreeMap<Vec<u8>, Node>, at: &Path) -> Result<()> {
 /// `--perms` rules that give every directory and regular file under `dir` the mode it has
 /// there, as JSON: the store keeps only 0444 and 0555, so a tree that passes through it (an
 /// extraCommands result) takes its modes along this way. Symlinks have no mode of their own.
-pub fn record_modes(dir: &Path) -> Result<String> {
+/// With `owners`, every entry (symlinks too) also keeps its numeric owner and group: what
+/// fakeRootCommands made under fakeroot, which answers with the owners it faked.
+pub fn record_modes(dir: &Path, owners: bool) -> Result<String> {
     let mut rules = Vec::new();
-    record_modes_under(dir, "", &mut rules)?;
+    record_modes_under(dir, "", owners, &mut rules)?;
     serde_json::to_string_pretty(&rules).map_err(|e| Error::value(e.to_string()))
 }
 
-fn record_modes_under(dir: &Path, prefix: &str, rules: &mut Vec<serde_json::Value>) -> Result<()> {
+fn record_modes_under(
+    dir: &Path,
+    prefix: &str,
+    owners: bool,
+    rules: &mut Vec<serde_json::Value>,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     for name in sorted_children(dir)? {
         let child = dir.join(&name);
         let Some(name) = name.to_str() else {
@@ -248,18 +256,29 @@ fn record_modes_under(dir: &Path, prefix: &str, rules: &mut Vec<serde_json::Valu
         };
         let meta = fs::symlink_metadata(&child).map_err(|e| Error::io("reading", &child, e))?;
         let path = format!("{prefix}/{name}");
-        let mode = format!("{:04o}", meta.permissions().mode() & 0o7777);
-        if meta.is_dir() {
-            rules.push(serde_json::json!({ "path": path, "mode": mode }));
-            record_modes_under(&child, &path, rules)?;
-        } else if meta.is_file() {
-            rules.push(serde_json::json!({ "path": path, "mode": mode }));
-        } else if !meta.file_type().is_symlink() {
+        let kind = meta.file_type();
+        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
             return Err(special_file(
                 &child,
                 &meta,
                 "a tree whose modes are recorded",
             ));
+        }
+        let mut rule = serde_json::Map::new();
+        rule.insert("path".into(), path.clone().into());
+        if !kind.is_symlink() {
+            let mode = format!("{:04o}", meta.permissions().mode() & 0o7777);
+            rule.insert("mode".into(), mode.into());
+        }
+        if owners {
+            rule.insert("uid".into(), meta.uid().into());
+            rule.insert("gid".into(), meta.gid().into());
+        }
+        if rule.len() > 1 {
+            rules.push(rule.into());
+        }
+        if kind.is_dir() {
+            record_modes_under(&child, &path, owners, rules)?;
         }
     }
     Ok(())
@@ -851,7 +870,7 @@ mod tests {
         fs::set_permissions(tree.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
         fs::write(tree.join("key"), "secret").unwrap();
         fs::set_permissions(tree.join("key"), fs::Permissions::from_mode(0o600)).unwrap();
-        let recorded = record_modes(&tree).unwrap();
+        let recorded = record_modes(&tree, false).unwrap();
         let rules = parse_perms("perms.json", recorded.as_bytes()).unwrap();
         assert_eq!(
             rules.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
@@ -878,6 +897,34 @@ mod tests {
 
         let err = link_contents(&[a], &options(dir.path()), &tree).unwrap_err();
         assert!(err.to_string().contains("is not empty"), "{err}");
+    }
+
+    /// With owners, every entry keeps its numeric owner, links too (without a mode).
+    #[test]
+    fn recorded_owners_cover_every_entry() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("data")).unwrap();
+        fs::write(tree.join("data/file"), "x").unwrap();
+        fs::set_permissions(tree.join("data"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(tree.join("data/file"), fs::Permissions::from_mode(0o644)).unwrap();
+        symlink("data/file", tree.join("link")).unwrap();
+        let meta = fs::symlink_metadata(tree.join("link")).unwrap();
+        let rules: serde_json::Value =
+            serde_json::from_str(&record_modes(&tree, true).unwrap()).unwrap();
+        let (uid, gid) = (meta.uid(), meta.gid());
+        assert_eq!(
+            rules,
+            json!([
+                {"path": "/data", "mode": "0755", "uid": uid, "gid": gid},
+                {"path": "/data/file", "mode": "0644", "uid": uid, "gid": gid},
+                {"path": "/link", "uid": uid, "gid": gid},
+            ])
+        );
+        let parsed = parse_perms("perms.json", rules.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed[2].mode, None);
+        assert_eq!(parsed[2].uid, Some(u64::from(uid)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 # Images built by nix/default.nix for tests/nix_functions.rs, from real derivations made with a
 # static busybox (no nixpkgs).
-{ layeredGenDir, busyboxDir, nixDir ? null, sqliteDir ? null, maxLayers ? 10, config ? { }, extra ? { } }:
+{ layeredGenDir, busyboxDir, nixDir ? null, sqliteDir ? null, debianDir ? null, maxLayers ? 10
+, config ? { }, extra ? { } }:
 let
   busybox = builtins.path { path = busyboxDir; name = "busybox-static"; };
   sh = "${busybox}/bin/sh";
@@ -11,6 +12,28 @@ let
     # from the sandbox's /lib and /usr/lib).
     nix = if nixDir == null then null else builtins.path { path = nixDir; name = "nix"; };
     sqlite = if sqliteDir == null then null else builtins.path { path = sqliteDir; name = "sqlite"; };
+  };
+  # Debian's dynamically linked tools (dash, coreutils, fakeroot, proot, shadow's useradd), for
+  # fakeRootCommands: fakeroot's LD_PRELOAD fakes root for dynamic programs only, so the
+  # commands cannot be busybox's. Their libraries come from the sandbox's /lib and /usr/lib,
+  # bound into the chroot too.
+  debian = builtins.path { path = debianDir; name = "debian-tools"; };
+  debianFakeroot = mk "fakeroot-debian" ''
+    mkdir -p $out/bin
+    # In the sandbox's user namespace a chown to an unmapped id fails with EINVAL, which
+    # Debian's fakeroot passes on (nixpkgs' is patched to swallow it): do not try for real.
+    sed -e "1s|.*|#!${debian}/bin/sh\nexport FAKEROOTDONTTRYCHOWN=1|" \
+      -e "s|^FAKEROOT_BINDIR=.*|FAKEROOT_BINDIR=${debian}/bin|" \
+      ${debian}/bin/fakeroot.sh > $out/bin/fakeroot
+    chmod +x $out/bin/fakeroot
+  '';
+  rooted = import ../../nix {
+    layered-gen = builtins.path { path = layeredGenDir; name = "layered-gen"; };
+    runtimeShell = "${debian}/bin/sh";
+    coreutils = debian;
+    fakeroot = debianFakeroot;
+    proot = debian;
+    chrootBinds = [ "/lib" "/lib64" "/usr/lib" ];
   };
   mk = name: script: derivation {
     inherit name;
@@ -157,5 +180,44 @@ rec {
     compressor = "none";
     extraCommands = "mkdir -m 1777 tmp";
   });
+  # fakeRootCommands as root under fakeroot, in the tree (the manual's alice example), and
+  # with enableFakechroot in a chroot, making a user as shadowSetup and useradd do (the
+  # manual's redis example).
+  fakeRoot = rooted.buildLayeredImage {
+    name = "layered-gen-test/fake-root";
+    tag = "alice";
+    contents = [ busybox app ];
+    compressor = "none";
+    extraCommands = "mkdir -m 1777 tmp";
+    fakeRootCommands = ''
+      mkdir -p ./home/alice
+      chown 1000 ./home/alice
+      mkdir data
+      chown 1000:1001 data
+      chmod 0700 data
+      ln -s ${app}/bin/app ./hello
+      chown -h 1000:1000 ./hello
+    '';
+  };
+  fakeChrootArgs = {
+    name = "layered-gen-test/fake-chroot";
+    tag = "redis";
+    contents = [ busybox ];
+    fakeRootCommands = ''
+      mkdir -p /etc/pam.d
+      [ -f /etc/passwd ] || echo "root:x:0:0::/root:/bin/sh" > /etc/passwd
+      [ -f /etc/shadow ] || echo "root:!x:::::::" > /etc/shadow
+      [ -f /etc/group ] || echo "root:x:0:" > /etc/group
+      [ -f /etc/gshadow ] || echo "root:x::" > /etc/gshadow
+      touch /etc/login.defs
+      groupadd -r redis
+      useradd -r -g redis redis
+      mkdir /data
+      chown redis:redis /data
+    '';
+    enableFakechroot = true;
+  };
+  fakeChroot = rooted.buildLayeredImage (fakeChrootArgs // { compressor = "none"; });
+  fakeChrootStream = rooted.streamLayeredImage fakeChrootArgs;
   noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
 }
