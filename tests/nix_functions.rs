@@ -60,6 +60,40 @@ impl Inputs {
         PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
     }
 
+    /// Debian's dash, coreutils, fakeroot, proot and shadow in a directory that the test
+    /// expressions put in the store (`debianDir`), for fakeRootCommands.
+    fn debian_tools(&self) -> PathBuf {
+        let debian = self.dir.path().join("debian");
+        fs::create_dir_all(debian.join("bin")).unwrap();
+        for tool in [
+            "dash",
+            "getopt",
+            "cut",
+            "sed",
+            "sleep",
+            "chown",
+            "chgrp",
+            "chmod",
+            "mkdir",
+            "ln",
+            "cat",
+            "rm",
+            "mv",
+            "touch",
+            "id",
+            "ls",
+            "useradd",
+            "groupadd",
+            "proot",
+            "faked-sysv",
+        ] {
+            fs::copy(require(tool), debian.join("bin").join(tool)).unwrap();
+        }
+        symlink("dash", debian.join("bin/sh")).unwrap();
+        fs::copy(require("fakeroot"), debian.join("bin/fakeroot.sh")).unwrap();
+        debian
+    }
+
     fn eval(&self, file: &Path, expr_attr: &str) -> String {
         let output = run(self
             .nix("nix-instantiate", &["--eval", "--strict", "--json"], file)
@@ -179,6 +213,243 @@ fn the_example_builds_loads_and_runs() {
     run(Command::new(&docker).args(["rmi", "example/hello:latest-example"]));
 }
 
+/// The entry names of each layer of a docker-archive, in manifest order.
+fn layer_listings(archive: &Path) -> Vec<Vec<String>> {
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(archive, "manifest.json").unwrap()).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| listing(&tar_member(archive, layer.as_str().unwrap()).unwrap()))
+        .collect()
+}
+
+/// The entry names of a tar file, links with their targets.
+fn layer_listings_of_tar(file: &Path) -> Vec<String> {
+    listing(&fs::read(file).unwrap())
+}
+
+fn listing(tar_bytes: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar_bytes)
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mut name = e.path().unwrap().to_string_lossy().into_owned();
+            if let Ok(Some(link)) = e.link_name() {
+                name = format!("{name} -> {}", link.display());
+            }
+            name
+        })
+        .collect()
+}
+
+/// The buildLayeredImage and streamLayeredImage examples of the nixpkgs manual, as written
+/// there with only the import changed (tests/nix/manual.nix): each builds, rebuilds the same
+/// with `nix-build --check`, loads into Docker and shows what the manual says it shows.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn the_manual_examples_build_and_show_what_the_manual_says() {
+    let inputs = Inputs::new();
+    let nix = repo_root().join("tests/nix/manual.nix");
+    let debian = inputs.debian_tools();
+    let tool_args = ["--arg", "debianDir", debian.to_str().unwrap()];
+    let docker = require("docker");
+    let stream = |attr: &str| -> Vec<u8> {
+        let script = inputs.build(&nix, Some(attr), &[]);
+        let streamed = Command::new(&script)
+            .arg("--quiet")
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(streamed.status.success(), "{attr}: {streamed:?}");
+        streamed.stdout
+    };
+    let load = |archive: &Path| {
+        let loaded = Command::new(&docker)
+            .arg("load")
+            .stdin(fs::File::open(archive).unwrap())
+            .output()
+            .unwrap();
+        assert!(loaded.status.success(), "{loaded:?}");
+        String::from_utf8_lossy(&loaded.stdout).into_owned()
+    };
+    let hello_path = inputs.build(&nix, Some("hello"), &[]);
+    let hello = hello_path.to_str().unwrap();
+
+    // ex-dockerTools-buildLayeredImage-hello: a .tar.gz that loads as hello:latest and runs
+    // hello.
+    let built = inputs.build(&nix, Some("buildLayeredImageHello"), &[]);
+    assert!(
+        built.to_str().unwrap().ends_with("-hello.tar.gz"),
+        "{built:?}"
+    );
+    assert!(load(&built).contains("Loaded image: hello:latest"));
+    let ran = docker_run(&["hello:latest"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
+
+    // ex-dockerTools-streamLayeredImage-hello: the script streams the same image.
+    let plain = inputs.dir.path().join("hello.tar");
+    decompress(&built, &plain);
+    let streamed = stream("streamLayeredImageHello");
+    assert!(
+        streamed == fs::read(&plain).unwrap(),
+        "the stream differs from buildLayeredImage's image"
+    );
+
+    // ex-dockerTools-streamLayeredImage-exploringlayers: one layer per store path of hello's
+    // closure, then one with the links at /.
+    let explored = inputs.dir.path().join("explored.tar");
+    fs::write(&explored, stream("exploringLayers")).unwrap();
+    let layers = layer_listings(&explored);
+    let closure = run(Command::new(require("nix-store")).args(["-qR", hello]));
+    let closure: Vec<&str> = std::str::from_utf8(&closure.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    assert_eq!(layers.len(), closure.len() + 1, "{layers:?}");
+    for path in &closure {
+        let inside = format!("{}/", path.trim_start_matches('/'));
+        assert_eq!(
+            layers
+                .iter()
+                .filter(|l| l.iter().any(|n| n == &inside))
+                .count(),
+            1,
+            "{path} is not in a layer of its own: {layers:?}"
+        );
+    }
+    let links = layers.last().unwrap();
+    for (link, target) in [
+        ("bin/hello", "bin/hello"),
+        ("share/info/hello.info", "share/info/hello.info"),
+        ("share/man/man1/hello.1.gz", "share/man/man1/hello.1.gz"),
+    ] {
+        let expected = format!("{link} -> {hello}/{target}");
+        assert!(links.contains(&expected), "{expected} missing: {links:?}");
+    }
+    assert!(links.iter().all(|n| !n.starts_with("nix/")), "{links:?}");
+    // includeStorePaths = false: the links alone.
+    let no_store = inputs.dir.path().join("no-store.tar");
+    fs::write(&no_store, stream("exploringLayersNoStore")).unwrap();
+    assert_eq!(layer_listings(&no_store), std::slice::from_ref(links));
+
+    // ex-dockerTools-streamLayeredImage-configclosure: hello's closure comes in through
+    // config alone, and the image runs it.
+    let config_closure = inputs.dir.path().join("config-closure.tar");
+    fs::write(&config_closure, stream("configClosure")).unwrap();
+    let layers = layer_listings(&config_closure);
+    let inside = format!("{}/", hello.trim_start_matches('/'));
+    assert!(layers.iter().any(|l| l.contains(&inside)), "{layers:?}");
+    assert!(load(&config_closure).contains("Loaded image: hello:latest"));
+    let ran = docker_run(&["hello:latest"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
+    run(Command::new(&docker).args(["rmi", "hello:latest"]));
+
+    // ex-dockerTools-helpers-buildLayeredImage: hello by default, and a shell through binSh.
+    let helpers = inputs.build(&nix, Some("envHelpers"), &[]);
+    assert!(load(&helpers).contains("Loaded image: env-helpers:latest"));
+    let ran = docker_run(&["env-helpers:latest"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
+    let ran = docker_run(&["env-helpers:latest", "/bin/sh", "-c", "echo in a shell"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "in a shell\n");
+    run(Command::new(&docker).args(["rmi", "env-helpers:latest"]));
+
+    // ex-dockerTools-shadowSetup-buildLayeredImage: the user hello owns /data, the working
+    // directory (the image has no shell: its files are read from an exported container).
+    let shadow = inputs.build(&nix, Some("shadowBasic"), &tool_args);
+    assert!(load(&shadow).contains("Loaded image: shadow-basic:latest"));
+    let ran = docker_run(&["shadow-basic:latest"]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
+    let created = run(Command::new(&docker).args(["create", "shadow-basic:latest"]));
+    let id = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let exported = inputs.dir.path().join("shadow-fs.tar");
+    run(Command::new(&docker)
+        .args(["export", "-o"])
+        .arg(&exported)
+        .arg(&id));
+    run(Command::new(&docker).args(["rm", &id]));
+    let passwd = String::from_utf8(tar_member(&exported, "etc/passwd").unwrap()).unwrap();
+    let hello_user = passwd
+        .lines()
+        .find(|l| l.starts_with("hello:"))
+        .unwrap_or_else(|| panic!("no user hello: {passwd}"));
+    let uid: u64 = hello_user.split(':').nth(2).unwrap().parse().unwrap();
+    let mut data_owner = None;
+    for entry in tar::Archive::new(fs::File::open(&exported).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let entry = entry.unwrap();
+        if entry
+            .path()
+            .unwrap()
+            .to_str()
+            .map(|p| p.trim_end_matches('/'))
+            == Some("data")
+        {
+            data_owner = Some(entry.header().uid().unwrap());
+        }
+    }
+    assert_eq!(data_owner, Some(uid), "{passwd}");
+    let inspected = run(Command::new(&docker).args([
+        "inspect",
+        "--format",
+        "{{.Config.WorkingDir}}",
+        "shadow-basic:latest",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&inspected.stdout).trim(), "/data");
+    run(Command::new(&docker).args(["rmi", "shadow-basic:latest"]));
+
+    // ex-dockerTools-exportImage-hello: the image's filesystem, flattened, lists what the
+    // manual's listing shows.
+    let to_export = inputs.build(&nix, Some("exportImageHello"), &[]);
+    let flat = inputs.dir.path().join("hello-fs.tar");
+    run(Command::new(bin())
+        .arg("export")
+        .arg(&to_export)
+        .arg("-o")
+        .arg(&flat));
+    let listing = layer_listings_of_tar(&flat);
+    for expected in [
+        "bin/".to_string(),
+        format!("bin/hello -> {hello}/bin/hello"),
+        "nix/store/".to_string(),
+        format!("{}/", hello.trim_start_matches('/')),
+        "share/".to_string(),
+    ] {
+        assert!(listing.contains(&expected), "{expected}: {listing:?}");
+    }
+
+    // Every example rebuilds bit for bit.
+    for (attr, extra) in [
+        ("buildLayeredImageHello", &[][..]),
+        ("streamLayeredImageHello", &[]),
+        ("exploringLayers", &[]),
+        ("exploringLayersNoStore", &[]),
+        ("configClosure", &[]),
+        ("envHelpers", &[]),
+        ("shadowBasic", &tool_args[..]),
+        ("exportImageHello", &[]),
+    ] {
+        let mut args = extra.to_vec();
+        args.push("--check");
+        let output = inputs.nix_build(&nix, Some(attr), &args);
+        assert!(
+            output.status.success(),
+            "nix-build --check {attr}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// fakeRootCommands run as root under fakeroot: the owners they give are the image's (the
 /// manual's alice example); with enableFakechroot the tree is their `/`, and shadow's
 /// groupadd and useradd make a user whose name owns /data (the manual's redis example). Debian's
@@ -191,34 +462,7 @@ fn the_example_builds_loads_and_runs() {
 )]
 fn fake_root_commands_give_owners_and_make_users() {
     let inputs = Inputs::new();
-    let debian = inputs.dir.path().join("debian");
-    fs::create_dir_all(debian.join("bin")).unwrap();
-    for tool in [
-        "dash",
-        "getopt",
-        "cut",
-        "sed",
-        "sleep",
-        "chown",
-        "chgrp",
-        "chmod",
-        "mkdir",
-        "ln",
-        "cat",
-        "rm",
-        "mv",
-        "touch",
-        "id",
-        "ls",
-        "useradd",
-        "groupadd",
-        "proot",
-        "faked-sysv",
-    ] {
-        fs::copy(require(tool), debian.join("bin").join(tool)).unwrap();
-    }
-    symlink("dash", debian.join("bin/sh")).unwrap();
-    fs::copy(require("fakeroot"), debian.join("bin/fakeroot.sh")).unwrap();
+    let debian = inputs.debian_tools();
     let tool_args = ["--arg", "debianDir", debian.to_str().unwrap()];
     let nix = images_nix();
     let docker = require("docker");
