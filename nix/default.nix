@@ -322,6 +322,9 @@ let
       copyToRegistry = copyScript "registry" args imageTag;
       copyToDockerDaemon = copyScript "docker-daemon" args imageTag;
       copyToPodman = copyScript "podman" args imageTag;
+      # The derivation that runs extraCommands and fakeRootCommands (null without them): its
+      # tree and perms.json are the customisation layer.
+      customisationLayer = if hasCommands args then customisationOf args else null;
     };
 in
 rec {

@@ -1375,10 +1375,12 @@ fn the_functions_evaluate_purely_in_a_flake() {
                runtimeShell = \"/nix/store/00000000000000000000000000000000-sh/bin/sh\"; {stdenv} }};\n\
                i = l.buildLayeredImage {{ name = \"pure/test\"; tag = \"t\"; }};\n\
                s = l.streamLayeredImage {{ name = \"pure/test\"; }};\n\
+               c = l.buildLayeredImage {{ name = \"pure/test\"; extraCommands = \"mkdir tmp\"; }};\n\
              in {{ x = {{ inherit (i) system; \
                arch = builtins.filter (a: a == \"aarch64-linux\" || a == \"--architecture\") i.args; \
                drvs = map (d: builtins.stringLength d.drvPath > 0) \
-                 [ i s i.copyToRegistry s.copyToDockerDaemon s.copyToPodman ]; }}; }}; }}\n"
+                 [ i s i.copyToRegistry s.copyToDockerDaemon s.copyToPodman c ]; \
+               path = c.customisationLayer.PATH; }}; }}; }}\n"
         )
     };
     let evaluate = |stdenv: &str| {
@@ -1391,7 +1393,9 @@ fn the_functions_evaluate_purely_in_a_flake() {
             .unwrap()
     };
     let output = evaluate(
-        "stdenv = { buildPlatform.system = \"x86_64-linux\"; hostPlatform.system = \"aarch64-linux\"; };",
+        "stdenv = { buildPlatform.system = \"x86_64-linux\"; hostPlatform.system = \"aarch64-linux\"; \
+         initialPath = [ \"/nix/store/00000000000000000000000000000000-coreutils\" \
+         \"/nix/store/00000000000000000000000000000000-findutils\" ]; };",
     );
     assert!(
         output.status.success(),
@@ -1404,7 +1408,10 @@ fn the_functions_evaluate_purely_in_a_flake() {
         json!({
             "system": "x86_64-linux",
             "arch": ["--architecture", "aarch64-linux"],
-            "drvs": [true, true, true, true, true]
+            "drvs": [true, true, true, true, true, true],
+            // extraCommands run with stdenv's initialPath on PATH, as dockerTools' runCommand.
+            "path": "/nix/store/00000000000000000000000000000000-coreutils/bin:\
+                     /nix/store/00000000000000000000000000000000-findutils/bin"
         })
     );
     // Without a stdenv or a system, purity has nothing to go on, and says so.
