@@ -120,29 +120,7 @@ enum Command {
     /// Nix database in the image (nix/default.nix's includeNixDB).
     ///
     /// Example: layered-gen registration --closure .attrs.json --closure-key closure
-    Registration(RegistrationCommand),
-}
-
-#[derive(Args, Debug)]
-struct RegistrationCommand {
-    /// A closure graph with NAR hashes and sizes: exportReferencesGraph's JSON, closureInfo's
-    /// registration, or `nix path-info --json --recursive`. Repeat to merge graphs.
-    /// Example: --closure .attrs.json
-    #[arg(long = "closure", value_name = "FILE", required = true)]
-    closures: Vec<PathBuf>,
-
-    /// The key of an .attrs.json that holds the graph (default: its only graph).
-    /// Example: --closure-key closure
-    #[arg(long, value_name = "NAME")]
-    closure_key: Option<String>,
-
-    /// The most bytes one closure file may hold (default 512 MiB). Example: --max-closure-size 2000000000
-    #[arg(long, value_name = "BYTES", default_value_t = layered_gen::json_file::DEFAULT_MAX_CLOSURE)]
-    max_closure_size: u64,
-
-    /// A path of the closure left out, as --exclude of a build. Example: --exclude /nix/store/...-config.json
-    #[arg(long = "exclude", value_name = "PATH")]
-    exclude: Vec<String>,
+    Registration(ClosureArgs),
 }
 
 /// Where a command writes its output, and how.
@@ -286,8 +264,9 @@ struct ExportCommand {
     output: StreamOutputArgs,
 }
 
+/// The closure graph and how it is read: for planning and for `registration`.
 #[derive(Args, Debug)]
-struct PlanArgs {
+struct ClosureArgs {
     /// A closure graph: exportReferencesGraph's output (text, or JSON with __structuredAttrs,
     /// also a whole .attrs.json), closureInfo's registration, or `nix path-info --json
     /// --recursive`. Repeat to merge graphs. Example: --closure .attrs.json
@@ -304,6 +283,28 @@ struct PlanArgs {
     #[arg(long, value_name = "BYTES", default_value_t = layered_gen::json_file::DEFAULT_MAX_CLOSURE)]
     max_closure_size: u64,
 
+    /// A path of the closure left out of the image, though what it references stays in (as
+    /// nixpkgs' excludePaths): a file that is a root only for its references, like the config
+    /// JSON. No path that stays may reference it. Example: --exclude /nix/store/...-config.json
+    #[arg(long = "exclude", value_name = "PATH")]
+    exclude: Vec<String>,
+}
+
+impl ClosureArgs {
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            closure_key: self.closure_key.clone(),
+            max_size: self.max_closure_size,
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    closure: ClosureArgs,
+
     /// The most layers the image may have. Example: --max-layers 100
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_layers: usize,
@@ -319,25 +320,19 @@ struct PlanArgs {
     /// exactly as they were (with --layering reuse). Example: --previous-plan v1-plan.json
     #[arg(long, value_name = "FILE")]
     previous_plan: Option<PathBuf>,
-
-    /// A path of the closure left out of the image, though what it references stays in (as
-    /// nixpkgs' excludePaths): a file that is a root only for its references, like the config
-    /// JSON. No path that stays may reference it. Example: --exclude /nix/store/...-config.json
-    #[arg(long = "exclude", value_name = "PATH")]
-    exclude: Vec<String>,
 }
 
 impl PlanArgs {
     fn options(self, include_store_paths: bool) -> PlanOptions {
         PlanOptions {
-            closures: self.closures,
-            closure_key: self.closure_key,
-            max_closure_size: self.max_closure_size,
+            closures: self.closure.closures,
+            closure_key: self.closure.closure_key,
+            max_closure_size: self.closure.max_closure_size,
             max_layers: self.max_layers,
             include_store_paths,
             layering: self.layering,
             previous_plan: self.previous_plan,
-            exclude: self.exclude,
+            exclude: self.closure.exclude,
         }
     }
 }
@@ -1110,14 +1105,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Registration(args)) => {
-            let graph = ClosureGraph::load(
-                &args.closures,
-                &LoadOptions {
-                    closure_key: args.closure_key,
-                    max_size: args.max_closure_size,
-                    exclude: args.exclude,
-                },
-            )?;
+            let graph = ClosureGraph::load(&args.closures, &args.load_options())?;
             write_stdout(graph.registration()?.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }

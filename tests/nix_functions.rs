@@ -60,6 +60,30 @@ impl Inputs {
         PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
     }
 
+    /// Rebuilds `attr` with `nix-build --check`: the same bytes again, or the test fails.
+    fn check(&self, file: &Path, attr: &str, extra: &[&str]) {
+        let mut args = extra.to_vec();
+        args.push("--check");
+        let output = self.nix_build(file, Some(attr), &args);
+        assert!(
+            output.status.success(),
+            "nix-build --check {attr}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Builds a streamLayeredImage script and returns what it streams.
+    fn stream(&self, file: &Path, attr: &str, extra: &[&str]) -> Vec<u8> {
+        let script = self.build(file, Some(attr), extra);
+        let streamed = Command::new(&script)
+            .arg("--quiet")
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(streamed.status.success(), "{attr}: {streamed:?}");
+        streamed.stdout
+    }
+
     /// Debian's dash, coreutils, fakeroot, proot and shadow in a directory that the test
     /// expressions put in the store (`debianDir`), for fakeRootCommands.
     fn debian_tools(&self) -> PathBuf {
@@ -127,6 +151,17 @@ fn decompress(from: &Path, to: &Path) {
             fs::write(to, bytes).unwrap();
         }
     }
+}
+
+/// `docker load` of an image file; what Docker said.
+fn docker_load(image: &Path) -> String {
+    let loaded = Command::new(require("docker"))
+        .arg("load")
+        .stdin(fs::File::open(image).unwrap())
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{loaded:?}");
+    String::from_utf8_lossy(&loaded.stdout).into_owned()
 }
 
 #[test]
@@ -259,25 +294,7 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
     let debian = inputs.debian_tools();
     let tool_args = ["--arg", "debianDir", debian.to_str().unwrap()];
     let docker = require("docker");
-    let stream = |attr: &str| -> Vec<u8> {
-        let script = inputs.build(&nix, Some(attr), &[]);
-        let streamed = Command::new(&script)
-            .arg("--quiet")
-            .stdout(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(streamed.status.success(), "{attr}: {streamed:?}");
-        streamed.stdout
-    };
-    let load = |archive: &Path| {
-        let loaded = Command::new(&docker)
-            .arg("load")
-            .stdin(fs::File::open(archive).unwrap())
-            .output()
-            .unwrap();
-        assert!(loaded.status.success(), "{loaded:?}");
-        String::from_utf8_lossy(&loaded.stdout).into_owned()
-    };
+    let stream = |attr: &str| inputs.stream(&nix, attr, &[]);
     let hello_path = inputs.build(&nix, Some("hello"), &[]);
     let hello = hello_path.to_str().unwrap();
 
@@ -288,7 +305,7 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
         built.to_str().unwrap().ends_with("-hello.tar.gz"),
         "{built:?}"
     );
-    assert!(load(&built).contains("Loaded image: hello:latest"));
+    assert!(docker_load(&built).contains("Loaded image: hello:latest"));
     let ran = docker_run(&["hello:latest"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
 
@@ -345,14 +362,14 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
     let layers = layer_listings(&config_closure);
     let inside = format!("{}/", hello.trim_start_matches('/'));
     assert!(layers.iter().any(|l| l.contains(&inside)), "{layers:?}");
-    assert!(load(&config_closure).contains("Loaded image: hello:latest"));
+    assert!(docker_load(&config_closure).contains("Loaded image: hello:latest"));
     let ran = docker_run(&["hello:latest"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
     run(Command::new(&docker).args(["rmi", "hello:latest"]));
 
     // ex-dockerTools-helpers-buildLayeredImage: hello by default, and a shell through binSh.
     let helpers = inputs.build(&nix, Some("envHelpers"), &[]);
-    assert!(load(&helpers).contains("Loaded image: env-helpers:latest"));
+    assert!(docker_load(&helpers).contains("Loaded image: env-helpers:latest"));
     let ran = docker_run(&["env-helpers:latest"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
     let ran = docker_run(&["env-helpers:latest", "/bin/sh", "-c", "echo in a shell"]);
@@ -362,7 +379,7 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
     // ex-dockerTools-shadowSetup-buildLayeredImage: the user hello owns /data, the working
     // directory (the image has no shell: its files are read from an exported container).
     let shadow = inputs.build(&nix, Some("shadowBasic"), &tool_args);
-    assert!(load(&shadow).contains("Loaded image: shadow-basic:latest"));
+    assert!(docker_load(&shadow).contains("Loaded image: shadow-basic:latest"));
     let ran = docker_run(&["shadow-basic:latest"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
     let created = run(Command::new(&docker).args(["create", "shadow-basic:latest"]));
@@ -439,14 +456,7 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
         ("shadowBasic", &tool_args[..]),
         ("exportImageHello", &[]),
     ] {
-        let mut args = extra.to_vec();
-        args.push("--check");
-        let output = inputs.nix_build(&nix, Some(attr), &args);
-        assert!(
-            output.status.success(),
-            "nix-build --check {attr}:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        inputs.check(&nix, attr, extra);
     }
 }
 
@@ -466,17 +476,9 @@ fn fake_root_commands_give_owners_and_make_users() {
     let tool_args = ["--arg", "debianDir", debian.to_str().unwrap()];
     let nix = images_nix();
     let docker = require("docker");
-    let load = |image: &Path| {
-        let loaded = Command::new(&docker)
-            .arg("load")
-            .stdin(fs::File::open(image).unwrap())
-            .output()
-            .unwrap();
-        assert!(loaded.status.success(), "{loaded:?}");
-    };
 
     let alice = inputs.build(&nix, Some("fakeRoot"), &tool_args);
-    load(&alice);
+    docker_load(&alice);
     let ran = docker_run(&[
         "layered-gen-test/fake-root:alice",
         "sh",
@@ -491,7 +493,7 @@ fn fake_root_commands_give_owners_and_make_users() {
     run(Command::new(&docker).args(["rmi", "layered-gen-test/fake-root:alice"]));
 
     let redis = inputs.build(&nix, Some("fakeChroot"), &tool_args);
-    load(&redis);
+    docker_load(&redis);
     let ran = docker_run(&[
         "layered-gen-test/fake-chroot:redis",
         "sh",
@@ -514,26 +516,12 @@ fn fake_root_commands_give_owners_and_make_users() {
     );
     run(Command::new(&docker).args(["rmi", "layered-gen-test/fake-chroot:redis"]));
 
-    let script = inputs.build(&nix, Some("fakeChrootStream"), &tool_args);
-    let streamed = Command::new(&script)
-        .arg("--quiet")
-        .stdout(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(streamed.status.success(), "{streamed:?}");
     assert!(
-        streamed.stdout == fs::read(&redis).unwrap(),
+        inputs.stream(&nix, "fakeChrootStream", &tool_args) == fs::read(&redis).unwrap(),
         "the streamed image differs from the built one"
     );
     for attr in ["fakeRoot", "fakeChroot"] {
-        let mut check = tool_args.to_vec();
-        check.push("--check");
-        let output = inputs.nix_build(&nix, Some(attr), &check);
-        assert!(
-            output.status.success(),
-            "nix-build --check {attr}:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        inputs.check(&nix, attr, &tool_args);
     }
 }
 
@@ -567,12 +555,7 @@ fn include_nix_db_registers_exactly_the_image_store_paths() {
     let image = inputs.build(&nix, Some("withDb"), &tool_args);
 
     let docker = require("docker");
-    let loaded = Command::new(&docker)
-        .arg("load")
-        .stdin(fs::File::open(&image).unwrap())
-        .output()
-        .unwrap();
-    assert!(loaded.status.success(), "{loaded:?}");
+    docker_load(&image);
     let created = run(Command::new(&docker).args(["create", "layered-gen-test/with-db:db"]));
     let id = String::from_utf8(created.stdout)
         .unwrap()
@@ -642,14 +625,7 @@ fn include_nix_db_registers_exactly_the_image_store_paths() {
             .is_ok()
     );
 
-    let mut check = tool_args.to_vec();
-    check.push("--check");
-    let output = inputs.nix_build(&nix, Some("withDb"), &check);
-    assert!(
-        output.status.success(),
-        "nix-build --check:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    inputs.check(&nix, "withDb", &tool_args);
 }
 
 /// extraCommands run as nixpkgs runs them: in the tree the contents make, with the modes they
@@ -665,12 +641,7 @@ fn extra_commands_keep_modes_and_bring_what_they_link_to() {
     let nix = images_nix();
     let image = inputs.build(&nix, Some("commands"), &[]);
     let docker = require("docker");
-    let loaded = Command::new(&docker)
-        .arg("load")
-        .stdin(fs::File::open(&image).unwrap())
-        .output()
-        .unwrap();
-    assert!(loaded.status.success(), "{loaded:?}");
+    docker_load(&image);
     let ran = docker_run(&[
         "layered-gen-test/commands:cmds",
         "sh",
@@ -706,23 +677,11 @@ fn extra_commands_keep_modes_and_bring_what_they_link_to() {
     run(Command::new(&docker).args(["rmi", "layered-gen-test/commands:cmds"]));
 
     // The stream gives the same bytes, and Nix rebuilds the image identically.
-    let script = inputs.build(&nix, Some("commandsStream"), &[]);
-    let streamed = Command::new(&script)
-        .arg("--quiet")
-        .stdout(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(streamed.status.success(), "{streamed:?}");
     assert!(
-        streamed.stdout == fs::read(&image).unwrap(),
+        inputs.stream(&nix, "commandsStream", &[]) == fs::read(&image).unwrap(),
         "the streamed image differs from the built one"
     );
-    let output = inputs.nix_build(&nix, Some("commands"), &["--check"]);
-    assert!(
-        output.status.success(),
-        "nix-build --check:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    inputs.check(&nix, "commands", &[]);
 }
 
 #[test]

@@ -13,28 +13,10 @@ let
     nix = if nixDir == null then null else builtins.path { path = nixDir; name = "nix"; };
     sqlite = if sqliteDir == null then null else builtins.path { path = sqliteDir; name = "sqlite"; };
   };
-  # Debian's dynamically linked tools (dash, coreutils, fakeroot, proot, shadow's useradd), for
-  # fakeRootCommands: fakeroot's LD_PRELOAD fakes root for dynamic programs only, so the
-  # commands cannot be busybox's. Their libraries come from the sandbox's /lib and /usr/lib,
-  # bound into the chroot too.
-  debian = builtins.path { path = debianDir; name = "debian-tools"; };
-  debianFakeroot = mk "fakeroot-debian" ''
-    mkdir -p $out/bin
-    # In the sandbox's user namespace a chown to an unmapped id fails with EINVAL, which
-    # Debian's fakeroot passes on (nixpkgs' is patched to swallow it): do not try for real.
-    sed -e "1s|.*|#!${debian}/bin/sh\nexport FAKEROOTDONTTRYCHOWN=1|" \
-      -e "s|^FAKEROOT_BINDIR=.*|FAKEROOT_BINDIR=${debian}/bin|" \
-      ${debian}/bin/fakeroot.sh > $out/bin/fakeroot
-    chmod +x $out/bin/fakeroot
-  '';
-  rooted = import ../../nix {
+  debianTools = import ./debian.nix { inherit debianDir sh; };
+  rooted = import ../../nix ({
     layered-gen = builtins.path { path = layeredGenDir; name = "layered-gen"; };
-    runtimeShell = "${debian}/bin/sh";
-    coreutils = debian;
-    fakeroot = debianFakeroot;
-    proot = debian;
-    chrootBinds = [ "/lib" "/lib64" "/usr/lib" ];
-  };
+  } // debianTools.nixArgs);
   mk = name: script: derivation {
     inherit name;
     system = builtins.currentSystem;

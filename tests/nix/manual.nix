@@ -31,14 +31,8 @@ let
       [ -f /etc/login.defs ] || touch /etc/login.defs
     '';
   };
-  debian = builtins.path { path = debianDir; name = "debian-tools"; };
-  debianFakeroot = mk "fakeroot-debian" ''
-    mkdir -p $out/bin
-    sed -e "1s|.*|#!${debian}/bin/sh\nexport FAKEROOTDONTTRYCHOWN=1|" \
-      -e "s|^FAKEROOT_BINDIR=.*|FAKEROOT_BINDIR=${debian}/bin|" \
-      ${debian}/bin/fakeroot.sh > $out/bin/fakeroot
-    chmod +x $out/bin/fakeroot
-  '';
+  debianTools = import ./debian.nix { inherit debianDir sh; };
+  inherit (debianTools) debian;
   # The import a dockerTools user changes: buildLayeredImage and streamLayeredImage are ours,
   # the helpers stay nixpkgs'.
   dockerTools = nixpkgsDockerTools // import ../../nix {
@@ -46,14 +40,9 @@ let
     runtimeShell = sh;
   };
   # The same with fakeroot and proot, for fakeRootCommands (Debian's, run by its dash).
-  dockerToolsRooted = nixpkgsDockerTools // import ../../nix {
+  dockerToolsRooted = nixpkgsDockerTools // import ../../nix ({
     inherit layered-gen;
-    runtimeShell = "${debian}/bin/sh";
-    coreutils = debian;
-    fakeroot = debianFakeroot;
-    proot = debian;
-    chrootBinds = [ "/lib" "/lib64" "/usr/lib" ];
-  };
+  } // debianTools.nixArgs);
   mk = name: script: derivation {
     inherit name;
     system = builtins.currentSystem;
