@@ -223,67 +223,43 @@ fn total(nodes: &[Node]) -> u64 {
     nodes.iter().map(|n| n.size).sum()
 }
 
-/// Mean shares re-pulled and changed over `updates` updates, all from `nodes`.
-fn from_one_version(
+/// Mean shares re-pulled and changed over `updates` updates: each from `nodes`, or, in a
+/// series, each from the last (as releases follow one another).
+fn measure_updates(
     nodes: &[Node],
     roots: &[usize],
     layers: usize,
     strategy: &Strategy,
     updates: usize,
     jitter: f64,
-) -> (f64, f64) {
-    let all = vec![true; nodes.len()];
-    let graph = graph_of(nodes, &all);
-    let plan = make_plan(&graph, layers, strategy.layering, None);
-    let previous = previous_of(&graph, &plan);
-    let base_sets = layer_sets(&graph, &plan);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut sizes = Rng(0x5DEE_CE66_D1CE_4E5B);
-    let (mut pulled_sum, mut changed_sum) = (0.0, 0.0);
-    for u in 0..updates {
-        let p = pick(&mut rng, nodes, roots);
-        let (next, changed) = update(nodes, p, u + 1, jitter, &mut sizes);
-        let next_graph = graph_of(&next, &all);
-        let given = strategy.with_previous.then_some(&previous);
-        let next_sets = layer_sets(
-            &next_graph,
-            &make_plan(&next_graph, layers, strategy.layering, given),
-        );
-        let next_total = total(&next) as f64;
-        pulled_sum += pulled(&base_sets, &next_sets) as f64 / next_total;
-        changed_sum += changed as f64 / next_total;
-    }
-    (pulled_sum / updates as f64, changed_sum / updates as f64)
-}
-
-/// Mean shares re-pulled and changed over a series of `updates` updates, each from the last.
-fn series(
-    nodes: &[Node],
-    roots: &[usize],
-    layers: usize,
-    strategy: &Strategy,
-    updates: usize,
-    jitter: f64,
+    in_series: bool,
 ) -> (f64, f64) {
     let all = vec![true; nodes.len()];
     let mut current = nodes.to_vec();
     let mut graph = graph_of(&current, &all);
     let mut plan = make_plan(&graph, layers, strategy.layering, None);
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let mut sizes = Rng(0x1234_5678_9ABC_DEF1);
+    // Other updates for the series than from one version, each drawn the same for every
+    // strategy.
+    let (mut rng, mut sizes, first_generation) = if in_series {
+        (Rng(0x2545_F491_4F6C_DD1D), Rng(0x1234_5678_9ABC_DEF1), 1000)
+    } else {
+        (Rng(0x9E37_79B9_7F4A_7C15), Rng(0x5DEE_CE66_D1CE_4E5B), 1)
+    };
     let (mut pulled_sum, mut changed_sum) = (0.0, 0.0);
     for u in 0..updates {
         let p = pick(&mut rng, &current, roots);
         let old_sets = layer_sets(&graph, &plan);
         let previous = previous_of(&graph, &plan);
-        let (next, changed) = update(&current, p, 1000 + u, jitter, &mut sizes);
-        current = next;
-        graph = graph_of(&current, &all);
+        let (next, changed) = update(&current, p, first_generation + u, jitter, &mut sizes);
+        let next_graph = graph_of(&next, &all);
         let given = strategy.with_previous.then_some(&previous);
-        plan = make_plan(&graph, layers, strategy.layering, given);
-        let next_total = total(&current) as f64;
-        pulled_sum += pulled(&old_sets, &layer_sets(&graph, &plan)) as f64 / next_total;
+        let next_plan = make_plan(&next_graph, layers, strategy.layering, given);
+        let next_total = total(&next) as f64;
+        pulled_sum += pulled(&old_sets, &layer_sets(&next_graph, &next_plan)) as f64 / next_total;
         changed_sum += changed as f64 / next_total;
+        if in_series {
+            (current, graph, plan) = (next, next_graph, next_plan);
+        }
     }
     (pulled_sum / updates as f64, changed_sum / updates as f64)
 }
@@ -396,9 +372,9 @@ fn main() {
     for &layers in &budgets {
         for strategy in &STRATEGIES {
             let (re_pulled, changed) =
-                from_one_version(&nodes, &roots, layers, strategy, updates, jitter);
+                measure_updates(&nodes, &roots, layers, strategy, updates, jitter, false);
             let (in_series, series_changed) =
-                series(&nodes, &roots, layers, strategy, updates, jitter);
+                measure_updates(&nodes, &roots, layers, strategy, updates, jitter, true);
             let shared = if strategy.with_previous {
                 "       -        -       -".to_string()
             } else {
