@@ -236,7 +236,10 @@ fn write_tree(dir: &BTreeMap<Vec<u8>, Node>, at: &Path) -> Result<()> {
 pub fn record_modes(dir: &Path, owners: bool) -> Result<String> {
     let mut rules = Vec::new();
     record_modes_under(dir, "", owners, &mut rules)?;
-    serde_json::to_string_pretty(&rules).map_err(|e| Error::value(e.to_string()))
+    // A rule a line, without indentation: a tree of 300,000 entries stays within the 16 MiB
+    // a perms file may hold.
+    let lines: Vec<String> = rules.iter().map(|rule| rule.to_string()).collect();
+    Ok(format!("[\n{}\n]", lines.join(",\n")))
 }
 
 fn record_modes_under(
