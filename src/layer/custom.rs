@@ -930,6 +930,17 @@ mod tests {
         assert_eq!(parsed[2].uid, Some(u64::from(uid)));
     }
 
+    /// A FIFO in a recorded tree is named and refused, never opened (which would block).
+    #[test]
+    fn recording_a_tree_with_a_fifo_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let err = record_modes(dir.path(), false).unwrap_err().to_string();
+        assert!(err.contains("pipe") && err.contains("a fifo"), "{err}");
+    }
+
     #[test]
     fn extra_dirs_keep_modes_and_win_over_contents() {
         let dir = tempfile::tempdir().unwrap();
