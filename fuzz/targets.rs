@@ -69,18 +69,22 @@ pub fn previous_plan(data: &[u8]) {
     let Ok(previous) = PreviousPlan::parse("fuzz.json", data) else {
         return;
     };
+    plan_every_way(fixed_graph(), Some(&previous));
+}
+
+/// The graph of FIXED_CLOSURE.
+fn fixed_graph() -> &'static ClosureGraph {
     static GRAPH: OnceLock<ClosureGraph> = OnceLock::new();
-    let graph = GRAPH.get_or_init(|| {
+    GRAPH.get_or_init(|| {
         let text = FIXED_CLOSURE;
         let records = closure::parse(Path::new("fixed"), text.as_bytes(), &LoadOptions::default())
             .expect("the fixed closure parses");
         ClosureGraph::from_records(records).expect("the fixed closure is a graph")
-    });
-    plan_every_way(graph, Some(&previous));
+    })
 }
 
 /// A small closure in the `exportReferencesGraph` text form, whose paths a fuzzed previous plan
-/// can name (the seeds do).
+/// or pipeline can name (the seeds do).
 const FIXED_CLOSURE: &str = "\
 /nix/store/00000000000000000000000000000000-app
 /nix/store/11111111111111111111111111111111-lib.drv
@@ -110,6 +114,26 @@ pub fn config(data: &[u8]) {
         labels: vec![],
     };
     let _ = layered_gen::config::runtime_config(&user, &options);
+}
+
+/// A `--layering-pipeline` file, run on the small fixed graph: every layer it makes holds
+/// paths of the graph, each in one layer at most.
+pub fn layering_pipeline(data: &[u8]) {
+    let Ok(pipeline) = plan::Pipeline::parse("fuzz.json", data) else {
+        return;
+    };
+    let graph = fixed_graph();
+    let Ok(layers) = pipeline.layers(graph) else {
+        return;
+    };
+    let mut seen = vec![false; graph.len()];
+    for &p in layers.iter().flatten() {
+        assert!(
+            !std::mem::replace(&mut seen[p], true),
+            "a path in two layers"
+        );
+    }
+    assert!(layers.iter().all(|l| !l.is_empty()), "an empty layer");
 }
 
 /// A `--perms` file.
@@ -160,6 +184,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("previous_plan", previous_plan),
     ("config", config),
     ("perms", perms),
+    ("layering_pipeline", layering_pipeline),
     ("manifests", manifests),
     ("base_image", base_image),
 ];

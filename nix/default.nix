@@ -51,6 +51,16 @@ let
     json = builtins.toJSON config;
   };
 
+  # layeringPipeline as the JSON file --layering-pipeline reads (store paths in it stay
+  # paths; the file is an input of the image, not part of it).
+  pipelineFile = name: pipeline: derivation {
+    name = "${derivationName name}-layering-pipeline.json";
+    system = buildSystem;
+    builder = runtimeShell;
+    args = [ "-c" ''printf '%s' "$json" > "$out"'' ];
+    json = builtins.toJSON pipeline;
+  };
+
   # The PATH extraCommands run with: the package set's standard tools (stdenv's initialPath,
   # as dockerTools' runCommand gives them), or coreutils without nixpkgs.
   commandsPath =
@@ -142,9 +152,8 @@ let
     else if (args.includeNixDB or false) && (nix == null || sqlite == null) then
       refuse ("includeNixDB needs nix and sqlite: callPackage passes them from nixpkgs; "
         + "without nixpkgs, import ./nix { nix = ...; sqlite = ...; ... }")
-    else if (args.layeringPipeline or null) != null then
-      refuse ("layeringPipeline is not supported yet: choose layering = \"popularity\" "
-        + "(referencesByPopularity), \"auto\" (nixpkgs' default grouping) or \"reuse\"")
+    else if (args.layeringPipeline or null) != null && args ? layering then
+      refuse "give layeringPipeline or layering, not both"
     else if args.debug or false then
       refuse ("debug is not supported: `layered-gen plan --closure ...` prints the layering, "
         + "and the build log shows layered-gen's errors")
@@ -174,6 +183,7 @@ let
     , includeStorePaths ? true
     , format ? "docker-archive"
     , layering ? "popularity"
+    , layeringPipeline ? null
     , fromImageConfig ? "all"
     , ...
     }:
@@ -183,10 +193,12 @@ let
     in
     [ "--max-layers" (toString maxLayers) "--created" created "--mtime" mtime
       "--uid" (toString uid) "--gid" (toString gid) "--uname" uname "--gname" gname
-      "--format" format "--layering" layering "--base-config" fromImageConfig
+      "--format" format "--base-config" fromImageConfig
       "--config" "${configFile name config}" "--exclude" "${configFile name config}" ]
     ++ (if !(hasCommands args) then builtins.concatMap (p: [ "--contents" "${p}" ]) (toList contents)
         else [ "--extra-dir" "${custom}/tree" "--perms" "${custom}/perms.json" "--exclude" "${custom}" ])
+    ++ (if layeringPipeline == null then [ "--layering" layering ]
+        else [ "--layering-pipeline" "${pipelineFile name layeringPipeline}" ])
     ++ (if architecture != null then [ "--architecture" architecture ]
         else if hostSystem != null then [ "--architecture" hostSystem ]
         else [ ])

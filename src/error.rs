@@ -94,6 +94,7 @@ pub enum Setting {
     ExtraDir,
     Perms,
     Exclude,
+    LayeringPipeline,
     Remove,
     FromImage,
     FromImageTag,

@@ -320,6 +320,13 @@ struct PlanArgs {
     /// exactly as they were (with --layering reuse). Example: --previous-plan v1-plan.json
     #[arg(long, value_name = "FILE")]
     previous_plan: Option<PathBuf>,
+
+    /// nixpkgs' layeringPipeline, as JSON: operations that cut the graph into layers
+    /// (popularity_contest, subcomponent_in/out, split_paths, split_every, limit_layers,
+    /// remove_paths, reverse, flatten, over, map, pipe). Instead of --layering.
+    /// Example: --layering-pipeline pipeline.json
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["layering", "previous_plan"])]
+    layering_pipeline: Option<PathBuf>,
 }
 
 impl PlanArgs {
@@ -332,6 +339,7 @@ impl PlanArgs {
             include_store_paths,
             layering: self.layering,
             previous_plan: self.previous_plan,
+            layering_pipeline: self.layering_pipeline,
             exclude: self.closure.exclude,
         }
     }
@@ -1160,6 +1168,7 @@ fn flag(setting: Setting, command: CommandKind) -> &'static str {
         Setting::ExtraDir => "--extra-dir",
         Setting::Perms => "--perms",
         Setting::Exclude => "--exclude",
+        Setting::LayeringPipeline => "--layering-pipeline",
         Setting::Remove => "--remove",
         Setting::FromImage => "--from-image",
         Setting::FromImageTag => "--from-image-tag",

@@ -37,6 +37,8 @@ pub struct PlanOptions {
     pub layering: Layering,
     /// The plan of the last release, for `Layering::Reuse`.
     pub previous_plan: Option<PathBuf>,
+    /// nixpkgs' layeringPipeline, instead of `layering`.
+    pub layering_pipeline: Option<PathBuf>,
     /// Closure paths left out of the image (their references stay).
     pub exclude: Vec<String>,
 }
@@ -87,7 +89,10 @@ pub fn plan(
                 .about(Setting::PreviousPlan),
         );
     }
-    let mut plan = plan::plan(&graph, budget, options.layering, previous.as_ref())?;
+    let mut plan = match &options.layering_pipeline {
+        Some(file) => plan::plan_by_pipeline(&graph, budget, &plan::Pipeline::read(file)?)?,
+        None => plan::plan(&graph, budget, options.layering, previous.as_ref())?,
+    };
     if !options.include_store_paths {
         plan.layers.clear();
     }

@@ -191,3 +191,78 @@ fn auto_plans_from_sizes_and_builds_images() {
         "{stderr}"
     );
 }
+
+/// `--layering-pipeline`: nixpkgs' layeringPipeline JSON makes the layers, which say so; an
+/// image builds from them; too many layers for the limit, or a pipeline with --layering,
+/// are refused.
+#[test]
+fn a_layering_pipeline_makes_the_layers() {
+    let mut store = TestStore::new();
+    let [data, single, lib, app] = <[String; 4]>::try_from(store.sample()).unwrap();
+    let closure = store.write_closure();
+    let closure = closure.to_str().unwrap();
+    let pipeline = store.dir.path().join("pipeline.json");
+    fs::write(
+        &pipeline,
+        serde_json::json!([
+            ["subcomponent_out", [lib]],
+            ["over", "rest", ["popularity_contest"]],
+            ["flatten"]
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let pipeline = pipeline.to_str().unwrap();
+    let planned = plan(&["--closure", closure, "--layering-pipeline", pipeline]);
+    let layers = planned["layers"].as_array().unwrap();
+    let mut paths: Vec<Vec<Value>> = layers
+        .iter()
+        .map(|l| l["paths"].as_array().unwrap().clone())
+        .collect();
+    for layer in &mut paths {
+        layer.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    }
+    // lib and what it references (data), then the rest by popularity.
+    let mut main = vec![Value::from(data.clone()), Value::from(lib.clone())];
+    main.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    assert_eq!(paths[0], main, "{planned}");
+    assert_eq!(paths.len(), 3, "{planned}");
+    assert!(paths[1..].iter().all(|l| l.len() == 1));
+    let rest: Vec<&str> = paths[1..].iter().map(|l| l[0].as_str().unwrap()).collect();
+    assert_eq!(rest, [single.as_str(), app.as_str()], "{planned}");
+    assert!(layers.iter().all(|l| l["layering"] == "pipeline"));
+
+    let image = store.dir.path().join("pipeline.tar");
+    store.build(
+        &image,
+        &["--layering-pipeline", pipeline, "--name", "t/pipeline"],
+    );
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 3);
+
+    let err = layered_gen_fails(&[
+        "plan",
+        "--closure",
+        closure,
+        "--layering-pipeline",
+        pipeline,
+        "--max-layers",
+        "2",
+    ]);
+    assert!(
+        err.contains("--layering-pipeline: the layering pipeline makes 3 layers, more than the 2")
+            && err.contains("[\"limit_layers\", 2]"),
+        "{err}"
+    );
+    let err = layered_gen_fails(&[
+        "plan",
+        "--closure",
+        closure,
+        "--layering-pipeline",
+        pipeline,
+        "--layering",
+        "reuse",
+    ]);
+    assert!(err.contains("cannot be used with"), "{err}");
+}

@@ -1197,8 +1197,8 @@ fn every_argument_is_honoured_or_refused() {
     );
     refused(
         "custom",
-        "{ layeringPipeline = [ \"popularity_contest\" ]; }",
-        "\"auto\" (nixpkgs' default grouping)",
+        "{ layeringPipeline = [ [ \"popularity_contest\" ] ]; layering = \"auto\"; }",
+        "give layeringPipeline or layering, not both",
     );
     refused("custom", "{ debug = true; }", "layered-gen plan");
 
@@ -1274,6 +1274,30 @@ fn every_argument_is_honoured_or_refused() {
         assert_eq!(config["config"]["Cmd"], cmd, "{attr}");
         assert_eq!(config["config"]["Env"], json!(["FROM_BASE=yes"]), "{attr}");
     }
+
+    // layeringPipeline passes through to --layering-pipeline: with the busybox and app
+    // closure (4 store paths), popularity cut to 2 layers, then the customisation layer.
+    let image = inputs.build(
+        &nix,
+        Some("custom"),
+        &[
+            "--arg",
+            "extra",
+            "{ layeringPipeline = [ [ \"popularity_contest\" ] [ \"limit_layers\" 2 ] ]; }",
+        ],
+    );
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    assert_eq!(
+        manifest[0]["Layers"].as_array().unwrap().len(),
+        3,
+        "{manifest}"
+    );
+    docker_load(&image);
+    let tag = manifest[0]["RepoTags"][0].as_str().unwrap();
+    let ran = docker_run(&[tag]);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi top\n");
+    run(Command::new(require("docker")).args(["rmi", tag]));
 
     // mtime, uname and gname reach the store layers' entries; created takes a plain date.
     let image = inputs.build(

@@ -18,8 +18,11 @@
 
 mod auto;
 mod json;
+mod pipeline;
 mod reach;
 mod reuse;
+
+pub use pipeline::Pipeline;
 
 pub use auto::plan_auto;
 pub use json::{BaseKind, BaseLayerJson, PlanJson, PlanLayerJson, PreviousPlan};
@@ -103,6 +106,9 @@ pub enum Layering {
     /// nixpkgs' current default (dockerTools' auto-layer): the largest paths with what only
     /// they use, shared paths grouped by who uses them. Needs narSizes.
     Auto,
+    /// nixpkgs' layeringPipeline (`--layering-pipeline`), not a `--layering` value.
+    #[value(skip)]
+    Pipeline,
 }
 
 impl Layering {
@@ -112,6 +118,7 @@ impl Layering {
             Layering::Popularity => "popularity",
             Layering::Reuse => "reuse",
             Layering::Auto => "auto",
+            Layering::Pipeline => "pipeline",
         }
     }
 }
@@ -127,7 +134,35 @@ pub fn plan(
         Layering::Popularity => plan_by_popularity(graph, budget),
         Layering::Reuse => plan_for_reuse(graph, budget, previous),
         Layering::Auto => plan_auto(graph, budget),
+        Layering::Pipeline => Err(Error::value(
+            "the pipeline layering takes its operations from --layering-pipeline",
+        )),
     }
+}
+
+/// Plans the store layers with nixpkgs' layeringPipeline (`pipeline.rs`). Its layers must fit
+/// the budget: a pipeline ends with `limit_layers` for that.
+pub fn plan_by_pipeline(graph: &ClosureGraph, budget: Budget, pipeline: &Pipeline) -> Result<Plan> {
+    let store_layers = budget.store_layers()?;
+    let layers = pipeline.layers(graph)?;
+    if layers.len() > store_layers {
+        return Err(Error::value(format!(
+            "the layering pipeline makes {} layers, more than the {store_layers} the layer \
+             limit leaves for store paths: end it with [\"limit_layers\", {store_layers}]",
+            layers.len()
+        ))
+        .about(Setting::LayeringPipeline));
+    }
+    let count = layers.len();
+    Ok(Plan {
+        budget,
+        reasons: (0..count)
+            .map(|i| format!("pipeline: its layer {} of {count}", i + 1))
+            .collect(),
+        layers,
+        popularity: popularity(graph),
+        layering: Layering::Pipeline,
+    })
 }
 
 /// Plans the store layers by popularity, as nixpkgs does.
