@@ -525,16 +525,34 @@ fn plan_cases(bin: &Path, scratch: &Path) -> Vec<Case> {
             shape_graph(Shape::Random, N, 7),
         ),
     ];
+    // A layeringPipeline as dockerTools users write them: a graph cut in two, each part by
+    // popularity, a limit on each.
+    let pipeline = scratch.join("pipeline.json");
+    fs::write(
+        &pipeline,
+        r#"[["subcomponent_out", ["/nix/store/none-given"]],
+            ["over", "rest", ["pipe", [["popularity_contest"], ["limit_layers", 80]]]],
+            ["flatten"], ["limit_layers", 100]]"#,
+    )
+    .unwrap_or_else(|e| fail(&format!("writing {pipeline:?}: {e}")));
     for (shape, json) in graphs {
         let file = scratch.join("shape.json");
         fs::write(&file, json).unwrap_or_else(|e| fail(&format!("writing {file:?}: {e}")));
-        for layering in ["popularity", "auto", "reuse"] {
+        for layering in ["popularity", "auto", "reuse", "pipeline"] {
+            let strategy: [String; 2] = if layering == "pipeline" {
+                [
+                    "--layering-pipeline".into(),
+                    pipeline.to_str().unwrap().into(),
+                ]
+            } else {
+                ["--layering".into(), layering.into()]
+            };
             let (seconds, peak_rss_kib, cpu) = time_process(
                 &[
                     bin.to_str().unwrap().into(),
                     "plan".into(),
-                    "--layering".into(),
-                    layering.into(),
+                    strategy[0].clone(),
+                    strategy[1].clone(),
                     "--closure".into(),
                     file.to_str().unwrap().into(),
                 ],

@@ -164,6 +164,43 @@ impl ClosureGraph {
         Ok(graph)
     }
 
+    /// The graph on some of its paths (`keep`, ascending indices) with some of the references
+    /// between them (`edges`, pairs of indices into this graph): a part of a graph is a graph
+    /// with no need to read or check anything again. Index `i` of the part is `keep[i]` here.
+    pub fn part(
+        &self,
+        keep: &[usize],
+        edges: impl Iterator<Item = (usize, usize)>,
+    ) -> Result<Self> {
+        let mut position = vec![usize::MAX; self.len()];
+        for (i, &x) in keep.iter().enumerate() {
+            position[x] = i;
+        }
+        let mut references = vec![Vec::new(); keep.len()];
+        for (a, b) in edges {
+            if position[a] != usize::MAX && position[b] != usize::MAX {
+                references[position[a]].push(position[b]);
+            }
+        }
+        for refs in &mut references {
+            refs.sort_unstable();
+            refs.dedup();
+        }
+        let mut graph = ClosureGraph {
+            store_dir: self.store_dir.clone(),
+            paths: keep.iter().map(|&x| self.paths[x].clone()).collect(),
+            referrers: reverse(&references),
+            references,
+            nar_sizes: keep.iter().map(|&x| self.nar_sizes[x]).collect(),
+            nar_hashes: keep.iter().map(|&x| self.nar_hashes[x].clone()).collect(),
+            listed: keep.iter().map(|&x| self.listed[x]).collect(),
+            topological_order: Vec::new(),
+            self_referencing: keep.iter().map(|&x| self.self_referencing[x]).collect(),
+        };
+        graph.sort_topologically()?;
+        Ok(graph)
+    }
+
     /// Orders the paths so that every path comes after all paths that reference it (Kahn's
     /// algorithm); a path left over sits on a cycle, which is named in the error.
     fn sort_topologically(&mut self) -> Result<()> {

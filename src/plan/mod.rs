@@ -144,7 +144,8 @@ pub fn plan(
 /// the budget: a pipeline ends with `limit_layers` for that.
 pub fn plan_by_pipeline(graph: &ClosureGraph, budget: Budget, pipeline: &Pipeline) -> Result<Plan> {
     let store_layers = budget.store_layers()?;
-    let layers = pipeline.layers(graph)?;
+    let whole_popularity = std::cell::OnceCell::new();
+    let layers = pipeline.layers_with(graph, &whole_popularity)?;
     if layers.len() > store_layers {
         return Err(Error::value(format!(
             "the layering pipeline makes {} layers, more than the {store_layers} the layer \
@@ -160,7 +161,9 @@ pub fn plan_by_pipeline(graph: &ClosureGraph, budget: Budget, pipeline: &Pipelin
             .map(|i| format!("pipeline: its layer {} of {count}", i + 1))
             .collect(),
         layers,
-        popularity: popularity(graph),
+        popularity: whole_popularity
+            .into_inner()
+            .unwrap_or_else(|| popularity(graph)),
         layering: Layering::Pipeline,
     })
 }

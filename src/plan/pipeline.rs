@@ -26,14 +26,17 @@
 //! well-formed pipeline (`limit_layers` given fewer than N items, `over` on a key the dict
 //! lacks), this says why instead.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
+
+use num_bigint::BigUint;
 use std::path::Path;
 
 use serde_json::Value as Json;
 
 use super::popularity;
 use super::popularity_order;
-use crate::closure::{ClosureGraph, Location, Origin, PathRecord};
+use crate::closure::ClosureGraph;
 use crate::error::{Error, Result, Setting, quoted, shown};
 
 /// A part of the closure graph: paths (indices into the closure graph) in graph order, and the
@@ -107,9 +110,23 @@ impl Pipeline {
     /// The layers the pipeline makes of `graph`, each a list of path indices; empty parts make
     /// no layer.
     pub fn layers(&self, graph: &ClosureGraph) -> Result<Vec<Vec<usize>>> {
+        self.layers_with(graph, &OnceCell::new())
+    }
+
+    /// [`Self::layers`], with the whole graph's popularity kept in `whole` once a contest on
+    /// the whole graph computed it (the plan JSON needs it too: it is not counted twice).
+    pub fn layers_with(
+        &self,
+        graph: &ClosureGraph,
+        whole_popularity: &OnceCell<Vec<BigUint>>,
+    ) -> Result<Vec<Vec<usize>>> {
+        let run = Run {
+            graph,
+            whole_popularity,
+        };
         let mut value = Value::Graph(whole(graph));
         for op in &self.ops {
-            value = apply(op, value, graph)?;
+            value = run.apply(op, value)?;
         }
         let mut layers = Vec::new();
         flatten_into(value, &mut layers);
@@ -376,98 +393,140 @@ fn dict(entries: Vec<(&str, Graph)>) -> Value {
     )
 }
 
-fn apply(op: &Op, value: Value, graph: &ClosureGraph) -> Result<Value> {
-    Ok(match op {
-        Op::PopularityContest => {
-            let g = graph_of(value, "popularity_contest")?;
-            Value::List(
-                contest(&g, graph)?
-                    .into_iter()
-                    .map(|x| {
-                        Value::Graph(Graph {
-                            nodes: vec![x],
-                            edges: BTreeSet::new(),
+/// What every operation reads: the closure graph, and its popularity once counted.
+struct Run<'a> {
+    graph: &'a ClosureGraph,
+    whole_popularity: &'a OnceCell<Vec<BigUint>>,
+}
+
+impl Run<'_> {
+    fn apply(&self, op: &Op, value: Value) -> Result<Value> {
+        let graph = self.graph;
+        Ok(match op {
+            Op::PopularityContest => {
+                let g = graph_of(value, "popularity_contest")?;
+                Value::List(
+                    self.contest(&g)?
+                        .into_iter()
+                        .map(|x| {
+                            Value::Graph(Graph {
+                                nodes: vec![x],
+                                edges: BTreeSet::new(),
+                            })
                         })
-                    })
-                    .collect(),
-            )
-        }
-        Op::Subcomponent { inward, paths } => {
-            let g = graph_of(value, "subcomponent")?;
-            let main = g.reach(&g.find(graph, paths), *inward);
-            dict(vec![("main", g.induced(&main)), ("rest", g.without(&main))])
-        }
-        Op::SplitPaths(specs) => split_paths(graph_of(value, "split_paths")?, specs, graph),
-        Op::SplitEvery(n) => {
-            let g = graph_of(value, "split_every")?;
-            Value::List(
-                g.nodes
+                        .collect(),
+                )
+            }
+            Op::Subcomponent { inward, paths } => {
+                let g = graph_of(value, "subcomponent")?;
+                let main = g.reach(&g.find(graph, paths), *inward);
+                dict(vec![("main", g.induced(&main)), ("rest", g.without(&main))])
+            }
+            Op::SplitPaths(specs) => split_paths(graph_of(value, "split_paths")?, specs, graph),
+            Op::SplitEvery(n) => {
+                let g = graph_of(value, "split_every")?;
+                // Each edge goes to the chunk holding both its ends, if one does: one pass over
+                // the edges, however many chunks.
+                let chunk_of: HashMap<usize, usize> = g
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| (x, i / n))
+                    .collect();
+                let mut chunks: Vec<Graph> = g
+                    .nodes
                     .chunks(*n)
-                    .map(|chunk| Value::Graph(g.induced(&chunk.iter().copied().collect())))
-                    .collect(),
-            )
-        }
-        Op::LimitLayers(n) => {
-            let mut items = list_of(value, "limit_layers")?;
-            if items.len() > *n {
-                let rest = items.split_off(n - 1);
-                let mut merged = Graph::empty();
-                for item in rest {
-                    merged = merged.merged(graph_of(item, "limit_layers")?);
+                    .map(|nodes| Graph {
+                        nodes: nodes.to_vec(),
+                        edges: BTreeSet::new(),
+                    })
+                    .collect();
+                for &(a, b) in &g.edges {
+                    if let (Some(&ca), Some(&cb)) = (chunk_of.get(&a), chunk_of.get(&b)) {
+                        if ca == cb {
+                            chunks[ca].edges.insert((a, b));
+                        }
+                    }
                 }
-                items.push(Value::Graph(merged));
+                Value::List(chunks.into_iter().map(Value::Graph).collect())
             }
-            Value::List(items)
-        }
-        Op::RemovePaths(paths) => {
-            let g = graph_of(value, "remove_paths")?;
-            let drop = g.find(graph, paths).into_iter().collect();
-            Value::Graph(g.without(&drop))
-        }
-        Op::Reverse => {
-            let mut items = list_of(value, "reverse")?;
-            items.reverse();
-            Value::List(items)
-        }
-        Op::Flatten => {
-            let mut graphs = Vec::new();
-            flatten_into(value, &mut graphs);
-            Value::List(graphs.into_iter().map(Value::Graph).collect())
-        }
-        Op::Over(key, inner) => {
-            let op = format!("over {}", quoted(key));
-            let Value::Dict(mut entries) = value else {
-                return Err(failed(&op, "takes a dict, and was given a graph or list"));
-            };
-            let Some(slot) = entries.iter_mut().find(|(k, _)| k == key) else {
-                let keys: Vec<String> = entries.iter().map(|(k, _)| quoted(k)).collect();
-                return Err(failed(
-                    &op,
-                    format!(
-                        "the dict has no {} (it has {}); split_paths leaves out empty parts",
-                        quoted(key),
-                        keys.join(", ")
-                    ),
-                ));
-            };
-            let taken = std::mem::replace(&mut slot.1, Value::List(Vec::new()));
-            slot.1 = apply(inner, taken, graph)?;
-            Value::Dict(entries)
-        }
-        Op::Map(inner) => Value::List(
-            list_of(value, "map")?
-                .into_iter()
-                .map(|item| apply(inner, item, graph))
-                .collect::<Result<_>>()?,
-        ),
-        Op::Pipe(ops) => {
-            let mut value = value;
-            for op in ops {
-                value = apply(op, value, graph)?;
+            Op::LimitLayers(n) => {
+                let mut items = list_of(value, "limit_layers")?;
+                if items.len() > *n {
+                    let rest = items.split_off(n - 1);
+                    let mut merged = Graph::empty();
+                    for item in rest {
+                        merged = merged.merged(graph_of(item, "limit_layers")?);
+                    }
+                    items.push(Value::Graph(merged));
+                }
+                Value::List(items)
             }
-            value
+            Op::RemovePaths(paths) => {
+                let g = graph_of(value, "remove_paths")?;
+                let drop = g.find(graph, paths).into_iter().collect();
+                Value::Graph(g.without(&drop))
+            }
+            Op::Reverse => {
+                let mut items = list_of(value, "reverse")?;
+                items.reverse();
+                Value::List(items)
+            }
+            Op::Flatten => {
+                let mut graphs = Vec::new();
+                flatten_into(value, &mut graphs);
+                Value::List(graphs.into_iter().map(Value::Graph).collect())
+            }
+            Op::Over(key, inner) => {
+                let op = format!("over {}", quoted(key));
+                let Value::Dict(mut entries) = value else {
+                    return Err(failed(&op, "takes a dict, and was given a graph or list"));
+                };
+                let Some(slot) = entries.iter_mut().find(|(k, _)| k == key) else {
+                    let keys: Vec<String> = entries.iter().map(|(k, _)| quoted(k)).collect();
+                    return Err(failed(
+                        &op,
+                        format!(
+                            "the dict has no {} (it has {}); split_paths leaves out empty parts",
+                            quoted(key),
+                            keys.join(", ")
+                        ),
+                    ));
+                };
+                let taken = std::mem::replace(&mut slot.1, Value::List(Vec::new()));
+                slot.1 = self.apply(inner, taken)?;
+                Value::Dict(entries)
+            }
+            Op::Map(inner) => Value::List(
+                list_of(value, "map")?
+                    .into_iter()
+                    .map(|item| self.apply(inner, item))
+                    .collect::<Result<_>>()?,
+            ),
+            Op::Pipe(ops) => {
+                let mut value = value;
+                for op in ops {
+                    value = self.apply(op, value)?;
+                }
+                value
+            }
+        })
+    }
+
+    /// nixpkgs' popularity contest within `g`: its paths, most popular first.
+    fn contest(&self, g: &Graph) -> Result<Vec<usize>> {
+        let graph = self.graph;
+        let total_edges: usize = (0..graph.len()).map(|x| graph.references(x).len()).sum();
+        if g.nodes.len() == graph.len() && g.edges.len() == total_edges {
+            let popularity = self.whole_popularity.get_or_init(|| popularity(graph));
+            return Ok(popularity_order(graph, popularity));
         }
-    })
+        let mut keep = g.nodes.clone();
+        keep.sort_unstable();
+        let sub = graph.part(&keep, g.edges.iter().copied())?;
+        let order = popularity_order(&sub, &popularity(&sub));
+        Ok(order.into_iter().map(|i| keep[i]).collect())
+    }
 }
 
 /// The graphs in `value`, depth first, dicts in their order.
@@ -477,40 +536,6 @@ fn flatten_into(value: Value, out: &mut Vec<Graph>) {
         Value::List(items) => items.into_iter().for_each(|v| flatten_into(v, out)),
         Value::Dict(entries) => entries.into_iter().for_each(|(_, v)| flatten_into(v, out)),
     }
-}
-
-/// nixpkgs' popularity contest within `g`: its paths, most popular first.
-fn contest(g: &Graph, graph: &ClosureGraph) -> Result<Vec<usize>> {
-    if g.nodes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let next = g.adjacency(false);
-    let records = g
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| PathRecord {
-            path: graph.path(x).to_string(),
-            references: next
-                .get(&x)
-                .into_iter()
-                .flatten()
-                .map(|&b| graph.path(b).to_string())
-                .collect(),
-            nar_size: graph.nar_size(x),
-            nar_hash: None,
-            origin: Origin {
-                file: "layering pipeline".into(),
-                at: Location::Line(i + 1),
-            },
-        })
-        .collect();
-    let sub = ClosureGraph::from_records(records)?;
-    let order = popularity_order(&sub, &popularity(&sub));
-    Ok(order
-        .into_iter()
-        .filter_map(|i| graph.index_of(sub.path(i)))
-        .collect())
 }
 
 /// nixpkgs' split_paths (the module doc).
