@@ -134,11 +134,13 @@ pub(crate) fn reach_sums<C: Count>(
     walk: &Walk,
     weight: impl Fn(usize) -> C + Sync,
 ) -> Option<Vec<C>> {
-    match by_chains(walk, &weight, chain_budget(walk)) {
+    let every_path: Vec<usize> = (0..walk.order.len()).collect();
+    match by_chains(walk, &weight, chain_budget(walk, every_path.len())) {
         Ok(sums) => Some(sums),
         Err(Stop::Overflow) => None,
         Err(Stop::OverBudget) => by_bitsets(
             walk,
+            &every_path,
             |targets| Tables::of(targets, &weight),
             |tables, reached, sum: &mut C| tables.weigh(reached, sum),
         ),
@@ -148,7 +150,8 @@ pub(crate) fn reach_sums<C: Count>(
 /// For each path `x`, how many of the paths it reaches along `next` (itself included) `counts`.
 /// The same as [`reach_sums`] with weights 0 and 1, but counted with `popcount` on bitsets.
 pub(crate) fn reach_counts(walk: &Walk, counts: impl Fn(usize) -> bool + Sync) -> Vec<u64> {
-    reach_counts_within(walk, counts, chain_budget(walk))
+    let counted = walk.order.iter().filter(|&&y| counts(y)).count();
+    reach_counts_within(walk, counts, chain_budget(walk, counted))
 }
 
 /// [`reach_counts`] with chains given up after `budget` steps.
@@ -161,39 +164,37 @@ fn reach_counts_within(
     // A count never exceeds the number of paths, so it always fits.
     match by_chains(walk, &weight, budget) {
         Ok(sums) => sums,
-        Err(_) => by_bitsets(
-            walk,
-            |targets| {
-                let mut mask = [0u64; WORDS];
-                for (bit, &y) in targets.iter().enumerate() {
-                    mask[bit / 64] |= u64::from(counts(y)) << (bit % 64);
-                }
-                let all = mask.iter().map(|m| u64::from(m.count_ones())).sum();
-                Some((mask, all))
-            },
-            |(mask, all), reached, sum: &mut u64| {
-                *sum += match reached {
-                    Reached::All => *all,
-                    Reached::Some(set) => set
-                        .iter()
-                        .zip(mask)
-                        .map(|(s, m)| u64::from((s & m).count_ones()))
-                        .sum::<u64>(),
-                };
-                true
-            },
-        )
-        .unwrap_or_default(),
+        // Only the counted paths are targets: passes over them alone (the sharers of reuse are
+        // the top-level packages, a few of the paths), each reached target counting one.
+        Err(_) => {
+            let counted: Vec<usize> = (0..walk.order.len())
+                .filter(|&at| counts(walk.order[at]))
+                .collect();
+            by_bitsets(
+                walk,
+                &counted,
+                |targets| Some(targets.len() as u64),
+                |all, reached, sum: &mut u64| {
+                    *sum += match reached {
+                        Reached::All => *all,
+                        Reached::Some(set) => set.iter().map(|s| u64::from(s.count_ones())).sum(),
+                    };
+                    true
+                },
+            )
+            .unwrap_or_default()
+        }
     }
 }
 
 /// How many steps the chains may take before the bitsets are cheaper: the bitsets make one
-/// pass over the paths and edges per TARGETS paths, and a step of a chain's walk (a random
-/// access) costs about as much as 16 of theirs (calibrated on the shapes of `bench --plans`).
-fn chain_budget(walk: &Walk) -> usize {
+/// pass over the paths and edges per TARGETS of the `targets` paths that count, and a step of
+/// a chain's walk (a random access) costs about as much as 16 of theirs (calibrated on the
+/// shapes of `bench --plans`).
+fn chain_budget(walk: &Walk, targets: usize) -> usize {
     let n = walk.order.len();
     let edges: usize = walk.order.iter().map(|&x| (walk.next)(x).len()).sum();
-    (n / TARGETS + 1).saturating_mul(n + edges) / 16
+    (targets / TARGETS + 1).saturating_mul(n + edges) / 16
 }
 
 /// Why a way of summing gave up.
@@ -294,21 +295,22 @@ enum Standing {
     All,
 }
 
-/// The sums from bitsets, for graphs where chains cost too much: the targets are taken
-/// TARGETS at a time (consecutive in `order`); one pass backwards through `order` gives each
-/// path the set of those targets it reaches (its own bit, or'ed with those of what it points
-/// to), and `weigh` adds the set's weight, with what `prepare` made of the pass's targets.
-/// A path that points to one reaching every target reaches every target too, without
+/// The sums from bitsets, for graphs where chains cost too much: the `targets` (positions in
+/// `order`, ascending) are taken TARGETS at a time; one pass backwards through `order` gives
+/// each path the set of those targets it reaches (its own bit, or'ed with those of what it
+/// points to), and `weigh` adds the set's weight, with what `prepare` made of the pass's
+/// targets. A path that points to one reaching every target reaches every target too, without
 /// reading any set: on dense graphs, where most paths do, a pass touches a byte per edge.
-/// Work: the number of paths over TARGETS times the paths and edges, whatever the shape.
+/// Work: the number of targets over TARGETS times the paths and edges, whatever the shape.
 fn by_bitsets<C: Count, P>(
     walk: &Walk,
+    targets: &[usize],
     prepare: impl Fn(&[usize]) -> Option<P> + Sync,
     weigh: impl Fn(&P, Reached, &mut C) -> bool + Sync,
 ) -> Option<Vec<C>> {
     let n = walk.order.len();
     let next = Positions::of(walk);
-    let passes: Vec<usize> = (0..n.div_ceil(TARGETS)).collect();
+    let passes: Vec<&[usize]> = targets.chunks(TARGETS).collect();
     let block = passes
         .len()
         .div_ceil(rayon::current_num_threads() * 4)
@@ -319,22 +321,28 @@ fn by_bitsets<C: Count, P>(
             let mut sums = vec![C::zero(); n];
             let mut bits: Vec<Set> = vec![[0; WORDS]; n];
             let mut standing = vec![Standing::None; n];
-            for &pass in block {
-                let targets = pass * TARGETS..((pass + 1) * TARGETS).min(n);
-                let prepared = prepare(&walk.order[targets.clone()]).ok_or(Stop::Overflow)?;
-                let every = first_bits(targets.len());
-                // Paths after the targets in `order` cannot reach them, and are not read:
-                // `standing` and `bits` need no clearing between passes.
-                for at in (0..targets.end).rev() {
+            // Each target's bit in its pass; NO_BIT elsewhere.
+            let mut own = vec![NO_BIT; n];
+            for pass in block {
+                let end = pass.last().map_or(0, |&last| last + 1);
+                let nodes: Vec<usize> = pass.iter().map(|&at| walk.order[at]).collect();
+                let prepared = prepare(&nodes).ok_or(Stop::Overflow)?;
+                let every = first_bits(pass.len());
+                for (bit, &at) in pass.iter().enumerate() {
+                    own[at] = bit as u16;
+                }
+                // Paths after the last target in `order` cannot reach the targets, and are
+                // not read: `standing` and `bits` need no clearing between passes.
+                for at in (0..end).rev() {
                     let mut set = [0u64; WORDS];
-                    if targets.contains(&at) {
-                        let bit = at - targets.start;
+                    if own[at] != NO_BIT {
+                        let bit = usize::from(own[at]);
                         set[bit / 64] |= 1 << (bit % 64);
                     }
                     let mut all = false;
                     for &to in next.from(at) {
                         let to = to as usize;
-                        if to >= targets.end {
+                        if to >= end {
                             continue;
                         }
                         match standing[to] {
@@ -365,6 +373,9 @@ fn by_bitsets<C: Count, P>(
                         return Err(Stop::Overflow);
                     }
                 }
+                for &at in pass.iter() {
+                    own[at] = NO_BIT;
+                }
             }
             Ok(sums)
         })
@@ -376,6 +387,9 @@ fn by_bitsets<C: Count, P>(
     }
     Some(sums)
 }
+
+/// No target's bit (TARGETS is far below it).
+const NO_BIT: u16 = u16::MAX;
 
 /// The set of the first `count` targets.
 fn first_bits(count: usize) -> Set {
@@ -635,6 +649,7 @@ mod tests {
             Way::Chains => by_chains(walk, &weight, usize::MAX).ok(),
             Way::Bitsets => by_bitsets(
                 walk,
+                &(0..walk.order.len()).collect::<Vec<_>>(),
                 |targets| Tables::of(targets, &weight),
                 |tables, reached, sum: &mut u64| tables.weigh(reached, sum),
             ),
@@ -713,6 +728,7 @@ mod tests {
         let by_bits = with_walk(&next, |walk| {
             by_bitsets(
                 walk,
+                &(0..walk.order.len()).collect::<Vec<_>>(),
                 |targets| Tables::of(targets, &big),
                 |tables, reached, sum: &mut Limbs<4>| tables.weigh(reached, sum),
             )
