@@ -23,15 +23,15 @@
 //! the closure file lists them; a part of a graph keeps that order, and the graph `limit_layers`
 //! merges lists its parts one after another. Paths are named as the closure names them; a name
 //! the graph does not hold is skipped, as in nixpkgs. Where nixpkgs fails at run time on a
-//! well-formed pipeline (`limit_layers` given fewer than N items, `over` on a key the dict
-//! lacks), this says why instead.
+//! well-formed pipeline, this does not: `limit_layers` given fewer than N items keeps them
+//! (nixpkgs raises), parts that overlap are no crash (igraph's is), and `over` on a key the
+//! dict lacks says which keys it has.
 
 use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
-
-use num_bigint::BigUint;
 use std::path::Path;
 
+use num_bigint::BigUint;
 use serde_json::Value as Json;
 
 use super::popularity;
