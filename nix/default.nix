@@ -154,9 +154,6 @@ let
         + "without nixpkgs, import ./nix { nix = ...; sqlite = ...; ... }")
     else if (args.layeringPipeline or null) != null && args ? layering then
       refuse "give layeringPipeline or layering, not both"
-    else if args.debug or false then
-      refuse ("debug is not supported: `layered-gen plan --closure ...` prints the layering, "
-        + "and the build log shows layered-gen's errors")
     else args;
 
   # The arguments both functions share, as layered-gen flags.
@@ -184,6 +181,7 @@ let
     , format ? "docker-archive"
     , layering ? "popularity"
     , layeringPipeline ? null
+    , debug ? false
     , fromImageConfig ? "all"
     , ...
     }:
@@ -199,6 +197,8 @@ let
         else [ "--extra-dir" "${custom}/tree" "--perms" "${custom}/perms.json" "--exclude" "${custom}" ])
     ++ (if layeringPipeline == null then [ "--layering" layering ]
         else [ "--layering-pipeline" "${pipelineFile name layeringPipeline}" ])
+    # debug: the layering in the build log, as dockerTools prints its pipeline's steps.
+    ++ (if debug then [ "--print-plan" ] else [ ])
     ++ (if architecture != null then [ "--architecture" architecture ]
         else if hostSystem != null then [ "--architecture" hostSystem ]
         else [ ])

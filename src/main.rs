@@ -394,6 +394,11 @@ struct BuildArgs {
     #[command(flatten)]
     output: StreamOutputArgs,
 
+    /// Print the layer plan (as `layered-gen plan` prints it) on stderr before writing the image,
+    /// as dockerTools' `debug` shows its layering in the build log. Example: --print-plan
+    #[arg(long)]
+    print_plan: bool,
+
     /// Tag the image with its output path's store hash, as dockerTools does without a tag (the
     /// main tag; --tag adds more). Example: --tag-from-output
     #[arg(long)]
@@ -883,6 +888,7 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
     let report_layers = !args.output.quiet && !std::io::stderr().is_terminal();
     Ok(BuildOptions {
         progress: !args.output.quiet && std::io::stderr().is_terminal(),
+        print_plan: args.print_plan,
         customisation: Customisation {
             contents: args.contents,
             extra_dirs: args.extra_dirs,

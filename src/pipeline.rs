@@ -2,7 +2,7 @@
 //! → output. Each stage is its own module; this one only hands data from one to the next.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -48,6 +48,8 @@ pub struct PlanOptions {
 pub struct BuildOptions {
     /// Show a progress bar on stderr (the caller checks that it is a terminal).
     pub progress: bool,
+    /// Print the plan JSON on stderr before writing (dockerTools' `debug`).
+    pub print_plan: bool,
     pub plan: PlanOptions,
     pub layer: LayerOptions,
     pub customisation: Customisation,
@@ -110,8 +112,14 @@ pub fn plan_json(
         // `plan` writes no image: a whole-compressed base is spooled under $TMPDIR.
         .map(|b| BaseImage::load(b, platform, &std::env::temp_dir()))
         .transpose()?;
-    let base_layers: Vec<BaseLayerJson> = base
-        .iter()
+    let base_layers = base_layers_json(base.as_ref());
+    let (graph, plan) = plan(options, base_layers.len(), customisation_layer)?;
+    plan.to_json(&graph, &base_layers)
+}
+
+/// The base image's layers as the plan JSON lists them.
+fn base_layers_json(base: Option<&BaseImage>) -> Vec<BaseLayerJson> {
+    base.iter()
         .flat_map(|b| b.layers.iter())
         .enumerate()
         .map(|(index, l)| BaseLayerJson {
@@ -122,9 +130,7 @@ pub fn plan_json(
             diff_id: l.diff_id.clone(),
             size: l.size,
         })
-        .collect();
-    let (graph, plan) = plan(options, base_layers.len(), customisation_layer)?;
-    plan.to_json(&graph, &base_layers)
+        .collect()
 }
 
 /// `layered-gen merge`: images to put into one docker-archive.
@@ -300,6 +306,11 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
     let base = load_base(options)?;
     let base_count = base.as_ref().map_or(0, |b| b.layers.len());
     let (graph, plan) = plan(&options.plan, base_count, !custom.is_empty())?;
+    if options.print_plan {
+        let json = plan.to_json(&graph, &base_layers_json(base.as_ref()))?;
+        writeln!(std::io::stderr(), "{json}")
+            .map_err(|e| Error::io("writing", Path::new("standard error"), e))?;
+    }
     for path in &custom.contents {
         if graph.index_of(path).is_none() {
             return Err(Error::value(format!(

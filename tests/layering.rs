@@ -232,11 +232,25 @@ fn a_layering_pipeline_makes_the_layers() {
     assert_eq!(rest, [single.as_str(), app.as_str()], "{planned}");
     assert!(layers.iter().all(|l| l["layering"] == "pipeline"));
 
+    // --print-plan (nix/'s debug) shows the same plan on stderr while building.
     let image = store.dir.path().join("pipeline.tar");
-    store.build(
+    let built = store.build(
         &image,
-        &["--layering-pipeline", pipeline, "--name", "t/pipeline"],
+        &[
+            "--layering-pipeline",
+            pipeline,
+            "--name",
+            "t/pipeline",
+            "--print-plan",
+        ],
     );
+    let stderr = String::from_utf8(built.stderr).unwrap();
+    let printed: Value = serde_json::Deserializer::from_str(&stderr)
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(printed["layers"], planned["layers"], "{stderr}");
     let manifest: Value =
         serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
     assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 3);

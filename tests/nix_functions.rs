@@ -1200,7 +1200,6 @@ fn every_argument_is_honoured_or_refused() {
         "{ layeringPipeline = [ [ \"popularity_contest\" ] ]; layering = \"auto\"; }",
         "give layeringPipeline or layering, not both",
     );
-    refused("custom", "{ debug = true; }", "layered-gen plan");
 
     // passthru and meta reach the result, as with dockerTools.
     let output = evaluate(
@@ -1292,6 +1291,19 @@ fn every_argument_is_honoured_or_refused() {
         manifest[0]["Layers"].as_array().unwrap().len(),
         3,
         "{manifest}"
+    );
+    // debug: the plan in the build log.
+    let output = inputs.nix_build(
+        &nix,
+        Some("custom"),
+        &["--arg", "extra", "{ debug = true; }"],
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success()
+            && log.contains("\"storeLayerBudget\"")
+            && log.contains("popularity rank 1"),
+        "{log}"
     );
     docker_load(&image);
     let tag = manifest[0]["RepoTags"][0].as_str().unwrap();
