@@ -478,8 +478,7 @@ fn excluded_roots_leave_their_references_in_the_image() {
 
     let image = store.dir.path().join("image.tar");
     store.build(&image, &["--exclude", &config, "--name", "t/excluded"]);
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&image);
     assert_eq!(
         manifest[0]["Layers"].as_array().unwrap().len(),
         sample.len()

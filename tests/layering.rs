@@ -173,8 +173,7 @@ fn auto_plans_from_sizes_and_builds_images() {
         "-o",
         image.to_str().unwrap(),
     ]);
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&image);
     assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 3);
 
     let text = store.write_closure();
@@ -251,8 +250,7 @@ fn a_layering_pipeline_makes_the_layers() {
         .unwrap()
         .unwrap();
     assert_eq!(printed["layers"], planned["layers"], "{stderr}");
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&image);
     assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 3);
 
     let err = layered_gen_fails(&[

@@ -153,6 +153,21 @@ fn decompress(from: &Path, to: &Path) {
     }
 }
 
+/// The filesystem of a container made from `image`, as `docker export` writes it, at `to`.
+fn docker_export(image: &str, to: &Path) {
+    let docker = require("docker");
+    let created = run(Command::new(&docker).args(["create", image]));
+    let id = String::from_utf8(created.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    run(Command::new(&docker)
+        .args(["export", "-o"])
+        .arg(to)
+        .arg(&id));
+    run(Command::new(&docker).args(["rm", &id]));
+}
+
 /// `docker load` of an image file; what Docker said.
 fn docker_load(image: &Path) -> String {
     let loaded = Command::new(require("docker"))
@@ -382,17 +397,8 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
     assert!(docker_load(&shadow).contains("Loaded image: shadow-basic:latest"));
     let ran = docker_run(&["shadow-basic:latest"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
-    let created = run(Command::new(&docker).args(["create", "shadow-basic:latest"]));
-    let id = String::from_utf8(created.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
     let exported = inputs.dir.path().join("shadow-fs.tar");
-    run(Command::new(&docker)
-        .args(["export", "-o"])
-        .arg(&exported)
-        .arg(&id));
-    run(Command::new(&docker).args(["rm", &id]));
+    docker_export("shadow-basic:latest", &exported);
     let passwd = String::from_utf8(tar_member(&exported, "etc/passwd").unwrap()).unwrap();
     let hello_user = passwd
         .lines()
@@ -556,19 +562,10 @@ fn include_nix_db_registers_exactly_the_image_store_paths() {
 
     let docker = require("docker");
     docker_load(&image);
-    let created = run(Command::new(&docker).args(["create", "layered-gen-test/with-db:db"]));
-    let id = String::from_utf8(created.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
     let root = inputs.dir.path().join("rootfs");
     fs::create_dir_all(&root).unwrap();
     let exported = inputs.dir.path().join("rootfs.tar");
-    run(Command::new(&docker)
-        .args(["export", "-o"])
-        .arg(&exported)
-        .arg(&id));
-    run(Command::new(&docker).args(["rm", &id]));
+    docker_export("layered-gen-test/with-db:db", &exported);
     run(Command::new(&docker).args(["rmi", "layered-gen-test/with-db:db"]));
     run(Command::new("tar")
         .arg("-xf")
@@ -764,8 +761,7 @@ fn from_image_streaming_and_reproducibility() {
         .args(["-A", "baseStream.isExe"]));
     assert_eq!(String::from_utf8_lossy(&is_exe.stdout), "true");
     assert!(base.to_str().unwrap().ends_with("-base.tar"));
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&base, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&base);
     assert_eq!(
         manifest[0]["RepoTags"][0],
         format!("registry.example:5000/layered-gen-test/base:{base_tag}")
@@ -930,8 +926,7 @@ fn extra_tags_and_merged_images() {
         "layered-gen-test/tagged:v1"
     ]);
     let tagged = inputs.build(&nix, Some("tagged"), &[]);
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&tagged, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&tagged);
     assert_eq!(manifest[0]["RepoTags"], tags);
     assert_eq!(inputs.eval(&nix, "tagged.imageTag"), "main");
 
@@ -942,8 +937,7 @@ fn extra_tags_and_merged_images() {
         script.display(),
         streamed.display()
     )));
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&streamed, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&streamed);
     assert_eq!(manifest[0]["RepoTags"], tags);
     // As nixpkgs' script: --repo_tag (-t) names the image at run time.
     run(Command::new("sh").arg("-c").arg(format!(
@@ -951,8 +945,7 @@ fn extra_tags_and_merged_images() {
         script.display(),
         streamed.display()
     )));
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&streamed, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&streamed);
     assert_eq!(
         manifest[0]["RepoTags"],
         json!(["layered-gen-test/retagged:now"])
@@ -1235,8 +1228,7 @@ fn every_argument_is_honoured_or_refused() {
     );
     // `contents` as one derivation; the name lower-cased in the image too.
     let single = inputs.build(&nix, Some("single"), &[]);
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&single, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&single);
     let tags = manifest[0]["RepoTags"].as_array().unwrap();
     assert!(
         tags[0]
@@ -1285,8 +1277,7 @@ fn every_argument_is_honoured_or_refused() {
             "{ layeringPipeline = [ [ \"popularity_contest\" ] [ \"limit_layers\" 2 ] ]; }",
         ],
     );
-    let manifest: Value =
-        serde_json::from_slice(&tar_member(&image, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&image);
     assert_eq!(
         manifest[0]["Layers"].as_array().unwrap().len(),
         3,

@@ -502,8 +502,7 @@ fn file_transports_write_what_they_name() {
         Path::new(&format!("docker-archive:{}:my/app:1", docker.display())),
         &[],
     );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&tar_member(&docker, "manifest.json").unwrap()).unwrap();
+    let manifest = archive_manifest(&docker);
     assert_eq!(manifest[0]["RepoTags"][0], "my/app:1");
 
     let closure = store.write_closure();

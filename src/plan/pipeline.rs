@@ -122,6 +122,7 @@ impl Pipeline {
     ) -> Result<Vec<Vec<usize>>> {
         let run = Run {
             graph,
+            whole_edges: (0..graph.len()).map(|x| graph.references(x).len()).sum(),
             whole_popularity,
         };
         let mut value = Value::Graph(whole(graph));
@@ -396,6 +397,8 @@ fn dict(entries: Vec<(&str, Graph)>) -> Value {
 /// What every operation reads: the closure graph, and its popularity once counted.
 struct Run<'a> {
     graph: &'a ClosureGraph,
+    /// How many references the whole graph has: a part with as many paths and edges is it.
+    whole_edges: usize,
     whole_popularity: &'a OnceCell<Vec<BigUint>>,
 }
 
@@ -516,8 +519,7 @@ impl Run<'_> {
     /// nixpkgs' popularity contest within `g`: its paths, most popular first.
     fn contest(&self, g: &Graph) -> Result<Vec<usize>> {
         let graph = self.graph;
-        let total_edges: usize = (0..graph.len()).map(|x| graph.references(x).len()).sum();
-        if g.nodes.len() == graph.len() && g.edges.len() == total_edges {
+        if g.nodes.len() == graph.len() && g.edges.len() == self.whole_edges {
             let popularity = self.whole_popularity.get_or_init(|| popularity(graph));
             return Ok(popularity_order(graph, popularity));
         }

@@ -559,6 +559,11 @@ pub fn filter_tar(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) {
 }
 
 /// A member of a tar archive, whole.
+/// The `manifest.json` of a docker-archive.
+pub fn archive_manifest(archive: &Path) -> serde_json::Value {
+    serde_json::from_slice(&tar_member(archive, "manifest.json").unwrap()).unwrap()
+}
+
 pub fn tar_member(archive: &Path, name: &str) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut archive = tar::Archive::new(fs::File::open(archive).unwrap());
