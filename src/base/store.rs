@@ -124,12 +124,17 @@ impl BlobStore {
                         format!("there is no {} in the archive", shown(name)),
                     )
                 })?;
-                let mut file = file
+                // A clone shares the file's offset with every other: positioned reads keep
+                // members read side by side (layers written in parallel) apart.
+                let file = file
                     .try_clone()
                     .map_err(|e| Error::io("reading", path, e))?;
-                file.seek(SeekFrom::Start(offset))
-                    .map_err(|e| Error::io("reading", path, e))?;
-                Ok((Box::new(file.take(size)), size))
+                let member = Member {
+                    file,
+                    at: offset,
+                    end: offset.saturating_add(size),
+                };
+                Ok((Box::new(member), size))
             }
         }
     }
@@ -187,6 +192,27 @@ impl BlobStore {
 /// Opens a file of a layout directory for reading: never through a symlink (which could lead
 /// out of the layout), never blocking (a FIFO or device opens at once, and is then refused by
 /// its type, checked on the open descriptor).
+/// A member of an archive, read with positioned reads.
+struct Member {
+    file: File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for Member {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += got as u64;
+        Ok(got)
+    }
+}
+
 fn open_regular(path: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
@@ -294,5 +320,39 @@ mod tests {
         assert_eq!(resolve("a/b/c", "/d"), "d");
         assert_eq!(normalise("./a/./b"), "a/./b");
         assert_eq!(normalise("/x"), "x");
+    }
+
+    /// Members read in turns (as layers written side by side read them) each get their own
+    /// bytes: the archive's file offset is shared by its clones, so reads must not use it.
+    #[test]
+    fn members_read_in_turns_keep_to_their_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let contents: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 5000]).collect();
+        for (i, content) in contents.iter().enumerate() {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, format!("m{i}"), content.as_slice())
+                .unwrap();
+        }
+        builder.finish().unwrap();
+        drop(builder);
+        let store = BlobStore::archive(&path, dir.path()).unwrap();
+        let mut readers: Vec<Box<dyn Read + Send>> = (0..3)
+            .map(|i| store.open(&format!("m{i}")).unwrap().0)
+            .collect();
+        let mut read: Vec<Vec<u8>> = vec![Vec::new(); 3];
+        let mut chunk = [0u8; 700];
+        for _ in 0..10 {
+            for (reader, read) in readers.iter_mut().zip(&mut read) {
+                let n = reader.read(&mut chunk).unwrap();
+                read.extend_from_slice(&chunk[..n]);
+            }
+        }
+        assert!(read == contents);
     }
 }
