@@ -1,7 +1,7 @@
 //! The benchmark: layered-gen against the floor (reading and hashing the same bytes once, on one
 //! thread) and against what users would otherwise run, all in one run on one machine.
 //!
-//!     cargo run --release --example bench -- [--small] [--corpus DIR] [--out FILE]
+//!     cargo run --release --example bench -- [--small] [--corpus DIR] [--out FILE] [--threads 1,2,all]
 //!     cargo run --release --example bench -- --write-synthetic FILE   # the 100,000-path graph
 //!     cargo run --release --example bench -- --plans   # only `plan` on 100,000-path graphs of every shape
 //!
@@ -12,6 +12,10 @@
 //! `--small`: the closure of coreutils and bash), warms the page cache, then times each case as a
 //! whole process and prints seconds, MB/s, the ratio to the floor and the peak RSS (from wait4),
 //! and appends the same as JSON lines to `--out` (default bench-results/results.jsonl).
+//!
+//! Every image case runs at each thread count of `--threads` (default 1, 2 and all cores; a
+//! count above the cores is kept, to see what oversubscription costs), and a second table shows
+//! the speed-up of each over one thread.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -24,6 +28,8 @@ use sha2::{Digest, Sha256};
 
 struct Case {
     name: String,
+    /// The case without its thread count, and the count (image cases only).
+    sweep: Option<(String, usize)>,
     seconds: f64,
     bytes: u64,
     peak_rss_kib: u64,
@@ -87,6 +93,7 @@ fn main() {
     let (bytes, _) = floor(&store_paths);
     cases.push(Case {
         name: "floor: read + sha256, one thread".into(),
+        sweep: None,
         seconds: start.elapsed().as_secs_f64(),
         bytes,
         peak_rss_kib: 0,
@@ -107,65 +114,74 @@ fn main() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
+    let sweep = thread_counts(value("--threads").as_deref().unwrap_or("1,2,all"), cores);
     // (name, argv, stdout into a pipe, runs: the best one counts)
-    let runs: Vec<(&str, Vec<String>, bool, usize)> = vec![
+    let image_cases: Vec<(&str, Vec<&str>, bool, usize)> = vec![
         (
             "layered-gen docker-archive -> stdout pipe",
-            lg(&["-o", "-"]),
+            vec!["-o", "-"],
             true,
             2,
         ),
         (
             "layered-gen docker-archive -> file",
-            lg(&["-o", out_tar.to_str().unwrap()]),
+            vec!["-o", out_tar.to_str().unwrap()],
             false,
             2,
         ),
         (
             "layered-gen oci gzip -> dir",
-            lg(&["--format", "oci", "-o", out_dir.to_str().unwrap()]),
+            vec!["--format", "oci", "-o", out_dir.to_str().unwrap()],
             false,
             1,
         ),
         (
             "layered-gen oci zstd -> dir",
-            lg(&[
+            vec![
                 "--format",
                 "oci",
                 "--compression",
                 "zstd",
                 "-o",
                 out_dir.to_str().unwrap(),
-            ]),
+            ],
             false,
             1,
         ),
     ];
-    for (name, argv, pipe, repeat) in runs {
-        let mut best = (f64::MAX, 0, 0.0);
-        let mut output_size = None;
-        for _ in 0..repeat {
-            settle();
-            let (seconds, rss, cpu) = time_process(&argv, pipe);
-            if seconds < best.0 {
-                best = (seconds, rss, cpu);
+    for (name, extra, pipe, repeat) in &image_cases {
+        for &threads in &sweep {
+            let count = threads.to_string();
+            let mut args = extra.clone();
+            args.extend(["--threads", &count]);
+            let argv = lg(&args);
+            let mut best = (f64::MAX, 0, 0.0);
+            let mut output_size = None;
+            for _ in 0..*repeat {
+                settle();
+                let (seconds, rss, cpu) = time_process(&argv, *pipe);
+                if seconds < best.0 {
+                    best = (seconds, rss, cpu);
+                }
+                if out_dir.is_dir() {
+                    output_size = Some(dir_size(&out_dir.join("blobs/sha256")));
+                }
+                let _ = fs::remove_file(&out_tar);
+                let _ = fs::remove_dir_all(&out_dir);
             }
-            if out_dir.is_dir() {
-                output_size = Some(dir_size(&out_dir.join("blobs/sha256")));
-            }
-            let _ = fs::remove_file(&out_tar);
-            let _ = fs::remove_dir_all(&out_dir);
+            let label = format!("{name} [{threads} threads]");
+            cases.push(Case {
+                name: match output_size {
+                    Some(size) => format!("{label} ({:.0} MB)", size as f64 / 1e6),
+                    None => label,
+                },
+                sweep: Some((name.to_string(), threads)),
+                seconds: best.0,
+                bytes,
+                peak_rss_kib: best.1,
+                cpu: best.2,
+            });
         }
-        cases.push(Case {
-            name: match output_size {
-                Some(size) => format!("{name} ({:.0} MB)", size as f64 / 1e6),
-                None => name.to_string(),
-            },
-            seconds: best.0,
-            bytes,
-            peak_rss_kib: best.1,
-            cpu: best.2,
-        });
     }
     let tar_list = scratch.join("paths");
     fs::write(
@@ -179,6 +195,14 @@ fn main() {
     let tar_file = scratch.join("gnu.tar");
     let size_file = scratch.join("size");
     for (name, script) in [
+        (
+            "floor: tar | sha256sum".to_string(),
+            format!(
+                "tar --hard-dereference -C / -cf - -T '{}' | sha256sum > '{}'",
+                tar_list.display(),
+                tar_file.display()
+            ),
+        ),
         (
             "GNU tar -> file (no hashing)".to_string(),
             format!(
@@ -216,6 +240,7 @@ fn main() {
                 Some(size) => format!("{name} ({:.0} MB)", size / 1e6),
                 None => name,
             },
+            sweep: None,
             seconds,
             bytes,
             peak_rss_kib: rss,
@@ -233,6 +258,7 @@ fn main() {
     );
     cases.push(Case {
         name: "layered-gen plan (corpus)".into(),
+        sweep: None,
         seconds,
         bytes: 0,
         peak_rss_kib: rss,
@@ -262,6 +288,7 @@ fn main() {
     tiny_times.sort_by(|a, b| a.0.total_cmp(&b.0));
     cases.push(Case {
         name: "startup + tiny closure (median of 21)".into(),
+        sweep: None,
         seconds: tiny_times[10].0,
         bytes: 0,
         peak_rss_kib: tiny_times[10].1,
@@ -322,10 +349,67 @@ fn main() {
             "ratio_to_floor": if case.bytes > 0 { Some(case.seconds / floor_seconds) } else { None },
             "peak_rss_kib": case.peak_rss_kib,
             "cpu_seconds": case.cpu,
+            "threads": case.sweep.as_ref().map(|(_, threads)| threads),
         });
         writeln!(jsonl, "{line}").unwrap();
     }
+    print_speed_ups(&cases, &sweep);
     let _ = fs::remove_dir_all(&scratch);
+}
+
+/// The thread counts of `--threads`: numbers, or `all` for every core; in order, once each.
+fn thread_counts(list: &str, cores: usize) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for word in list.split(',') {
+        let count = match word.trim() {
+            "all" => cores,
+            number => number
+                .parse()
+                .ok()
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or_else(|| fail(&format!("--threads: {number:?} is not a count"))),
+        };
+        if !counts.contains(&count) {
+            counts.push(count);
+        }
+    }
+    counts
+}
+
+/// Each image case's time at each thread count, and its speed-up over the fewest threads.
+fn print_speed_ups(cases: &[Case], sweep: &[usize]) {
+    let Some(&fewest) = sweep.first() else {
+        return;
+    };
+    println!();
+    let heading: Vec<String> = sweep.iter().map(|t| format!("{t} threads")).collect();
+    let title = format!("speed-up over {fewest} thread(s)");
+    println!("{title:<44} {}", heading.join(" | "));
+    let mut names: Vec<&str> = Vec::new();
+    for case in cases {
+        if let Some((name, _)) = &case.sweep {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+    }
+    for name in names {
+        let seconds = |threads: usize| {
+            cases.iter().find_map(|c| match &c.sweep {
+                Some((n, t)) if n == name && *t == threads => Some(c.seconds),
+                _ => None,
+            })
+        };
+        let base = seconds(fewest).unwrap_or(f64::NAN);
+        let cells: Vec<String> = sweep
+            .iter()
+            .map(|&t| match seconds(t) {
+                Some(s) => format!("{s:.2} s ({:.2}x)", base / s),
+                None => "-".to_string(),
+            })
+            .collect();
+        println!("{name:<44} {}", cells.join(" | "));
+    }
 }
 
 /// Total size of the files in a directory.
@@ -560,6 +644,7 @@ fn plan_cases(bin: &Path, scratch: &Path) -> Vec<Case> {
             );
             cases.push(Case {
                 name: format!("plan {layering}, {shape}"),
+                sweep: None,
                 seconds,
                 bytes: 0,
                 peak_rss_kib,

@@ -16,10 +16,11 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::Scope;
 
 use crate::error::{Error, ErrorKind, Result, Setting, shown, shown_path};
-use crate::tarball::{self, Header, Kind, TarStream};
+use crate::tarball::{self, Header, Kind, StartedTar, TarStream};
 
 mod custom;
 
@@ -247,21 +248,53 @@ impl LayerTree {
             roots,
             file_sizes: Vec::new(),
         };
-        // The first walk: every file checked, the length counted, file sizes kept.
-        let mut length = 0;
-        let mut sizes = Vec::new();
-        tree.visit(&mut |entry| {
-            length += tarball::entry_len(&tree.header(entry));
-            if entry.kind == Kind::File {
-                sizes.push(entry.size);
-            }
-            Ok(())
-        })?;
+        // The first walk: every file checked, the length counted, file sizes kept. Store paths
+        // are walked side by side (a layer may hold most of the closure) and joined in order.
+        let (length, sizes) = tree.first_walk()?;
         if let Contents::Walked { file_sizes, .. } = &mut tree.contents {
             *file_sizes = sizes;
         }
         tree.length += length;
         Ok(tree)
+    }
+
+    /// The tarball length of a walked layer's entries, and its files' sizes in order.
+    fn first_walk(&self) -> Result<(u64, Vec<u64>)> {
+        use rayon::prelude::*;
+        let Contents::Walked { parents, roots, .. } = &self.contents else {
+            return Ok((0, Vec::new()));
+        };
+        let mut parts = vec![self.measure(|f| parents.iter().try_for_each(f))];
+        parts.par_extend(
+            roots
+                .par_iter()
+                .map(|(source, name)| self.measure(|f| walk(source, name.clone(), f))),
+        );
+        let mut length = 0;
+        let mut sizes = Vec::new();
+        for part in parts {
+            let (part_length, part_sizes) = part?;
+            length += part_length;
+            sizes.extend(part_sizes);
+        }
+        Ok((length, sizes))
+    }
+
+    /// The tarball length of the entries `visit` calls its argument on, and their files' sizes.
+    fn measure(
+        &self,
+        visit: impl FnOnce(&mut dyn FnMut(&Entry) -> Result<()>) -> Result<()>,
+    ) -> Result<(u64, Vec<u64>)> {
+        let mut length = 0;
+        let mut sizes = Vec::new();
+        visit(&mut |entry| {
+            length += tarball::entry_len(&self.header(entry));
+            if entry.kind == Kind::File {
+                sizes.push(entry.size);
+            }
+            Ok(())
+        })?;
+        Ok((length, sizes))
     }
 
     /// Calls `f` on every entry in tarball order.
@@ -382,7 +415,7 @@ impl LayerTree {
     /// Walks the entries again and reads the files' content, sending batches on `full` (data
     /// buffers come back on `empty`); stops at the first error, which it sends, or when the
     /// writer hangs up.
-    fn read_ahead(&self, full: &SyncSender<Result<Batch>>, empty: &Receiver<Vec<u8>>) {
+    fn read_files(&self, full: &SyncSender<Result<Batch>>, empty: &Receiver<Vec<u8>>) {
         let stopped = || Error::write("the image", std::io::ErrorKind::BrokenPipe.into());
         let next_batch = || -> Result<Batch> {
             let data = empty.recv().map_err(|_| stopped())?;
@@ -454,6 +487,92 @@ impl LayerTree {
     }
 }
 
+/// Read buffers per layer: a few batches read ahead while one is written.
+const BUFFERS: usize = 6;
+
+/// A layer's files being read ahead by a reader thread: full batches arrive on `full`, spent
+/// buffers go back on `empty`. Dropping it stops the reader.
+struct Reading {
+    full: Receiver<Result<Batch>>,
+    empty: Sender<Vec<u8>>,
+}
+
+impl LayerTree {
+    /// Starts the reader thread (`lg-read`) on `scope`.
+    fn start_reading<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>) -> Result<Reading> {
+        let (full_tx, full) = sync_channel::<Result<Batch>>(BUFFERS - 2);
+        let (empty, empty_rx) = channel::<Vec<u8>>();
+        for _ in 0..BUFFERS {
+            let _ = empty.send(Vec::with_capacity(BATCH_BYTES));
+        }
+        std::thread::Builder::new()
+            .name("lg-read".to_string())
+            .spawn_scoped(scope, move || self.read_files(&full_tx, &empty_rx))
+            .map_err(|e| Error::write("the image (starting a reader thread)", e))?;
+        Ok(Reading { full, empty })
+    }
+
+    /// Writes the tarball: headers from the entries the reader sends, content from its
+    /// batches.
+    fn write_reading(&self, reading: Reading, out: &mut dyn Write) -> Result<()> {
+        let write_error = |e: std::io::Error| Error::write("the image", e);
+        let stopped = || {
+            Error::write(
+                "the image",
+                std::io::Error::other("the file reader stopped unexpectedly"),
+            )
+        };
+        let mut queue: std::collections::VecDeque<Entry> = Default::default();
+        let mut data: Vec<u8> = Vec::new();
+        let mut at = 0;
+        // The next batch: its entries join the queue, its data continues the stream.
+        let receive = |queue: &mut std::collections::VecDeque<Entry>,
+                       data: &mut Vec<u8>,
+                       at: &mut usize|
+         -> Result<bool> {
+            match reading.full.recv() {
+                Ok(batch) => {
+                    let batch = batch?;
+                    queue.extend(batch.entries);
+                    let mut used = std::mem::replace(data, batch.data);
+                    used.clear();
+                    let _ = reading.empty.send(used);
+                    *at = 0;
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            }
+        };
+        loop {
+            let Some(entry) = queue.pop_front() else {
+                if receive(&mut queue, &mut data, &mut at)? {
+                    continue;
+                }
+                break;
+            };
+            tarball::write_header(out, &self.header(&entry)).map_err(write_error)?;
+            if entry.kind != Kind::File {
+                continue;
+            }
+            if self.content_source(&entry).is_some() {
+                let mut left = entry.size;
+                while left > 0 {
+                    if at == data.len() && !receive(&mut queue, &mut data, &mut at)? {
+                        return Err(stopped());
+                    }
+                    let take = (data.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    out.write_all(&data[at..at + take]).map_err(write_error)?;
+                    at += take;
+                    left -= take as u64;
+                }
+            }
+            out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
+                .map_err(write_error)?;
+        }
+        out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
+    }
+}
+
 impl TarStream for LayerTree {
     fn tar_len(&self) -> u64 {
         self.length
@@ -463,73 +582,15 @@ impl TarStream for LayerTree {
     /// into a few reused buffers while this thread writes them (and, through `out`, hashes and
     /// compresses), so reading overlaps the rest and memory stays bounded.
     fn write_to(&self, out: &mut dyn Write) -> Result<()> {
-        const BUFFERS: usize = 6;
-        let write_error = |e: std::io::Error| Error::write("the image", e);
-        let stopped = || {
-            Error::write(
-                "the image",
-                std::io::Error::other("the file reader stopped unexpectedly"),
-            )
-        };
-        std::thread::scope(|scope| {
-            // Created in here so that an early return drops the writer's ends first, which
-            // stops the reader before the scope waits for it.
-            let (full_tx, full_rx) = sync_channel::<Result<Batch>>(BUFFERS - 2);
-            let (empty_tx, empty_rx) = channel::<Vec<u8>>();
-            for _ in 0..BUFFERS {
-                let _ = empty_tx.send(Vec::with_capacity(BATCH_BYTES));
-            }
-            scope.spawn(move || self.read_ahead(&full_tx, &empty_rx));
-            let mut queue: std::collections::VecDeque<Entry> = Default::default();
-            let mut data: Vec<u8> = Vec::new();
-            let mut at = 0;
-            // The next batch: its entries join the queue, its data continues the stream.
-            let receive = |queue: &mut std::collections::VecDeque<Entry>,
-                           data: &mut Vec<u8>,
-                           at: &mut usize|
-             -> Result<bool> {
-                match full_rx.recv() {
-                    Ok(batch) => {
-                        let batch = batch?;
-                        queue.extend(batch.entries);
-                        let mut used = std::mem::replace(data, batch.data);
-                        used.clear();
-                        let _ = empty_tx.send(used);
-                        *at = 0;
-                        Ok(true)
-                    }
-                    Err(_) => Ok(false),
-                }
-            };
-            loop {
-                let Some(entry) = queue.pop_front() else {
-                    if receive(&mut queue, &mut data, &mut at)? {
-                        continue;
-                    }
-                    break;
-                };
-                tarball::write_header(out, &self.header(&entry)).map_err(write_error)?;
-                if entry.kind != Kind::File {
-                    continue;
-                }
-                if self.content_source(&entry).is_some() {
-                    let mut left = entry.size;
-                    while left > 0 {
-                        if at == data.len() && !receive(&mut queue, &mut data, &mut at)? {
-                            return Err(stopped());
-                        }
-                        let take =
-                            (data.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
-                        out.write_all(&data[at..at + take]).map_err(write_error)?;
-                        at += take;
-                        left -= take as u64;
-                    }
-                }
-                out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
-                    .map_err(write_error)?;
-            }
-            out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
-        })
+        // An early return drops the reading first, which stops the reader before the scope
+        // waits for it.
+        std::thread::scope(|scope| self.write_reading(self.start_reading(scope)?, out))
+    }
+
+    /// Starts the reader now; what it reads waits in its buffers until the writer comes.
+    fn read_ahead<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>) -> StartedTar<'scope> {
+        let reading = self.start_reading(scope);
+        Box::new(move |out| self.write_reading(reading?, out))
     }
 }
 

@@ -659,8 +659,10 @@ impl CacheArgs {
 /// Options shared by every command.
 #[derive(Args, Debug)]
 struct GlobalArgs {
-    /// Worker threads (default: $NIX_BUILD_CORES inside a Nix build, else every core; 0 means
-    /// every core). The output never depends on it. Example: --threads 4
+    /// Worker threads: the one pool that compresses and hashes, and at most as many layers
+    /// written at once, each with a thread streaming it and one reading its files (default:
+    /// $RAYON_NUM_THREADS when set, else $NIX_BUILD_CORES inside a Nix build, else every core;
+    /// 0 means every core). The output never depends on it. Example: --threads 4
     #[arg(long, value_name = "N", env = "NIX_BUILD_CORES", global = true)]
     threads: Option<usize>,
 }
@@ -1187,18 +1189,20 @@ fn flag(setting: Setting, command: CommandKind) -> &'static str {
     }
 }
 
-/// Sizes the worker pool: `--threads`/`NIX_BUILD_CORES`, unless `RAYON_NUM_THREADS` is set
-/// (rayon reads it itself). 0, as Nix says "every core", leaves rayon's default.
+/// Sizes the worker pool, the one pool that compresses and hashes and bounds how many layers
+/// are written at once: `RAYON_NUM_THREADS` when set, else `--threads`/`NIX_BUILD_CORES`, else
+/// every core (0, as Nix says "every core", too). Its threads are named `lg-worker`.
 fn size_thread_pool(threads: Option<usize>) {
-    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
-        return;
-    }
-    if let Some(threads) = threads.filter(|&t| t > 0) {
-        // Fails only if a pool exists already, and then that one is used: harmless.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global();
-    }
+    let threads = match std::env::var_os("RAYON_NUM_THREADS") {
+        // rayon reads it itself (0 or unreadable: every core).
+        Some(_) => 0,
+        None => threads.unwrap_or(0),
+    };
+    // Fails only if a pool exists already, and then that one is used: harmless.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|_| "lg-worker".to_string())
+        .build_global();
 }
 
 /// Which command ran, for naming flags in errors.

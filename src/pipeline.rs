@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::thread::Scope;
 
 use rayon::prelude::*;
 
@@ -21,7 +22,7 @@ use crate::output::{
 };
 use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
 use crate::progress::Progress;
-use crate::tarball::TarStream;
+use crate::tarball::{StartedTar, TarStream};
 
 /// Where the closure comes from and how it is split.
 #[derive(Clone, Debug)]
@@ -529,5 +530,14 @@ impl TarStream for Labelled {
         self.progress
             .counting(out, |out| self.layer.tree.write_to(out))
             .map_err(|e| e.context(&self.layer.label))
+    }
+
+    fn read_ahead<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>) -> StartedTar<'scope> {
+        let started = self.layer.tree.read_ahead(scope);
+        Box::new(move |out| {
+            self.progress
+                .counting(out, started)
+                .map_err(|e| e.context(&self.layer.label))
+        })
     }
 }

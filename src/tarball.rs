@@ -5,6 +5,7 @@
 //! from file metadata; that is what lets an image stream in one pass.
 
 use std::io::{self, Write};
+use std::thread::Scope;
 
 use crate::error::Result;
 
@@ -13,7 +14,16 @@ pub trait TarStream: Send + Sync {
     /// The exact number of bytes `write_to` writes.
     fn tar_len(&self) -> u64;
     fn write_to(&self, out: &mut dyn Write) -> Result<()>;
+    /// Starts reading the tarball's content now, on a thread of `scope`, for a writer that
+    /// streams tarballs one after another: the next one reads while this one is written. The
+    /// returned writer writes the same bytes as `write_to`. By default nothing starts early.
+    fn read_ahead<'scope>(&'scope self, _scope: &'scope Scope<'scope, '_>) -> StartedTar<'scope> {
+        Box::new(move |out| self.write_to(out))
+    }
 }
+
+/// A tarball whose reading has started: call it to write it.
+pub type StartedTar<'a> = Box<dyn FnOnce(&mut dyn Write) -> Result<()> + Send + 'a>;
 
 pub const BLOCK: u64 = 512;
 

@@ -1104,3 +1104,53 @@ fn a_push_on_a_terminal_shows_the_bar() {
         assert!(pushed.contains("layered-gen: wrote "), "{pushed}");
     }
 }
+
+/// Layers go up side by side, as many as there are workers: the manifest a registry gets is the
+/// same at 1, 2 and 8 threads, for Docker's and OCI's media types, gzip and zstd.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker-registry, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
+fn pushes_are_the_same_at_any_thread_count() {
+    let mut store = store_without_tools();
+    for i in 0..12 {
+        store.add(&format!("small-{i}"), &[], |file| {
+            fs::write(file, format!("small {i}\n").repeat(1000 * i + 1)).unwrap();
+        });
+    }
+    let registry = Registry::start();
+    for flags in [
+        &["--compression", "gzip"][..],
+        &["--format", "oci", "--compression", "zstd"],
+    ] {
+        let mut manifests = Vec::new();
+        for threads in ["1", "2", "8"] {
+            let remote = format!(
+                "docker://127.0.0.1:{}/test/threads-{threads}-{}:v1",
+                registry.port,
+                flags.len()
+            );
+            let mut args = vec!["--no-cache", "--max-layers", "12", "--threads", threads];
+            args.extend(flags);
+            let output = run(build_command(&store)
+                .args(&args)
+                .args(["-o", &remote])
+                .env_remove("RAYON_NUM_THREADS"));
+            assert!(
+                stderr(&output).contains(": uploaded "),
+                "{}",
+                stderr(&output)
+            );
+            let raw = run(Command::new(require("skopeo")).args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &remote,
+            ]));
+            manifests.push(raw.stdout);
+        }
+        assert!(manifests[0] == manifests[1], "{flags:?}: 1 and 2 threads");
+        assert!(manifests[0] == manifests[2], "{flags:?}: 1 and 8 threads");
+    }
+}

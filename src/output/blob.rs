@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result, Setting};
-use crate::tarball::TarStream;
+use crate::tarball::{StartedTar, TarStream};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -132,60 +132,74 @@ fn write_error(e: io::Error) -> Error {
     Error::write("the image", e)
 }
 
-/// Writes `tar` to `out`, compressed as asked, and returns its digests.
+/// Writes `tar` to `out`, compressed as asked, and returns its digests. Compressed, both
+/// digests are taken on the worker pool beside the compression (see `parallel`), so the thread
+/// streaming the tarball only moves bytes.
 pub fn write_layer_blob(
     tar: &dyn TarStream,
     compression: Compression,
     out: &mut dyn Write,
 ) -> Result<BlobInfo> {
-    let stored = HashingWriter::new(out);
-    let (stored, diff_id, length) = match compression {
+    let digests = match compression {
         Compression::None => {
-            let mut hashing = stored;
+            let mut hashing = HashingWriter::new(out);
             tar.write_to(&mut hashing)?;
             let (_, digest, written) = hashing.finish();
-            return check_length(tar, written).map(|()| BlobInfo {
+            return check_length(tar.tar_len(), written).map(|()| BlobInfo {
                 diff_id: digest.clone(),
                 digest,
                 size: written,
             });
         }
         Compression::Gzip { level } => {
-            let encoder = super::parallel::gzip(stored, level);
-            let mut plain = HashingWriter::new(encoder);
-            tar.write_to(&mut plain)?;
-            let (encoder, diff_id, length) = plain.finish();
-            (encoder.finish().map_err(write_error)?, diff_id, length)
+            let mut encoder = super::parallel::gzip(out, level).with_digests();
+            tar.write_to(&mut encoder)?;
+            encoder.finish_with_digests().map_err(write_error)?.1
         }
         Compression::Zstd { level } => {
-            let encoder = super::parallel::zstd(stored, level);
-            let mut plain = HashingWriter::new(encoder);
-            tar.write_to(&mut plain)?;
-            let (encoder, diff_id, length) = plain.finish();
-            (encoder.finish().map_err(write_error)?, diff_id, length)
+            let mut encoder = super::parallel::zstd(out, level).with_digests();
+            tar.write_to(&mut encoder)?;
+            encoder.finish_with_digests().map_err(write_error)?.1
         }
     };
-    check_length(tar, length)?;
-    let (_, digest, size) = stored.finish();
+    check_length(tar.tar_len(), digests.input_len)?;
     Ok(BlobInfo {
-        diff_id,
+        diff_id: digests.input,
+        digest: digests.output,
+        size: digests.output_len,
+    })
+}
+
+/// Writes a plain tarball of `tar_len` bytes whose reading has started (see
+/// `TarStream::read_ahead`) to `out`, and returns its digests.
+pub fn write_started_tar(
+    tar_len: u64,
+    started: StartedTar,
+    out: &mut dyn Write,
+) -> Result<BlobInfo> {
+    let mut hashing = HashingWriter::new(out);
+    started(&mut hashing)?;
+    let (_, digest, written) = hashing.finish();
+    check_length(tar_len, written)?;
+    Ok(BlobInfo {
+        diff_id: digest.clone(),
         digest,
-        size,
+        size: written,
     })
 }
 
 /// A layer must write exactly the length its metadata promised (the tar header of a streamed
 /// archive was already written with it). Layers check each file as they read it; this is the
 /// last guard for any other stream.
-fn check_length(tar: &dyn TarStream, written: u64) -> Result<()> {
-    if written == tar.tar_len() {
+fn check_length(expected: u64, written: u64) -> Result<()> {
+    if written == expected {
         Ok(())
     } else {
         Err(Error::new(ErrorKind::Value {
             message: format!(
                 "the layer's tarball is {written} bytes where {} were expected: its files changed \
                  while the image was written",
-                tar.tar_len()
+                expected
             ),
         }))
     }

@@ -20,15 +20,16 @@
 use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
-use rayon::prelude::*;
-
-use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
-use super::{BlobSource, ImageSource, Layer, OutputOptions, Written, copy_all, image_tags};
+use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob, write_started_tar};
+use super::lanes;
+use super::{
+    BlobSource, ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, layer_size,
+};
 use crate::error::{Error, Result, Setting};
 use crate::image_spec::{
     DockerManifestEntry, ImageConfigBlob, LegacyLayerJson, Repositories, to_bytes,
 };
-use crate::tarball::{self, Header, Kind, TarStream};
+use crate::tarball::{self, Header, Kind, StartedTar, TarStream};
 
 pub(super) fn write(
     source: &dyn ImageSource,
@@ -45,40 +46,63 @@ pub(super) fn write(
     let suffix = options.compression.codec().file_suffix();
     // Plain tarballs and existing blobs have a known length: they stream straight in.
     // Tarballs to compress do not: they are compressed side by side into scratch files first.
-    let mut spools: Vec<Option<(std::fs::File, BlobInfo)>> = (0..count)
-        .into_par_iter()
-        .map(|index| match source.layer(index)? {
-            Layer::Tar(tar) if options.compression != Compression::None => {
+    let compressed = options.compression != Compression::None;
+    let mut spools: Vec<Option<(std::fs::File, BlobInfo)>> = lanes::run(
+        count,
+        |index| match source.layer(index) {
+            Ok(Layer::Tar(tar)) if compressed => tar.tar_len(),
+            _ => 0,
+        },
+        |index| match source.layer(index)? {
+            Layer::Tar(tar) if compressed => {
                 compress_to_scratch(tar, options.compression, scratch).map(Some)
             }
             _ => Ok(None),
-        })
-        .collect::<Result<_>>()?;
-    for (index, spool) in spools.iter_mut().enumerate() {
-        let info = match (source.layer(index)?, spool.take()) {
-            (_, Some((mut file, info))) => {
-                let name = format!("layers/{index}.{suffix}");
-                write_entry_header(out, &name, info.size, options.mtime)?;
-                copy_all(&mut file, out)?;
-                layer_names.push(name);
-                info
-            }
-            (Layer::Tar(tar), None) => {
-                let name = format!("layers/{index}.tar");
-                write_entry_header(out, &name, tar.tar_len(), options.mtime)?;
-                layer_names.push(name);
-                write_layer_blob(tar, Compression::None, out)?
-            }
-            (Layer::Blob(blob), None) => {
-                let name = format!("layers/{index}.{}", blob.codec().file_suffix());
-                write_entry_header(out, &name, blob.size(), options.mtime)?;
-                layer_names.push(name);
-                blob.copy_to(out)?
-            }
+        },
+    )?;
+    // Plain tarballs stream one after another: the next one's files are read while this one
+    // is written, so no layer starts from an empty read buffer.
+    let streamed: Vec<bool> = spools.iter().map(Option::is_none).collect();
+    std::thread::scope(|scope| -> Result<()> {
+        let read_ahead = |index: usize| -> Result<Option<StartedTar<'_>>> {
+            Ok(match source.layer(index)? {
+                Layer::Tar(tar) if streamed[index] => Some(tar.read_ahead(scope)),
+                _ => None,
+            })
         };
-        write_padding(out, info.size)?;
-        layers.push(info);
-    }
+        let mut next = if count > 0 { read_ahead(0)? } else { None };
+        for (index, spool) in spools.iter_mut().enumerate() {
+            let started = next.take();
+            if index + 1 < count {
+                next = read_ahead(index + 1)?;
+            }
+            let info = match (source.layer(index)?, spool.take(), started) {
+                (_, Some((mut file, info)), _) => {
+                    let name = format!("layers/{index}.{suffix}");
+                    write_entry_header(out, &name, info.size, options.mtime)?;
+                    copy_all(&mut file, out)?;
+                    layer_names.push(name);
+                    info
+                }
+                (Layer::Tar(tar), None, started) => {
+                    let started = started.unwrap_or_else(|| tar.read_ahead(scope));
+                    let name = format!("layers/{index}.tar");
+                    write_entry_header(out, &name, tar.tar_len(), options.mtime)?;
+                    layer_names.push(name);
+                    write_started_tar(tar.tar_len(), started, out)?
+                }
+                (Layer::Blob(blob), None, _) => {
+                    let name = format!("layers/{index}.{}", blob.codec().file_suffix());
+                    write_entry_header(out, &name, blob.size(), options.mtime)?;
+                    layer_names.push(name);
+                    blob.copy_to(out)?
+                }
+            };
+            write_padding(out, info.size)?;
+            layers.push(info);
+        }
+        Ok(())
+    })?;
 
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
@@ -160,13 +184,14 @@ fn write_with_legacy(
         )
         .about(Setting::DockerLegacy));
     }
-    let spools: Vec<(std::fs::File, BlobInfo)> = (0..count)
-        .into_par_iter()
-        .map(|index| match source.layer(index)? {
+    let spools: Vec<(std::fs::File, BlobInfo)> = lanes::run(
+        count,
+        |index| layer_size(source, index),
+        |index| match source.layer(index)? {
             Layer::Tar(tar) => compress_to_scratch(tar, options.compression, scratch),
             Layer::Blob(blob) => copy_to_scratch(blob, scratch),
-        })
-        .collect::<Result<_>>()?;
+        },
+    )?;
     let layers: Vec<BlobInfo> = spools.iter().map(|(_, info)| info.clone()).collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;

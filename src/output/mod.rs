@@ -9,6 +9,7 @@ mod blob;
 pub mod cache;
 pub mod daemon;
 mod docker_archive;
+mod lanes;
 mod oci;
 mod parallel;
 pub mod reference;
@@ -119,6 +120,16 @@ pub trait ImageSource: Sync {
     }
     /// Layer `index` was not written: the destination holds it already (for progress).
     fn skipped(&self, _index: usize) {}
+}
+
+/// How many bytes layer `index` has to move (its tarball or its blob), to start the largest
+/// first; 0 when it cannot be told.
+fn layer_size(source: &dyn ImageSource, index: usize) -> u64 {
+    match source.layer(index) {
+        Ok(Layer::Tar(tar)) => tar.tar_len(),
+        Ok(Layer::Blob(blob)) => blob.size(),
+        Err(_) => 0,
+    }
 }
 
 /// What was written.
@@ -550,7 +561,8 @@ fn to_stdout<T>(
     write: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
     threaded::enlarge_stdout_pipe();
-    let out = threaded::ThreadedWriter::new(std::io::stdout());
+    let out = threaded::ThreadedWriter::new(std::io::stdout())
+        .map_err(|e| Error::write("the image to stdout", e))?;
     compressed(out, compression, "the image to stdout", write)
 }
 
@@ -564,7 +576,7 @@ fn to_file<T>(
     let handle = file
         .try_clone()
         .map_err(|e| Error::io("writing", path, e))?;
-    let out = threaded::ThreadedWriter::new(handle);
+    let out = threaded::ThreadedWriter::new(handle).map_err(|e| Error::io("writing", path, e))?;
     compressed(out, compression, &shown_path(path), write)
 }
 

@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
-
-use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
+use super::blob::{BlobInfo, sha256_digest, write_layer_blob};
 use super::docker_archive::{write_entry_header, write_file, write_padding};
+use super::lanes;
 use super::{
-    BlobSource, ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, parent_dir,
-    temporary,
+    BlobSource, ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, layer_size,
+    parent_dir, temporary,
 };
 use crate::error::{Error, Result, shown_path};
 use crate::image_spec::{
@@ -367,8 +366,6 @@ fn write_layout(
 ) -> Result<Written> {
     let blob_dir = dir.join("blobs/sha256");
     fs::create_dir_all(&blob_dir).map_err(|e| Error::io("creating", &blob_dir, e))?;
-    // Compressors use every core within a layer, so compressed layers are written one after
-    // another (which keeps one compressor's memory at a time); plain ones side by side.
     let write = |index| match reuse_blob(source, options, index, previous, &blob_dir) {
         Some(reused) => Ok(reused),
         None => {
@@ -377,16 +374,8 @@ fn write_layout(
             Ok(written)
         }
     };
-    let layers: Vec<(BlobInfo, &'static str)> = if options.compression == Compression::None {
-        (0..source.layer_count())
-            .into_par_iter()
-            .map(write)
-            .collect::<Result<_>>()?
-    } else {
-        (0..source.layer_count())
-            .map(write)
-            .collect::<Result<_>>()?
-    };
+    let layers: Vec<(BlobInfo, &'static str)> =
+        lanes::run(source.layer_count(), |i| layer_size(source, i), write)?;
     let (layers, media_types): (Vec<BlobInfo>, Vec<&str>) = layers.into_iter().unzip();
 
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();

@@ -1,7 +1,7 @@
 //! Parallel compression whose output does not depend on the number of threads.
 //!
 //! The input is cut into blocks of a fixed size (never by thread count), compressed side by
-//! side in small batches and written in order, so memory stays bounded and every core works.
+//! side and written in order, so memory stays bounded and every core works.
 //!
 //! - gzip: each block is deflated on its own, primed with the 32 KiB before it as a dictionary
 //!   so the ratio stays close to a single stream, and ends with a sync flush so the pieces join
@@ -10,23 +10,50 @@
 //! - zstd: each 1 MiB block is one zstd frame (with its checksum); concatenated frames are one
 //!   valid zstd stream. zstd's own multithreading needs about 50 MiB per worker, this a few,
 //!   and its bytes depend on nothing but the block size.
+//!
+//! Who does what. The thread writing into the compressor only gathers blocks and writes the
+//! compressed ones out; everything that costs CPU runs on the worker pool:
+//! - Batches of whole blocks are compressed as pool tasks, several in flight.
+//! - With `with_digests`, the SHA-256 of the input and of the output (a layer's diff_id and its
+//!   blob digest) are taken on the pool too. A compressed batch joins its stream's *chain* of
+//!   two stages, the input's digest then the output's. Each stage takes batches strictly in
+//!   order, one at a time, on the pool thread that brought it the batch that was next (a batch
+//!   that arrives early waits in the stage, not a thread); the two stages run on different
+//!   threads at once, so neither digest waits for the other.
+//! - Batches come back to the writing thread in order.
+//!
+//! Memory: the input bytes in flight are counted across every compressor of the process (several
+//! layers may be written at once) against a window of a few MiB per pool thread. A compressor
+//! may always have one batch in flight, so none starves whatever the others hold.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use flate2::{Compress, FlushCompress, Status};
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
-/// Batches compressed at once.
-const IN_FLIGHT: usize = 2;
+/// Input buffer bytes in flight (sent to the pool, not yet written) per pool thread: two or
+/// three batches each, enough to keep it busy while the writer catches up.
+const WINDOW_PER_THREAD: usize = 6 << 20;
+
+/// Input bytes in flight across every compressor of the process.
+static BYTES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// How many input bytes may be in flight at once: enough to keep every pool thread busy.
+fn window() -> usize {
+    WINDOW_PER_THREAD * rayon::current_num_threads()
+}
 
 /// How one format compresses a block.
 pub trait BlockCodec: Clone + Send + Sync + 'static {
     /// Uncompressed bytes per block.
     const BLOCK: usize;
-    /// Blocks compressed together: enough to keep every core busy, little memory.
+    /// Blocks sent to the pool together (fewer, larger tasks); the output does not depend on it.
     const BATCH: usize;
     /// Bytes before a block that it may refer to.
     const HISTORY: usize;
@@ -37,9 +64,6 @@ pub trait BlockCodec: Clone + Send + Sync + 'static {
     fn block(&self, data: &[u8], history: &[u8], last: bool) -> io::Result<Vec<u8>>;
     fn trailer(&self, crc: u32, length: u64) -> Vec<u8>;
 }
-
-/// A compressed batch, and the buffer its input was in (to be filled again).
-type Batch = (io::Result<Vec<Vec<u8>>>, Vec<u8>);
 
 /// Compresses a batch of blocks side by side.
 fn compress_batch<C: BlockCodec>(
@@ -69,22 +93,145 @@ fn compress_batch<C: BlockCodec>(
         .collect()
 }
 
-/// Batches are compressed in the background while the next one fills, and written in order.
+/// A batch on its way back to the writer: its compressed blocks, and the buffer its input was in
+/// (to be filled again).
+struct Compressed {
+    blocks: io::Result<Vec<Vec<u8>>>,
+    data: Vec<u8>,
+}
+
+/// The SHA-256 digests (`sha256:<hex>`) and lengths of what went in and what came out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamDigests {
+    pub input: String,
+    pub input_len: u64,
+    pub output: String,
+    pub output_len: u64,
+}
+
+/// Puts a stream's compressed batches back in order, hashing them on the way (see the module
+/// doc): a batch passes the input's digest, then the output's, then goes to the writer. The
+/// two digests are taken by different threads at once, each in order.
+struct Chain {
+    input: Mutex<Stage>,
+    output: Mutex<Stage>,
+    done: Sender<Compressed>,
+}
+
+/// One digest of the chain.
+struct Stage {
+    /// The batch to take next.
+    next: u64,
+    /// A thread is taking batches (and holds the hasher).
+    busy: bool,
+    ready: BTreeMap<u64, Compressed>,
+    /// None: no digest is asked for.
+    hasher: Option<Sha256>,
+}
+
+impl Stage {
+    fn new() -> Mutex<Self> {
+        Mutex::new(Stage {
+            next: 0,
+            busy: false,
+            ready: BTreeMap::new(),
+            hasher: None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Input,
+    Output,
+}
+
+fn lock(stage: &Mutex<Stage>) -> MutexGuard<'_, Stage> {
+    // A panic elsewhere cannot leave a stage half-changed: every change is one statement.
+    stage.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Chain {
+    fn new(done: Sender<Compressed>) -> Self {
+        Chain {
+            input: Stage::new(),
+            output: Stage::new(),
+            done,
+        }
+    }
+
+    /// Batch `sequence` is compressed. `inline`: the whole chain runs on this thread (a pool
+    /// thread that will wait for the batch); otherwise the output's stage is a pool task.
+    fn complete(self: &Arc<Self>, sequence: u64, batch: Compressed, inline: bool) {
+        self.advance(Side::Input, sequence, batch, inline);
+    }
+
+    /// Adds batch `sequence` to a stage, then takes every batch the stage can take in order and
+    /// hands each on, unless another thread is doing that already (it will find the batch).
+    fn advance(self: &Arc<Self>, side: Side, sequence: u64, batch: Compressed, inline: bool) {
+        let stage = match side {
+            Side::Input => &self.input,
+            Side::Output => &self.output,
+        };
+        let mut state = lock(stage);
+        state.ready.insert(sequence, batch);
+        if state.busy {
+            return;
+        }
+        state.busy = true;
+        loop {
+            let next = state.next;
+            let Some(batch) = state.ready.remove(&next) else {
+                state.busy = false;
+                return;
+            };
+            state.next += 1;
+            let mut hasher = state.hasher.take();
+            drop(state);
+            if let (Some(hasher), Ok(blocks)) = (&mut hasher, &batch.blocks) {
+                match side {
+                    Side::Input => hasher.update(&batch.data),
+                    Side::Output => blocks.iter().for_each(|block| hasher.update(block)),
+                }
+            }
+            // Back before the batch is handed on: the last one's digest is then complete.
+            lock(stage).hasher = hasher;
+            match side {
+                Side::Input if inline => self.advance(Side::Output, next, batch, true),
+                Side::Input => {
+                    let chain = Arc::clone(self);
+                    rayon::spawn(move || chain.advance(Side::Output, next, batch, false));
+                }
+                // The writer may have given up (an error): nothing is waiting then.
+                Side::Output => {
+                    let _ = self.done.send(batch);
+                }
+            }
+            state = lock(stage);
+        }
+    }
+}
+
+/// Compresses what is written to it on the pool, writing the result to `inner` in order.
 pub struct ParallelWriter<W: Write, C: BlockCodec> {
     inner: Option<W>,
     codec: C,
-    /// Full blocks waiting to be compressed, then the partial one being filled.
+    /// Full blocks waiting to be sent, then the partial one being filled.
     pending: Vec<u8>,
     /// The last HISTORY bytes before `pending`.
     history: Vec<u8>,
-    /// The batches being compressed, oldest first. Two in flight keep every core busy at the
-    /// tail of a batch, when its last blocks are still being compressed.
-    in_flight: VecDeque<Receiver<Batch>>,
-    /// Input buffers back from finished batches: reused, not reallocated, which keeps the
+    chain: Arc<Chain>,
+    done: Receiver<Compressed>,
+    /// The buffer bytes of each batch sent and not yet written, oldest first.
+    in_flight: VecDeque<usize>,
+    /// Batches sent so far: the next one's place in the chain.
+    sent: u64,
+    /// Input buffers back from written batches: reused, not reallocated, which keeps the
     /// allocator's per-thread arenas from growing.
     spare: Vec<Vec<u8>>,
     crc: crc32fast::Hasher,
     length: u64,
+    written: u64,
     header_written: bool,
 }
 
@@ -93,17 +240,31 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
     const CAPACITY: usize = C::BLOCK * (C::BATCH + 1) + (1 << 20);
 
     pub fn new(inner: W, codec: C) -> Self {
+        let (done_tx, done) = channel();
         ParallelWriter {
             inner: Some(inner),
             codec,
             pending: Vec::with_capacity(Self::CAPACITY),
             history: Vec::new(),
+            chain: Arc::new(Chain::new(done_tx)),
+            done,
             in_flight: VecDeque::new(),
+            sent: 0,
             spare: Vec::new(),
             crc: crc32fast::Hasher::new(),
             length: 0,
+            written: 0,
             header_written: false,
         }
+    }
+
+    /// Also takes the digests of the input and the output, on the pool (see `finish_with_digests`).
+    pub fn with_digests(self) -> Self {
+        let mut output = Sha256::new();
+        output.update(self.codec.header());
+        lock(&self.chain.input).hasher = Some(Sha256::new());
+        lock(&self.chain.output).hasher = Some(output);
+        self
     }
 
     fn inner(&mut self) -> io::Result<&mut W> {
@@ -112,19 +273,25 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             .ok_or_else(|| io::Error::other("the compressor was used after finishing"))
     }
 
-    /// Writes the oldest batch in flight, once it is compressed.
+    fn write_out(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner()?.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the oldest batch in flight, once it is compressed and hashed.
     fn write_in_flight(&mut self) -> io::Result<()> {
-        if let Some(receiver) = self.in_flight.pop_front() {
-            let (blocks, mut buffer) = receiver
-                .recv()
-                .map_err(|_| io::Error::other("a compression job stopped"))?;
-            buffer.clear();
-            self.spare.push(buffer);
-            let blocks = blocks?;
-            let inner = self.inner()?;
-            for block in blocks {
-                inner.write_all(&block)?;
-            }
+        let Some(bytes) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let received = self.done.recv();
+        BYTES_IN_FLIGHT.fetch_sub(bytes, Ordering::Relaxed);
+        let Compressed { blocks, mut data } =
+            received.map_err(|_| io::Error::other("a compression job stopped"))?;
+        data.clear();
+        self.spare.push(data);
+        for block in blocks? {
+            self.write_out(&block)?;
         }
         Ok(())
     }
@@ -134,7 +301,7 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
     fn flush_blocks(&mut self, blocks: usize, last: bool) -> io::Result<()> {
         if !self.header_written {
             let header = self.codec.header();
-            self.inner()?.write_all(&header)?;
+            self.write_out(&header)?;
             self.header_written = true;
         }
         let data_len = if last {
@@ -142,7 +309,10 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
         } else {
             blocks * C::BLOCK
         };
-        if self.in_flight.len() >= IN_FLIGHT {
+        // Wait for room in the window; one batch of our own may always be in flight.
+        while !self.in_flight.is_empty()
+            && BYTES_IN_FLIGHT.load(Ordering::Relaxed) + Self::CAPACITY > window()
+        {
             self.write_in_flight()?;
         }
         let mut next = self.spare.pop().unwrap_or_default();
@@ -150,6 +320,8 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
         next.extend_from_slice(&self.pending[data_len..]);
         self.pending.truncate(data_len);
         let data = std::mem::replace(&mut self.pending, next);
+        // The window counts the memory held, which is the buffer's, not its content's.
+        let held = data.capacity();
         let history = self.history.clone();
         if C::HISTORY > 0 {
             self.history
@@ -157,44 +329,79 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             let cut = self.history.len().saturating_sub(C::HISTORY);
             self.history.drain(..cut);
         }
-        if rayon::current_thread_index().is_some() {
-            // On a pool thread, waiting for a pool job could starve the pool: work inline.
+        let sequence = self.sent;
+        self.sent += 1;
+        BYTES_IN_FLIGHT.fetch_add(held, Ordering::Relaxed);
+        self.in_flight.push_back(held);
+        let chain = Arc::clone(&self.chain);
+        let codec = self.codec.clone();
+        // On a pool thread, waiting for a pool job could starve the pool: work inline.
+        let inline = rayon::current_thread_index().is_some();
+        let job = move || {
+            let blocks = compress_batch(&codec, &history, &data, last);
+            chain.complete(sequence, Compressed { blocks, data }, inline);
+        };
+        if inline {
+            job();
             while !self.in_flight.is_empty() {
                 self.write_in_flight()?;
             }
-            let blocks = compress_batch(&self.codec, &history, &data, last)?;
-            let inner = self.inner()?;
-            for block in blocks {
-                inner.write_all(&block)?;
-            }
-            let mut data = data;
-            data.clear();
-            self.spare.push(data);
-            return Ok(());
+        } else {
+            rayon::spawn(job);
         }
-        let (sender, receiver) = channel();
-        let codec = self.codec.clone();
-        rayon::spawn(move || {
-            let blocks = compress_batch(&codec, &history, &data, last);
-            let _ = sender.send((blocks, data));
-        });
-        self.in_flight.push_back(receiver);
         Ok(())
     }
 
-    /// Compresses what is left, writes the trailer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Compresses what is left and writes the trailer; the inner writer and, with
+    /// `with_digests`, the digests.
+    fn end(mut self) -> io::Result<(W, Option<StreamDigests>)> {
         self.flush_blocks(0, true)?;
         while !self.in_flight.is_empty() {
             self.write_in_flight()?;
         }
         let trailer = self.codec.trailer(self.crc.clone().finalize(), self.length);
-        let mut inner = self
+        self.write_out(&trailer)?;
+        let input = lock(&self.chain.input).hasher.take();
+        let output = lock(&self.chain.output).hasher.take();
+        let digests = input.zip(output).map(|(input, mut output)| {
+            output.update(&trailer);
+            StreamDigests {
+                input: digest_name(input),
+                input_len: self.length,
+                output: digest_name(output),
+                output_len: self.written,
+            }
+        });
+        let inner = self
             .inner
             .take()
             .ok_or_else(|| io::Error::other("the compressor was finished twice"))?;
-        inner.write_all(&trailer)?;
-        Ok(inner)
+        Ok((inner, digests))
+    }
+
+    /// Compresses what is left, writes the trailer and returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        self.end().map(|(inner, _)| inner)
+    }
+
+    /// As `finish`, with the digests `with_digests` asked for.
+    pub fn finish_with_digests(self) -> io::Result<(W, StreamDigests)> {
+        match self.end()? {
+            (inner, Some(digests)) => Ok((inner, digests)),
+            (_, None) => Err(io::Error::other("the compressor was not asked for digests")),
+        }
+    }
+}
+
+fn digest_name(hasher: Sha256) -> String {
+    format!("sha256:{}", super::hex(&hasher.finalize()))
+}
+
+impl<W: Write, C: BlockCodec> Drop for ParallelWriter<W, C> {
+    /// Batches still in flight leave the window (an error stopped the stream).
+    fn drop(&mut self) {
+        let bytes: usize = self.in_flight.drain(..).sum();
+        BYTES_IN_FLIGHT.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -302,7 +509,7 @@ thread_local! {
 
 impl BlockCodec for Zstd {
     const BLOCK: usize = 1 << 20;
-    const BATCH: usize = 4;
+    const BATCH: usize = 2;
     const HISTORY: usize = 0;
     const CRC: bool = false;
 
@@ -338,6 +545,8 @@ impl BlockCodec for Zstd {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    use sha2::Digest;
 
     fn sample(len: usize) -> Vec<u8> {
         // Compressible but not trivial: text-like with some noise.
@@ -397,6 +606,40 @@ mod tests {
             background.write_all(piece).unwrap();
         }
         assert!(background.finish().unwrap() == run(|w| gzip(w, 6), &data, 1 << 16, 1));
+    }
+
+    /// The digests taken on the pool are those of the bytes in and out, whether the chain runs
+    /// as pool tasks (a writer off the pool) or inline (a writer on a pool thread).
+    #[test]
+    fn digests_are_those_of_the_input_and_the_output() {
+        let sha = |bytes: &[u8]| format!("sha256:{}", super::super::hex(&Sha256::digest(bytes)));
+        for len in lengths::<Zstd>().into_iter().chain([Gzip::BLOCK * 40 + 9]) {
+            let data = sample(len);
+            let check = |out: Vec<u8>, digests: StreamDigests, what: &str| {
+                assert_eq!(digests.input, sha(&data), "{what} {len}");
+                assert_eq!(digests.input_len, len as u64, "{what} {len}");
+                assert_eq!(digests.output, sha(&out), "{what} {len}");
+                assert_eq!(digests.output_len, out.len() as u64, "{what} {len}");
+            };
+            let mut off_pool = gzip(Vec::new(), 6).with_digests();
+            off_pool.write_all(&data).unwrap();
+            let (out, digests) = off_pool.finish_with_digests().unwrap();
+            check(out, digests, "gzip off the pool");
+            for threads in [1, 4] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let (out, digests) = pool.install(|| {
+                    let mut w = zstd(Vec::new(), 3).with_digests();
+                    for piece in data.chunks(100_000) {
+                        w.write_all(piece).unwrap();
+                    }
+                    w.finish_with_digests().unwrap()
+                });
+                check(out, digests, &format!("zstd inline, {threads} threads"));
+            }
+        }
     }
 
     #[test]

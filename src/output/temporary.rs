@@ -63,13 +63,15 @@ fn remove(path: &Path) {
 pub fn install_signal_cleanup() -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            remove_pending();
-            let _ = signal_hook::low_level::emulate_default_handler(signal);
-            std::process::exit(128 + signal);
-        }
-    });
+    std::thread::Builder::new()
+        .name("lg-signals".to_string())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                remove_pending();
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                std::process::exit(128 + signal);
+            }
+        })?;
     Ok(())
 }
 

@@ -17,23 +17,26 @@ pub struct ThreadedWriter {
 }
 
 impl ThreadedWriter {
-    pub fn new<W: Write + Send + 'static>(mut inner: W) -> Self {
+    /// Starts the output thread (`lg-out`).
+    pub fn new<W: Write + Send + 'static>(mut inner: W) -> io::Result<Self> {
         let (to_writer, from_caller) = sync_channel::<Vec<u8>>(IN_FLIGHT);
         let (recycle, recycled) = channel::<Vec<u8>>();
-        let writer = std::thread::spawn(move || -> io::Result<()> {
-            for mut buffer in from_caller {
-                inner.write_all(&buffer)?;
-                buffer.clear();
-                let _ = recycle.send(buffer);
-            }
-            inner.flush()
-        });
-        ThreadedWriter {
+        let writer = std::thread::Builder::new()
+            .name("lg-out".to_string())
+            .spawn(move || -> io::Result<()> {
+                for mut buffer in from_caller {
+                    inner.write_all(&buffer)?;
+                    buffer.clear();
+                    let _ = recycle.send(buffer);
+                }
+                inner.flush()
+            })?;
+        Ok(ThreadedWriter {
             to_writer: Some(to_writer),
             recycled,
             current: Vec::with_capacity(BUFFER),
             writer: Some(writer),
-        }
+        })
     }
 
     /// Stops the background thread and returns its outcome.
@@ -138,7 +141,7 @@ mod tests {
     #[test]
     fn passes_every_byte_in_order() {
         let sink = Shared(Arc::new(Mutex::new(Vec::new())));
-        let mut writer = ThreadedWriter::new(sink.clone());
+        let mut writer = ThreadedWriter::new(sink.clone()).unwrap();
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
         for piece in data.chunks(77_777) {
             writer.write_all(piece).unwrap();
@@ -149,7 +152,7 @@ mod tests {
 
     #[test]
     fn reports_the_inner_error() {
-        let mut writer = ThreadedWriter::new(Broken);
+        let mut writer = ThreadedWriter::new(Broken).unwrap();
         let data = vec![0u8; 10 * BUFFER];
         let err = writer
             .write_all(&data)

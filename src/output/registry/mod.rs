@@ -26,6 +26,7 @@ use super::oci::{descriptor, index_document, manifest};
 use super::transport::Repository;
 use super::{
     Format, ImageSource, IndexWritten, Layer, OutputOptions, PlatformImage, Written, image_tags,
+    lanes, layer_size,
 };
 use crate::codec::Codec;
 use crate::error::{Error, Result, Setting};
@@ -67,6 +68,9 @@ struct Job {
     present: bool,
 }
 
+/// Told of each blob as it is placed (from the lanes, in the order they finish).
+pub type Report<'a> = dyn Fn(usize, &BlobInfo, &Fate) + Sync + 'a;
+
 /// How an image's blobs are made and placed: what of the output options a push needs.
 struct Blobs<'a> {
     format: Format,
@@ -80,7 +84,7 @@ pub fn push(
     source: &dyn ImageSource,
     options: &OutputOptions,
     repository: &Repository,
-    report: &dyn Fn(usize, &BlobInfo, &Fate),
+    report: &Report<'_>,
 ) -> Result<Written> {
     let blobs = Blobs {
         format: options.format,
@@ -117,24 +121,31 @@ fn push_blobs(
     client: &Client,
     source: &dyn ImageSource,
     options: &Blobs,
-    report: &dyn Fn(usize, &BlobInfo, &Fate),
+    report: &Report<'_>,
 ) -> Result<Pushed> {
     let cache = options.cache;
     let mut jobs = look_up(source, options)?;
     check(client, &mut jobs)?;
-    let mut layers = Vec::with_capacity(jobs.len());
-    for (index, job) in jobs.iter().enumerate() {
-        let (info, fate, read) = place_layer(client, source, options, index, job)?;
-        if let (Some(key), Some(cache)) = (source.layer_key(index), cache) {
-            // A cache that cannot be written costs the next build time, nothing else.
-            let _ = cache.put(&key, options.compression, &info);
-        }
-        if !read {
-            source.skipped(index);
-        }
-        report(index, &info, &fate);
-        layers.push(info);
-    }
+    // Layers go up side by side (see `lanes`): compressing one overlaps sending another.
+    let layers = lanes::run(
+        jobs.len(),
+        |index| match &jobs[index] {
+            Job { present: true, .. } => 0,
+            _ => layer_size(source, index),
+        },
+        |index| {
+            let (info, fate, read) = place_layer(client, source, options, index, &jobs[index])?;
+            if let (Some(key), Some(cache)) = (source.layer_key(index), cache) {
+                // A cache that cannot be written costs the next build time, nothing else.
+                let _ = cache.put(&key, options.compression, &info);
+            }
+            if !read {
+                source.skipped(index);
+            }
+            report(index, &info, &fate);
+            Ok(info)
+        },
+    )?;
     let media_types: Vec<&str> = (0..layers.len())
         .map(|i| layer_media_type(source, options, i))
         .collect::<Result<_>>()?;
@@ -171,7 +182,7 @@ pub fn push_index(
     repository: &Repository,
     tags: &[String],
     push: &PushOptions,
-    report: &dyn Fn(usize, &BlobInfo, &Fate),
+    report: &Report<'_>,
 ) -> Result<IndexWritten> {
     let client = Client::connect(repository, &push.connect, &push.mount_from)?;
     // The layout's documents: OCI media types, blobs as they are.

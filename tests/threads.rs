@@ -1,0 +1,361 @@
+//! Every core, and nothing that depends on how many: the same bytes at 1, 2 and 8 threads in
+//! every format and compression, memory that stays flat however large and many the layers, and
+//! a thread count that bounds every pool.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Bytes that compress a little, like binaries: noise with runs of text.
+fn noisy(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x.is_multiple_of(5) {
+            out.extend_from_slice(b"layered-gen writes layers ");
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// Layers of very different sizes: one of several compression blocks, the sample's, and many
+/// tiny ones.
+fn varied_store() -> TestStore {
+    let mut store = TestStore::new();
+    let sample = store.sample();
+    let refs: Vec<&str> = sample.iter().map(String::as_str).collect();
+    store.add("big-1.0", &refs, |dir| {
+        fs::create_dir_all(dir.join("lib")).unwrap();
+        fs::write(dir.join("lib/big.so"), noisy(3 << 20, 1)).unwrap();
+        fs::write(dir.join("lib/odd.so"), noisy((1 << 20) + 12345, 2)).unwrap();
+    });
+    for i in 0..10 {
+        store.add(&format!("tiny-{i}"), &[], |file| {
+            fs::write(file, format!("tiny {i}\n")).unwrap();
+        });
+    }
+    store
+}
+
+/// Every file under `path` (or `path` itself) by its name relative to `path`, with its bytes.
+fn snapshot(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    if path.is_file() {
+        files.insert(String::new(), fs::read(path).unwrap());
+        return files;
+    }
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap().path();
+            if entry.is_dir() {
+                stack.push(entry);
+            } else {
+                let name = entry.strip_prefix(path).unwrap().display().to_string();
+                files.insert(name, fs::read(&entry).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// The thread counts, and how each is given: the flag, or Nix's variable.
+const THREADS: [(&str, bool); 3] = [("1", true), ("2", false), ("8", true)];
+
+fn with_threads(command: &mut Command, threads: &str, by_flag: bool) {
+    command.env_remove("RAYON_NUM_THREADS");
+    if by_flag {
+        command
+            .args(["--threads", threads])
+            .env_remove("NIX_BUILD_CORES");
+    } else {
+        command.env("NIX_BUILD_CORES", threads);
+    }
+}
+
+#[test]
+fn every_format_and_compression_is_the_same_at_1_2_and_8_threads() {
+    let store = varied_store();
+    let closure = store.write_closure();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.tar");
+    store.build(&base, &["--max-layers", "3", "--threads", "1"]);
+    // (what, arguments, output name; "-" for stdout)
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("docker-archive", vec![], "image.tar"),
+        ("docker-archive to stdout", vec![], "-"),
+        (
+            "docker-archive, gzip layers",
+            vec!["--compression", "gzip"],
+            "image.tar",
+        ),
+        (
+            "docker-archive with legacy metadata",
+            vec!["--docker-legacy"],
+            "image.tar",
+        ),
+        (
+            "docker-archive, zstd archive",
+            vec!["--archive-compression", "zstd"],
+            "image.tar.zst",
+        ),
+        (
+            "docker-archive on a base",
+            vec!["--from-image", base.to_str().unwrap()],
+            "image.tar",
+        ),
+        (
+            "oci layout",
+            vec!["--format", "oci", "--compression", "none"],
+            "oci",
+        ),
+        ("oci layout, gzip", vec!["--format", "oci"], "oci"),
+        (
+            "oci layout, zstd",
+            vec!["--format", "oci", "--compression", "zstd"],
+            "oci",
+        ),
+        (
+            "oci layout on a base, zstd",
+            vec![
+                "--format",
+                "oci",
+                "--compression",
+                "zstd",
+                "--from-image",
+                base.to_str().unwrap(),
+            ],
+            "oci",
+        ),
+        ("oci-archive, gzip", vec!["--format", "oci"], "image.tar"),
+        (
+            "oci-archive to stdout, zstd",
+            vec!["--format", "oci", "--compression", "zstd"],
+            "-",
+        ),
+    ];
+    for (what, args, name) in &cases {
+        let mut first: Option<BTreeMap<String, Vec<u8>>> = None;
+        for (threads, by_flag) in THREADS {
+            let mut command = Command::new(bin());
+            command
+                .arg("--closure")
+                .arg(&closure)
+                .arg("--store-root")
+                .arg(store.root())
+                .args(["--max-layers", "8"])
+                .args(args);
+            with_threads(&mut command, threads, by_flag);
+            let got = if *name == "-" {
+                let output = run(command.args(["-o", "-"]).stdout(Stdio::piped()));
+                BTreeMap::from([(String::new(), output.stdout)])
+            } else {
+                let out = dir.path().join(format!("{threads}-{name}"));
+                run(command.arg("-o").arg(&out));
+                snapshot(&out)
+            };
+            assert!(!got.is_empty(), "{what}: nothing written");
+            match &first {
+                None => first = Some(got),
+                Some(first) => {
+                    let names =
+                        |s: &BTreeMap<String, Vec<u8>>| s.keys().cloned().collect::<Vec<_>>();
+                    assert_eq!(
+                        names(first),
+                        names(&got),
+                        "{what}: files at {threads} threads"
+                    );
+                    for (file, bytes) in first {
+                        assert!(
+                            &got[file] == bytes,
+                            "{what}: {file} differs between 1 and {threads} threads"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `command` to its end; its exit status and peak RSS in MiB.
+#[allow(clippy::zombie_processes, reason = "wait4 reaps the child")]
+fn peak_rss_mib(command: &mut Command) -> (bool, u64) {
+    let child = command.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, usage.ru_maxrss as u64 / 1024)
+}
+
+/// A layer much larger than the memory bound, and 99 tiny ones, in every output that writes
+/// layers: the peak RSS stays under 64 MiB + 16 MiB per thread, whatever the layers' sizes.
+#[test]
+fn memory_stays_flat_with_one_huge_layer_and_many_tiny() {
+    const THREADS: u64 = 4;
+    const HUGE_MIB: usize = 192;
+    let bound = 64 + 16 * THREADS;
+    assert!(
+        bound < HUGE_MIB as u64,
+        "the layer must not fit in the bound"
+    );
+    let mut store = TestStore::new();
+    let mut refs = Vec::new();
+    for i in 0..99 {
+        refs.push(store.add(&format!("tiny-{i}"), &[], |file| {
+            fs::write(file, format!("tiny {i}\n")).unwrap();
+        }));
+    }
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    store.add("huge-1.0", &refs, |dir| {
+        fs::create_dir_all(dir).unwrap();
+        let mut file = fs::File::create(dir.join("huge.bin")).unwrap();
+        for i in 0..HUGE_MIB / 16 {
+            file.write_all(&noisy(16 << 20, i as u64 + 7)).unwrap();
+        }
+    });
+    let closure = store.write_closure();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("docker-archive to stdout", &[], "-"),
+        (
+            "docker-archive, gzip layers",
+            &["--compression", "gzip"],
+            "image.tar",
+        ),
+        ("oci layout, gzip", &["--format", "oci"], "oci"),
+        (
+            "oci layout, zstd",
+            &["--format", "oci", "--compression", "zstd"],
+            "oci",
+        ),
+        (
+            "oci-archive, zstd",
+            &["--format", "oci", "--compression", "zstd"],
+            "oci.tar",
+        ),
+    ];
+    for (what, args, name) in cases {
+        let out: PathBuf = if name == "-" {
+            PathBuf::from("-")
+        } else {
+            dir.path().join(name)
+        };
+        let mut command = Command::new(bin());
+        command
+            .arg("--closure")
+            .arg(&closure)
+            .arg("--store-root")
+            .arg(store.root())
+            .args([
+                "--max-layers",
+                "100",
+                "--threads",
+                &THREADS.to_string(),
+                "-q",
+            ])
+            .args(args)
+            .arg("-o")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .env_remove("RAYON_NUM_THREADS");
+        let (ok, peak) = peak_rss_mib(&mut command);
+        assert!(ok, "{what}: layered-gen failed");
+        eprintln!("{what}: peak RSS {peak} MiB");
+        assert!(
+            peak <= bound,
+            "{what}: peak RSS {peak} MiB over 64 MiB + 16 MiB x {THREADS} threads"
+        );
+        let _ = fs::remove_dir_all(&out);
+        let _ = fs::remove_file(&out);
+    }
+}
+
+/// The threads of a running layered-gen at their most: by name, and all of them ("*").
+///
+/// A new thread has its parent's name until it has run and named itself, a moment later: a
+/// thread counted under a name may be one its holder just started.
+fn most_threads_by_name(mut child: std::process::Child) -> BTreeMap<String, usize> {
+    let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
+    let mut most: BTreeMap<String, usize> = BTreeMap::new();
+    while child.try_wait().unwrap().is_none() {
+        let mut now: BTreeMap<String, usize> = BTreeMap::new();
+        for task in fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            if let Ok(name) = fs::read_to_string(task.path().join("comm")) {
+                *now.entry(name.trim().to_string()).or_default() += 1;
+                *now.entry("*".to_string()).or_default() += 1;
+            }
+        }
+        for (name, count) in now {
+            let entry = most.entry(name).or_default();
+            *entry = (*entry).max(count);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    most
+}
+
+/// `--threads N` (or NIX_BUILD_CORES, or RAYON_NUM_THREADS) bounds the one pool and the layers
+/// in progress: N workers, N layers each with a reader, whatever the layer count and codec (a
+/// pool per layer or per codec would show dozens). That at most N layers are in progress at once
+/// is `lanes::tests::at_most_one_layer_per_worker_is_in_progress`.
+#[test]
+fn the_thread_count_bounds_every_pool() {
+    let mut store = TestStore::new();
+    let mut refs = Vec::new();
+    for i in 0..60 {
+        refs.push(store.add(&format!("part-{i}"), &[], |file| {
+            fs::write(file, noisy(300_000 + i * 20_000, i as u64)).unwrap();
+        }));
+    }
+    let closure = store.write_closure();
+    let dir = tempfile::tempdir().unwrap();
+    for (threads, how) in [
+        (1, "--threads"),
+        (3, "NIX_BUILD_CORES"),
+        (2, "RAYON_NUM_THREADS"),
+    ] {
+        for compression in ["gzip", "zstd"] {
+            let mut command = Command::new(bin());
+            command
+                .arg("--closure")
+                .arg(&closure)
+                .arg("--store-root")
+                .arg(store.root())
+                .args(["--format", "oci", "--compression", compression, "-q"])
+                .args(["--max-layers", "60", "-o"])
+                .arg(dir.path().join(format!("oci-{threads}-{compression}")))
+                .env_remove("RAYON_NUM_THREADS")
+                .env_remove("NIX_BUILD_CORES");
+            match how {
+                "--threads" => command.args(["--threads", &threads.to_string()]),
+                variable => command.env(variable, threads.to_string()),
+            };
+            let most = most_threads_by_name(command.spawn().unwrap());
+            let count = |name: &str| most.get(name).copied().unwrap_or(0);
+            let what = format!("{how} {threads}, {compression}: threads seen {most:?}");
+            // Workers are started by the main thread (which has its own name) and start none.
+            assert!(count("lg-worker") >= 1, "{what}");
+            assert!(count("lg-worker") <= threads, "{what}");
+            // In all: the main thread, the signal watcher, the workers, and per layer in
+            // progress a lane (the main thread is one) and its reader. Lanes and readers
+            // that have finished may still be seen leaving, as many again at most.
+            let layers = threads - 1 + threads;
+            assert!(count("*") <= 2 + threads + 2 * layers, "{what}");
+        }
+    }
+}
