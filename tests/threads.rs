@@ -71,6 +71,17 @@ fn snapshot(path: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
+/// layered-gen on `store`, whose closure file is `closure`.
+fn layered_gen_on(store: &TestStore, closure: &Path) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .arg("--closure")
+        .arg(closure)
+        .arg("--store-root")
+        .arg(store.root());
+    command
+}
+
 /// The thread counts, and how each is given: the flag, or Nix's variable.
 const THREADS: [(&str, bool); 3] = [("1", true), ("2", false), ("8", true)];
 
@@ -149,14 +160,8 @@ fn every_format_and_compression_is_the_same_at_1_2_and_8_threads() {
     for (what, args, name) in &cases {
         let mut first: Option<BTreeMap<String, Vec<u8>>> = None;
         for (threads, by_flag) in THREADS {
-            let mut command = Command::new(bin());
-            command
-                .arg("--closure")
-                .arg(&closure)
-                .arg("--store-root")
-                .arg(store.root())
-                .args(["--max-layers", "8"])
-                .args(args);
+            let mut command = layered_gen_on(&store, &closure);
+            command.args(["--max-layers", "8"]).args(args);
             with_threads(&mut command, threads, by_flag);
             let got = if *name == "-" {
                 let output = run(command.args(["-o", "-"]).stdout(Stdio::piped()));
@@ -255,12 +260,8 @@ fn memory_stays_flat_with_one_huge_layer_and_many_tiny() {
         } else {
             dir.path().join(name)
         };
-        let mut command = Command::new(bin());
+        let mut command = layered_gen_on(&store, &closure);
         command
-            .arg("--closure")
-            .arg(&closure)
-            .arg("--store-root")
-            .arg(store.root())
             .args([
                 "--max-layers",
                 "100",
@@ -330,12 +331,8 @@ fn the_thread_count_bounds_every_pool() {
         (2, "RAYON_NUM_THREADS"),
     ] {
         for compression in ["gzip", "zstd"] {
-            let mut command = Command::new(bin());
+            let mut command = layered_gen_on(&store, &closure);
             command
-                .arg("--closure")
-                .arg(&closure)
-                .arg("--store-root")
-                .arg(store.root())
                 .args(["--format", "oci", "--compression", compression, "-q"])
                 .args(["--max-layers", "60", "-o"])
                 .arg(dir.path().join(format!("oci-{threads}-{compression}")))
