@@ -4,9 +4,10 @@
 //!    it is, or a layer the cache knows — is only asked about.
 //! 2. **Check**: those digests are asked about with HEAD, several at once.
 //! 3. **Mount**: missing ones are mounted from `--mount-from` repositories if the registry can.
-//! 4. **Upload** the rest, streaming: each layer is read, compressed and hashed while its bytes
-//!    go up in one chunked PATCH; the PUT that closes the upload names the digest. A layer
-//!    the registry turns out to hold already costs one upload, not a failure.
+//! 4. **Upload** the rest, streaming and side by side (a layer per worker, the largest first;
+//!    see `lanes`): each layer is read, compressed and hashed while its bytes go up in one
+//!    chunked PATCH; the PUT that closes the upload names the digest. A layer the registry
+//!    turns out to hold already costs one upload, not a failure.
 //! 5. **Config, then manifest**, once per tag. The manifest goes last, so a failure anywhere
 //!    before leaves no tag pointing at an incomplete image.
 //!
