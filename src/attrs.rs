@@ -308,11 +308,23 @@ mod tests {
         )
         .unwrap();
         let script = write_stream_script(&attrs).unwrap();
-        let output = std::process::Command::new(&script)
-            .args(args)
-            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
-            .output()
-            .unwrap();
+        // Another test's child, forked while the script was open for writing, holds it open
+        // until it execs: running it fails with "text file busy" for that moment.
+        let output = (0..100)
+            .find_map(|_| {
+                let run = std::process::Command::new(&script)
+                    .args(args)
+                    .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+                    .output();
+                match run {
+                    Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        None
+                    }
+                    other => Some(other.unwrap()),
+                }
+            })
+            .expect("the script stayed busy for two seconds");
         assert!(output.status.success(), "{output:?}");
         String::from_utf8(output.stdout).unwrap()
     }
