@@ -16,7 +16,8 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::Scope;
 
 use crate::error::{Error, ErrorKind, Result, Setting, shown, shown_path};
@@ -38,6 +39,11 @@ pub struct LayerOptions {
     pub gname: String,
     /// Read `/nix/store/x` from `<store_root>/nix/store/x` (a chroot store).
     pub store_root: Option<PathBuf>,
+    /// Read a layer's files on the worker pool, several batches at once, instead of on its
+    /// reader thread alone: for output that leaves the workers idle (plain layers). Where they
+    /// compress, reads queued behind their work would only slow the stream. The bytes are the
+    /// same.
+    pub parallel_reads: bool,
 }
 
 /// Bumped whenever our tarballs change for the same inputs (it is part of cache keys).
@@ -175,6 +181,8 @@ pub struct LayerTree {
     uname: Vec<u8>,
     gname: Vec<u8>,
     length: u64,
+    /// See `LayerOptions::parallel_reads`.
+    parallel_reads: bool,
 }
 
 /// What the reader thread sends the writer: entries whose headers come next, and file
@@ -341,6 +349,7 @@ impl LayerTree {
             uname: Vec::new(),
             gname: Vec::new(),
             length: tarball::END_OF_ARCHIVE.len() as u64,
+            parallel_reads: options.parallel_reads,
         }
     }
 
@@ -412,11 +421,26 @@ impl LayerTree {
         }
     }
 
-    /// Walks the entries again and reads the files' content, sending batches on `full` (data
-    /// buffers come back on `empty`); stops at the first error, which it sends, or when the
-    /// writer hangs up.
-    fn read_files(&self, full: &SyncSender<Result<Batch>>, empty: &Receiver<Vec<u8>>) {
+    /// Reads the files' content for the writer: side by side on the pool with
+    /// `parallel_reads`, else on this thread (see `LayerOptions::parallel_reads`).
+    fn read_files(&self, full: &Sender<(u64, Result<Batch>)>, empty: &Receiver<Vec<u8>>) {
+        if self.parallel_reads {
+            self.read_files_side_by_side(full, empty);
+        } else {
+            self.read_files_in_turn(full, empty);
+        }
+    }
+
+    /// Walks the entries again and reads the files' content on this thread, sending batches in
+    /// order on `full` (data buffers come back on `empty`); stops at the first error, which it
+    /// sends, or when the writer hangs up.
+    fn read_files_in_turn(&self, full: &Sender<(u64, Result<Batch>)>, empty: &Receiver<Vec<u8>>) {
         let stopped = || Error::write("the image", std::io::ErrorKind::BrokenPipe.into());
+        let mut sequence = 0;
+        let mut send = |batch: Result<Batch>| {
+            sequence += 1;
+            full.send((sequence - 1, batch)).map_err(|_| stopped())
+        };
         let next_batch = || -> Result<Batch> {
             let data = empty.recv().map_err(|_| stopped())?;
             Ok(Batch {
@@ -439,7 +463,7 @@ impl LayerTree {
                     while left > 0 {
                         if batch.data.len() == BATCH_BYTES {
                             let full_batch = std::mem::replace(&mut batch, next_batch()?);
-                            full.send(Ok(full_batch)).map_err(|_| stopped())?;
+                            send(Ok(full_batch))?;
                         }
                         let start = batch.data.len();
                         let want =
@@ -475,15 +499,158 @@ impl LayerTree {
                 }
                 if batch.entries.len() >= BATCH_ENTRIES {
                     let full_batch = std::mem::replace(&mut batch, next_batch()?);
-                    full.send(Ok(full_batch)).map_err(|_| stopped())?;
+                    send(Ok(full_batch))?;
                 }
                 Ok(())
             })?;
-            full.send(Ok(batch)).map_err(|_| stopped())
+            send(Ok(batch))
         })();
         if let Err(err) = result {
-            let _ = full.send(Err(err));
+            let _ = send(Err(err));
         }
+    }
+
+    /// Walks the entries again and plans batches: each takes a buffer from `empty` and is
+    /// filled with its files' content by a pool task with positioned reads, then sent on
+    /// `full` with its place in the stream. A large layer's reads so use several threads; the
+    /// writer puts the batches back in order. Stops at the first error, which it sends in its
+    /// place, or when the writer hangs up.
+    fn read_files_side_by_side(
+        &self,
+        full: &Sender<(u64, Result<Batch>)>,
+        empty: &Receiver<Vec<u8>>,
+    ) {
+        let stopped = || Error::write("the image", std::io::ErrorKind::BrokenPipe.into());
+        let mut sequence = 0;
+        let mut send = |planned: Planned| {
+            let place = sequence;
+            sequence += 1;
+            let full = full.clone();
+            rayon::spawn(move || {
+                // The writer may have hung up; it stops us through `empty`.
+                let _ = full.send((place, planned.fill()));
+            });
+        };
+        let next_batch = || -> Result<Planned> {
+            let data = empty.recv().map_err(|_| stopped())?;
+            Ok(Planned {
+                batch: Batch {
+                    entries: Vec::new(),
+                    data,
+                },
+                length: 0,
+                segments: Vec::new(),
+            })
+        };
+        let result = (|| -> Result<()> {
+            let mut planned = next_batch()?;
+            let mut file_number = 0;
+            self.visit(&mut |entry| {
+                if entry.kind == Kind::File {
+                    self.check_unchanged(entry, file_number)?;
+                    file_number += 1;
+                }
+                planned.batch.entries.push(entry.clone());
+                if let Some(source) = self.content_source(entry) {
+                    let file = Arc::new(open_regular_file(&source)?);
+                    let source = Arc::new(source);
+                    let mut offset = 0;
+                    loop {
+                        if planned.length == BATCH_BYTES {
+                            send(std::mem::replace(&mut planned, next_batch()?));
+                        }
+                        let room = (BATCH_BYTES - planned.length) as u64;
+                        let length = room.min(entry.size - offset);
+                        planned.segments.push(Segment {
+                            file: Arc::clone(&file),
+                            source: Arc::clone(&source),
+                            offset,
+                            length: length as usize,
+                            size: entry.size,
+                        });
+                        planned.length += length as usize;
+                        offset += length;
+                        if offset == entry.size {
+                            break;
+                        }
+                    }
+                }
+                if planned.batch.entries.len() >= BATCH_ENTRIES {
+                    send(std::mem::replace(&mut planned, next_batch()?));
+                }
+                Ok(())
+            })?;
+            send(planned);
+            Ok(())
+        })();
+        if let Err(err) = result {
+            let _ = full.send((sequence, Err(err)));
+        }
+    }
+}
+
+/// A batch as the walker plans it: its entries, its buffer, and the pieces of files to fill
+/// the buffer with, in order.
+struct Planned {
+    batch: Batch,
+    /// The content bytes the segments add up to.
+    length: usize,
+    segments: Vec<Segment>,
+}
+
+/// `length` bytes of a file of `size` bytes, from `offset`.
+struct Segment {
+    file: Arc<File>,
+    source: Arc<PathBuf>,
+    offset: u64,
+    length: usize,
+    size: u64,
+}
+
+impl Planned {
+    /// Reads the segments into the buffer with positioned reads. A file must still have the
+    /// size the walk found: shorter or longer (checked at the end of its last segment) is the
+    /// store changing under us.
+    fn fill(self) -> Result<Batch> {
+        use std::os::unix::fs::FileExt;
+        let mut batch = self.batch;
+        batch.data.clear();
+        for segment in &self.segments {
+            let changed = |found: u64| {
+                Error::new(ErrorKind::StoreChanged {
+                    path: segment.source.to_path_buf(),
+                    expected: segment.size,
+                    found,
+                })
+            };
+            let read_error = |e| Error::io("reading", &segment.source, e);
+            let start = batch.data.len();
+            batch.data.resize(start + segment.length, 0);
+            let mut done = 0;
+            while done < segment.length {
+                let at = segment.offset + done as u64;
+                match segment.file.read_at(&mut batch.data[start + done..], at) {
+                    Ok(0) => return Err(changed(at)),
+                    Ok(got) => done += got,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(read_error(e)),
+                }
+            }
+            if segment.offset + segment.length as u64 == segment.size {
+                let mut probe = [0u8; 1];
+                if segment
+                    .file
+                    .read_at(&mut probe, segment.size)
+                    .map_err(read_error)?
+                    != 0
+                {
+                    // Say how large the file has become.
+                    let now = segment.file.metadata().map_or(0, |m| m.len());
+                    return Err(changed(now.max(segment.size + 1)));
+                }
+            }
+        }
+        Ok(batch)
     }
 }
 
@@ -493,14 +660,15 @@ const BUFFERS: usize = 6;
 /// A layer's files being read ahead by a reader thread: full batches arrive on `full`, spent
 /// buffers go back on `empty`. Dropping it stops the reader.
 struct Reading {
-    full: Receiver<Result<Batch>>,
+    full: Receiver<(u64, Result<Batch>)>,
     empty: Sender<Vec<u8>>,
 }
 
 impl LayerTree {
     /// Starts the reader thread (`lg-read`) on `scope`.
     fn start_reading<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>) -> Result<Reading> {
-        let (full_tx, full) = sync_channel::<Result<Batch>>(BUFFERS - 2);
+        // Unbounded, yet never holding more than BUFFERS batches: each holds a buffer.
+        let (full_tx, full) = channel::<(u64, Result<Batch>)>();
         let (empty, empty_rx) = channel::<Vec<u8>>();
         for _ in 0..BUFFERS {
             let _ = empty.send(Vec::with_capacity(BATCH_BYTES));
@@ -525,13 +693,26 @@ impl LayerTree {
         let mut queue: std::collections::VecDeque<Entry> = Default::default();
         let mut data: Vec<u8> = Vec::new();
         let mut at = 0;
+        // Batches read side by side arrive in any order: they wait here for their turn.
+        let mut early: std::collections::BTreeMap<u64, Result<Batch>> = Default::default();
+        let mut next = 0;
+        let mut next_in_order = || -> Option<Result<Batch>> {
+            loop {
+                if let Some(batch) = early.remove(&next) {
+                    next += 1;
+                    return Some(batch);
+                }
+                let (place, batch) = reading.full.recv().ok()?;
+                early.insert(place, batch);
+            }
+        };
         // The next batch: its entries join the queue, its data continues the stream.
-        let receive = |queue: &mut std::collections::VecDeque<Entry>,
-                       data: &mut Vec<u8>,
-                       at: &mut usize|
+        let mut receive = |queue: &mut std::collections::VecDeque<Entry>,
+                           data: &mut Vec<u8>,
+                           at: &mut usize|
          -> Result<bool> {
-            match reading.full.recv() {
-                Ok(batch) => {
+            match next_in_order() {
+                Some(batch) => {
                     let batch = batch?;
                     queue.extend(batch.entries);
                     let mut used = std::mem::replace(data, batch.data);
@@ -540,7 +721,7 @@ impl LayerTree {
                     *at = 0;
                     Ok(true)
                 }
-                Err(_) => Ok(false),
+                None => Ok(false),
             }
         };
         loop {
@@ -687,6 +868,7 @@ pub(crate) mod tests {
             uname: String::new(),
             gname: String::new(),
             store_root: Some(root.to_path_buf()),
+            parallel_reads: false,
         }
     }
 
@@ -749,6 +931,52 @@ pub(crate) mod tests {
                 (format!("{base}/link"), 0o777, Some("../a/x".to_string())),
             ]
         );
+    }
+
+    /// Files read by pool tasks, several batches at once, make the same tarball as read one
+    /// after another; a file that changed is named the same way.
+    #[test]
+    fn parallel_reads_give_the_same_bytes_and_errors() {
+        let root = tempfile::tempdir().unwrap();
+        let store_path = format!("/nix/store/{HASH}-pkg");
+        let dir = root.path().join(store_path.trim_start_matches('/'));
+        fs::create_dir_all(dir.join("many")).unwrap();
+        for i in 0..1500 {
+            fs::write(dir.join(format!("many/{i:04}")), vec![i as u8; i % 700]).unwrap();
+        }
+        // Files spanning batches, one ending exactly on a batch's end.
+        let big: Vec<u8> = (0..3 * BATCH_BYTES + 77).map(|i| (i % 251) as u8).collect();
+        fs::write(dir.join("big"), &big).unwrap();
+        fs::write(dir.join("exact"), &big[..BATCH_BYTES]).unwrap();
+        fs::write(dir.join("empty"), b"").unwrap();
+        let sequential = options(root.path());
+        let parallel = LayerOptions {
+            parallel_reads: true,
+            ..sequential.clone()
+        };
+        let tree = |options: &LayerOptions| {
+            LayerTree::for_store_paths("/nix/store", &[&store_path], options).unwrap()
+        };
+        // The reader thread hands batches to the global pool; the writer puts them in order.
+        assert!(tar_bytes(&tree(&parallel)) == tar_bytes(&tree(&sequential)));
+        let trees = [tree(&sequential), tree(&parallel)];
+        for (now, found) in [
+            (BATCH_BYTES, BATCH_BYTES as u64),
+            (4 * BATCH_BYTES, 4 * BATCH_BYTES as u64),
+        ] {
+            fs::write(dir.join("big"), vec![1u8; now]).unwrap();
+            for tree in &trees {
+                let err = tree.write_to(&mut Vec::new()).unwrap_err();
+                assert!(
+                    err.message().contains(&format!(
+                        "read {found} bytes where {} were expected",
+                        big.len()
+                    )),
+                    "{}",
+                    err.message()
+                );
+            }
+        }
     }
 
     #[test]

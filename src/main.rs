@@ -923,6 +923,8 @@ fn build_options(args: BuildArgs) -> Result<BuildOptions> {
             uname: args.uname,
             gname: args.gname,
             store_root: args.store_root,
+            // The pipeline decides, from the output.
+            parallel_reads: false,
         },
         platform: args.architecture,
         config: RuntimeOptions {

@@ -383,12 +383,18 @@ fn build_layers(
     options: &BuildOptions,
 ) -> Result<Vec<BuiltLayer>> {
     let first_index = plan.budget.base_layers;
+    // Plain output leaves the workers idle: they read the layers' files too.
+    let layer_options = LayerOptions {
+        parallel_reads: options.output.compression == Compression::None
+            && options.output.archive_compression == Compression::None,
+        ..options.layer.clone()
+    };
     let mut built = (0..plan.layers.len())
         .into_par_iter()
         .map(|i| {
             let paths: Vec<&str> = plan.layers[i].iter().map(|&p| graph.path(p)).collect();
             let label = format!("layer {} ({})", first_index + i, shown(paths[0]));
-            let tree = LayerTree::for_store_paths(graph.store_dir(), &paths, &options.layer)
+            let tree = LayerTree::for_store_paths(graph.store_dir(), &paths, &layer_options)
                 .map_err(|e| e.context(&label))?;
             let hashed: Vec<(&str, Option<&str>)> = plan.layers[i]
                 .iter()
