@@ -421,6 +421,19 @@ impl LayerTree {
         }
     }
 
+    /// Calls `f` on every entry again in tarball order, each file checked first against the
+    /// first walk (see `check_unchanged`).
+    fn visit_checked(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
+        let mut file_number = 0;
+        self.visit(&mut |entry| {
+            if entry.kind == Kind::File {
+                self.check_unchanged(entry, file_number)?;
+                file_number += 1;
+            }
+            f(entry)
+        })
+    }
+
     /// Reads the files' content for the writer: side by side on the pool with
     /// `parallel_reads`, else on this thread (see `LayerOptions::parallel_reads`).
     fn read_files(&self, full: &Sender<(u64, Result<Batch>)>, empty: &Receiver<Vec<u8>>) {
@@ -435,27 +448,15 @@ impl LayerTree {
     /// order on `full` (data buffers come back on `empty`); stops at the first error, which it
     /// sends, or when the writer hangs up.
     fn read_files_in_turn(&self, full: &Sender<(u64, Result<Batch>)>, empty: &Receiver<Vec<u8>>) {
-        let stopped = || Error::write("the image", std::io::ErrorKind::BrokenPipe.into());
         let mut sequence = 0;
         let mut send = |batch: Result<Batch>| {
             sequence += 1;
-            full.send((sequence - 1, batch)).map_err(|_| stopped())
+            full.send((sequence - 1, batch)).map_err(|_| writer_gone())
         };
-        let next_batch = || -> Result<Batch> {
-            let data = empty.recv().map_err(|_| stopped())?;
-            Ok(Batch {
-                entries: Vec::new(),
-                data,
-            })
-        };
+        let next_batch = || empty_batch(empty);
         let result = (|| -> Result<()> {
             let mut batch = next_batch()?;
-            let mut file_number = 0;
-            self.visit(&mut |entry| {
-                if entry.kind == Kind::File {
-                    self.check_unchanged(entry, file_number)?;
-                    file_number += 1;
-                }
+            self.visit_checked(&mut |entry| {
                 batch.entries.push(entry.clone());
                 if let Some(source) = self.content_source(entry) {
                     let mut file = open_regular_file(&source)?;
@@ -520,7 +521,6 @@ impl LayerTree {
         full: &Sender<(u64, Result<Batch>)>,
         empty: &Receiver<Vec<u8>>,
     ) {
-        let stopped = || Error::write("the image", std::io::ErrorKind::BrokenPipe.into());
         let mut sequence = 0;
         let mut send = |planned: Planned| {
             let place = sequence;
@@ -532,24 +532,15 @@ impl LayerTree {
             });
         };
         let next_batch = || -> Result<Planned> {
-            let data = empty.recv().map_err(|_| stopped())?;
             Ok(Planned {
-                batch: Batch {
-                    entries: Vec::new(),
-                    data,
-                },
+                batch: empty_batch(empty)?,
                 length: 0,
                 segments: Vec::new(),
             })
         };
         let result = (|| -> Result<()> {
             let mut planned = next_batch()?;
-            let mut file_number = 0;
-            self.visit(&mut |entry| {
-                if entry.kind == Kind::File {
-                    self.check_unchanged(entry, file_number)?;
-                    file_number += 1;
-                }
+            self.visit_checked(&mut |entry| {
                 planned.batch.entries.push(entry.clone());
                 if let Some(source) = self.content_source(entry) {
                     let file = Arc::new(open_regular_file(&source)?);
@@ -587,6 +578,20 @@ impl LayerTree {
             let _ = full.send((sequence, Err(err)));
         }
     }
+}
+
+/// The writer hung up (it failed, or the output was closed): the reader stops.
+fn writer_gone() -> Error {
+    Error::write("the image", std::io::ErrorKind::BrokenPipe.into())
+}
+
+/// A new batch in a buffer the writer gave back (waiting for one).
+fn empty_batch(empty: &Receiver<Vec<u8>>) -> Result<Batch> {
+    let data = empty.recv().map_err(|_| writer_gone())?;
+    Ok(Batch {
+        entries: Vec::new(),
+        data,
+    })
 }
 
 /// A batch as the walker plans it: its entries, its buffer, and the pieces of files to fill

@@ -189,9 +189,6 @@ impl BlobStore {
     }
 }
 
-/// Opens a file of a layout directory for reading: never through a symlink (which could lead
-/// out of the layout), never blocking (a FIFO or device opens at once, and is then refused by
-/// its type, checked on the open descriptor).
 /// A member of an archive, read with positioned reads.
 struct Member {
     file: File,
@@ -213,6 +210,9 @@ impl Read for Member {
     }
 }
 
+/// Opens a file of a layout directory for reading: never through a symlink (which could lead
+/// out of the layout), never blocking (a FIFO or device opens at once, and is then refused by
+/// its type, checked on the open descriptor).
 fn open_regular(path: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result, Setting};
-use crate::tarball::{StartedTar, TarStream};
+use crate::tarball::TarStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -74,7 +74,14 @@ impl Compression {
 
 /// `sha256:<hex>`
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+    let mut hasher = Sha256::new();
+    hasher.update(bytes);
+    digest_name(hasher)
+}
+
+/// `sha256:<hex>` of what `hasher` took in.
+pub(crate) fn digest_name(hasher: Sha256) -> String {
+    format!("sha256:{}", hex(&hasher.finalize()))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -99,7 +106,7 @@ impl<W: Write> HashingWriter<W> {
 
     /// The inner writer, the `sha256:<hex>` digest and the byte count.
     pub fn finish(self) -> (W, String, u64) {
-        let digest = format!("sha256:{}", hex(&self.hasher.finalize()));
+        let digest = digest_name(self.hasher);
         (self.inner, digest, self.written)
     }
 }
@@ -142,14 +149,7 @@ pub fn write_layer_blob(
 ) -> Result<BlobInfo> {
     let digests = match compression {
         Compression::None => {
-            let mut hashing = HashingWriter::new(out);
-            tar.write_to(&mut hashing)?;
-            let (_, digest, written) = hashing.finish();
-            return check_length(tar.tar_len(), written).map(|()| BlobInfo {
-                diff_id: digest.clone(),
-                digest,
-                size: written,
-            });
+            return write_started_tar(tar.tar_len(), |out| tar.write_to(out), out);
         }
         Compression::Gzip { level } => {
             let mut encoder = super::parallel::gzip(out, level).with_digests();
@@ -170,15 +170,15 @@ pub fn write_layer_blob(
     })
 }
 
-/// Writes a plain tarball of `tar_len` bytes whose reading has started (see
-/// `TarStream::read_ahead`) to `out`, and returns its digests.
+/// Writes a plain tarball of `tar_len` bytes to `out` (`write`: `TarStream::write_to`, or a
+/// tarball whose reading has started, see `TarStream::read_ahead`), and returns its digests.
 pub fn write_started_tar(
     tar_len: u64,
-    started: StartedTar,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
     out: &mut dyn Write,
 ) -> Result<BlobInfo> {
     let mut hashing = HashingWriter::new(out);
-    started(&mut hashing)?;
+    write(&mut hashing)?;
     let (_, digest, written) = hashing.finish();
     check_length(tar_len, written)?;
     Ok(BlobInfo {

@@ -33,7 +33,7 @@ pub fn run<T: Send>(
         return (0..count).map(job).collect();
     }
     let mut order: Vec<usize> = (0..count).collect();
-    order.sort_by_key(|&index| (Reverse(size(index)), index));
+    order.sort_by_cached_key(|&index| (Reverse(size(index)), index));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Vec<Mutex<Option<Result<T>>>> = (0..count).map(|_| Mutex::new(None)).collect();

@@ -37,6 +37,8 @@ use flate2::{Compress, FlushCompress, Status};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::blob::digest_name;
+
 /// Input buffer bytes in flight (sent to the pool, not yet written) per pool thread: two or
 /// three batches each, enough to keep it busy while the writer catches up.
 const WINDOW_PER_THREAD: usize = 6 << 20;
@@ -391,10 +393,6 @@ impl<W: Write, C: BlockCodec> ParallelWriter<W, C> {
             (_, None) => Err(io::Error::other("the compressor was not asked for digests")),
         }
     }
-}
-
-fn digest_name(hasher: Sha256) -> String {
-    format!("sha256:{}", super::hex(&hasher.finalize()))
 }
 
 impl<W: Write, C: BlockCodec> Drop for ParallelWriter<W, C> {
