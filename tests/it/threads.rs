@@ -2,33 +2,12 @@
 //! every format and compression, memory that stays flat however large and many the layers, and
 //! a thread count that bounds every pool.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::*;
-
-/// Bytes that compress a little, like binaries: noise with runs of text.
-fn noisy(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        if x.is_multiple_of(5) {
-            out.extend_from_slice(b"layered-gen writes layers ");
-        } else {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
-}
+use crate::common::*;
 
 /// Layers of very different sizes: one of several compression blocks, the sample's, and many
 /// tiny ones.
@@ -69,17 +48,6 @@ fn snapshot(path: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     files
-}
-
-/// layered-gen on `store`, whose closure file is `closure`.
-fn layered_gen_on(store: &TestStore, closure: &Path) -> Command {
-    let mut command = Command::new(bin());
-    command
-        .arg("--closure")
-        .arg(closure)
-        .arg("--store-root")
-        .arg(store.root());
-    command
 }
 
 /// The thread counts, and how each is given: the flag, or Nix's variable.
@@ -191,98 +159,6 @@ fn every_format_and_compression_is_the_same_at_1_2_and_8_threads() {
                 }
             }
         }
-    }
-}
-
-/// Runs `command` to its end; its exit status and peak RSS in MiB.
-#[allow(clippy::zombie_processes, reason = "wait4 reaps the child")]
-fn peak_rss_mib(command: &mut Command) -> (bool, u64) {
-    let child = command.spawn().unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid, and wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (ok, usage.ru_maxrss as u64 / 1024)
-}
-
-/// A layer much larger than the memory bound, and 99 tiny ones, in every output that writes
-/// layers: the peak RSS stays under 64 MiB + 16 MiB per thread, whatever the layers' sizes.
-#[test]
-fn memory_stays_flat_with_one_huge_layer_and_many_tiny() {
-    const THREADS: u64 = 4;
-    const HUGE_MIB: usize = 192;
-    let bound = 64 + 16 * THREADS;
-    assert!(
-        bound < HUGE_MIB as u64,
-        "the layer must not fit in the bound"
-    );
-    let mut store = TestStore::new();
-    let mut refs = Vec::new();
-    for i in 0..99 {
-        refs.push(store.add(&format!("tiny-{i}"), &[], |file| {
-            fs::write(file, format!("tiny {i}\n")).unwrap();
-        }));
-    }
-    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
-    store.add("huge-1.0", &refs, |dir| {
-        fs::create_dir_all(dir).unwrap();
-        let mut file = fs::File::create(dir.join("huge.bin")).unwrap();
-        for i in 0..HUGE_MIB / 16 {
-            file.write_all(&noisy(16 << 20, i as u64 + 7)).unwrap();
-        }
-    });
-    let closure = store.write_closure();
-    let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str], &str); 5] = [
-        ("docker-archive to stdout", &[], "-"),
-        (
-            "docker-archive, gzip layers",
-            &["--compression", "gzip"],
-            "image.tar",
-        ),
-        ("oci layout, gzip", &["--format", "oci"], "oci"),
-        (
-            "oci layout, zstd",
-            &["--format", "oci", "--compression", "zstd"],
-            "oci",
-        ),
-        (
-            "oci-archive, zstd",
-            &["--format", "oci", "--compression", "zstd"],
-            "oci.tar",
-        ),
-    ];
-    for (what, args, name) in cases {
-        let out: PathBuf = if name == "-" {
-            PathBuf::from("-")
-        } else {
-            dir.path().join(name)
-        };
-        let mut command = layered_gen_on(&store, &closure);
-        command
-            .args([
-                "--max-layers",
-                "100",
-                "--threads",
-                &THREADS.to_string(),
-                "-q",
-            ])
-            .args(args)
-            .arg("-o")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .env_remove("RAYON_NUM_THREADS");
-        let (ok, peak) = peak_rss_mib(&mut command);
-        assert!(ok, "{what}: layered-gen failed");
-        eprintln!("{what}: peak RSS {peak} MiB");
-        assert!(
-            peak <= bound,
-            "{what}: peak RSS {peak} MiB over 64 MiB + 16 MiB x {THREADS} threads"
-        );
-        let _ = fs::remove_dir_all(&out);
-        let _ = fs::remove_file(&out);
     }
 }
 

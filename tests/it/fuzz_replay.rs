@@ -1,9 +1,7 @@
 //! Every fuzz seed and every saved crash, run through the fuzz targets' code (fuzz/targets.rs)
 //! in the ordinary test suite: a crash the fuzzer once found stays fixed.
 
-#[allow(dead_code)]
-#[path = "../fuzz/targets.rs"]
-mod targets;
+use crate::targets;
 
 use std::path::Path;
 

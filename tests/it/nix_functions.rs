@@ -1,14 +1,12 @@
 //! nix/default.nix built with a real Nix: buildLayeredImage and streamLayeredImage from real
 //! derivations, loaded by skopeo, umoci, podman and Docker, rebuilt with `nix-build --check`.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Directories the expressions take: bin/layered-gen and a static busybox with bin/sh.

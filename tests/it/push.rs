@@ -3,13 +3,11 @@
 //! nothing and reads no layer, an update uploads only its changed layers, and TLS with Basic
 //! auth works with the test's own CA.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// A store with busybox (to run), the sample paths, and a path large enough (12 MB) that it
 /// is streamed to the registry rather than made in memory first.

@@ -1,14 +1,12 @@
 //! `layered-gen index`: images of several platforms as one multi-platform image, checked with
 //! skopeo, a registry and `docker pull --platform` (only amd64 runs here; arm64 is inspected).
 
-mod common;
-
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// An image of the busybox store for one platform: a docker-archive, or with `oci` an OCI

@@ -1,14 +1,12 @@
 //! Bad input gets a clear error naming what to fix, a non-zero exit, and no output left behind.
 
-mod common;
-
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The names in a directory, to check that a failed run left nothing (no temp files either).
 fn names_in(dir: &Path) -> Vec<String> {

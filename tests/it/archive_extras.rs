@@ -2,13 +2,11 @@
 //! images in one archive (`merge`) and an image flattened to a root filesystem (`export`),
 //! checked with our own reader, Docker, skopeo and umoci.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -1,13 +1,11 @@
 //! Byte-for-byte reproducibility: the output depends on the store paths' NAR contents and the
 //! options, nothing else — not the umask, file times, hardlinks, owners or thread counts.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn example_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let root = repo_root().join("examples/tiny");

@@ -1,11 +1,9 @@
 //! `--layering reuse` through the command line: plans with reasons, images that load, and the
 //! previous plan kept.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn plan(args: &[&str]) -> Value {

@@ -1,13 +1,11 @@
 //! Images checked by the tools users load them with: skopeo, umoci, a real registry, Docker and
 //! podman. Each tool is required; a missing one fails the test and names it.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn skopeo_inspect(reference: &str, extra: &[&str]) -> Value {

@@ -1,13 +1,11 @@
 //! The runtime config and the customisation layer, checked with skopeo, Docker and podman.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// A store with busybox and an app, a config with duplicated Env names, an extra directory

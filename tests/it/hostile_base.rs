@@ -2,15 +2,13 @@
 //! digests are validated before they become paths, blobs are regular files inside the layout,
 //! and index walks end. Each case failed (or hung) before these checks.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

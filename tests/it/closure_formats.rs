@@ -1,13 +1,11 @@
 //! Closure files as Nix and the shared corpus write them: every format must give the same plan,
 //! and an image from a real Nix store must hold exactly its paths.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn plan(args: &[&str]) -> Value {

@@ -1,12 +1,10 @@
 //! Base images (`--from-image`) in every format, verified and kept byte for byte.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn skopeo_json(args: &[&str], reference: &str) -> Value {

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: running the built binary, requiring the real tools,
 //! building small stores, comparing trees, and starting a registry.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -704,4 +703,33 @@ pub fn index_architectures(index: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Bytes that compress a little, like binaries: noise with runs of text.
+pub fn noisy(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x.is_multiple_of(5) {
+            out.extend_from_slice(b"layered-gen writes layers ");
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// layered-gen on `store`, whose closure file is `closure`.
+pub fn layered_gen_on(store: &TestStore, closure: &Path) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .arg("--closure")
+        .arg(closure)
+        .arg("--store-root")
+        .arg(store.root());
+    command
 }
