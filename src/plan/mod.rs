@@ -18,11 +18,11 @@
 
 mod auto;
 mod json;
-mod pipeline;
+mod layering_pipeline;
 mod reach;
 mod reuse;
 
-pub use pipeline::Pipeline;
+pub use layering_pipeline::Pipeline;
 
 pub use auto::plan_auto;
 pub use json::{BaseKind, BaseLayerJson, PlanJson, PlanLayerJson, PreviousPlan};
@@ -140,7 +140,7 @@ pub fn plan(
     }
 }
 
-/// Plans the store layers with nixpkgs' layeringPipeline (`pipeline.rs`). Its layers must fit
+/// Plans the store layers with nixpkgs' layeringPipeline (`layering_pipeline.rs`). Its layers must fit
 /// the budget: a pipeline ends with `limit_layers` for that.
 pub fn plan_by_pipeline(graph: &ClosureGraph, budget: Budget, pipeline: &Pipeline) -> Result<Plan> {
     let store_layers = budget.store_layers()?;
