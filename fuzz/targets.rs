@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies: one function per parser, fed arbitrary bytes. Shared by the
-//! libFuzzer binaries in `fuzz_targets/` and by `tests/fuzz_replay.rs`, which runs every seed
+//! libFuzzer binaries in `fuzz_targets/` and by `tests/it/fuzz_replay.rs`, which runs every seed
 //! and every saved crash through them in the ordinary test suite.
 //!
 //! A target fails only by panicking (or by a sanitizer/timeout in the fuzzer): errors are

@@ -139,7 +139,7 @@ fn copy_script(
     out: &Path,
 ) -> Result<(String, PathBuf)> {
     // The name lands in the script (quoted, and in a comment): it must be a plain image name.
-    crate::output::reference::check_name(name)?;
+    crate::output::transport::reference::check_name(name)?;
     let (program, what, default) = match kind {
         CopyTo::Registry => (
             "copy-to-registry",

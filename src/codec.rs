@@ -7,8 +7,9 @@ use std::io::{self, Read, Write};
 use crate::image_spec::media_type;
 
 /// How a stream is compressed, without a level: what can be detected from its bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Codec {
+    #[default]
     None,
     Gzip,
     Zstd,

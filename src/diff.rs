@@ -21,8 +21,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::base::BaseImage;
+use crate::digest::hex;
 use crate::error::{Error, Result, shown, shown_bytes};
-use crate::output::hex;
 
 /// Everything that differs; empty lists when the images are the same.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -69,7 +69,7 @@ pub fn store_layer_key(
     for (path, hash) in paths {
         hasher.update(format!("{path} {}\n", hash.unwrap_or("-")).as_bytes());
     }
-    format!("store:{}", crate::output::hex(&hasher.finalize()))
+    format!("store:{}", crate::digest::hex(&hasher.finalize()))
 }
 
 impl LayerOptions {

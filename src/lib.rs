@@ -5,8 +5,8 @@
 //! deterministic tarball, [`config`] describes the image, [`output`] writes docker-archive or
 //! OCI layouts. [`pipeline`] runs them in order for the command line.
 //!
-//! Shared by several stages, knowing none: [`error`] (the error type), [`image_spec`] (the
-//! image formats' JSON documents), [`codec`] (compression formats), [`tarball`] (the tar
+//! Shared by several stages, knowing none: [`error`] (the error type), [`digest`] (content
+//! digests), [`image_spec`] (the image formats' JSON documents), [`codec`] (compression formats), [`tarball`] (the tar
 //! encoding), [`json_file`] (reading users' JSON), [`progress`] (the terminal progress bar).
 
 // Input and I/O failures are errors that say what to fix, never panics: no unwrap or
@@ -19,16 +19,17 @@ pub mod closure;
 pub mod codec;
 pub mod config;
 pub mod diff;
+pub mod digest;
 pub mod error;
-pub mod export;
+pub(crate) mod export;
 pub mod image_spec;
 pub mod json_file;
 pub mod layer;
 pub mod output;
-pub mod pipe;
+pub(crate) mod pipe;
 pub mod pipeline;
 pub mod plan;
-pub mod progress;
+pub(crate) mod progress;
 pub mod tarball;
 
 pub use error::{Error, Result};

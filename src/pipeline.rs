@@ -13,12 +13,13 @@ use crate::codec::Codec;
 use crate::config::{self, ImageConfig, Platform, RuntimeOptions};
 use crate::diff;
 use crate::error::{Error, Result, Setting, shown};
-use crate::export::{self, Exported};
+use crate::export;
+pub use crate::export::Exported;
 use crate::image_spec::PlatformSpec;
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
 use crate::output::{
-    self, BlobSource, Compression, Format, ImageSource, IndexWritten, Layer, OutputOptions,
-    PlatformImage, StoredImage, Target, Written,
+    self, BlobSource, CacheKey, Compression, Format, ImageSource, IndexWritten, LayerSet,
+    LayerSource, OutputOptions, PlatformImage, Sink, StoredImage, Written,
 };
 use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
 use crate::progress::Progress;
@@ -138,7 +139,7 @@ fn base_layers_json(base: Option<&BaseImage>) -> Vec<BaseLayerJson> {
 #[derive(Clone, Debug)]
 pub struct MergeOptions {
     pub images: Vec<PathBuf>,
-    pub target: Target,
+    pub sink: Sink,
     pub archive_compression: Compression,
     pub mtime: u64,
 }
@@ -152,7 +153,7 @@ pub struct Merged {
 
 /// Several images in one docker-archive, layers they share stored once.
 pub fn merge(options: &MergeOptions) -> Result<Merged> {
-    let scratch = output::scratch_dir_for(&options.target);
+    let scratch = options.sink.scratch_dir();
     let mut images = Vec::new();
     for path in &options.images {
         let base = BaseOptions {
@@ -195,7 +196,7 @@ pub fn merge(options: &MergeOptions) -> Result<Merged> {
         .collect();
     let layers = output::write_merged(
         &stored,
-        &options.target,
+        &options.sink,
         options.archive_compression,
         options.mtime,
     )?;
@@ -210,13 +211,13 @@ pub fn merge(options: &MergeOptions) -> Result<Merged> {
 pub struct IndexOptions {
     pub images: Vec<PathBuf>,
     /// Where the multi-platform image goes, named and tagged.
-    pub output: output::IndexOutput,
+    pub output: OutputOptions,
 }
 
 /// One multi-platform image from images of several platforms, each platform taken from its
 /// config. Two images of one platform, or an image whose config names no platform, are refused.
 pub fn index(options: &IndexOptions) -> Result<IndexWritten> {
-    let scratch = output::scratch_dir_for(&options.output.target);
+    let scratch = options.output.scratch_dir();
     let mut images = Vec::with_capacity(options.images.len());
     for path in &options.images {
         let base = BaseOptions {
@@ -286,22 +287,21 @@ pub fn diff(a: &BaseOptions, b: &BaseOptions, platform: Option<&Platform>) -> Re
 pub struct ExportOptions {
     pub image: BaseOptions,
     pub platform: Option<Platform>,
-    pub target: Target,
+    pub sink: Sink,
     pub archive_compression: Compression,
 }
 
 /// The image's layers applied in order, as one root filesystem tarball.
 pub fn export(options: &ExportOptions) -> Result<Exported> {
-    let scratch = output::scratch_dir_for(&options.target);
+    let scratch = options.sink.scratch_dir();
     let image = BaseImage::load(&options.image, options.platform.as_ref(), &scratch)?;
-    output::write_stream(&options.target, options.archive_compression, |out| {
+    output::sink::write_stream(&options.sink, options.archive_compression, |out| {
         export::export(&image, &scratch, out)
     })
 }
 
 /// Builds the image: the whole job of `layered-gen --closure ... -o ...`.
 pub fn build(options: &BuildOptions) -> Result<Written> {
-    options.output.check()?;
     let custom = &options.customisation;
     custom.check()?;
     let base = load_base(options)?;
@@ -352,9 +352,11 @@ fn load_base(options: &BuildOptions) -> Result<Option<BaseImage>> {
     )?;
     // docker load may not read zstd layers: a zstd base into a docker-archive needs decompressing.
     let zstd = base.layers.iter().position(|l| l.codec == Codec::Zstd);
-    if let (Some(index), Format::DockerArchive, BaseLayers::Keep) =
-        (zstd, options.output.format, options.base_layers)
-    {
+    if let (Some(index), Format::DockerArchive, BaseLayers::Keep) = (
+        zstd,
+        options.output.destination.format(),
+        options.base_layers,
+    ) {
         return Err(Error::value(format!(
             "the base image {} has zstd-compressed layers (layer {index}: {}), which docker \
              load may not read from a docker-archive; write the OCI format, or have the base \
@@ -373,7 +375,7 @@ struct BuiltLayer {
     label: String,
     comment: String,
     /// The layer cache's key for it (store layers only).
-    key: Option<String>,
+    key: Option<CacheKey>,
 }
 
 /// The store layers of the plan, then the customisation layer.
@@ -385,8 +387,8 @@ fn build_layers(
     let first_index = plan.budget.base_layers;
     // Plain output leaves the workers idle: they read the layers' files too.
     let layer_options = LayerOptions {
-        parallel_reads: options.output.compression == Compression::None
-            && options.output.archive_compression == Compression::None,
+        parallel_reads: options.output.destination.layer_compression() == Compression::None
+            && options.output.destination.archive_compression() == Compression::None,
         ..options.layer.clone()
     };
     let mut built = (0..plan.layers.len())
@@ -404,11 +406,11 @@ fn build_layers(
                 tree,
                 label,
                 comment: config::store_layer_comment(&paths),
-                key: Some(layer::store_layer_key(
+                key: Some(CacheKey::new(layer::store_layer_key(
                     graph.store_dir(),
                     &hashed,
                     &options.layer,
-                )),
+                ))),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -478,16 +480,16 @@ struct Image<'a> {
     config: ImageConfig,
 }
 
-impl ImageSource for Image<'_> {
+impl LayerSet for Image<'_> {
     fn layer_count(&self) -> usize {
         self.layers.len()
     }
 
-    fn layer(&self, index: usize) -> Result<Layer<'_>> {
+    fn layer(&self, index: usize) -> Result<LayerSource<'_>> {
         Ok(match &self.layers[index] {
-            ImageLayer::Base(blob) => Layer::Blob(blob),
-            ImageLayer::DecompressedBase(tar) => Layer::Tar(tar),
-            ImageLayer::Built(tar) => Layer::Tar(tar.as_ref()),
+            ImageLayer::Base(blob) => LayerSource::Blob(blob),
+            ImageLayer::DecompressedBase(tar) => LayerSource::Tar(tar),
+            ImageLayer::Built(tar) => LayerSource::Tar(tar.as_ref()),
         })
     }
 
@@ -497,17 +499,20 @@ impl ImageSource for Image<'_> {
         }
     }
 
-    fn layer_key(&self, index: usize) -> Option<String> {
+    fn layer_key(&self, index: usize) -> Option<CacheKey> {
         match &self.layers[index] {
             ImageLayer::Base(_) => None,
             // A base layer is named by its content; decompressed, it is that content.
-            ImageLayer::DecompressedBase(tar) => {
-                Some(format!("decompressed base layer {}", tar.diff_id))
-            }
+            ImageLayer::DecompressedBase(tar) => Some(CacheKey::new(format!(
+                "decompressed base layer {}",
+                tar.diff_id
+            ))),
             ImageLayer::Built(built) => built.layer.key.clone(),
         }
     }
+}
 
+impl ImageSource for Image<'_> {
     fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>> {
         let comments: Vec<String> = self
             .layers

@@ -21,12 +21,12 @@ use serde_json::{Map, Value};
 
 use crate::codec::Codec;
 use crate::config::Platform;
+use crate::digest::{BlobInfo, BlobSource, HashingWriter};
 use crate::error::{Error, Result, Setting, quoted, shown};
 use crate::image_spec::{
     CONTAINERD_NAME, Descriptor, DockerManifestEntry, ImageConfigBlob, Index, LegacyLayerJson,
     Manifest, REF_NAME, Repositories, media_type,
 };
-use crate::output::{BlobInfo, BlobSource, HashingWriter};
 use crate::tarball::TarStream;
 use store::BlobStore;
 
@@ -202,7 +202,7 @@ impl BaseImage {
             .config
             .trim_start_matches("blobs/sha256/")
             .trim_end_matches(".json");
-        let actual = crate::output::sha256_digest(&config_bytes);
+        let actual = crate::digest::sha256_digest(&config_bytes);
         if stated.len() == 64 && actual.trim_start_matches("sha256:") != stated {
             return Err(Error::damaged(
                 format!("{}: {}", shown(&store.describe()), shown(&image.config)),
@@ -553,10 +553,10 @@ fn verified_json<T: serde::de::DeserializeOwned>(
             use sha2::Digest;
             format!(
                 "sha512:{}",
-                crate::output::hex(&sha2::Sha512::digest(&bytes))
+                crate::digest::hex(&sha2::Sha512::digest(&bytes))
             )
         }
-        _ => crate::output::sha256_digest(&bytes),
+        _ => crate::digest::sha256_digest(&bytes),
     };
     if actual != descriptor.digest {
         return Err(Error::damaged(

@@ -24,7 +24,7 @@ use ureq::{Agent, Body, SendBody};
 
 use super::credentials::{Credentials, Sources, lookup};
 use crate::error::{Error, ErrorKind, Result, Setting, quoted, shown, shown_path};
-use crate::output::transport::Repository;
+use crate::output::transport::reference::Repository;
 
 /// Attempts for a request before its error is final.
 const ATTEMPTS: u32 = 5;

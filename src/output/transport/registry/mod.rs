@@ -21,17 +21,17 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob};
-use super::cache::LayerCache;
-use super::oci::{descriptor, index_document, manifest};
-use super::transport::Repository;
-use super::{
-    Format, ImageSource, IndexWritten, Layer, OutputOptions, PlatformImage, Written, image_tags,
-    lanes, layer_size,
-};
-use crate::codec::Codec;
+use super::reference::Repository;
+use crate::digest::{BlobInfo, sha256_digest};
 use crate::error::{Error, Result, Setting};
-use crate::image_spec::{Manifest, media_type, to_bytes};
+use crate::image_spec::{media_type, to_bytes};
+use crate::output::blobs::{self, Layer, Making, Placed, Placement};
+use crate::output::destination::Format;
+use crate::output::image::manifest::{
+    config_media_type, image_manifest, index_document, layer_media_type,
+};
+use crate::output::image::oci::{AS_THEY_ARE, PlatformImage};
+use crate::output::image::{ImageSource, IndexWritten, Naming, Written, tags_or_derived};
 use client::{Client, ConnectOptions, Payload};
 
 /// HEAD requests in flight at once.
@@ -49,8 +49,24 @@ pub struct PushOptions {
     pub connect: ConnectOptions,
     /// `--mount-from`: repositories of the same registry to mount blobs from.
     pub mount_from: Vec<Repository>,
-    /// `--verify-cache`: recompute layers the cache knows, and compare.
-    pub verify_cache: bool,
+}
+
+impl PushOptions {
+    /// Checks that every `--mount-from` repository is in `registry` (blobs mount only within
+    /// one registry).
+    pub fn check_mounts(&self, registry: &Repository) -> Result<()> {
+        for from in &self.mount_from {
+            if from.registry != registry.registry {
+                return Err(Error::value(format!(
+                    "{} is in another registry than {}: blobs mount only within one",
+                    from.full_name(),
+                    registry.registry
+                ))
+                .about(Setting::MountFrom));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What happened to one blob.
@@ -61,43 +77,23 @@ pub enum Fate {
     Uploaded { bytes: u64, seconds: f64 },
 }
 
-/// A layer on its way: what is known of it, and what became of it.
-struct Job {
-    known: Option<BlobInfo>,
-    /// Where the knowledge came from: the cache (to be checked by `--verify-cache`).
-    from_cache: bool,
-    present: bool,
-}
-
 /// Told of each blob as it is placed (from the lanes, in the order they finish).
 pub type Report<'a> = dyn Fn(usize, &BlobInfo, &Fate) + Sync + 'a;
 
-/// How an image's blobs are made and placed: what of the output options a push needs.
-struct Blobs<'a> {
-    format: Format,
-    compression: Compression,
-    cache: Option<&'a LayerCache>,
-    push: &'a PushOptions,
-}
-
-/// Pushes the image to `repository`.
+/// Pushes the image to `repository`, in `format`'s media types.
 pub fn push(
     source: &dyn ImageSource,
-    options: &OutputOptions,
+    naming: Naming<'_>,
+    making: Making<'_>,
+    format: Format,
     repository: &Repository,
+    push: &PushOptions,
     report: &Report<'_>,
 ) -> Result<Written> {
-    let blobs = Blobs {
-        format: options.format,
-        compression: options.compression,
-        cache: options.cache.as_ref(),
-        push: &options.push,
-    };
-    check_media_types(source, &blobs)?;
-    let push = &options.push;
+    check_media_types(source, making, format)?;
     let client = Client::connect(repository, &push.connect, &push.mount_from)?;
-    let pushed = push_blobs(&client, source, &blobs, report)?;
-    let tags = image_tags(options, &pushed.config_digest);
+    let pushed = push_blobs(&client, source, making, format, push, report)?;
+    let tags = naming.tags_for(&pushed.config_digest);
     for tag in &tags {
         put_manifest(&client, tag, &pushed.manifest, &pushed.manifest_type)?;
     }
@@ -121,52 +117,39 @@ struct Pushed {
 fn push_blobs(
     client: &Client,
     source: &dyn ImageSource,
-    options: &Blobs,
+    making: Making<'_>,
+    format: Format,
+    push: &PushOptions,
     report: &Report<'_>,
 ) -> Result<Pushed> {
-    let cache = options.cache;
-    let mut jobs = look_up(source, options)?;
-    check(client, &mut jobs)?;
-    // Layers go up side by side (see `lanes`): compressing one overlaps sending another.
-    let layers = lanes::run(
-        jobs.len(),
-        |index| match &jobs[index] {
-            Job { present: true, .. } => 0,
-            _ => layer_size(source, index),
-        },
-        |index| {
-            let (info, fate, read) = place_layer(client, source, options, index, &jobs[index])?;
-            if let (Some(key), Some(cache)) = (source.layer_key(index), cache) {
-                // A cache that cannot be written costs the next build time, nothing else.
-                let _ = cache.put(&key, options.compression, &info);
-            }
-            if !read {
-                source.skipped(index);
-            }
-            report(index, &info, &fate);
-            Ok(info)
-        },
-    )?;
+    let mut upload = Upload {
+        client,
+        push,
+        report,
+        present: Vec::new(),
+    };
+    // Layers go up side by side: compressing one overlaps sending another.
+    let layers: Vec<BlobInfo> = blobs::place_all(source, making, &mut upload)?
+        .into_iter()
+        .flatten()
+        .map(|placed| placed.info)
+        .collect();
     let media_types: Vec<&str> = (0..layers.len())
-        .map(|i| layer_media_type(source, options, i))
+        .map(|i| layer_media_type(format, source.layer(i)?.codec(making.compression), i))
         .collect::<Result<_>>()?;
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
-    let config_type = match options.format {
-        Format::DockerArchive => media_type::DOCKER_CONFIG,
-        Format::Oci => media_type::OCI_CONFIG,
-    };
     if !exists(client, &config_digest)? {
-        upload_bytes(client, &config_digest, &config, config_type, "the config")?;
+        upload_bytes(
+            client,
+            &config_digest,
+            &config,
+            config_media_type(format),
+            "the config",
+        )?;
     }
-    let manifest = image_manifest(
-        options.format,
-        &config_digest,
-        config.len(),
-        &layers,
-        &media_types,
-    );
+    let manifest = image_manifest(format, &config_digest, config.len(), &layers, &media_types);
     Ok(Pushed {
         manifest: to_bytes(&manifest),
         manifest_type: manifest.media_type.clone().unwrap_or_default(),
@@ -186,119 +169,124 @@ pub fn push_index(
     report: &Report<'_>,
 ) -> Result<IndexWritten> {
     let client = Client::connect(repository, &push.connect, &push.mount_from)?;
-    // The layout's documents: OCI media types, blobs as they are.
-    let options = Blobs {
-        format: Format::Oci,
-        compression: Compression::None,
-        cache: None,
-        push,
-    };
     let mut manifests = Vec::with_capacity(images.len());
     for image in images {
-        let pushed = push_blobs(&client, image, &options, report)?;
+        // The layout's documents: OCI media types, blobs as they are.
+        let pushed = push_blobs(&client, image, AS_THEY_ARE, Format::Oci, push, report)?;
         let digest = sha256_digest(&pushed.manifest);
         put_manifest(&client, &digest, &pushed.manifest, &pushed.manifest_type)?;
         manifests.push((pushed.manifest, image.platform.clone()));
     }
     let index = index_document(&manifests);
     let digest = sha256_digest(&index);
-    let tags = super::tags_or_derived(tags, &digest);
+    let tags = tags_or_derived(tags, &digest);
     for tag in &tags {
         put_manifest(&client, tag, &index, media_type::OCI_INDEX)?;
     }
     Ok(IndexWritten { digest, tags })
 }
 
-/// A platform's image as an image source: its blobs and its config, as they are.
-impl ImageSource for PlatformImage<'_> {
-    fn layer_count(&self) -> usize {
-        self.layers.len()
-    }
-
-    fn layer(&self, index: usize) -> Result<Layer<'_>> {
-        Ok(Layer::Blob(self.layers[index]))
-    }
-
-    fn config(&self, _diff_ids: &[String]) -> Result<Vec<u8>> {
-        Ok(self.config.to_vec())
-    }
-}
-
-/// The manifest in the format's media types; OCI's is the one `-o oci:` writes.
-fn image_manifest(
-    format: Format,
-    config_digest: &str,
-    config_size: usize,
-    layers: &[BlobInfo],
-    media_types: &[&str],
-) -> Manifest {
-    let mut manifest = manifest(config_digest, config_size, layers, media_types);
-    if format == Format::DockerArchive {
-        manifest.media_type = Some(media_type::DOCKER_MANIFEST.to_string());
-        manifest.config = descriptor(media_type::DOCKER_CONFIG, config_digest, config_size as u64);
-    }
-    manifest
-}
-
 /// zstd layers need OCI media types: Docker's have none for them.
-fn check_media_types(source: &dyn ImageSource, options: &Blobs) -> Result<()> {
+fn check_media_types(source: &dyn ImageSource, making: Making<'_>, format: Format) -> Result<()> {
     for index in 0..source.layer_count() {
-        layer_media_type(source, options, index)?;
+        layer_media_type(
+            format,
+            source.layer(index)?.codec(making.compression),
+            index,
+        )?;
     }
     Ok(())
 }
 
-fn layer_media_type(
-    source: &dyn ImageSource,
-    options: &Blobs,
-    index: usize,
-) -> Result<&'static str> {
-    let codec = match source.layer(index)? {
-        Layer::Tar(_) => options.compression.codec(),
-        Layer::Blob(blob) => blob.codec(),
-    };
-    match (options.format, codec) {
-        (Format::Oci, codec) => Ok(codec.oci_layer_media_type()),
-        (Format::DockerArchive, Codec::None) => Ok(media_type::DOCKER_LAYER),
-        (Format::DockerArchive, Codec::Gzip) => Ok(media_type::DOCKER_LAYER_GZIP),
-        (Format::DockerArchive, Codec::Zstd) => Err(Error::value(format!(
-            "layer {index} is zstd-compressed, which Docker's manifest cannot describe: push \
-             with --format oci"
-        ))
-        .about(Setting::Format)),
+/// Layers up to a registry: steps 2 to 4 of the module doc.
+struct Upload<'a> {
+    client: &'a Client,
+    push: &'a PushOptions,
+    report: &'a Report<'a>,
+    /// Per layer: the registry holds its known digest (step 2).
+    present: Vec<bool>,
+}
+
+impl Placement for Upload<'_> {
+    type Value = Fate;
+
+    /// Step 2: HEAD every known digest, several at once.
+    fn look_up(&mut self, known: &[Option<BlobInfo>]) -> Result<()> {
+        self.present = check(self.client, known)?;
+        Ok(())
+    }
+
+    fn place(&self, layer: &Layer<'_>) -> Result<Placed<Fate>> {
+        let placed = self.place_layer(layer)?;
+        (self.report)(layer.index, &placed.info, &placed.value);
+        Ok(placed)
     }
 }
 
-/// Step 1: what is known of each layer without reading it.
-fn look_up(source: &dyn ImageSource, options: &Blobs) -> Result<Vec<Job>> {
-    let cache = options.cache;
-    (0..source.layer_count())
-        .map(|index| {
-            let (known, from_cache) = match source.layer(index)? {
-                Layer::Blob(blob) => (blob.known(), false),
-                Layer::Tar(_) => {
-                    let cached = source
-                        .layer_key(index)
-                        .zip(cache)
-                        .and_then(|(key, cache)| cache.get(&key, options.compression));
-                    (cached, true)
+impl Upload<'_> {
+    /// Steps 3 and 4 for one layer: already there, mounted, or uploaded.
+    fn place_layer(&self, layer: &Layer<'_>) -> Result<Placed<Fate>> {
+        let client = self.client;
+        let index = layer.index;
+        let label = format!("layer {index}");
+        let unread = |info: &BlobInfo, fate| Placed {
+            info: info.clone(),
+            value: fate,
+            made: false,
+        };
+        if let Some(known) = &layer.known {
+            if self.present.get(index).copied().unwrap_or(false) {
+                return Ok(unread(known, Fate::AlreadyThere));
+            }
+            for from in &self.push.mount_from {
+                if mount(client, &known.digest, from)? {
+                    return Ok(unread(known, Fate::Mounted(from.path.clone())));
                 }
-            };
-            Ok(Job {
-                known,
-                from_cache,
-                present: false,
-            })
+            }
+        }
+        let started = Instant::now();
+        let produce = |out: &mut dyn Write| layer.write_blob(out);
+        let info = if layer.source.size() <= SMALL_LAYER {
+            // Small layers: made in memory, asked about, sent whole if missing.
+            let mut bytes = Vec::new();
+            let info = produce(&mut bytes).map_err(|e| e.context(&label))?;
+            if layer.known.as_ref() != Some(&info) && exists(client, &info.digest)? {
+                return Ok(Placed {
+                    info,
+                    value: Fate::AlreadyThere,
+                    made: true,
+                });
+            }
+            upload_bytes(
+                client,
+                &info.digest,
+                &bytes,
+                "application/octet-stream",
+                &label,
+            )?;
+            info
+        } else {
+            let known = layer.known.as_ref().map(|k| k.digest.as_str());
+            upload_streaming(client, &label, &produce, known)?
+        };
+        let fate = Fate::Uploaded {
+            bytes: info.size,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        Ok(Placed {
+            info,
+            value: fate,
+            made: true,
         })
-        .collect()
+    }
 }
 
-/// Step 2: HEAD every known digest, several at once.
-fn check(client: &Client, jobs: &mut [Job]) -> Result<()> {
-    let digests: Vec<(usize, String)> = jobs
+/// Step 2: HEAD every known digest, several at once; which the registry holds.
+fn check(client: &Client, known: &[Option<BlobInfo>]) -> Result<Vec<bool>> {
+    let digests: Vec<(usize, String)> = known
         .iter()
         .enumerate()
-        .filter_map(|(i, job)| job.known.as_ref().map(|k| (i, k.digest.clone())))
+        .filter_map(|(i, known)| known.as_ref().map(|k| (i, k.digest.clone())))
         .collect();
     let next = AtomicUsize::new(0);
     let found: Vec<Result<Vec<usize>>> = std::thread::scope(|scope| {
@@ -326,12 +314,13 @@ fn check(client: &Client, jobs: &mut [Job]) -> Result<()> {
             })
             .collect()
     });
-    for present in found {
-        for index in present? {
-            jobs[index].present = true;
+    let mut present = vec![false; known.len()];
+    for found in found {
+        for index in found? {
+            present[index] = true;
         }
     }
-    Ok(())
+    Ok(present)
 }
 
 /// Whether the repository holds the blob.
@@ -349,88 +338,6 @@ fn exists(client: &Client, digest: &str) -> Result<bool> {
             Err(client.refused(&format!("checking blob {}", short(digest)), status, &body))
         }
     }
-}
-
-/// Steps 3 and 4 for one layer: already there, mounted, or uploaded; and whether the layer
-/// was read to find out.
-fn place_layer(
-    client: &Client,
-    source: &dyn ImageSource,
-    options: &Blobs,
-    index: usize,
-    job: &Job,
-) -> Result<(BlobInfo, Fate, bool)> {
-    let label = format!("layer {index}");
-    if let Some(known) = &job.known {
-        let verify = job.from_cache && options.push.verify_cache;
-        if verify {
-            verify_cached(source, options, index, known)?;
-        }
-        if job.present {
-            return Ok((known.clone(), Fate::AlreadyThere, verify));
-        }
-        for from in &options.push.mount_from {
-            if mount(client, &known.digest, from)? {
-                return Ok((known.clone(), Fate::Mounted(from.path.clone()), verify));
-            }
-        }
-    }
-    let started = Instant::now();
-    let layer = source.layer(index)?;
-    let small = match layer {
-        Layer::Tar(tar) => tar.tar_len() <= SMALL_LAYER,
-        Layer::Blob(blob) => blob.size() <= SMALL_LAYER,
-    };
-    let produce = |out: &mut dyn Write| match layer {
-        Layer::Tar(tar) => write_layer_blob(tar, options.compression, out),
-        Layer::Blob(blob) => blob.copy_to(out),
-    };
-    let info = if small {
-        // Small layers: made in memory, asked about, sent whole if missing.
-        let mut bytes = Vec::new();
-        let info = produce(&mut bytes).map_err(|e| e.context(&label))?;
-        if job.known.as_ref() != Some(&info) && exists(client, &info.digest)? {
-            return Ok((info, Fate::AlreadyThere, true));
-        }
-        upload_bytes(
-            client,
-            &info.digest,
-            &bytes,
-            "application/octet-stream",
-            &label,
-        )?;
-        info
-    } else {
-        let known = job.known.as_ref().map(|k| k.digest.as_str());
-        upload_streaming(client, &label, &produce, known)?
-    };
-    let fate = Fate::Uploaded {
-        bytes: info.size,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    Ok((info, fate, true))
-}
-
-/// `--verify-cache`: the layer is made again (to nowhere) and must be what the cache says.
-fn verify_cached(
-    source: &dyn ImageSource,
-    options: &Blobs,
-    index: usize,
-    known: &BlobInfo,
-) -> Result<()> {
-    let Layer::Tar(tar) = source.layer(index)? else {
-        return Ok(());
-    };
-    let actual = write_layer_blob(tar, options.compression, &mut std::io::sink())?;
-    if &actual != known {
-        return Err(Error::value(format!(
-            "layer {index}: the layer cache says {} but the layer is {}: the cache entry is \
-             wrong; remove the cache directory",
-            known.digest, actual.digest
-        ))
-        .about(Setting::CacheDir));
-    }
-    Ok(())
 }
 
 /// Asks the registry to mount `digest` from `from`; true when it did.

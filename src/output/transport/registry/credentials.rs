@@ -155,7 +155,7 @@ fn keys_for(registry: &str) -> Vec<String> {
         format!("https://{registry}/v1/"),
         format!("https://{registry}/v2/"),
     ];
-    if registry == super::super::transport::DOCKER_HUB {
+    if registry == crate::output::transport::reference::DOCKER_HUB {
         keys.push("https://index.docker.io/v1/".to_string());
         keys.push("index.docker.io".to_string());
         keys.push("registry-1.docker.io".to_string());

@@ -1,13 +1,5 @@
-//! Layers written side by side. Where an image's layers are separate blobs (an OCI layout, a
-//! push, compressed docker-archive layers spooled before the archive is streamed), up to one
-//! layer per worker is in progress at once, each on a lane of its own: a thread that streams
-//! the layer's tarball (its files read ahead by a reader thread) into a compressor whose work,
-//! hashing included, runs on the shared worker pool.
-//!
-//! The largest layers start first, so that one huge layer does not start last and run alone.
-//! Results come back by index: what is written never depends on the order jobs ran in, nor on
-//! how many ran at once. Memory is bounded per lane (the reader's buffers and the compressor's
-//! batch), and by the compressors' shared window (see `parallel`).
+//! Jobs side by side, one per pool thread at most, the largest first, results by index (the
+//! lanes of the thread model in `super`'s doc).
 
 use std::cmp::Reverse;
 use std::sync::Mutex;

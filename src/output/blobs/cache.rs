@@ -2,9 +2,9 @@
 //! everything that decides its bytes, so that an unchanged layer is never read or compressed
 //! again: a push asks the registry about the digest instead.
 //!
-//! The key comes from the image source (for a store layer: its store paths with their
-//! narHash, the layer's mtime, uid and gid, and our format version; for a decompressed base
-//! layer: its diff_id) and is joined here with the compression and its level. Each entry is one
+//! The key ([`CacheKey`]) comes from the image source (for a store layer: its store paths with
+//! their narHash, the layer's mtime, uid and gid, and our format version; for a decompressed
+//! base layer: its diff_id) and is joined here with the compression and its level. Each entry is one
 //! small JSON file named by the key's hash, written atomically (a temporary file renamed), so
 //! builds sharing a cache never see half an entry. An entry that does not parse, or whose
 //! stored key is not the one asked for, is a miss. An entry cannot make a push upload wrong
@@ -16,8 +16,24 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::blob::{BlobInfo, Compression, hex};
+use super::super::compress::Compression;
+use crate::digest::{BlobInfo, hex};
 use crate::error::{Error, Result, Setting};
+
+/// What names a tarball layer's bytes for the cache: everything that decides them but the
+/// compression, which the cache adds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        CacheKey(key.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Bumped whenever our layer bytes change for the same inputs.
 pub const FORMAT_VERSION: u32 = 1;
@@ -59,14 +75,18 @@ impl LayerCache {
         var("HOME").map(|home| Path::new(&home).join(".cache/layered-gen"))
     }
 
-    fn entry_path(&self, key: &str, compression: Compression) -> PathBuf {
-        let name = hex(&Sha256::digest(format!("{key}\n{}", describe(compression))));
+    fn entry_path(&self, key: &CacheKey, compression: Compression) -> PathBuf {
+        let name = hex(&Sha256::digest(format!(
+            "{}\n{}",
+            key.0,
+            describe(compression)
+        )));
         self.dir.join(format!("{name}.json"))
     }
 
     /// What the layer with `key`, compressed so, was last time; None when unknown or the entry
     /// is damaged.
-    pub fn get(&self, key: &str, compression: Compression) -> Option<BlobInfo> {
+    pub fn get(&self, key: &CacheKey, compression: Compression) -> Option<BlobInfo> {
         let path = self.entry_path(key, compression);
         // Only a regular file is an entry (a FIFO planted there must not block the build).
         if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
@@ -74,7 +94,7 @@ impl LayerCache {
         }
         let bytes = crate::json_file::read_limited(&path, MAX_ENTRY).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-        let sound = entry.key == key
+        let sound = entry.key == key.0
             && entry.compression == describe(compression)
             && is_sha256(&entry.digest)
             && is_sha256(&entry.diff_id);
@@ -87,9 +107,9 @@ impl LayerCache {
 
     /// Records a layer. A cache that cannot be written costs speed, not correctness: the
     /// failure is returned for the caller to mention, never to stop the image.
-    pub fn put(&self, key: &str, compression: Compression, info: &BlobInfo) -> Result<()> {
+    pub fn put(&self, key: &CacheKey, compression: Compression, info: &BlobInfo) -> Result<()> {
         let entry = Entry {
-            key: key.to_string(),
+            key: key.0.clone(),
             compression: describe(compression),
             diff_id: info.diff_id.clone(),
             digest: info.digest.clone(),
@@ -127,6 +147,10 @@ fn is_sha256(digest: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn k() -> CacheKey {
+        CacheKey::new("k")
+    }
+
     fn info(n: u8) -> BlobInfo {
         BlobInfo {
             diff_id: format!("sha256:{}", hex(&[n; 32])),
@@ -140,17 +164,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let gzip = Compression::Gzip { level: 6 };
-        assert_eq!(cache.get("k", gzip), None);
-        cache.put("k", gzip, &info(1)).unwrap();
-        assert_eq!(cache.get("k", gzip), Some(info(1)));
-        assert_eq!(cache.get("k", Compression::Gzip { level: 9 }), None);
-        assert_eq!(cache.get("other", gzip), None);
+        assert_eq!(cache.get(&k(), gzip), None);
+        cache.put(&k(), gzip, &info(1)).unwrap();
+        assert_eq!(cache.get(&k(), gzip), Some(info(1)));
+        assert_eq!(cache.get(&k(), Compression::Gzip { level: 9 }), None);
+        assert_eq!(cache.get(&CacheKey::new("other"), gzip), None);
         // A second build overwrites atomically.
-        cache.put("k", gzip, &info(2)).unwrap();
-        assert_eq!(cache.get("k", gzip), Some(info(2)));
+        cache.put(&k(), gzip, &info(2)).unwrap();
+        assert_eq!(cache.get(&k(), gzip), Some(info(2)));
         // Another process sharing the directory sees the same.
         let again = LayerCache::open(dir.path()).unwrap();
-        assert_eq!(again.get("k", gzip), Some(info(2)));
+        assert_eq!(again.get(&k(), gzip), Some(info(2)));
     }
 
     #[test]
@@ -158,16 +182,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = LayerCache::open(dir.path()).unwrap();
         let zstd = Compression::Zstd { level: 3 };
-        cache.put("k", zstd, &info(3)).unwrap();
-        let path = cache.entry_path("k", zstd);
+        cache.put(&k(), zstd, &info(3)).unwrap();
+        let path = cache.entry_path(&k(), zstd);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-        assert_eq!(cache.get("k", zstd), None, "truncated");
+        assert_eq!(cache.get(&k(), zstd), None, "truncated");
         std::fs::write(&path, text.replace("\"key\":\"k\"", "\"key\":\"x\"")).unwrap();
-        assert_eq!(cache.get("k", zstd), None, "another key's entry");
+        assert_eq!(cache.get(&k(), zstd), None, "another key's entry");
         std::fs::write(&path, text.replace("sha256:", "md5:")).unwrap();
-        assert_eq!(cache.get("k", zstd), None, "not a digest");
+        assert_eq!(cache.get(&k(), zstd), None, "not a digest");
         std::fs::write(&path, vec![b' '; 100 << 10]).unwrap();
-        assert_eq!(cache.get("k", zstd), None, "too large");
+        assert_eq!(cache.get(&k(), zstd), None, "too large");
     }
 }

@@ -10,6 +10,63 @@
 
 use crate::error::{Error, Result, quoted};
 
+/// Docker Hub, as references name it and as its API is reached.
+pub const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+/// A repository in a registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repository {
+    /// `host[:port]` as written (`docker.io` for Docker Hub).
+    pub registry: String,
+    /// The repository's path in the registry, e.g. `library/busybox`.
+    pub path: String,
+}
+
+impl Repository {
+    /// Parses `[HOST[:PORT]/]NAME` with Docker's normalisation.
+    pub fn parse(name: &str) -> Result<Self> {
+        check_name(name)?;
+        let (registry, path) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), rest.to_string())
+            }
+            _ => (DOCKER_HUB.to_string(), name.to_string()),
+        };
+        let path = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        Ok(Repository { registry, path })
+    }
+
+    /// The host (and port) its API is reached at.
+    pub fn api_host(&self) -> &str {
+        if self.registry == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            &self.registry
+        }
+    }
+
+    /// The name as a user writes it: `registry/path`.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.registry, self.path)
+    }
+
+    /// Whether the registry is this machine, where Docker allows plain HTTP.
+    pub fn is_local(&self) -> bool {
+        let host = match self.registry.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => self.registry.as_str(),
+        };
+        host == "localhost" || host == "[::1]" || host.starts_with("127.")
+    }
+}
+
 const MAX_NAME: usize = 255;
 
 /// Checks an image name such as `registry.example:5000/my/image`.

@@ -37,7 +37,7 @@ use flate2::{Compress, FlushCompress, Status};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::blob::digest_name;
+use crate::digest::digest_name;
 
 /// Input buffer bytes in flight (sent to the pool, not yet written) per pool thread: two or
 /// three batches each, enough to keep it busy while the writer catches up.
@@ -610,7 +610,7 @@ mod tests {
     /// as pool tasks (a writer off the pool) or inline (a writer on a pool thread).
     #[test]
     fn digests_are_those_of_the_input_and_the_output() {
-        let sha = |bytes: &[u8]| format!("sha256:{}", super::super::hex(&Sha256::digest(bytes)));
+        let sha = |bytes: &[u8]| format!("sha256:{}", crate::digest::hex(&Sha256::digest(bytes)));
         for len in lengths::<Zstd>().into_iter().chain([Gzip::BLOCK * 40 + 9]) {
             let data = sample(len);
             let check = |out: Vec<u8>, digests: StreamDigests, what: &str| {

@@ -17,56 +17,56 @@
 //! file (side by side) to learn its diff_id. Docker's legacy loader takes every top-level
 //! directory for a layer, so in this form nothing else has one.
 
+use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
-use super::blob::{BlobInfo, Compression, sha256_digest, write_layer_blob, write_started_tar};
-use super::lanes;
 use super::{
-    BlobSource, ImageSource, Layer, OutputOptions, Written, copy_all, image_tags, layer_size,
+    ImageSource, Naming, Written, copy_all, write_dir_header, write_end, write_entry_header,
+    write_error, write_file, write_padding,
 };
+use crate::digest::{BlobInfo, sha256_digest};
 use crate::error::{Error, Result, Setting};
 use crate::image_spec::{
     DockerManifestEntry, ImageConfigBlob, LegacyLayerJson, Repositories, to_bytes,
 };
-use crate::tarball::{self, Header, Kind, StartedTar, TarStream};
+use crate::output::blobs::{
+    self, BlobSource, Layer, LayerSource, Making, Placed, Placement, write_started_tar,
+};
+use crate::output::compress::Compression;
+use crate::tarball::StartedTar;
 
-pub(super) fn write(
+/// Writes the docker-archive of one image into `out`; scratch files go in `scratch`.
+pub fn write(
     source: &dyn ImageSource,
-    options: &OutputOptions,
+    naming: Naming<'_>,
+    making: Making<'_>,
+    legacy: bool,
     out: &mut dyn Write,
     scratch: &Path,
 ) -> Result<Written> {
-    if options.docker_legacy {
-        return write_with_legacy(source, options, out, scratch);
+    if legacy {
+        return write_with_legacy(source, naming, making, out, scratch);
     }
     let count = source.layer_count();
     let mut layers: Vec<BlobInfo> = Vec::with_capacity(count);
     let mut layer_names = Vec::with_capacity(count);
-    let suffix = options.compression.codec().file_suffix();
+    let suffix = making.compression.codec().file_suffix();
     // Plain tarballs and existing blobs have a known length: they stream straight in.
     // Tarballs to compress do not: they are compressed side by side into scratch files first.
-    let compressed = options.compression != Compression::None;
-    let mut spools: Vec<Option<(std::fs::File, BlobInfo)>> = lanes::run(
-        count,
-        |index| match source.layer(index) {
-            Ok(Layer::Tar(tar)) if compressed => tar.tar_len(),
-            _ => 0,
-        },
-        |index| match source.layer(index)? {
-            Layer::Tar(tar) if compressed => {
-                compress_to_scratch(tar, options.compression, scratch).map(Some)
-            }
-            _ => Ok(None),
-        },
-    )?;
+    let mut spool = Spool {
+        scratch,
+        all: false,
+        compressed: making.compression != Compression::None,
+    };
+    let mut spools = blobs::place_all(source, making, &mut spool)?;
     // Plain tarballs stream one after another: the next one's files are read while this one
     // is written, so no layer starts from an empty read buffer.
     let streamed: Vec<bool> = spools.iter().map(Option::is_none).collect();
     std::thread::scope(|scope| -> Result<()> {
         let read_ahead = |index: usize| -> Result<Option<StartedTar<'_>>> {
             Ok(match source.layer(index)? {
-                Layer::Tar(tar) if streamed[index] => Some(tar.read_ahead(scope)),
+                LayerSource::Tar(tar) if streamed[index] => Some(tar.read_ahead(scope)),
                 _ => None,
             })
         };
@@ -77,23 +77,24 @@ pub(super) fn write(
                 next = read_ahead(index + 1)?;
             }
             let info = match (source.layer(index)?, spool.take(), started) {
-                (_, Some((mut file, info)), _) => {
+                (_, Some(placed), _) => {
+                    let (mut file, info) = (placed.value, placed.info);
                     let name = format!("layers/{index}.{suffix}");
-                    write_entry_header(out, &name, info.size, options.mtime)?;
+                    write_entry_header(out, &name, info.size, naming.mtime)?;
                     copy_all(&mut file, out)?;
                     layer_names.push(name);
                     info
                 }
-                (Layer::Tar(tar), None, started) => {
+                (LayerSource::Tar(tar), None, started) => {
                     let started = started.unwrap_or_else(|| tar.read_ahead(scope));
                     let name = format!("layers/{index}.tar");
-                    write_entry_header(out, &name, tar.tar_len(), options.mtime)?;
+                    write_entry_header(out, &name, tar.tar_len(), naming.mtime)?;
                     layer_names.push(name);
                     write_started_tar(tar.tar_len(), started, out)?
                 }
-                (Layer::Blob(blob), None, _) => {
+                (LayerSource::Blob(blob), None, _) => {
                     let name = format!("layers/{index}.{}", blob.codec().file_suffix());
-                    write_entry_header(out, &name, blob.size(), options.mtime)?;
+                    write_entry_header(out, &name, blob.size(), naming.mtime)?;
                     layer_names.push(name);
                     blob.copy_to(out)?
                 }
@@ -108,12 +109,12 @@ pub(super) fn write(
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
     let config_name = format!("{}.json", config_digest.trim_start_matches("sha256:"));
-    write_file(out, &config_name, &config, options.mtime)?;
+    write_file(out, &config_name, &config, naming.mtime)?;
 
-    let tags = image_tags(options, &config_digest);
+    let tags = naming.tags_for(&config_digest);
     finish(
         out,
-        options,
+        naming,
         config_name,
         layer_names,
         tags,
@@ -122,10 +123,43 @@ pub(super) fn write(
     )
 }
 
+/// Layers made into scratch files, to be copied into the archive once their length is known:
+/// every layer (`all`, for the legacy form), or the tarballs that are compressed.
+struct Spool<'a> {
+    scratch: &'a Path,
+    all: bool,
+    compressed: bool,
+}
+
+impl Placement for Spool<'_> {
+    type Value = File;
+
+    fn wants(&self, layer: &LayerSource<'_>) -> bool {
+        self.all || (self.compressed && matches!(layer, LayerSource::Tar(_)))
+    }
+
+    fn place(&self, layer: &Layer<'_>) -> Result<Placed<File>> {
+        let mut file = tempfile::tempfile_in(self.scratch)
+            .map_err(|e| Error::io("creating a scratch file in", self.scratch, e))?;
+        let info = {
+            let mut buffered = BufWriter::with_capacity(1 << 20, &mut file);
+            let info = layer.write_blob(&mut buffered)?;
+            buffered.flush().map_err(write_error)?;
+            info
+        };
+        file.rewind().map_err(write_error)?;
+        Ok(Placed {
+            info,
+            value: file,
+            made: true,
+        })
+    }
+}
+
 /// Ends an archive of one image: `manifest.json`, then the end-of-archive blocks.
 fn finish(
     out: &mut dyn Write,
-    options: &OutputOptions,
+    naming: Naming<'_>,
     config_name: String,
     layer_names: Vec<String>,
     tags: Vec<String>,
@@ -136,15 +170,14 @@ fn finish(
         config: config_name,
         repo_tags: tags
             .iter()
-            .map(|tag| format!("{}:{tag}", options.name))
+            .map(|tag| format!("{}:{tag}", naming.name))
             .collect(),
         layers: layer_names,
     }]);
-    write_file(out, "manifest.json", &manifest, options.mtime)?;
-    out.write_all(&tarball::END_OF_ARCHIVE)
-        .map_err(write_error)?;
+    write_file(out, "manifest.json", &manifest, naming.mtime)?;
+    write_end(out)?;
     Ok(Written {
-        name: options.name.clone(),
+        name: naming.name.to_string(),
         tags,
         config_digest,
         layers,
@@ -173,7 +206,8 @@ pub(crate) fn legacy_ids(diff_ids: &[&str], config_digest: &str) -> Vec<String> 
 /// The archive with the pre-1.10 metadata (see the module doc).
 fn write_with_legacy(
     source: &dyn ImageSource,
-    options: &OutputOptions,
+    naming: Naming<'_>,
+    making: Making<'_>,
     out: &mut dyn Write,
     scratch: &Path,
 ) -> Result<Written> {
@@ -184,15 +218,16 @@ fn write_with_legacy(
         )
         .about(Setting::DockerLegacy));
     }
-    let spools: Vec<(std::fs::File, BlobInfo)> = lanes::run(
-        count,
-        |index| layer_size(source, index),
-        |index| match source.layer(index)? {
-            Layer::Tar(tar) => compress_to_scratch(tar, options.compression, scratch),
-            Layer::Blob(blob) => copy_to_scratch(blob, scratch),
-        },
-    )?;
-    let layers: Vec<BlobInfo> = spools.iter().map(|(_, info)| info.clone()).collect();
+    let mut spool = Spool {
+        scratch,
+        all: true,
+        compressed: making.compression != Compression::None,
+    };
+    let spools: Vec<Placed<File>> = blobs::place_all(source, making, &mut spool)?
+        .into_iter()
+        .flatten()
+        .collect();
+    let layers: Vec<BlobInfo> = spools.iter().map(|placed| placed.info.clone()).collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
@@ -201,16 +236,19 @@ fn write_with_legacy(
         serde_json::from_slice(&config).map_err(|e| Error::value(e.to_string()))?;
     let id_inputs: Vec<&str> = diff_ids.iter().map(String::as_str).collect();
     let ids = legacy_ids(&id_inputs, &config_digest);
-    let mtime = options.mtime;
+    let mtime = naming.mtime;
     let mut layer_names = Vec::with_capacity(count);
-    for (i, (mut file, info)) in spools.into_iter().enumerate() {
+    for (
+        i,
+        Placed {
+            value: mut file,
+            info,
+            ..
+        },
+    ) in spools.into_iter().enumerate()
+    {
         let id = &ids[i];
-        let dir = format!("{id}/");
-        tarball::write_header(
-            out,
-            &Header::archive_member(dir.as_bytes(), Kind::Directory, 0, mtime),
-        )
-        .map_err(write_error)?;
+        write_dir_header(out, &format!("{id}/"), mtime)?;
         write_file(out, &format!("{id}/VERSION"), b"1.0", mtime)?;
         let json = legacy_json(&ids, i, &parsed);
         write_file(out, &format!("{id}/json"), &to_bytes(&json), mtime)?;
@@ -222,10 +260,10 @@ fn write_with_legacy(
     }
     let config_name = format!("{}.json", config_digest.trim_start_matches("sha256:"));
     write_file(out, &config_name, &config, mtime)?;
-    let tags = image_tags(options, &config_digest);
+    let tags = naming.tags_for(&config_digest);
     let top = ids[count - 1].clone();
     let repositories: Repositories = [(
-        options.name.clone(),
+        naming.name.to_string(),
         tags.iter().map(|tag| (tag.clone(), top.clone())).collect(),
     )]
     .into_iter()
@@ -233,7 +271,7 @@ fn write_with_legacy(
     write_file(out, "repositories", &to_bytes(&repositories), mtime)?;
     finish(
         out,
-        options,
+        naming,
         config_name,
         layer_names,
         tags,
@@ -256,67 +294,6 @@ fn legacy_json(ids: &[String], i: usize, config: &ImageConfigBlob) -> LegacyLaye
     }
 }
 
-/// A blob copied (and verified) into a scratch file.
-fn copy_to_scratch(blob: &dyn BlobSource, scratch: &Path) -> Result<(std::fs::File, BlobInfo)> {
-    let mut file = tempfile::tempfile_in(scratch)
-        .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
-    let info = {
-        let mut buffered = BufWriter::with_capacity(1 << 20, &mut file);
-        let info = blob.copy_to(&mut buffered)?;
-        buffered.flush().map_err(write_error)?;
-        info
-    };
-    file.rewind().map_err(write_error)?;
-    Ok((file, info))
-}
-
-fn compress_to_scratch(
-    tar: &dyn TarStream,
-    compression: Compression,
-    scratch: &Path,
-) -> Result<(std::fs::File, BlobInfo)> {
-    let mut file = tempfile::tempfile_in(scratch)
-        .map_err(|e| Error::io("creating a scratch file in", scratch, e))?;
-    let info = {
-        let mut buffered = BufWriter::with_capacity(1 << 20, &mut file);
-        let info = write_layer_blob(tar, compression, &mut buffered)?;
-        buffered.flush().map_err(write_error)?;
-        info
-    };
-    file.rewind().map_err(write_error)?;
-    Ok((file, info))
-}
-
-fn write_error(e: std::io::Error) -> Error {
-    Error::write("the image", e)
-}
-
-pub(super) fn write_entry_header(
-    out: &mut dyn Write,
-    name: &str,
-    size: u64,
-    mtime: u64,
-) -> Result<()> {
-    let header = Header::archive_member(name.as_bytes(), Kind::File, size, mtime);
-    tarball::write_header(out, &header).map_err(write_error)
-}
-
-pub(super) fn write_padding(out: &mut dyn Write, size: u64) -> Result<()> {
-    out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(size)])
-        .map_err(write_error)
-}
-
-pub(super) fn write_file(
-    out: &mut dyn Write,
-    name: &str,
-    content: &[u8],
-    mtime: u64,
-) -> Result<()> {
-    write_entry_header(out, name, content.len() as u64, mtime)?;
-    out.write_all(content).map_err(write_error)?;
-    write_padding(out, content.len() as u64)
-}
-
 /// An image already made, as `merge` writes it: its config's bytes (copied as they are, so
 /// the image keeps its id), its `name:tag` references, and its layer blobs, each with a key
 /// that is equal for equal content (its diff_id).
@@ -329,7 +306,7 @@ pub struct StoredImage<'a> {
 /// Writes several images into one docker-archive: every layer once (by key, in order of first
 /// use), every config once, one `manifest.json` entry per config with all its tags. A tag
 /// claimed by two different images is an error. Returns the number of layer files written.
-pub(super) fn write_many(images: &[StoredImage], out: &mut dyn Write, mtime: u64) -> Result<usize> {
+pub fn write_many(images: &[StoredImage], out: &mut dyn Write, mtime: u64) -> Result<usize> {
     check_tags_are_unique(images)?;
     let mut names_by_key: std::collections::HashMap<&str, String> = Default::default();
     let mut entries: Vec<DockerManifestEntry> = Vec::new();
@@ -373,8 +350,7 @@ pub(super) fn write_many(images: &[StoredImage], out: &mut dyn Write, mtime: u64
         }
     }
     write_file(out, "manifest.json", &to_bytes(&entries), mtime)?;
-    out.write_all(&tarball::END_OF_ARCHIVE)
-        .map_err(write_error)?;
+    write_end(out)?;
     Ok(names_by_key.len())
 }
 

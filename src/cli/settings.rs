@@ -1,0 +1,245 @@
+//! Settings resolved from the flags: each command's arguments turned into the library's
+//! options. What is policy (defaults, which flags go together, the cache, the tags) is the
+//! library's (`layered_gen::output::destination`, `layered_gen::output::choose_cache`), so a
+//! library caller gets the image the command line gets; what is left here is reading the files
+//! flags name and what depends on the terminal.
+
+use std::io::IsTerminal;
+
+use layered_gen::base::BaseOptions;
+use layered_gen::closure::LoadOptions;
+use layered_gen::config::{RuntimeOptions, runtime};
+use layered_gen::error::{Result, ResultExt, Setting};
+use layered_gen::layer::{Customisation, LayerOptions, read_perms};
+use layered_gen::output::destination::{self, OutputArg, Request, Resolved};
+use layered_gen::output::{
+    self, Compression, ConnectOptions, Credentials, Destination, OutputOptions, PushOptions,
+    Repository, Sources,
+};
+use layered_gen::pipeline::{BuildOptions, ExportOptions, IndexOptions, MergeOptions, PlanOptions};
+
+use super::args::{
+    BaseArgs, BuildArgs, ClosureArgs, ExportCommand, IndexCommand, MergeCommand, PlanArgs,
+    PushArgs, StreamOutputArgs,
+};
+
+impl StreamOutputArgs {
+    /// How `-o` was given, if it was.
+    pub fn output_arg(&self) -> Option<OutputArg> {
+        match (&self.output, &self.output_from_attrs) {
+            (Some(path), _) => Some(OutputArg::Given(path.clone())),
+            (None, Some(attrs)) => Some(OutputArg::FromAttrs(attrs.clone())),
+            (None, None) => None,
+        }
+    }
+
+    fn archive_compression(&self) -> Compression {
+        Compression::default_for(self.archive_compression)
+    }
+
+    /// One line per pushed layer when stderr is not a terminal (a build log), unless quiet.
+    fn report_layers(&self) -> bool {
+        !self.quiet && !std::io::stderr().is_terminal()
+    }
+}
+
+impl ClosureArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            closure_key: self.closure_key.clone(),
+            max_size: self.max_closure_size,
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
+impl PlanArgs {
+    pub fn options(self, include_store_paths: bool) -> PlanOptions {
+        PlanOptions {
+            closures: self.closure.closures,
+            closure_key: self.closure.closure_key,
+            max_closure_size: self.closure.max_closure_size,
+            max_layers: self.max_layers,
+            include_store_paths,
+            layering: self.layering,
+            previous_plan: self.previous_plan,
+            layering_pipeline: self.layering_pipeline,
+            exclude: self.closure.exclude,
+        }
+    }
+}
+
+impl BaseArgs {
+    pub fn options(&self) -> Option<BaseOptions> {
+        self.from_image.as_ref().map(|path| BaseOptions {
+            path: path.clone(),
+            tag: self.from_image_tag.clone(),
+        })
+    }
+}
+
+impl PushArgs {
+    /// How to reach the registry of `destination` (defaults for any other destination).
+    fn options(&self, destination: &Destination) -> Result<PushOptions> {
+        let creds = self
+            .creds
+            .as_deref()
+            .map(Credentials::parse)
+            .transpose()
+            .about(Setting::Creds)?;
+        let mount_from = self
+            .mount_from
+            .iter()
+            .map(|name| Repository::parse(name).about(Setting::MountFrom))
+            .collect::<Result<_>>()?;
+        let push = PushOptions {
+            connect: ConnectOptions {
+                creds,
+                sources: Sources::from_environment(),
+                cert_dir: self.cert_dir.clone(),
+                insecure: !self.tls_verify,
+            },
+            mount_from,
+        };
+        if let Destination::Registry { repository, .. } = destination {
+            push.check_mounts(repository)?;
+        }
+        Ok(push)
+    }
+}
+
+impl BuildArgs {
+    /// The build's options; files named by flags (config, perms) are read here.
+    pub fn resolve(self) -> Result<BuildOptions> {
+        let Resolved {
+            destination,
+            name,
+            tags,
+        } = destination::resolve(&Request {
+            output: self.output.output_arg(),
+            format: self.format,
+            compression: self.compression,
+            compression_level: self.compression_level,
+            archive_compression: self.output.archive_compression,
+            docker_legacy: self.docker_legacy,
+            name: self.name.clone(),
+            tags: self.tags.clone(),
+            tag_from_output: self.tag_from_output,
+        })?;
+        let push = self.push.options(&destination)?;
+        let cache = output::choose_cache(
+            &destination,
+            self.cache.cache_dir.as_deref(),
+            self.cache.no_cache,
+            self.cache.verify_cache,
+        )?;
+        Ok(BuildOptions {
+            progress: !self.output.quiet && std::io::stderr().is_terminal(),
+            print_plan: self.print_plan,
+            customisation: Customisation {
+                contents: self.contents,
+                extra_dirs: self.extra_dirs,
+                perms: self
+                    .perms
+                    .iter()
+                    .map(|file| read_perms(file))
+                    .collect::<Result<Vec<_>>>()?
+                    .concat(),
+                remove: self.remove,
+            },
+            output: OutputOptions {
+                report_layers: self.output.report_layers(),
+                destination,
+                name,
+                tags,
+                mtime: self.mtime,
+                push,
+                cache,
+                verify_cache: self.cache.verify_cache,
+            },
+            layer: LayerOptions {
+                mtime: self.mtime,
+                uid: self.uid.into(),
+                gid: self.gid.into(),
+                uname: self.uname,
+                gname: self.gname,
+                store_root: self.store_root,
+                // The pipeline decides, from the output.
+                parallel_reads: false,
+            },
+            platform: self.architecture,
+            config: RuntimeOptions {
+                created: self.created,
+                base_config: self.base_config,
+                user: self
+                    .config
+                    .as_deref()
+                    .map(runtime::read)
+                    .transpose()
+                    .about(Setting::Config)?
+                    .unwrap_or_default(),
+                env: self.env,
+                labels: self.labels,
+            },
+            base: self.base.options(),
+            base_layers: self.base_layers,
+            plan: self.plan.options(!self.no_store_paths),
+        })
+    }
+}
+
+impl MergeCommand {
+    pub fn resolve(self) -> Result<MergeOptions> {
+        Ok(MergeOptions {
+            sink: destination::resolve_sink(self.output.output_arg().as_ref())?,
+            archive_compression: self.output.archive_compression(),
+            mtime: self.archive.mtime,
+            images: self.images,
+        })
+    }
+}
+
+impl ExportCommand {
+    pub fn resolve(self) -> Result<ExportOptions> {
+        Ok(ExportOptions {
+            sink: destination::resolve_sink(self.output.output_arg().as_ref())?,
+            archive_compression: self.output.archive_compression(),
+            image: BaseOptions {
+                path: self.image,
+                tag: self.image_tag,
+            },
+            platform: self.architecture,
+        })
+    }
+}
+
+impl IndexCommand {
+    pub fn resolve(self) -> Result<IndexOptions> {
+        let Resolved {
+            destination,
+            name,
+            tags,
+        } = destination::resolve_index(&Request {
+            output: self.output.output_arg(),
+            archive_compression: self.output.archive_compression,
+            name: self.name.clone(),
+            tags: self.tags.clone(),
+            tag_from_output: self.tag_from_output,
+            ..Request::default()
+        })?;
+        let push = self.push.options(&destination)?;
+        Ok(IndexOptions {
+            images: self.images,
+            output: OutputOptions {
+                report_layers: self.output.report_layers(),
+                destination,
+                name,
+                tags,
+                mtime: self.archive.mtime,
+                push,
+                cache: None,
+                verify_cache: false,
+            },
+        })
+    }
+}
