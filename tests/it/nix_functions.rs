@@ -1413,3 +1413,65 @@ fn the_functions_evaluate_purely_in_a_flake() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// nix/default.nix takes nixpkgs' `lib` when it is given (callPackage passes it) and uses its
+/// functions, and builds the same image without it; an image needs a name.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-instantiate: cargo test --features tool-tests (.ci/run)"
+)]
+fn nix_functions_use_lib_when_given() {
+    let inputs = Inputs::new();
+    let nix_dir = repo_root().join("nix");
+    let evaluate = |lib: &str, attr: &str| {
+        let expression = format!(
+            "let layered = import {} {{ layered-gen = {}; runtimeShell = \"/bin/sh\"; {lib} }}; \
+             in (layered.streamLayeredImage {{ name = \"My/App\"; }}).{attr}",
+            nix_dir.display(),
+            inputs.dir.path().join("lg").display(),
+        );
+        Command::new(require("nix-instantiate"))
+            .args(["--eval", "--strict", "--json", "-E", &expression])
+            .output()
+            .unwrap()
+    };
+    let text = |output: Output| {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(text(evaluate("", "imageName")), "\"my/app\"");
+    let stub = "lib = { toLower = s: \"from-lib\"; toList = x: if builtins.isList x then x \
+                else [ x ]; concatMapStringsSep = s: f: l: builtins.concatStringsSep s (map f l); };";
+    assert_eq!(text(evaluate(stub, "imageName")), "\"from-lib\"");
+    // The same functions as lib's, given as lib: the same derivation as without it.
+    let same = "lib = { toLower = builtins.replaceStrings [ \"M\" \"A\" ] [ \"m\" \"a\" ]; \
+                toList = x: if builtins.isList x then x else [ x ]; \
+                concatMapStringsSep = s: f: l: builtins.concatStringsSep s (map f l); };";
+    assert_eq!(
+        text(evaluate(same, "drvPath")),
+        text(evaluate("", "drvPath"))
+    );
+    let unnamed = Command::new(require("nix-instantiate"))
+        .args([
+            "--eval",
+            "--strict",
+            "-E",
+            &format!(
+                "(import {} {{ layered-gen = {}; runtimeShell = \"/bin/sh\"; }}).buildLayeredImage {{ }}",
+                nix_dir.display(),
+                inputs.dir.path().join("lg").display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(
+        log.contains("called without required argument 'name'"),
+        "{log}"
+    );
+}
