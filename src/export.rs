@@ -10,6 +10,14 @@
 //! - a hard link becomes a copy of the file it links to (the result has no hard links, whose
 //!   targets could have been removed or replaced by then).
 //!
+//! Paths are resolved as a runtime extracting into the root resolves them (umoci, containerd):
+//! every component but the last is followed through the symlinks the tree holds so far (from
+//! lower layers and earlier entries), an absolute target starting again at the root and `..`
+//! never climbing above it, so `evil -> /etc` then `evil/passwd` writes `etc/passwd` of the
+//! root filesystem, never a path through a link. The last component is not followed: an entry
+//! replaces a symlink at its own path. Whiteouts and hard link targets resolve the same way.
+//! A path longer than `PATH_MAX` once resolved, or a chain of more than 255 links, is refused.
+//!
 //! The result is written in path order, each directory right before its contents, with each
 //! entry's own mode, owner, names, time and link target: it depends on the image only. Memory
 //! holds one small record per path; file contents are copied from the scratch files.
@@ -65,8 +73,14 @@ impl Node {
     }
 }
 
+/// The longest path a runtime can create (Linux's `PATH_MAX`).
+const PATH_MAX: usize = 4096;
+/// The most symlinks one path may be resolved through (as securejoin allows).
+const MAX_LINK_HOPS: usize = 255;
+
 /// Index keys are paths with `/` mapped to 0, so that sorting them puts each directory right
 /// before its contents ("a", "a/b", then "a-b").
+#[cfg(test)]
 fn key_of(path: &[u8]) -> Vec<u8> {
     path.iter()
         .map(|&b| if b == b'/' { 0 } else { b })
@@ -94,6 +108,112 @@ fn normalise(name: &[u8], layer: &str) -> Result<Option<Vec<u8>>> {
         ));
     }
     Ok((!parts.is_empty()).then(|| parts.join(&b'/')))
+}
+
+/// The key `path` lands on in the tree `index` holds: every component but the last followed
+/// through its symlinks (see the module doc); `follow_last` follows the last one too.
+fn resolve(
+    index: &BTreeMap<Vec<u8>, Node>,
+    path: &[u8],
+    follow_last: bool,
+) -> std::result::Result<Vec<u8>, String> {
+    // Components still to walk, the next one last.
+    let mut pending: Vec<Vec<u8>> = components(path).rev().map(<[u8]>::to_vec).collect();
+    let mut key: Vec<u8> = Vec::new();
+    // Where each resolved component starts in `key`, to go back up for `..`.
+    let mut starts: Vec<usize> = Vec::new();
+    let mut hops = 0;
+    while let Some(component) = pending.pop() {
+        if component == b".." {
+            if let Some(start) = starts.pop() {
+                key.truncate(start);
+            }
+            continue;
+        }
+        let start = key.len();
+        if !key.is_empty() {
+            key.push(0);
+        }
+        key.extend_from_slice(&component);
+        if key.len() > PATH_MAX {
+            return Err(format!(
+                "resolves to a path longer than {PATH_MAX} bytes, which no runtime can create"
+            ));
+        }
+        let last = pending.is_empty();
+        match index.get(&key) {
+            Some(node) if node.kind == Kind::Symlink && (follow_last || !last) => {
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return Err(format!(
+                        "goes through more than {MAX_LINK_HOPS} symlinks (a loop?)"
+                    ));
+                }
+                key.truncate(start);
+                if node.link.starts_with(b"/") {
+                    key.clear();
+                    starts.clear();
+                }
+                pending.extend(components(&node.link).rev().map(<[u8]>::to_vec));
+            }
+            _ => starts.push(start),
+        }
+    }
+    Ok(key)
+}
+
+/// Resolves a layer's paths, remembering where its directories landed: an entry in a directory
+/// already resolved costs one step, so a layer costs its size, however deep its paths. What is
+/// remembered holds while no symlink comes or goes (`changed` forgets it).
+#[derive(Default)]
+struct Resolver {
+    directories: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Resolver {
+    /// [`resolve`], starting from the remembered directory of `path` when there is one.
+    fn resolve(
+        &self,
+        index: &BTreeMap<Vec<u8>, Node>,
+        path: &[u8],
+        follow_last: bool,
+    ) -> std::result::Result<Vec<u8>, String> {
+        if !follow_last {
+            if let Some(slash) = path.iter().rposition(|&b| b == b'/') {
+                if let Some(dir) = self.directories.get(&path[..slash]) {
+                    let mut key = dir.clone();
+                    if !key.is_empty() {
+                        key.push(0);
+                    }
+                    key.extend_from_slice(&path[slash + 1..]);
+                    if key.len() > PATH_MAX {
+                        return Err(format!(
+                            "resolves to a path longer than {PATH_MAX} bytes, which no runtime \
+                             can create"
+                        ));
+                    }
+                    return Ok(key);
+                }
+            }
+        }
+        resolve(index, path, follow_last)
+    }
+
+    /// The directory at `path` landed on `key`.
+    fn remember(&mut self, path: &[u8], key: &[u8]) {
+        self.directories.insert(path.to_vec(), key.to_vec());
+    }
+
+    /// A symlink came or went: directories may land elsewhere now.
+    fn changed(&mut self) {
+        self.directories.clear();
+    }
+}
+
+/// The components of a path or link target, without empty ones and `.`.
+fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    path.split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
 }
 
 /// Everything under `key` (not `key` itself) that a layer below `layer` put there.
@@ -216,6 +336,10 @@ fn apply(
     layer: usize,
     label: &str,
 ) -> Result<()> {
+    let mut resolver = Resolver::default();
+    let fail = |path: &[u8], why: String| {
+        Error::input(label, format!("the entry {} {why}", shown_bytes(path)))
+    };
     // Whiteouts first: they only remove what lower layers put.
     for entry in &entries {
         let (dir, name) = match entry.path.iter().rposition(|&b| b == b'/') {
@@ -223,6 +347,7 @@ fn apply(
             None => (&b""[..], &entry.path[..]),
         };
         if name == b".wh..wh..opq" {
+            let dir = resolve(index, dir, true).map_err(|why| fail(dir, why))?;
             if dir.is_empty() {
                 let doomed: Vec<Vec<u8>> = index
                     .iter()
@@ -233,7 +358,7 @@ fn apply(
                     index.remove(&k);
                 }
             } else {
-                remove_below(index, &key_of(dir), layer);
+                remove_below(index, &dir, layer);
             }
         } else if let Some(hidden) = name.strip_prefix(b".wh.") {
             let mut path = dir.to_vec();
@@ -241,7 +366,7 @@ fn apply(
                 path.push(b'/');
             }
             path.extend_from_slice(hidden);
-            let key = key_of(&path);
+            let key = resolve(index, &path, false).map_err(|why| fail(&path, why))?;
             if index.get(&key).is_some_and(|n| n.layer < layer) {
                 index.remove(&key);
             }
@@ -253,10 +378,15 @@ fn apply(
         if name.starts_with(b".wh.") {
             continue;
         }
-        let key = key_of(&entry.path);
+        let key = resolver
+            .resolve(index, &entry.path, false)
+            .map_err(|why| fail(&entry.path, why))?;
         let mut node = entry.node;
         if let Some(target) = entry.hard_link {
-            let Some(linked) = index.get(&key_of(&target)).filter(|n| n.kind == Kind::File) else {
+            let target_key = resolver
+                .resolve(index, &target, false)
+                .map_err(|why| fail(&target, why))?;
+            let Some(linked) = index.get(&target_key).filter(|n| n.kind == Kind::File) else {
                 return Err(Error::input(
                     label,
                     format!(
@@ -271,27 +401,36 @@ fn apply(
         if node.kind != Kind::Directory {
             remove_below(index, &key, layer + 1);
         }
+        let replaced = index.get(&key).map(|n| n.kind);
+        if node.kind == Kind::Symlink || replaced.is_some_and(|k| k != node.kind) {
+            resolver.changed();
+        }
+        if node.kind == Kind::Directory {
+            resolver.remember(&entry.path, &key);
+        }
         index.insert(key, node);
     }
     Ok(())
 }
 
 /// Directories that entries imply but no layer lists: root-owned, 0755, time 0, so that
-/// every extractor makes them alike.
+/// every extractor makes them alike. Each key's parents are looked at from the nearest up,
+/// stopping at the first that is there: a deep path costs its depth once.
 fn add_missing_parents(index: &mut BTreeMap<Vec<u8>, Node>) {
-    let mut missing = Vec::new();
+    let mut missing: std::collections::BTreeSet<Vec<u8>> = Default::default();
     for key in index.keys() {
-        for (i, &b) in key.iter().enumerate() {
-            if b == 0 && !index.contains_key(&key[..i]) {
-                missing.push(key[..i].to_vec());
+        let mut end = key.len();
+        while let Some(slash) = key[..end].iter().rposition(|&b| b == 0) {
+            let parent = &key[..slash];
+            if index.contains_key(parent) || !missing.insert(parent.to_vec()) {
+                break;
             }
+            end = slash;
         }
     }
     for key in missing {
         // No layer put it there, so no whiteout can remove it.
-        index
-            .entry(key)
-            .or_insert(Node::plain(Kind::Directory, usize::MAX));
+        index.insert(key, Node::plain(Kind::Directory, usize::MAX));
     }
 }
 
@@ -432,6 +571,77 @@ mod tests {
         add_missing_parents(&mut index);
         assert_eq!(paths(&index), ["a", "a/b", "a/b/c"]);
         assert_eq!(index[&key_of(b"a")].mode, 0o755);
+    }
+
+    fn link(path: &str, target: &str, layer: usize) -> Read1 {
+        let mut read = entry(path, Kind::Symlink, layer);
+        read.node.link = target.as_bytes().to_vec();
+        read
+    }
+
+    #[test]
+    fn paths_through_links_land_inside_the_root() {
+        let mut index = BTreeMap::new();
+        let lower = vec![
+            entry("etc", Kind::Directory, 0),
+            link("evil", "/etc", 0),
+            link("up", "../../..", 0),
+            entry("d", Kind::Directory, 0),
+            link("d/l", "/", 0),
+            entry("a", Kind::Directory, 0),
+            link("a/b", "../c", 0),
+            link("loop1", "loop2", 0),
+            link("loop2", "loop1", 0),
+        ];
+        apply(&mut index, lower, 0, "l0").unwrap();
+        let upper = vec![
+            entry("evil/passwd", Kind::File, 1),
+            entry("up/x", Kind::File, 1),
+            entry("d/l/y", Kind::File, 1),
+            entry("a/b/f", Kind::File, 1),
+            // The last component is not followed: the link itself is replaced.
+            entry("up", Kind::File, 1),
+        ];
+        apply(&mut index, upper, 1, "l1").unwrap();
+        let listed = paths(&index);
+        for expected in ["etc/passwd", "x", "y", "c/f", "up"] {
+            assert!(
+                listed.contains(&expected.to_string()),
+                "{expected}: {listed:?}"
+            );
+        }
+        assert_eq!(index[&key_of(b"up")].kind, Kind::File);
+        assert!(!listed.iter().any(|p| p.starts_with("evil/")), "{listed:?}");
+        let err = apply(&mut index, vec![entry("loop1/x", Kind::File, 2)], 2, "l2").unwrap_err();
+        assert!(err.to_string().contains("more than 255 symlinks"), "{err}");
+    }
+
+    #[test]
+    fn whiteouts_under_links_remove_what_the_link_leads_to() {
+        let mut index = BTreeMap::new();
+        let lower = vec![
+            entry("real", Kind::Directory, 0),
+            entry("real/f", Kind::File, 0),
+            entry("real/g", Kind::File, 0),
+            link("link", "real", 0),
+        ];
+        apply(&mut index, lower, 0, "l0").unwrap();
+        apply(
+            &mut index,
+            vec![entry("link/.wh.f", Kind::File, 1)],
+            1,
+            "l1",
+        )
+        .unwrap();
+        assert_eq!(paths(&index), ["link", "real", "real/g"]);
+    }
+
+    #[test]
+    fn a_path_longer_than_path_max_is_refused_in_linear_time() {
+        let deep = "d/".repeat(20_000) + "f";
+        let mut index = BTreeMap::new();
+        let err = apply(&mut index, vec![entry(&deep, Kind::File, 0)], 0, "l").unwrap_err();
+        assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
     }
 
     #[test]

@@ -515,6 +515,12 @@ pub struct PushArgs {
     /// repeat for several. Example: --mount-from reg.example/base/nix
     #[arg(long = "mount-from", value_name = "REPO")]
     pub mount_from: Vec<String>,
+
+    /// The longest wait, in seconds, for the next byte to or from a registry or token server
+    /// (default 30); a peer that stalls longer fails the push, naming the host and what it
+    /// was doing. Example: --timeout 120
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What the layer cache may spare.
@@ -552,6 +558,15 @@ fn parse_platform(text: &str) -> std::result::Result<Platform, String> {
 
 fn parse_mtime(text: &str) -> std::result::Result<u64, String> {
     config::parse_mtime(text).map_err(|e| e.to_string())
+}
+
+fn parse_timeout(text: &str) -> std::result::Result<std::time::Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) if (1..=86_400).contains(&seconds) => {
+            Ok(std::time::Duration::from_secs(seconds))
+        }
+        _ => Err("a whole number of seconds from 1 to 86400".into()),
+    }
 }
 
 fn parse_created(text: &str) -> std::result::Result<String, String> {

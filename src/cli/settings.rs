@@ -98,6 +98,7 @@ impl PushArgs {
                 sources: Sources::from_environment(),
                 cert_dir: self.cert_dir.clone(),
                 insecure: !self.tls_verify,
+                idle_timeout: self.timeout,
             },
             mount_from,
         };

@@ -255,12 +255,17 @@ pub fn check_env_entry(entry: &str) -> Result<(), String> {
 /// Merges `Env` lists: one entry per name, at the name's first position, with its last value.
 /// Names are case-sensitive, as on Linux.
 pub fn merge_env<'a>(lists: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut merged: Vec<(String, String)> = Vec::new();
+    let mut merged: Vec<(&str, &str)> = Vec::new();
+    // Each name's position in `merged`: a list of any length merges in linear time.
+    let mut positions: std::collections::HashMap<&str, usize> = Default::default();
     for entry in lists {
         let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
-        match merged.iter_mut().find(|(n, _)| n == name) {
-            Some(existing) => existing.1 = value.to_string(),
-            None => merged.push((name.to_string(), value.to_string())),
+        match positions.get(name) {
+            Some(&at) => merged[at].1 = value,
+            None => {
+                positions.insert(name, merged.len());
+                merged.push((name, value));
+            }
         }
     }
     merged

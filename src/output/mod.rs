@@ -180,9 +180,10 @@ fn load_into_daemon(
     // The Engine names what it loaded; it must be what we sent.
     for reference in written.references() {
         if !loaded.contains(&reference) {
+            let said: Vec<String> = loaded.iter().map(|l| crate::error::shown(l)).collect();
             return Err(Error::value(format!(
                 "the Docker daemon did not report loading {reference} (it said: {})",
-                loaded.join(", ")
+                daemon::shortened_list(&said, 3, ", ")
             )));
         }
     }

@@ -486,6 +486,60 @@ fn export_applies_whiteouts_and_opaque_directories_as_umoci_does() {
     );
 }
 
+/// Entries that reach through symlinks a lower layer made (`evil -> /etc`, `up -> ../../..`,
+/// `d/l -> /`), and a whiteout under a link: written where umoci unpacks them, inside the
+/// root, file for file; nothing in rootfs.tar goes through a link.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs umoci: cargo test --features tool-tests (.ci/run)"
+)]
+fn export_resolves_paths_through_links_inside_the_root_as_umoci_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = handmade_layout(
+        &dir.path().join("links"),
+        &[
+            vec![
+                ("etc/", None),
+                ("etc/passwd", Some("root:x:0:0::/root:/bin/sh\n")),
+                ("evil", Some("->/etc")),
+                ("up", Some("->../../..")),
+                ("d/", None),
+                ("d/l", Some("->/")),
+                ("real/", None),
+                ("real/f", Some("f\n")),
+                ("real/g", Some("g\n")),
+                ("link", Some("->real")),
+            ],
+            vec![
+                ("evil/passwd", Some("evil:x:0:0::/:/bin/sh\n")),
+                ("up/x", Some("x\n")),
+                ("d/l/y", Some("y\n")),
+                ("link/.wh.f", Some("")),
+            ],
+        ],
+    );
+    let ours = exported_tree(&layout, dir.path(), "links");
+    let theirs = umoci_tree(&layout, "x", dir.path(), "links");
+    assert_eq!(tree_listing(&ours), tree_listing(&theirs));
+    assert_eq!(
+        fs::read_to_string(ours.join("etc/passwd")).unwrap(),
+        "evil:x:0:0::/:/bin/sh\n"
+    );
+    assert!(ours.join("x").is_file() && ours.join("y").is_file());
+    assert!(!ours.join("real/f").exists() && ours.join("real/g").exists());
+    let rootfs = dir.path().join("links-rootfs.tar");
+    let names = names_in_archive(&rootfs);
+    for name in &names {
+        assert!(
+            !["evil/", "up/", "d/l/", "link/"]
+                .iter()
+                .any(|l| name.starts_with(l)),
+            "{name} goes through a link"
+        );
+    }
+}
+
 /// Our images and a base with removals: the same tree as umoci's, and `docker import` of it
 /// runs; the tarball is reproducible.
 #[test]

@@ -13,8 +13,14 @@ use std::os::unix::net::UnixStream;
 use crate::error::{Error, ErrorKind, Result, shown};
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
-/// Most of the Engine's answer kept (a few messages per image).
-const MAX_ANSWER: u64 = 16 << 20;
+/// Most of the Engine's answer read (a few messages per image; a larger one is cut there).
+const MAX_ANSWER: u64 = 1 << 20;
+/// Errors of the Engine's answer shown; the others are counted.
+const MAX_ERRORS: usize = 5;
+/// The longest the Engine may take to read the next bytes of the image, or to send the next
+/// bytes of its answer (it loads as it reads, so little is left to do at the end).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 const MAX_HEADER_LINE: u64 = 64 << 10;
 
 /// Where the Engine listens.
@@ -84,16 +90,32 @@ pub fn load<T>(
         })
     };
     let mut stream: Box<dyn Connection> = match endpoint {
-        Endpoint::Unix(path) => Box::new(UnixStream::connect(path).map_err(|e| {
-            failed(
-                "connecting",
-                format!("{e}; is Docker running, and may this user use its socket?"),
-            )
-        })?),
-        Endpoint::Tcp(address) => Box::new(
-            std::net::TcpStream::connect(address)
-                .map_err(|e| failed("connecting", e.to_string()))?,
-        ),
+        Endpoint::Unix(path) => {
+            let stream = UnixStream::connect(path).map_err(|e| {
+                failed(
+                    "connecting",
+                    format!("{e}; is Docker running, and may this user use its socket?"),
+                )
+            })?;
+            stream
+                .set_read_timeout(Some(IDLE_TIMEOUT))
+                .and_then(|()| stream.set_write_timeout(Some(IDLE_TIMEOUT)))
+                .map_err(|e| failed("connecting", e.to_string()))?;
+            Box::new(stream)
+        }
+        Endpoint::Tcp(address) => {
+            let address = std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| failed("connecting", "the address does not resolve".into()))?;
+            let stream = std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
+                .map_err(|e| failed("connecting", e.to_string()))?;
+            stream
+                .set_read_timeout(Some(IDLE_TIMEOUT))
+                .and_then(|()| stream.set_write_timeout(Some(IDLE_TIMEOUT)))
+                .map_err(|e| failed("connecting", e.to_string()))?;
+            Box::new(stream)
+        }
     };
     let answer_side = stream
         .split()
@@ -228,6 +250,15 @@ fn read_body(
     }
 }
 
+/// At most `most` of `items`, joined, and how many more there were.
+pub fn shortened_list(items: &[String], most: usize, separator: &str) -> String {
+    let mut shown: Vec<String> = items.iter().take(most).cloned().collect();
+    if items.len() > most {
+        shown.push(format!("and {} more", items.len() - most));
+    }
+    shown.join(separator)
+}
+
 /// The Engine's JSON messages: `stream` lines say what was loaded, `error` says why not.
 fn messages(status: u16, text: &str) -> std::result::Result<Vec<String>, String> {
     let mut loaded = Vec::new();
@@ -252,7 +283,7 @@ fn messages(status: u16, text: &str) -> std::result::Result<Vec<String>, String>
         }
     }
     if !errors.is_empty() {
-        return Err(errors.join("; "));
+        return Err(shortened_list(&errors, MAX_ERRORS, "; "));
     }
     if status >= 400 {
         return Err(format!("HTTP {status}: {}", shown(text.trim())));

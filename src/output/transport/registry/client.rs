@@ -10,6 +10,21 @@
 //!   credentials with every request; `Bearer` trades them (or nothing, for anonymous access)
 //!   at the challenge's realm for a token scoped to pull and push this repository (and pull
 //!   the `--mount-from` ones), fetched again when it expires.
+//! - Origins: credentials belong to the registry's origin (scheme, host and port) and go to
+//!   no other. A request to another origin (an upload `Location` elsewhere, a storage
+//!   backend) goes without them, and redirects never carry them (stricter than Go's
+//!   net/http, which Docker and containers/image rely on: it keeps them for the same host).
+//!   A Bearer realm gets them over HTTPS wherever it is (Docker's and containers/image's
+//!   token clients send them to the realm the registry names, as Docker Hub's
+//!   auth.docker.io needs); over plain HTTP only on the registry's own host when the registry
+//!   itself is spoken to over plain HTTP (this machine, or `--tls-verify=false`). A
+//!   plain-HTTP realm on another host is refused, naming it.
+//! - Deadlines: connecting (15 s), then every read and write of a request (`--timeout`,
+//!   default 30 s without a byte), and a total per request whose body is not a stream (four
+//!   idle timeouts, at least two minutes). A timeout is not retried, so a stuck peer fails
+//!   within the idle timeout, naming the host and the phase.
+//! - Secrets: every message a registry or token server sends back is shown shortened and
+//!   scrubbed of the password, the token and their base64 forms.
 //! - Retries: connection errors, 429 and 5xx are retried with growing pauses; anything else is
 //!   an error naming the request and the registry's own words.
 
@@ -32,6 +47,12 @@ const ATTEMPTS: u32 = 5;
 const MAX_ERROR_BODY: u64 = 64 << 10;
 /// Most of a token answer read.
 const MAX_TOKEN_BODY: u64 = 1 << 20;
+/// Connecting (TCP and TLS handshake) to a registry or token server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default idle timeout: the longest wait for the next byte, either way.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least total time a request without a streamed body may take.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to reach and authenticate with a registry.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +64,15 @@ pub struct ConnectOptions {
     pub cert_dir: Option<PathBuf>,
     /// `--tls-verify=false`: accept any certificate, and plain HTTP.
     pub insecure: bool,
+    /// `--timeout`: the longest wait for the next byte of a request or an answer (None: the
+    /// default, [`DEFAULT_IDLE_TIMEOUT`]).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl ConnectOptions {
+    fn idle_timeout(&self) -> Duration {
+        self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
+    }
 }
 
 /// A request body: nothing, bytes (replayable), or a stream (sent once, chunked).
@@ -102,6 +132,12 @@ enum Auth {
     },
 }
 
+/// A request that failed on the network; a timeout is not tried again.
+struct Failed {
+    error: Error,
+    timed_out: bool,
+}
+
 /// A parsed `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Challenge {
@@ -120,11 +156,17 @@ impl Client {
     ) -> Result<Self> {
         let host = repository.api_host().to_string();
         let tls = tls_config(options)?;
+        let idle = options.idle_timeout();
+        let request_timeout = (idle * 4).max(MIN_REQUEST_TIMEOUT);
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(300)))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_per_read(Some(idle))
+            .timeout_per_write(Some(idle))
+            .timeout_per_call(Some(request_timeout))
+            // Never, not even to the same host: a redirect is followed without credentials.
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
             .user_agent(concat!("layered-gen/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -217,14 +259,33 @@ impl Client {
 
     /// Sends a request, retrying connection errors, 429 and 5xx (replayable payloads only) and
     /// renewing an expired token once.
-    pub fn send(&self, method: &str, url: &str, mut payload: Payload) -> Result<Answer> {
+    pub fn send(&self, method: &str, url: &str, payload: Payload) -> Result<Answer> {
+        self.request(method, url, payload, None)
+    }
+
+    /// A GET or HEAD asking for `accept` (a manifest's media type).
+    pub fn send_with_accept(&self, method: &str, url: &str, accept: &str) -> Result<Answer> {
+        self.request(method, url, Payload::Empty, Some(accept))
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+        mut payload: Payload,
+        accept: Option<&str>,
+    ) -> Result<Answer> {
         let mut renewed = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let replayable = !matches!(payload, Payload::Stream(_));
-            let result = self.send_once(method, url, &mut payload);
+            let result = self.send_once(method, url, &mut payload, accept);
             let pause = match &result {
+                // A peer that stalled once is not waited for again.
+                Err(Failed {
+                    timed_out: true, ..
+                }) => return result.map_err(|f| f.error),
                 Err(_) if replayable && attempt < ATTEMPTS => backoff(attempt, None),
                 Ok(a) if replayable && attempt < ATTEMPTS && is_transient(a.status) => {
                     backoff(attempt, a.header("retry-after"))
@@ -234,17 +295,25 @@ impl Client {
                         renewed = true;
                         continue;
                     }
-                    return result;
+                    return result.map_err(|f| f.error);
                 }
-                _ => return result,
+                _ => return result.map_err(|f| f.error),
             };
             std::thread::sleep(pause);
         }
     }
 
-    fn send_once(&self, method: &str, url: &str, payload: &mut Payload) -> Result<Answer> {
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        payload: &mut Payload,
+        accept: Option<&str>,
+    ) -> std::result::Result<Answer, Failed> {
         let auth = match self.current_auth() {
             Auth::None | Auth::Bearer { header: None, .. } => None,
+            // Credentials go to the registry's origin only (see the module doc).
+            _ if !same_origin(url, &self.base) => None,
             Auth::Basic(header)
             | Auth::Bearer {
                 header: Some(header),
@@ -253,8 +322,8 @@ impl Client {
         };
         let auth = auth.as_deref();
         let result = match (method, payload) {
-            ("GET", _) => authorize(self.agent.get(url), auth).call(),
-            ("HEAD", _) => authorize(self.agent.head(url), auth).call(),
+            ("GET", _) => accepting(authorize(self.agent.get(url), auth), accept).call(),
+            ("HEAD", _) => accepting(authorize(self.agent.head(url), auth), accept).call(),
             ("DELETE", _) => authorize(self.agent.delete(url), auth).call(),
             (method, payload) => {
                 let builder = match method {
@@ -268,13 +337,20 @@ impl Client {
                     Payload::Bytes(bytes, content_type) => {
                         builder.header("Content-Type", *content_type).send(*bytes)
                     }
+                    // A stream is as long as its layer: bounded by the idle timeout alone.
                     Payload::Stream(reader) => builder
+                        .config()
+                        .timeout_per_call(None)
+                        .build()
                         .header("Content-Type", "application/octet-stream")
                         .send(SendBody::from_reader(*reader)),
                 }
             }
         };
-        let response = result.map_err(|e| self.network_error(method, url, &e))?;
+        let response = result.map_err(|e| Failed {
+            timed_out: matches!(e, ureq::Error::Timeout(_)),
+            error: self.network_error(method, url, &e),
+        })?;
         let location = response
             .headers()
             .get("location")
@@ -318,6 +394,17 @@ impl Client {
         url.push_str(&scopes.join("&"));
         let mut request = self.agent.get(&url);
         if let Some(creds) = &self.creds {
+            if !realm.starts_with("https://") && !plain_http_allowed(realm, &self.base) {
+                return Err(self.error(
+                    "authenticating".into(),
+                    format!(
+                        "the registry sends us for a token to {}, another host over plain \
+                         HTTP: the credentials are not sent there (a token server elsewhere \
+                         must speak HTTPS)",
+                        shown(&strip_query(realm))
+                    ),
+                ));
+            }
             request = request.header("Authorization", creds.basic());
         }
         let mut response = request
@@ -329,7 +416,7 @@ impl Client {
             .with_config()
             .limit(MAX_TOKEN_BODY)
             .read_to_string()
-            .unwrap_or_default();
+            .map_err(|e| self.network_error("GET", &strip_query(&url), &e))?;
         match status {
             200..=299 => {}
             401 | 403 if self.creds.is_some() => return Err(self.wrong_credentials()),
@@ -381,9 +468,10 @@ impl Client {
         })
     }
 
-    /// A registry's refusal: the status and its own words (the `errors` of the API).
+    /// A registry's refusal: the status and its own words (the `errors` of the API),
+    /// scrubbed of secrets.
     pub fn refused(&self, doing: &str, status: u16, body: &str) -> Error {
-        let words = registry_words(body);
+        let words = registry_words(&self.scrub(body));
         let hint = match status {
             401 => "; check the credentials (--creds, or log in with docker login / skopeo login)",
             403 => "; the credentials may not push to this repository",
@@ -398,6 +486,25 @@ impl Client {
             None => format!("HTTP {status}{hint}"),
         };
         self.error(doing.to_string(), message)
+    }
+
+    /// `text` without the secrets we hold: the password, the token, the Basic header and
+    /// their base64 forms, each as `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut secrets: Vec<String> = Vec::new();
+        if let Some(creds) = &self.creds {
+            secrets.extend(creds.secret_forms());
+        }
+        if let Auth::Bearer {
+            header: Some(header),
+            ..
+        } = self.current_auth()
+        {
+            if let Some(token) = header.strip_prefix("Bearer ") {
+                secrets.push(token.to_string());
+            }
+        }
+        scrub(text, &secrets)
     }
 
     fn needs_credentials(&self) -> Error {
@@ -435,6 +542,13 @@ impl Client {
 fn authorize<B>(builder: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
     match auth {
         Some(header) => builder.header("Authorization", header),
+        None => builder,
+    }
+}
+
+fn accepting<B>(builder: ureq::RequestBuilder<B>, accept: Option<&str>) -> ureq::RequestBuilder<B> {
+    match accept {
+        Some(media_type) => builder.header("Accept", media_type),
         None => builder,
     }
 }
@@ -490,7 +604,11 @@ fn describe_network_error(error: &ureq::Error) -> String {
         ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             "the connection was refused (is the registry running, and is the port right?)".into()
         }
-        ureq::Error::Timeout(_) => "it timed out".into(),
+        ureq::Error::Timeout(timeout) => format!(
+            "no answer in time ({}): the peer stalled; --timeout SECONDS waits longer for each \
+             byte",
+            describe_timeout(*timeout)
+        ),
         ureq::Error::Io(e) => {
             let text = crate::error::plain_io(e);
             if text.contains("certificate") {
@@ -502,6 +620,87 @@ fn describe_network_error(error: &ureq::Error) -> String {
         ureq::Error::Rustls(e) => format!("TLS: {e}"),
         other => other.to_string(),
     }
+}
+
+/// The phase a request timed out in, in words.
+fn describe_timeout(timeout: ureq::Timeout) -> &'static str {
+    match timeout {
+        ureq::Timeout::Resolve => "resolving the host name",
+        ureq::Timeout::Connect => "connecting",
+        ureq::Timeout::SendRequest | ureq::Timeout::SendBody => "sending the request",
+        ureq::Timeout::Await100 => "waiting to send the body",
+        ureq::Timeout::RecvResponse => "waiting for the answer's headers",
+        ureq::Timeout::RecvBody => "reading the answer's body",
+        ureq::Timeout::Global | ureq::Timeout::PerCall => "the whole request took too long",
+        _ => "waiting for the next byte",
+    }
+}
+
+/// Whether credentials may go over plain HTTP to `url`: only where the registry itself is
+/// spoken to over plain HTTP (this machine, or `--tls-verify=false`), and only on its host.
+fn plain_http_allowed(url: &str, base: &str) -> bool {
+    match (origin(url), origin(base)) {
+        (Some((scheme, host, _)), Some((base_scheme, base_host, _))) => {
+            scheme == "http" && base_scheme == "http" && host == base_host
+        }
+        _ => false,
+    }
+}
+
+/// Whether `url` is on the origin (scheme, host and port) of `base`.
+pub fn same_origin(url: &str, base: &str) -> bool {
+    match (origin(url), origin(base)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The origin of an absolute http(s) URL: its scheme, lower-cased host and port (the
+/// scheme's default when not given).
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // user:password@ in a URL is no part of its origin, and never ours to follow.
+    if authority.contains('@') {
+        return None;
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(port) => port.parse().ok()?,
+                None if after.is_empty() => default_port,
+                None => return None,
+            };
+            (format!("[{host}]"), port)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), port.parse().ok()?),
+            None => (authority.to_string(), default_port),
+        },
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+/// `text` with every `secrets` entry (of a few bytes or more) replaced by `***`, longest
+/// first so that one holding another goes whole.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut text = text.to_string();
+    for secret in secrets {
+        text = text.replace(secret.as_str(), "***");
+    }
+    text
 }
 
 fn is_transient(status: u16) -> bool {
@@ -677,6 +876,60 @@ fn read_cert_dir(dir: &Path) -> Result<(Vec<Certificate<'static>>, Option<Client
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        let base = "https://reg.example:5000";
+        assert!(same_origin(
+            "https://reg.example:5000/v2/a/blobs/uploads/1?x=y",
+            base
+        ));
+        assert!(same_origin("https://REG.example:5000/", base));
+        assert!(
+            !same_origin("http://reg.example:5000/upload", base),
+            "plain HTTP"
+        );
+        assert!(
+            !same_origin("https://reg.example/upload", base),
+            "another port"
+        );
+        assert!(
+            !same_origin("https://cdn.example:5000/upload", base),
+            "another host"
+        );
+        assert!(!same_origin("https://reg.example:5000@evil.example/", base));
+        assert!(same_origin("https://h/x", "https://h:443"));
+        assert!(same_origin("http://[::1]:80/x", "http://[::1]"));
+        assert!(plain_http_allowed(
+            "http://127.0.0.1:9/token",
+            "http://127.0.0.1:5000"
+        ));
+        assert!(!plain_http_allowed(
+            "http://127.0.0.2:9/token",
+            "http://127.0.0.1:5000"
+        ));
+        assert!(!plain_http_allowed(
+            "http://reg.example/token",
+            "https://reg.example"
+        ));
+    }
+
+    #[test]
+    fn secrets_and_their_base64_are_scrubbed() {
+        let creds = Credentials::parse("alice:s3cret-pass").unwrap();
+        let text = format!(
+            "denied {} for alice:s3cret-pass (s3cret-pass, {})",
+            creds.basic(),
+            BASE64_OF_PASSWORD
+        );
+        let scrubbed = scrub(&text, &creds.secret_forms());
+        assert!(!scrubbed.contains("s3cret"), "{scrubbed}");
+        assert!(!scrubbed.contains(&creds.basic()[6..]), "{scrubbed}");
+        assert!(!scrubbed.contains(BASE64_OF_PASSWORD), "{scrubbed}");
+        assert!(scrubbed.contains("Basic ***"), "{scrubbed}");
+    }
+
+    const BASE64_OF_PASSWORD: &str = "czNjcmV0LXBhc3M=";
 
     #[test]
     fn challenges_are_parsed() {

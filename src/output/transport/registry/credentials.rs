@@ -54,6 +54,18 @@ impl Credentials {
             BASE64.encode(format!("{}:{}", self.username, self.password))
         )
     }
+
+    /// Every form in which the secret may come back in a peer's words: the password, its
+    /// base64, `user:password` and its base64 (the Basic header's value).
+    pub fn secret_forms(&self) -> Vec<String> {
+        let pair = format!("{}:{}", self.username, self.password);
+        vec![
+            self.password.clone(),
+            BASE64.encode(&self.password),
+            BASE64.encode(&pair),
+            pair,
+        ]
+    }
 }
 
 /// The auth files to look in, in order, from the environment.

@@ -97,6 +97,7 @@ pub fn push(
     for tag in &tags {
         put_manifest(&client, tag, &pushed.manifest, &pushed.manifest_type)?;
     }
+    read_back(&client, &pushed.manifest, &pushed.manifest_type)?;
     Ok(Written {
         name: repository.full_name(),
         tags,
@@ -140,7 +141,7 @@ fn push_blobs(
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
-    if !exists(client, &config_digest)? {
+    if !exists(client, &config_digest, config.len() as u64)? {
         upload_bytes(
             client,
             &config_digest,
@@ -183,6 +184,7 @@ pub fn push_index(
     for tag in &tags {
         put_manifest(&client, tag, &index, media_type::OCI_INDEX)?;
     }
+    read_back(&client, &index, media_type::OCI_INDEX)?;
     Ok(IndexWritten { digest, tags })
 }
 
@@ -250,7 +252,7 @@ impl Upload<'_> {
             // Small layers: made in memory, asked about, sent whole if missing.
             let mut bytes = Vec::new();
             let info = produce(&mut bytes).map_err(|e| e.context(&label))?;
-            if layer.known.as_ref() != Some(&info) && exists(client, &info.digest)? {
+            if layer.known.as_ref() != Some(&info) && exists(client, &info.digest, info.size)? {
                 return Ok(Placed {
                     info,
                     value: Fate::AlreadyThere,
@@ -283,10 +285,10 @@ impl Upload<'_> {
 
 /// Step 2: HEAD every known digest, several at once; which the registry holds.
 fn check(client: &Client, known: &[Option<BlobInfo>]) -> Result<Vec<bool>> {
-    let digests: Vec<(usize, String)> = known
+    let digests: Vec<(usize, String, u64)> = known
         .iter()
         .enumerate()
-        .filter_map(|(i, known)| known.as_ref().map(|k| (i, k.digest.clone())))
+        .filter_map(|(i, known)| known.as_ref().map(|k| (i, k.digest.clone(), k.size)))
         .collect();
     let next = AtomicUsize::new(0);
     let found: Vec<Result<Vec<usize>>> = std::thread::scope(|scope| {
@@ -296,10 +298,10 @@ fn check(client: &Client, known: &[Option<BlobInfo>]) -> Result<Vec<bool>> {
                     let mut present = Vec::new();
                     loop {
                         let at = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((index, digest)) = digests.get(at) else {
+                        let Some((index, digest, size)) = digests.get(at) else {
                             return Ok(present);
                         };
-                        if exists(client, digest)? {
+                        if exists(client, digest, *size)? {
                             present.push(*index);
                         }
                     }
@@ -323,20 +325,83 @@ fn check(client: &Client, known: &[Option<BlobInfo>]) -> Result<Vec<bool>> {
     Ok(present)
 }
 
-/// Whether the repository holds the blob.
-fn exists(client: &Client, digest: &str) -> Result<bool> {
+/// Whether the repository holds the blob; one it holds with another size is an error naming
+/// it (a registry that answers HEAD for blobs it does not have would make a broken image).
+fn exists(client: &Client, digest: &str, size: u64) -> Result<bool> {
     let mut answer = client.send(
         "HEAD",
         &client.url(&format!("blobs/{digest}")),
         Payload::Empty,
     )?;
     match answer.status {
-        200..=299 => Ok(true),
+        200..=299 => {
+            let held = answer
+                .header("content-length")
+                .and_then(|l| l.trim().parse::<u64>().ok());
+            match held {
+                Some(held) if held != size => Err(client.error(
+                    format!("checking blob {}", short(digest)),
+                    format!(
+                        "the registry says it holds {held} bytes under that digest, not {size}"
+                    ),
+                )),
+                _ => Ok(true),
+            }
+        }
         404 => Ok(false),
         status => {
             let body = answer.text(MAX_ERROR_BODY);
             Err(client.refused(&format!("checking blob {}", short(digest)), status, &body))
         }
+    }
+}
+
+/// A registry that names what it stored (`Docker-Content-Digest`) must name what was sent.
+fn check_stored_digest(
+    client: &Client,
+    answer: &client::Answer,
+    expected: &str,
+    doing: &str,
+) -> Result<()> {
+    match answer.header("docker-content-digest") {
+        Some(stored) if stored.trim() != expected => Err(client.error(
+            doing.to_string(),
+            format!(
+                "the registry says it stored {}, not {} that was sent",
+                crate::error::shown(stored.trim()),
+                short(expected)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// After the tags: the manifest is read back by its digest (HEAD), and must be what was put.
+fn read_back(client: &Client, manifest: &[u8], content_type: &str) -> Result<()> {
+    let digest = sha256_digest(manifest);
+    let doing = format!("reading back the manifest {}", short(&digest));
+    let mut answer = client.send_with_accept(
+        "HEAD",
+        &client.url(&format!("manifests/{digest}")),
+        content_type,
+    )?;
+    if !(200..300).contains(&answer.status) {
+        let body = answer.text(MAX_ERROR_BODY);
+        return Err(client.refused(&doing, answer.status, &body));
+    }
+    check_stored_digest(client, &answer, &digest, &doing)?;
+    let size = answer
+        .header("content-length")
+        .and_then(|l| l.trim().parse::<usize>().ok());
+    match size {
+        Some(size) if size != manifest.len() => Err(client.error(
+            doing,
+            format!(
+                "the registry holds {size} bytes under that digest, not the {} that were put",
+                manifest.len()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -390,15 +455,12 @@ fn upload_bytes(
         &with_digest(&location, digest),
         Payload::Bytes(bytes, content_type),
     )?;
+    let doing = format!("uploading {what} ({})", short(digest));
     if answer.status != 201 {
         let body = answer.text(MAX_ERROR_BODY);
-        return Err(client.refused(
-            &format!("uploading {what} ({})", short(digest)),
-            answer.status,
-            &body,
-        ));
+        return Err(client.refused(&doing, answer.status, &body));
     }
-    Ok(())
+    check_stored_digest(client, &answer, digest, &doing)
 }
 
 /// Uploads a blob made while it is sent: `produce` writes it into a pipe that the request
@@ -468,8 +530,11 @@ fn upload_once(
         (Ok(answer), Ok(_)) if answer.status != accepted => {
             return Err(refusal(client, &doing, answer));
         }
-        // One PUT with the digest: done.
-        (Ok(_), Ok(info)) if known.is_some() => return Ok(info),
+        // One PUT with the digest: done, once the registry names what it stored.
+        (Ok(answer), Ok(info)) if known.is_some() => {
+            check_stored_digest(client, &answer, &info.digest, &doing).map_err(Retry::No)?;
+            return Ok(info);
+        }
         (Ok(answer), Ok(info)) => (answer, info),
     };
     let location = patched.location.take().ok_or_else(|| {
@@ -481,13 +546,11 @@ fn upload_once(
     let put = client
         .send("PUT", &with_digest(&location, &info.digest), Payload::Empty)
         .map_err(Retry::Yes)?;
+    let doing = format!("{doing} ({})", short(&info.digest));
     if put.status != 201 {
-        return Err(refusal(
-            client,
-            &format!("{doing} ({})", short(&info.digest)),
-            put,
-        ));
+        return Err(refusal(client, &doing, put));
     }
+    check_stored_digest(client, &put, &info.digest, &doing).map_err(Retry::No)?;
     Ok(info)
 }
 
@@ -502,22 +565,19 @@ fn refusal(client: &Client, doing: &str, mut answer: client::Answer) -> Retry {
     }
 }
 
-/// PUTs the manifest under `tag`.
+/// PUTs the manifest under `tag`; the registry must store it under its digest.
 fn put_manifest(client: &Client, tag: &str, bytes: &[u8], content_type: &str) -> Result<()> {
     let mut answer = client.send(
         "PUT",
         &client.url(&format!("manifests/{tag}")),
         Payload::Bytes(bytes, content_type),
     )?;
+    let doing = format!("putting the manifest as {tag}");
     if answer.status != 201 && answer.status != 200 {
         let body = answer.text(MAX_ERROR_BODY);
-        return Err(client.refused(
-            &format!("putting the manifest as {tag}"),
-            answer.status,
-            &body,
-        ));
+        return Err(client.refused(&doing, answer.status, &body));
     }
-    Ok(())
+    check_stored_digest(client, &answer, &sha256_digest(bytes), &doing)
 }
 
 /// One line of progress: `layer 12 sha256:ab12…: already there`.
