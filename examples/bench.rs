@@ -4,6 +4,7 @@
 //!     cargo run --release --example bench -- [--small] [--corpus DIR] [--out FILE] [--threads 1,2,all]
 //!     cargo run --release --example bench -- --write-synthetic FILE   # the 100,000-path graph
 //!     cargo run --release --example bench -- --plans   # only `plan` on 100,000-path graphs of every shape
+//!     cargo run --release --example bench -- --hostile # hostile input shapes (tests/it/shapes.rs)
 //!
 //! The tar baselines use `--hard-dereference`: layered-gen never writes hardlinks, so both
 //! sides archive the same bytes.
@@ -25,6 +26,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
+
+#[path = "../tests/it/shapes.rs"]
+mod shapes;
 
 struct Case {
     name: String,
@@ -51,6 +55,9 @@ fn main() {
     }
     if args.iter().any(|a| a == "--plans") {
         plans_only();
+    }
+    if args.iter().any(|a| a == "--hostile") {
+        hostile_only();
     }
     let small = args.iter().any(|a| a == "--small");
     let value = |flag: &str| {
@@ -558,6 +565,47 @@ fn measure(args: &[String]) -> ! {
         usage.ru_maxrss,
         cpu(usage.ru_utime) + cpu(usage.ru_stime)
     );
+    std::process::exit(0);
+}
+
+/// `--hostile`: the input shapes that once cost quadratic time or memory, each timed as a whole
+/// process (a refused one counts until it is refused).
+fn hostile_only() -> ! {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = repo.join("target/release/layered-gen");
+    if !bin.is_file() {
+        fail("build the binary first: cargo build --release");
+    }
+    let scratch = repo.join("target/bench-hostile");
+    fs::create_dir_all(&scratch).unwrap_or_else(|e| fail(&format!("creating {scratch:?}: {e}")));
+    let tiny = repo.join("examples/tiny");
+    println!(
+        "{:<46} {:>9} {:>10} {:>10}",
+        "case", "seconds", "peak RSS", "test bound"
+    );
+    for case in shapes::hostile_cases(&scratch, &tiny.join("closure"), &tiny.join("root")) {
+        let mut argv = vec![bin.display().to_string()];
+        argv.extend(case.args.iter().map(|a| a.to_string_lossy().into_owned()));
+        // `--measure` fails on a non-zero exit: a refused case is run through `sh` ignoring it.
+        let argv = if case.refused {
+            let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
+            vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                format!("{} 2>/dev/null; true", quoted.join(" ")),
+            ]
+        } else {
+            argv
+        };
+        let (seconds, rss, _) = time_process(&argv, false);
+        println!(
+            "{:<46} {seconds:>9.3} {:>7} MiB {:>6} MiB",
+            case.what,
+            rss / 1024,
+            case.bound_mib
+        );
+    }
+    let _ = fs::remove_dir_all(&scratch);
     std::process::exit(0);
 }
 

@@ -168,6 +168,48 @@ enum Contents {
     },
 }
 
+/// What the first walk of a layer finds: its entries' tarball length, its files' sizes in
+/// order, and the digest of its headers.
+#[derive(Default)]
+struct Measured {
+    length: u64,
+    sizes: Vec<u64>,
+    headers_digest: String,
+}
+
+/// Hashes what a header says of its entry, each field length-prefixed so that no two headers
+/// hash alike.
+fn hash_header(hasher: &mut sha2::Sha256, header: &Header) {
+    use sha2::Digest;
+    let kind = match header.kind {
+        Kind::File => "f".to_string(),
+        Kind::Directory => "d".to_string(),
+        Kind::Symlink => "l".to_string(),
+        Kind::Fifo => "p".to_string(),
+        Kind::CharDevice { major, minor } => format!("c{major},{minor}"),
+        Kind::BlockDevice { major, minor } => format!("b{major},{minor}"),
+    };
+    for field in [
+        header.name,
+        kind.as_bytes(),
+        header.link,
+        header.uname,
+        header.gname,
+    ] {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field);
+    }
+    for number in [
+        u64::from(header.mode),
+        header.uid,
+        header.gid,
+        header.size,
+        header.mtime,
+    ] {
+        hasher.update(number.to_le_bytes());
+    }
+}
+
 /// A layer ready to write, with its exact tarball length.
 #[derive(Debug)]
 pub struct LayerTree {
@@ -181,6 +223,10 @@ pub struct LayerTree {
     uname: Vec<u8>,
     gname: Vec<u8>,
     length: u64,
+    /// The SHA-256 of every entry's header fields (name, kind, mode, owners, size, link
+    /// target), in order, as the first walk found them: what the layer cache checks its
+    /// entries against. None for layers built in memory.
+    headers_digest: Option<String>,
     /// See `LayerOptions::parallel_reads`.
     parallel_reads: bool,
 }
@@ -256,21 +302,24 @@ impl LayerTree {
             roots,
             file_sizes: Vec::new(),
         };
-        // The first walk: every file checked, the length counted, file sizes kept. Store paths
-        // are walked side by side (a layer may hold most of the closure) and joined in order.
-        let (length, sizes) = tree.first_walk()?;
+        // The first walk: every file checked, the length counted, file sizes kept, the
+        // headers hashed. Store paths are walked side by side (a layer may hold most of the
+        // closure) and joined in order.
+        let walked = tree.first_walk()?;
         if let Contents::Walked { file_sizes, .. } = &mut tree.contents {
-            *file_sizes = sizes;
+            *file_sizes = walked.sizes;
         }
-        tree.length += length;
+        tree.length += walked.length;
+        tree.headers_digest = Some(walked.headers_digest);
         Ok(tree)
     }
 
-    /// The tarball length of a walked layer's entries, and its files' sizes in order.
-    fn first_walk(&self) -> Result<(u64, Vec<u64>)> {
+    /// The first walk of a walked layer's entries (see [`Measured`]).
+    fn first_walk(&self) -> Result<Measured> {
         use rayon::prelude::*;
+        use sha2::{Digest, Sha256};
         let Contents::Walked { parents, roots, .. } = &self.contents else {
-            return Ok((0, Vec::new()));
+            return Ok(Measured::default());
         };
         let mut parts = vec![self.measure(|f| parents.iter().try_for_each(f))];
         parts.par_extend(
@@ -278,31 +327,43 @@ impl LayerTree {
                 .par_iter()
                 .map(|(source, name)| self.measure(|f| walk(source, name.clone(), f))),
         );
-        let mut length = 0;
-        let mut sizes = Vec::new();
+        let mut whole = Measured::default();
+        // The parts' digests, in order, make the layer's.
+        let mut headers = Sha256::new();
         for part in parts {
-            let (part_length, part_sizes) = part?;
-            length += part_length;
-            sizes.extend(part_sizes);
+            let part = part?;
+            whole.length += part.length;
+            whole.sizes.extend(part.sizes);
+            headers.update(part.headers_digest.as_bytes());
         }
-        Ok((length, sizes))
+        whole.headers_digest = crate::digest::digest_name(headers);
+        Ok(whole)
     }
 
-    /// The tarball length of the entries `visit` calls its argument on, and their files' sizes.
+    /// The first walk of the entries `visit` calls its argument on.
     fn measure(
         &self,
         visit: impl FnOnce(&mut dyn FnMut(&Entry) -> Result<()>) -> Result<()>,
-    ) -> Result<(u64, Vec<u64>)> {
-        let mut length = 0;
-        let mut sizes = Vec::new();
+    ) -> Result<Measured> {
+        use sha2::{Digest, Sha256};
+        let mut measured = Measured::default();
+        let mut headers = Sha256::new();
         visit(&mut |entry| {
-            length += tarball::entry_len(&self.header(entry));
+            let header = self.header(entry);
+            measured.length += tarball::entry_len(&header);
+            hash_header(&mut headers, &header);
             if entry.kind == Kind::File {
-                sizes.push(entry.size);
+                measured.sizes.push(entry.size);
             }
             Ok(())
         })?;
-        Ok((length, sizes))
+        measured.headers_digest = crate::digest::digest_name(headers);
+        Ok(measured)
+    }
+
+    /// The digest of the headers the first walk found (see the field), for the layer cache.
+    pub fn headers_digest(&self) -> Option<&str> {
+        self.headers_digest.as_deref()
     }
 
     /// Calls `f` on every entry in tarball order.
@@ -349,6 +410,7 @@ impl LayerTree {
             uname: Vec::new(),
             gname: Vec::new(),
             length: tarball::END_OF_ARCHIVE.len() as u64,
+            headers_digest: None,
             parallel_reads: options.parallel_reads,
         }
     }

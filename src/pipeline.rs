@@ -19,7 +19,7 @@ use crate::image_spec::PlatformSpec;
 use crate::layer::{self, Customisation, LayerOptions, LayerTree};
 use crate::output::{
     self, BlobSource, CacheKey, Compression, Format, ImageSource, IndexWritten, LayerSet,
-    LayerSource, OutputOptions, PlatformImage, Sink, StoredImage, Written,
+    LayerSource, OutputOptions, PlatformImage, Shape, Sink, StoredImage, Written,
 };
 use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
 use crate::progress::Progress;
@@ -402,15 +402,18 @@ fn build_layers(
                 .iter()
                 .map(|&p| (graph.path(p), graph.nar_hash(p)))
                 .collect();
+            let key = CacheKey::new(
+                layer::store_layer_key(graph.store_dir(), &hashed, &options.layer),
+                Shape {
+                    tar_len: tree.tar_len(),
+                    headers: tree.headers_digest().map(str::to_string),
+                },
+            );
             Ok(BuiltLayer {
                 tree,
                 label,
                 comment: config::store_layer_comment(&paths),
-                key: Some(CacheKey::new(layer::store_layer_key(
-                    graph.store_dir(),
-                    &hashed,
-                    &options.layer,
-                ))),
+                key: Some(key),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -503,10 +506,13 @@ impl LayerSet for Image<'_> {
         match &self.layers[index] {
             ImageLayer::Base(_) => None,
             // A base layer is named by its content; decompressed, it is that content.
-            ImageLayer::DecompressedBase(tar) => Some(CacheKey::new(format!(
-                "decompressed base layer {}",
-                tar.diff_id
-            ))),
+            ImageLayer::DecompressedBase(tar) => Some(CacheKey::new(
+                format!("decompressed base layer {}", tar.diff_id),
+                Shape {
+                    tar_len: tar.tar_len(),
+                    headers: None,
+                },
+            )),
             ImageLayer::Built(built) => built.layer.key.clone(),
         }
     }

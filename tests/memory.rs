@@ -8,6 +8,8 @@
 #[allow(dead_code)]
 #[path = "it/common.rs"]
 mod common;
+#[path = "it/shapes.rs"]
+mod shapes;
 
 use std::fs;
 use std::io::Write;
@@ -158,4 +160,32 @@ fn memory_stays_bounded_on_large_layers() {
         peak_mib < 64,
         "diff held {peak_mib} MiB for 384 MB of layers"
     );
+}
+
+/// Input shapes that cost quadratic time or memory before (see `it/shapes.rs`): each finishes,
+/// or is refused, within a memory bound linear in its size. Their times are measured by
+/// `examples/bench.rs --hostile`.
+#[test]
+fn hostile_shapes_cost_linear_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TestStore::new();
+    store.sample();
+    let closure = store.write_closure();
+    for case in shapes::hostile_cases(dir.path(), &closure, &store.root()) {
+        let mut command = Command::new(bin());
+        command.args(&case.args).stderr(Stdio::null());
+        let (ok, peak) = peak_rss_mib(&mut command);
+        eprintln!("{}: peak RSS {peak} MiB", case.what);
+        assert_eq!(
+            ok, !case.refused,
+            "{}: layered-gen's exit status",
+            case.what
+        );
+        assert!(
+            peak <= case.bound_mib,
+            "{}: peak RSS {peak} MiB over {} MiB",
+            case.what,
+            case.bound_mib
+        );
+    }
 }

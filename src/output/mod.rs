@@ -25,7 +25,7 @@ pub(crate) mod transport;
 
 use std::path::PathBuf;
 
-pub use blobs::{BlobSource, CacheKey, LayerCache, LayerSet, LayerSource, Making};
+pub use blobs::{BlobSource, CacheKey, LayerCache, LayerSet, LayerSource, Making, Shape};
 pub use compress::Compression;
 pub use destination::{Destination, DockerLayers, Format, MediaTypes, Sink};
 pub use image::docker_archive::StoredImage;

@@ -330,3 +330,59 @@ fn a_daemon_answer_is_read_to_a_limit_and_shown_shortened() {
 fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A layer-cache entry that names another layer's blob (its digest, diff_id and size) does not
+/// make a layout rebuild reuse that blob: the rebuilt image is the one a build without a cache
+/// writes.
+#[test]
+fn a_lying_cache_entry_cannot_make_a_wrong_layout() {
+    let store = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let layout = dir.path().join("layout");
+    let reference = dir.path().join("reference");
+    let build = |out: &std::path::Path, cache_flags: &[&str]| {
+        let output = Command::new(bin())
+            .arg("--closure")
+            .arg(store.write_closure())
+            .arg("--store-root")
+            .arg(store.root())
+            .args(["--format", "oci", "--max-layers", "4", "-q"])
+            .args(cache_flags)
+            .arg("-o")
+            .arg(format!("oci:{}", out.display()))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
+    };
+    let with_cache = ["--cache-dir", cache.to_str().unwrap()];
+    build(&layout, &with_cache);
+    build(&reference, &["--no-cache"]);
+    let entries: Vec<std::path::PathBuf> = std::fs::read_dir(cache.join("layers-v2"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(entries.len() >= 2, "{entries:?}");
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let (mut lying, other) = (read(&entries[0]), read(&entries[1]));
+    for field in ["digest", "diffId", "size"] {
+        lying[field] = other[field].clone();
+    }
+    std::fs::write(&entries[0], lying.to_string()).unwrap();
+    build(&layout, &with_cache);
+    let manifest = |layout: &std::path::Path| {
+        let index = read(&layout.join("index.json"));
+        let digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap()
+    };
+    assert_eq!(
+        String::from_utf8(manifest(&layout)).unwrap(),
+        String::from_utf8(manifest(&reference)).unwrap(),
+        "the rebuilt layout is the one made without a cache"
+    );
+}

@@ -265,7 +265,7 @@ fn a_second_push_uploads_and_reads_nothing_and_an_update_only_its_layers() {
 
     // A cache entry naming a blob that is not the layer's (and that the registry lacks): the
     // PUT naming it is not made; the layer goes up under its real digest.
-    let entries: Vec<std::path::PathBuf> = fs::read_dir(cache.join("layers-v1"))
+    let entries: Vec<std::path::PathBuf> = fs::read_dir(cache.join("layers-v2"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -720,7 +720,7 @@ fn base_layers_go_up_as_they_are_and_a_lying_cache_is_caught() {
     }
 
     // A cache entry that lies (another layer's digests) is caught by --verify-cache.
-    let entries: Vec<_> = fs::read_dir(cache.join("layers-v1"))
+    let entries: Vec<_> = fs::read_dir(cache.join("layers-v2"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

@@ -6,10 +6,18 @@
 //! their narHash, the layer's mtime, uid and gid, and our format version; for a decompressed
 //! base layer: its diff_id) and is joined here with the compression and its level. Each entry is one
 //! small JSON file named by the key's hash, written atomically (a temporary file renamed), so
-//! builds sharing a cache never see half an entry. An entry that does not parse, or whose
-//! stored key is not the one asked for, is a miss. An entry cannot make a push upload wrong
-//! bytes (the registry checks the digest of what is uploaded), but a lying one could name a
-//! blob the registry already holds: `--verify-cache` recomputes every layer and compares.
+//! builds sharing a cache never see half an entry.
+//!
+//! An entry also holds the layer's exact tarball length and the digest of its headers (names,
+//! kinds, modes, owners, sizes, link targets), which the sizing walk reads anyway. It is
+//! trusted only when its key, compression, length and header digest all match the layer as
+//! walked now; anything else (no entry, one that does not parse, another layer's, one written
+//! before the store changed under the same key) is a miss, and the layer made is written over
+//! it. What this does not catch, and cannot without reading the layer, is an entry written
+//! on purpose with this layer's key, length and headers but another blob's digests: the
+//! cache directory is trusted as the store is. `--verify-cache` makes every layer the cache
+//! knows again and compares; a layout rebuild (`oci:DIR`) checks a reused blob's length and
+//! diff_id by decompressing it.
 
 use std::path::{Path, PathBuf};
 
@@ -20,23 +28,41 @@ use super::super::compress::Compression;
 use crate::digest::{BlobInfo, hex};
 use crate::error::{Error, Result, Setting};
 
-/// What names a tarball layer's bytes for the cache: everything that decides them but the
-/// compression, which the cache adds.
+/// What names a tarball layer's bytes for the cache (everything that decides them but the
+/// compression, which the cache adds), and its shape as walked now, to check entries by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CacheKey(String);
+pub struct CacheKey {
+    key: String,
+    shape: Shape,
+}
+
+/// A tarball layer's exact length and, where it was walked, the digest of its headers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shape {
+    pub tar_len: u64,
+    pub headers: Option<String>,
+}
 
 impl CacheKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        CacheKey(key.into())
+    pub fn new(key: impl Into<String>, shape: Shape) -> Self {
+        CacheKey {
+            key: key.into(),
+            shape,
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.key
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
     }
 }
 
 /// Bumped whenever our layer bytes change for the same inputs.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// An entry is a few hundred bytes; a larger file is not one.
 const MAX_ENTRY: u64 = 64 << 10;
 
@@ -54,6 +80,7 @@ struct Entry {
     diff_id: String,
     digest: String,
     size: u64,
+    shape: Shape,
 }
 
 impl LayerCache {
@@ -78,7 +105,7 @@ impl LayerCache {
     fn entry_path(&self, key: &CacheKey, compression: Compression) -> PathBuf {
         let name = hex(&Sha256::digest(format!(
             "{}\n{}",
-            key.0,
+            key.key,
             describe(compression)
         )));
         self.dir.join(format!("{name}.json"))
@@ -94,7 +121,8 @@ impl LayerCache {
         }
         let bytes = crate::json_file::read_limited(&path, MAX_ENTRY).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-        let sound = entry.key == key.0
+        let sound = entry.key == key.key
+            && entry.shape == key.shape
             && entry.compression == describe(compression)
             && is_sha256(&entry.digest)
             && is_sha256(&entry.diff_id);
@@ -109,7 +137,8 @@ impl LayerCache {
     /// failure is returned for the caller to mention, never to stop the image.
     pub fn put(&self, key: &CacheKey, compression: Compression, info: &BlobInfo) -> Result<()> {
         let entry = Entry {
-            key: key.0.clone(),
+            key: key.key.clone(),
+            shape: key.shape.clone(),
             compression: describe(compression),
             diff_id: info.diff_id.clone(),
             digest: info.digest.clone(),
@@ -147,8 +176,15 @@ fn is_sha256(digest: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn shape(tar_len: u64) -> Shape {
+        Shape {
+            tar_len,
+            headers: Some("sha256:headers".into()),
+        }
+    }
+
     fn k() -> CacheKey {
-        CacheKey::new("k")
+        CacheKey::new("k", shape(10240))
     }
 
     fn info(n: u8) -> BlobInfo {
@@ -168,13 +204,34 @@ mod tests {
         cache.put(&k(), gzip, &info(1)).unwrap();
         assert_eq!(cache.get(&k(), gzip), Some(info(1)));
         assert_eq!(cache.get(&k(), Compression::Gzip { level: 9 }), None);
-        assert_eq!(cache.get(&CacheKey::new("other"), gzip), None);
+        assert_eq!(cache.get(&CacheKey::new("other", shape(10240)), gzip), None);
         // A second build overwrites atomically.
         cache.put(&k(), gzip, &info(2)).unwrap();
         assert_eq!(cache.get(&k(), gzip), Some(info(2)));
         // Another process sharing the directory sees the same.
         let again = LayerCache::open(dir.path()).unwrap();
         assert_eq!(again.get(&k(), gzip), Some(info(2)));
+    }
+
+    #[test]
+    fn an_entry_for_another_shape_is_a_miss_and_is_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::open(dir.path()).unwrap();
+        let gzip = Compression::Gzip { level: 6 };
+        cache.put(&k(), gzip, &info(1)).unwrap();
+        let longer = CacheKey::new("k", shape(10752));
+        assert_eq!(cache.get(&longer, gzip), None, "another tar length");
+        let other_headers = CacheKey::new(
+            "k",
+            Shape {
+                tar_len: 10240,
+                headers: Some("sha256:other".into()),
+            },
+        );
+        assert_eq!(cache.get(&other_headers, gzip), None, "other headers");
+        cache.put(&longer, gzip, &info(2)).unwrap();
+        assert_eq!(cache.get(&longer, gzip), Some(info(2)));
+        assert_eq!(cache.get(&k(), gzip), None, "the entry was written over");
     }
 
     #[test]

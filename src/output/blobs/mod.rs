@@ -47,7 +47,7 @@ use crate::digest::{BlobInfo, HashingWriter};
 use crate::error::{Error, ErrorKind, Result, Setting};
 use crate::tarball::TarStream;
 
-pub use cache::{CacheKey, LayerCache};
+pub use cache::{CacheKey, LayerCache, Shape};
 
 /// Where a layer's bytes come from.
 #[derive(Clone, Copy)]

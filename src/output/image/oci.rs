@@ -104,7 +104,8 @@ fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String> {
 
 /// Layers into a layout's blob directory, each named by its digest. A tarball layer the
 /// cache knows whose blob sits in the layout being replaced (`previous`) is linked (or copied)
-/// from there after its bytes are checked, instead of made again from the store.
+/// from there after its bytes are checked (its digest, and decompressed its length and
+/// diff_id), instead of made again from the store.
 struct BlobDir<'a> {
     dir: &'a Path,
     previous: Option<&'a Path>,
@@ -152,6 +153,16 @@ impl BlobDir<'_> {
         std::io::copy(&mut file, &mut hashing).ok()?;
         let (_, digest, _) = hashing.finish();
         if digest != known.digest {
+            return None;
+        }
+        // Decompressed, it must be this layer's tarball: as long as the walk found it, with
+        // the diff_id the entry says (an entry naming another layer's blob fails here).
+        let file = fs::File::open(&old).ok()?;
+        let mut tar = layer.codec().decoding_reader(file).ok()?;
+        let mut hashing = HashingWriter::new(std::io::sink());
+        std::io::copy(&mut tar, &mut hashing).ok()?;
+        let (_, diff_id, tar_len) = hashing.finish();
+        if diff_id != known.diff_id || tar_len != layer.source.size() {
             return None;
         }
         let new = self.dir.join(name);
