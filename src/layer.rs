@@ -336,7 +336,7 @@ impl LayerTree {
             whole.sizes.extend(part.sizes);
             headers.update(part.headers_digest.as_bytes());
         }
-        whole.headers_digest = crate::digest::digest_name(headers);
+        whole.headers_digest = crate::digest::digest_name(headers).to_string();
         Ok(whole)
     }
 
@@ -357,7 +357,7 @@ impl LayerTree {
             }
             Ok(())
         })?;
-        measured.headers_digest = crate::digest::digest_name(headers);
+        measured.headers_digest = crate::digest::digest_name(headers).to_string();
         Ok(measured)
     }
 

@@ -12,6 +12,7 @@ use crate::closure::{ClosureGraph, LoadOptions};
 use crate::codec::Codec;
 use crate::config::{self, ImageConfig, Platform, RuntimeOptions};
 use crate::diff;
+use crate::digest::Digest;
 use crate::error::{Error, Result, Setting, shown};
 use crate::export;
 pub use crate::export::Exported;
@@ -519,7 +520,7 @@ impl LayerSet for Image<'_> {
 }
 
 impl ImageSource for Image<'_> {
-    fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>> {
+    fn config(&self, diff_ids: &[Digest]) -> Result<Vec<u8>> {
         let comments: Vec<String> = self
             .layers
             .iter()

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::codec::Codec;
 use crate::config::Platform;
-use crate::digest::{BlobInfo, BlobSource, HashingWriter};
+use crate::digest::{BlobInfo, BlobSource, Digest, HashingWriter};
 use crate::error::{Error, Result, Setting, quoted, shown};
 use crate::image_spec::{
     CONTAINERD_NAME, Descriptor, DockerManifestEntry, ImageConfigBlob, Index, LegacyLayerJson,
@@ -203,7 +203,7 @@ impl BaseImage {
             .trim_start_matches("blobs/sha256/")
             .trim_end_matches(".json");
         let actual = crate::digest::sha256_digest(&config_bytes);
-        if stated.len() == 64 && actual.trim_start_matches("sha256:") != stated {
+        if stated.len() == 64 && actual.hex() != stated {
             return Err(Error::damaged(
                 format!("{}: {}", shown(&store.describe()), shown(&image.config)),
                 format!("its digest is {actual}, but its name says sha256:{stated}"),
@@ -556,7 +556,7 @@ fn verified_json<T: serde::de::DeserializeOwned>(
                 crate::digest::hex(&sha2::Sha512::digest(&bytes))
             )
         }
-        _ => crate::digest::sha256_digest(&bytes),
+        _ => crate::digest::sha256_digest(&bytes).to_string(),
     };
     if actual != descriptor.digest {
         return Err(Error::damaged(
@@ -668,7 +668,7 @@ impl BaseBlob<'_> {
         let (_, diff_id, _) = plain.finish();
         let (_, digest, size) = stored.finish();
         if let Some(expected) = &self.layer.digest {
-            if *expected != digest {
+            if digest != *expected {
                 return Err(Error::damaged(
                     &at,
                     format!(
@@ -680,7 +680,7 @@ impl BaseBlob<'_> {
             }
         }
         if let Some(expected) = &self.layer.diff_id {
-            if *expected != diff_id {
+            if diff_id != *expected {
                 return Err(Error::damaged(
                     &at,
                     format!(
@@ -707,8 +707,8 @@ impl BlobSource for BaseBlob<'_> {
     fn known(&self) -> Option<BlobInfo> {
         // Both digests come from the verified manifest and config.
         Some(BlobInfo {
-            diff_id: self.layer.diff_id.clone()?,
-            digest: self.layer.digest.clone()?,
+            diff_id: Digest::parse(self.layer.diff_id.as_deref()?)?,
+            digest: Digest::parse(self.layer.digest.as_deref()?)?,
             size: self.layer.size,
         })
     }
@@ -726,7 +726,7 @@ impl BlobSource for BaseBlob<'_> {
 pub struct SpooledTar {
     file: std::fs::File,
     length: u64,
-    pub diff_id: String,
+    pub diff_id: Digest,
 }
 
 impl SpooledTar {

@@ -381,7 +381,7 @@ pub fn runtime_config(
 impl ImageConfig {
     /// The config blob: `diff_ids` are the layers' uncompressed digests (`sha256:...`), and
     /// `history` holds one comment per layer.
-    pub fn to_json(&self, diff_ids: &[String], history: &[String]) -> Vec<u8> {
+    pub fn to_json(&self, diff_ids: &[crate::digest::Digest], history: &[String]) -> Vec<u8> {
         let ours = history.iter().map(|comment| {
             serde_json::to_value(HistoryEntry {
                 created: self.created.clone(),
@@ -398,7 +398,7 @@ impl ImageConfig {
             os: self.platform.os.clone(),
             rootfs: RootFs {
                 kind: "layers".to_string(),
-                diff_ids: diff_ids.to_vec(),
+                diff_ids: diff_ids.iter().map(|d| d.to_string()).collect(),
             },
             variant: self.platform.variant.clone(),
             other: Map::new(),
@@ -584,9 +584,14 @@ mod tests {
             )
             .unwrap(),
         };
-        let json: Value =
-            serde_json::from_slice(&config.to_json(&["sha256:ab".into()], &["c".into()])).unwrap();
-        assert_eq!(json["rootfs"]["diff_ids"][0], "sha256:ab");
+        let json: Value = serde_json::from_slice(
+            &config.to_json(&[crate::digest::sha256_digest(b"ab")], &["c".into()]),
+        )
+        .unwrap();
+        assert_eq!(
+            json["rootfs"]["diff_ids"][0],
+            crate::digest::sha256_digest(b"ab").as_str()
+        );
         assert_eq!(json["history"][0]["created_by"], "base");
         assert_eq!(json["history"][1]["comment"], "c");
         assert_eq!(json["variant"], "v6");

@@ -22,10 +22,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::super::compress::Compression;
-use crate::digest::{BlobInfo, hex};
+use crate::digest::{BlobInfo, Digest, hex};
 use crate::error::{Error, Result, Setting};
 
 /// What names a tarball layer's bytes for the cache (everything that decides them but the
@@ -77,8 +77,8 @@ pub struct LayerCache {
 struct Entry {
     key: String,
     compression: String,
-    diff_id: String,
-    digest: String,
+    diff_id: Digest,
+    digest: Digest,
     size: u64,
     shape: Shape,
 }
@@ -121,11 +121,10 @@ impl LayerCache {
         }
         let bytes = crate::json_file::read_limited(&path, MAX_ENTRY).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
+        // The digests are well formed, or the entry did not parse.
         let sound = entry.key == key.key
             && entry.shape == key.shape
-            && entry.compression == describe(compression)
-            && is_sha256(&entry.digest)
-            && is_sha256(&entry.diff_id);
+            && entry.compression == describe(compression);
         sound.then_some(BlobInfo {
             diff_id: entry.diff_id,
             digest: entry.digest,
@@ -166,12 +165,6 @@ fn describe(compression: Compression) -> String {
     }
 }
 
-fn is_sha256(digest: &str) -> bool {
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,8 +182,8 @@ mod tests {
 
     fn info(n: u8) -> BlobInfo {
         BlobInfo {
-            diff_id: format!("sha256:{}", hex(&[n; 32])),
-            digest: format!("sha256:{}", hex(&[n + 1; 32])),
+            diff_id: crate::digest::sha256_digest(&[n]),
+            digest: crate::digest::sha256_digest(&[n + 1]),
             size: u64::from(n) * 1000,
         }
     }

@@ -35,9 +35,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use flate2::{Compress, FlushCompress, Status};
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
-use crate::digest::digest_name;
+use crate::digest::{Digest, digest_name};
 
 /// Input buffer bytes in flight (sent to the pool, not yet written) per pool thread: two or
 /// three batches each, enough to keep it busy while the writer catches up.
@@ -105,9 +105,9 @@ struct Compressed {
 /// The SHA-256 digests (`sha256:<hex>`) and lengths of what went in and what came out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamDigests {
-    pub input: String,
+    pub input: Digest,
     pub input_len: u64,
-    pub output: String,
+    pub output: Digest,
     pub output_len: u64,
 }
 

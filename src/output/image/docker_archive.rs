@@ -25,7 +25,7 @@ use super::{
     ImageSource, Naming, Written, copy_all, write_dir_header, write_end, write_entry_header,
     write_error, write_file, write_padding,
 };
-use crate::digest::{BlobInfo, sha256_digest};
+use crate::digest::{BlobInfo, Digest, sha256_digest};
 use crate::error::{Error, Result, Setting};
 use crate::image_spec::{
     DockerManifestEntry, ImageConfigBlob, LegacyLayerJson, Repositories, to_bytes,
@@ -105,7 +105,7 @@ pub fn write(
         Ok(())
     })?;
 
-    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
     let config_name = format!("{}.json", config_digest.trim_start_matches("sha256:"));
@@ -163,7 +163,7 @@ fn finish(
     config_name: String,
     layer_names: Vec<String>,
     tags: Vec<String>,
-    config_digest: String,
+    config_digest: Digest,
     layers: Vec<BlobInfo>,
 ) -> Result<Written> {
     let manifest = to_bytes(&[DockerManifestEntry {
@@ -228,13 +228,13 @@ fn write_with_legacy(
         .flatten()
         .collect();
     let layers: Vec<BlobInfo> = spools.iter().map(|placed| placed.info.clone()).collect();
-    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
     // Our own config: it parses.
     let parsed: ImageConfigBlob =
         serde_json::from_slice(&config).map_err(|e| Error::value(e.to_string()))?;
-    let id_inputs: Vec<&str> = diff_ids.iter().map(String::as_str).collect();
+    let id_inputs: Vec<&str> = diff_ids.iter().map(Digest::as_str).collect();
     let ids = legacy_ids(&id_inputs, &config_digest);
     let mtime = naming.mtime;
     let mut layer_names = Vec::with_capacity(count);
@@ -356,7 +356,7 @@ pub fn write_many(images: &[StoredImage], out: &mut dyn Write, mtime: u64) -> Re
 
 /// Two different images under one `name:tag` would make `docker load` keep only the last.
 fn check_tags_are_unique(images: &[StoredImage]) -> Result<()> {
-    let mut owner: std::collections::HashMap<&str, String> = Default::default();
+    let mut owner: std::collections::HashMap<&str, Digest> = Default::default();
     for image in images {
         let digest = sha256_digest(image.config);
         for tag in &image.repo_tags {

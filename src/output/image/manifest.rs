@@ -124,8 +124,8 @@ mod tests {
 
     fn blob(n: u8) -> BlobInfo {
         BlobInfo {
-            diff_id: format!("sha256:{}", "d".repeat(64)),
-            digest: format!("sha256:{}", n.to_string().repeat(64)),
+            diff_id: sha256_digest(b"d"),
+            digest: sha256_digest(&[n]),
             size: u64::from(n),
         }
     }

@@ -9,14 +9,14 @@ pub mod oci;
 use std::io::Write;
 
 use super::blobs::LayerSet;
-use crate::digest::BlobInfo;
+use crate::digest::{BlobInfo, Digest};
 use crate::error::{Error, Result};
 use crate::tarball::{self, Header, Kind};
 
 /// What the writers need from the rest of the pipeline: the layers, and the config once the
 /// layers' uncompressed digests are known.
 pub trait ImageSource: LayerSet {
-    fn config(&self, diff_ids: &[String]) -> Result<Vec<u8>>;
+    fn config(&self, diff_ids: &[Digest]) -> Result<Vec<u8>>;
 }
 
 /// What an image is called and when its archive's own entries were made.
@@ -32,15 +32,15 @@ pub struct Naming<'a> {
 impl Naming<'_> {
     /// The tags given, or one from the config digest, which covers every layer's content, so
     /// that one tag always names one image.
-    pub fn tags_for(&self, config_digest: &str) -> Vec<String> {
+    pub fn tags_for(&self, config_digest: &Digest) -> Vec<String> {
         tags_or_derived(self.tags, config_digest)
     }
 }
 
 /// The tags given, or without any one from `digest` (a config's or an index's).
-pub fn tags_or_derived(tags: &[String], digest: &str) -> Vec<String> {
+pub fn tags_or_derived(tags: &[String], digest: &Digest) -> Vec<String> {
     if tags.is_empty() {
-        vec![digest.trim_start_matches("sha256:")[..32].to_string()]
+        vec![digest.hex()[..32].to_string()]
     } else {
         tags.to_vec()
     }
@@ -52,7 +52,7 @@ pub struct Written {
     pub name: String,
     /// Every tag, the main one first.
     pub tags: Vec<String>,
-    pub config_digest: String,
+    pub config_digest: Digest,
     pub layers: Vec<BlobInfo>,
 }
 
@@ -70,7 +70,7 @@ impl Written {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexWritten {
     /// The digest of the image index (what a registry would name the multi-platform image).
-    pub digest: String,
+    pub digest: Digest,
     pub tags: Vec<String>,
 }
 

@@ -12,7 +12,7 @@ use super::{
     ImageSource, IndexWritten, Naming, Written, copy_all, tags_or_derived, write_dir_header,
     write_end, write_entry_header, write_file, write_padding,
 };
-use crate::digest::{BlobInfo, HashingWriter, sha256_digest};
+use crate::digest::{BlobInfo, Digest, HashingWriter, sha256_digest};
 use crate::error::{Error, Result};
 use crate::image_spec::{OCI_LAYOUT, PlatformSpec, media_type, to_bytes};
 use crate::output::blobs::{
@@ -95,7 +95,7 @@ fn pack(dir: &Path, out: &mut dyn Write, mtime: u64) -> Result<()> {
     write_end(out)
 }
 
-fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String> {
+fn write_blob(dir: &Path, bytes: &[u8]) -> Result<Digest> {
     let digest = sha256_digest(bytes);
     let path = dir.join(digest.trim_start_matches("sha256:"));
     fs::write(&path, bytes).map_err(|e| Error::io("writing", &path, e))?;
@@ -214,7 +214,7 @@ impl LayerSet for PlatformImage<'_> {
 }
 
 impl ImageSource for PlatformImage<'_> {
-    fn config(&self, _diff_ids: &[String]) -> Result<Vec<u8>> {
+    fn config(&self, _diff_ids: &[Digest]) -> Result<Vec<u8>> {
         Ok(self.config.to_vec())
     }
 }
@@ -256,7 +256,7 @@ pub fn write_index_layout(
 struct ImageBlobs {
     manifest: Vec<u8>,
     layers: Vec<BlobInfo>,
-    config_digest: String,
+    config_digest: Digest,
 }
 
 /// Writes an image's layers and config into `blob_dir`.
@@ -276,7 +276,7 @@ fn write_blobs(
         .flatten()
         .map(|placed| (placed.info, placed.value))
         .unzip();
-    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = write_blob(blob_dir, &config)?;
     let manifest = to_bytes(&image_manifest(

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::reference::Repository;
-use crate::digest::{BlobInfo, sha256_digest};
+use crate::digest::{BlobInfo, Digest, sha256_digest};
 use crate::error::{Error, Result, Setting};
 use crate::image_spec::{media_type, to_bytes};
 use crate::output::blobs::{self, Layer, Making, Placed, Placement};
@@ -109,7 +109,7 @@ pub fn push(
 /// An image whose blobs are in the registry, and its manifest, not yet put.
 struct Pushed {
     layers: Vec<BlobInfo>,
-    config_digest: String,
+    config_digest: Digest,
     manifest: Vec<u8>,
     manifest_type: String,
 }
@@ -138,7 +138,7 @@ fn push_blobs(
     let media_types: Vec<&str> = (0..layers.len())
         .map(|i| layer_media_type(format, source.layer(i)?.codec(making.compression), i))
         .collect::<Result<_>>()?;
-    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
     if !exists(client, &config_digest, config.len() as u64)? {
@@ -285,7 +285,7 @@ impl Upload<'_> {
 
 /// Step 2: HEAD every known digest, several at once; which the registry holds.
 fn check(client: &Client, known: &[Option<BlobInfo>]) -> Result<Vec<bool>> {
-    let digests: Vec<(usize, String, u64)> = known
+    let digests: Vec<(usize, Digest, u64)> = known
         .iter()
         .enumerate()
         .filter_map(|(i, known)| known.as_ref().map(|k| (i, k.digest.clone(), k.size)))
@@ -623,8 +623,8 @@ mod tests {
     #[test]
     fn docker_manifests_use_docker_media_types() {
         let layer = BlobInfo {
-            diff_id: "sha256:d".into(),
-            digest: "sha256:l".into(),
+            diff_id: sha256_digest(b"d"),
+            digest: sha256_digest(b"l"),
             size: 3,
         };
         let docker = image_manifest(
