@@ -132,9 +132,7 @@ pub fn choose_cache(
 
 /// Writes the image where `options.destination` says.
 pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<Written> {
-    if let Some(path) = options.destination.path() {
-        sink::check_dir(path)?;
-    }
+    // The writers check the output's directory; a missing one has no room to check here.
     check_room(source, &options.destination)?;
     let (naming, making) = (options.naming(), options.making());
     let scratch = options.scratch_dir();
