@@ -180,7 +180,8 @@ let
     (arg "extraCommands" "" none)
     (arg "fakeRootCommands" "" none)
     (arg "enableFakechroot" false none)
-    (arg "layering" "popularity" (
+    # nixpkgs' current default grouping (auto-layer.py, since November 2024).
+    (arg "layering" "auto" (
       v: args:
       if args.layeringPipeline == null then
         [
@@ -199,6 +200,26 @@ let
           "--layering-pipeline"
           "${pipelineFile args}"
         ]
+    ))
+    # Layers in dockerTools' own tar format wherever the grouping is one dockerTools makes
+    # (auto, its default, or a layeringPipeline): the store layers are then the very blobs a
+    # dockerTools image of the same paths has, so registries and hosts store them once. With
+    # the other layerings no dockerTools image has those layers, and ours is the format.
+    (arg "tarCompat" null (
+      v: args:
+      let
+        compat =
+          if v != null then
+            v
+          else if args.layeringPipeline != null || args.layering == "auto" then
+            "nixpkgs"
+          else
+            "none";
+      in
+      [
+        "--tar-compat"
+        compat
+      ]
     ))
     # debug: the layering in the build log, as dockerTools prints its pipeline's steps.
     (flag "debug" false (v: if v then [ "--print-plan" ] else [ ]))
@@ -659,6 +680,11 @@ rec {
         streamScript = script;
       }
     );
+
+  # nixpkgs' buildLayeredImageWithNixDb: buildLayeredImage with includeNixDB, a Nix database
+  # registering the image's store paths so that nix commands work in the container. (nixpkgs
+  # has no streamLayeredImageWithNixDb; streamLayeredImage takes includeNixDB itself.)
+  buildLayeredImageWithNixDb = given: buildLayeredImage (given // { includeNixDB = true; });
 
   # Several images in one docker-archive, as dockerTools' mergeImages: layers they share are
   # stored once, every image keeps its tags, `docker load < result` loads them all. Takes

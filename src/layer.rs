@@ -9,6 +9,14 @@
 //!
 //! A layer is scanned from metadata first, which fixes its exact length; its content is then
 //! streamed, each file read once.
+//!
+//! `--tar-compat nixpkgs` writes store layers as nixpkgs' `stream_layered_image.py` does
+//! instead, so that an image shares layer blobs with one dockerTools builds from the same
+//! paths: `/nix/` and `/nix/store/` (0755) first, then each store path in the plan's order,
+//! names absolute, the files' own permission bits, each directory's entries in Python's string
+//! order (bytes that are not UTF-8 count as surrogates), headers in Python tarfile's PAX
+//! encoding ([`crate::tarball::Dialect::Nixpkgs`]). In a Nix store the modes are the NAR
+//! model's anyway, so such layers are as reproducible as ours there.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -21,7 +29,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::Scope;
 
 use crate::error::{Error, ErrorKind, Result, Setting, shown, shown_path};
-use crate::tarball::{self, Header, Kind, StartedTar, TarStream};
+use crate::tarball::{self, Dialect, Header, Kind, StartedTar, TarStream};
 
 mod custom;
 
@@ -44,6 +52,27 @@ pub struct LayerOptions {
     /// compress, reads queued behind their work would only slow the stream. The bytes are the
     /// same.
     pub parallel_reads: bool,
+    /// Whose tar format the store layers follow (see the module doc).
+    pub tar_compat: TarCompat,
+}
+
+/// Whose tar format store layers follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TarCompat {
+    /// Ours: names relative, modes from the NAR model, entries sorted bytewise.
+    #[default]
+    None,
+    /// nixpkgs' stream_layered_image.py, byte for byte (see the module doc).
+    Nixpkgs,
+}
+
+impl TarCompat {
+    fn dialect(self) -> Dialect {
+        match self {
+            TarCompat::None => Dialect::Ours,
+            TarCompat::Nixpkgs => Dialect::Nixpkgs,
+        }
+    }
 }
 
 /// Bumped whenever our tarballs change for the same inputs (it is part of cache keys).
@@ -66,6 +95,9 @@ pub fn store_layer_key(
         TAR_FORMAT_VERSION, options.mtime, options.uid, options.gid, options.uname, options.gname
     );
     hasher.update(header.as_bytes());
+    if options.tar_compat == TarCompat::Nixpkgs {
+        hasher.update(b"tar nixpkgs\n");
+    }
     for (path, hash) in paths {
         hasher.update(format!("{path} {}\n", hash.unwrap_or("-")).as_bytes());
     }
@@ -223,6 +255,11 @@ pub struct LayerTree {
     uname: Vec<u8>,
     gname: Vec<u8>,
     length: u64,
+    /// How the headers are encoded, and the zero bytes that end the tarball.
+    dialect: Dialect,
+    end_len: u64,
+    /// How store paths are walked (see `TarCompat`).
+    compat: TarCompat,
     /// The SHA-256 of every entry's header fields (name, kind, mode, owners, size, link
     /// target), in order, as the first walk found them: what the layer cache checks its
     /// entries against. None for layers built in memory.
@@ -277,24 +314,44 @@ impl LayerTree {
         paths: &[&str],
         options: &LayerOptions,
     ) -> Result<Self> {
-        let mut parents = Vec::new();
-        let mut parent = Vec::new();
-        for component in store_dir.trim_start_matches('/').split('/') {
-            parent.extend_from_slice(component.as_bytes());
-            parent.push(b'/');
-            parents.push(Entry::directory(parent.clone(), 0o755));
-        }
-        let mut sorted: Vec<&str> = paths.to_vec();
-        sorted.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        sorted.dedup();
-        let roots = sorted
-            .into_iter()
-            .map(|path| {
-                let name = path.trim_start_matches('/').as_bytes().to_vec();
-                (options.source_of(path), name)
-            })
-            .collect();
+        let compat = options.tar_compat;
+        let (parents, roots) = match compat {
+            TarCompat::None => {
+                let mut parents = Vec::new();
+                let mut parent = Vec::new();
+                for component in store_dir.trim_start_matches('/').split('/') {
+                    parent.extend_from_slice(component.as_bytes());
+                    parent.push(b'/');
+                    parents.push(Entry::directory(parent.clone(), 0o755));
+                }
+                let mut sorted: Vec<&str> = paths.to_vec();
+                sorted.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                sorted.dedup();
+                let roots = sorted
+                    .into_iter()
+                    .map(|path| {
+                        let name = path.trim_start_matches('/').as_bytes().to_vec();
+                        (options.source_of(path), name)
+                    })
+                    .collect();
+                (parents, roots)
+            }
+            // nixpkgs writes these two whatever the store directory, and the paths as given.
+            TarCompat::Nixpkgs => {
+                let parents = vec![
+                    Entry::directory(b"/nix/".to_vec(), 0o755),
+                    Entry::directory(b"/nix/store/".to_vec(), 0o755),
+                ];
+                let roots = paths
+                    .iter()
+                    .map(|path| (options.source_of(path), path.as_bytes().to_vec()))
+                    .collect();
+                (parents, roots)
+            }
+        };
         let mut tree = LayerTree::empty(options);
+        tree.compat = compat;
+        tree.dialect = compat.dialect();
         tree.uname = options.uname.as_bytes().to_vec();
         tree.gname = options.gname.as_bytes().to_vec();
         tree.contents = Contents::Walked {
@@ -309,7 +366,8 @@ impl LayerTree {
         if let Contents::Walked { file_sizes, .. } = &mut tree.contents {
             *file_sizes = walked.sizes;
         }
-        tree.length += walked.length;
+        tree.end_len = tree.dialect.end_len(walked.length);
+        tree.length = walked.length + tree.end_len;
         tree.headers_digest = Some(walked.headers_digest);
         Ok(tree)
     }
@@ -325,7 +383,7 @@ impl LayerTree {
         parts.par_extend(
             roots
                 .par_iter()
-                .map(|(source, name)| self.measure(|f| walk(source, name.clone(), f))),
+                .map(|(source, name)| self.measure(|f| walk(source, name.clone(), self.compat, f))),
         );
         let mut whole = Measured::default();
         // The parts' digests, in order, make the layer's.
@@ -350,7 +408,7 @@ impl LayerTree {
         let mut headers = Sha256::new();
         visit(&mut |entry| {
             let header = self.header(entry);
-            measured.length += tarball::entry_len(&header);
+            measured.length += self.dialect.entry_len(&header);
             hash_header(&mut headers, &header);
             if entry.kind == Kind::File {
                 measured.sizes.push(entry.size);
@@ -373,7 +431,7 @@ impl LayerTree {
             Contents::Walked { parents, roots, .. } => {
                 parents.iter().try_for_each(&mut *f)?;
                 for (source, name) in roots {
-                    walk(source, name.clone(), f)?;
+                    walk(source, name.clone(), self.compat, f)?;
                 }
                 Ok(())
             }
@@ -410,6 +468,9 @@ impl LayerTree {
             uname: Vec::new(),
             gname: Vec::new(),
             length: tarball::END_OF_ARCHIVE.len() as u64,
+            dialect: Dialect::Ours,
+            end_len: tarball::END_OF_ARCHIVE.len() as u64,
+            compat: TarCompat::None,
             headers_digest: None,
             parallel_reads: options.parallel_reads,
         }
@@ -417,17 +478,23 @@ impl LayerTree {
 
     /// Recomputes the tarball length after listed entries changed.
     fn recount(&mut self) {
-        let mut length = tarball::END_OF_ARCHIVE.len() as u64;
+        let mut length = 0;
         let _ = self.visit(&mut |e| {
-            length += tarball::entry_len(&self.header(e));
+            length += self.dialect.entry_len(&self.header(e));
             Ok(())
         });
-        self.length = length;
+        self.end_len = self.dialect.end_len(length);
+        self.length = length + self.end_len;
     }
 
     /// Adds an entry to a layer built in memory.
     fn push(&mut self, entry: Entry) {
-        self.length += tarball::entry_len(&self.header(&entry));
+        debug_assert_eq!(
+            self.dialect,
+            Dialect::Ours,
+            "listed layers end in 1024 bytes"
+        );
+        self.length += self.dialect.entry_len(&self.header(&entry));
         self.listed_mut().push(entry);
     }
 
@@ -453,12 +520,16 @@ impl LayerTree {
     /// Where a regular file's content is read from; None for entries without content.
     fn content_source(&self, entry: &Entry) -> Option<PathBuf> {
         match (&entry.kind, &entry.source) {
-            (Kind::File, Source::Named) => {
-                Some(self.source_root.join(OsStr::from_bytes(&entry.name)))
-            }
+            (Kind::File, Source::Named) => Some(self.on_disk(&entry.name)),
             (Kind::File, Source::Path(path)) => Some(path.to_path_buf()),
             _ => None,
         }
+    }
+
+    /// Where the entry `name` is on disk (names are absolute in nixpkgs' format).
+    fn on_disk(&self, name: &[u8]) -> PathBuf {
+        let relative = name.strip_prefix(b"/").unwrap_or(name);
+        self.source_root.join(OsStr::from_bytes(relative))
     }
 
     /// Checks a file of the second walk against the first walk: its header went out with the
@@ -467,7 +538,7 @@ impl LayerTree {
         let Contents::Walked { file_sizes, .. } = &self.contents else {
             return Ok(());
         };
-        let path = self.source_root.join(OsStr::from_bytes(&entry.name));
+        let path = self.on_disk(&entry.name);
         match file_sizes.get(file_number) {
             Some(&expected) if expected == entry.size => Ok(()),
             Some(&expected) => Err(Error::new(ErrorKind::StoreChanged {
@@ -798,7 +869,9 @@ impl LayerTree {
                 }
                 break;
             };
-            tarball::write_header(out, &self.header(&entry)).map_err(write_error)?;
+            self.dialect
+                .write_header(out, &self.header(&entry))
+                .map_err(write_error)?;
             if entry.kind != Kind::File {
                 continue;
             }
@@ -817,7 +890,14 @@ impl LayerTree {
             out.write_all(&[0; tarball::BLOCK as usize][..tarball::padding(entry.size)])
                 .map_err(write_error)?;
         }
-        out.write_all(&tarball::END_OF_ARCHIVE).map_err(write_error)
+        let mut end = self.end_len;
+        while end > 0 {
+            let now = end.min(tarball::END_OF_ARCHIVE.len() as u64);
+            out.write_all(&tarball::END_OF_ARCHIVE[..now as usize])
+                .map_err(write_error)?;
+            end -= now;
+        }
+        Ok(())
     }
 }
 
@@ -843,30 +923,45 @@ impl TarStream for LayerTree {
 }
 
 /// Calls `f` on `source` (file, symlink or directory, recursively) as the entry `name`, in
-/// tarball order: a directory, then its children sorted by name.
-fn walk(source: &Path, name: Vec<u8>, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
+/// tarball order: a directory, then its children sorted by name. Modes are the NAR model's, or
+/// with nixpkgs' format the files' own permission bits.
+fn walk(
+    source: &Path,
+    name: Vec<u8>,
+    compat: TarCompat,
+    f: &mut dyn FnMut(&Entry) -> Result<()>,
+) -> Result<()> {
     let meta = fs::symlink_metadata(source).map_err(|e| Error::io("reading", source, e))?;
     let file_type = meta.file_type();
+    let own_mode = meta.permissions().mode() & 0o7777;
     if file_type.is_dir() {
         let mut dir_name = name;
         dir_name.push(b'/');
-        f(&Entry::directory(dir_name.clone(), 0o555))?;
-        for child in sorted_children(source)? {
+        let mode = match compat {
+            TarCompat::None => 0o555,
+            TarCompat::Nixpkgs => own_mode,
+        };
+        f(&Entry::directory(dir_name.clone(), mode))?;
+        for child in sorted_children(source, compat)? {
             let mut child_name = dir_name.clone();
             child_name.extend_from_slice(child.as_bytes());
-            walk(&source.join(&child), child_name, f)?;
+            walk(&source.join(&child), child_name, compat, f)?;
         }
     } else if file_type.is_file() {
-        let executable = meta.permissions().mode() & 0o111 != 0;
-        let mode = if executable { 0o555 } else { 0o444 };
+        let mode = match compat {
+            TarCompat::None if own_mode & 0o111 != 0 => 0o555,
+            TarCompat::None => 0o444,
+            TarCompat::Nixpkgs => own_mode,
+        };
         f(&Entry::file(name, mode, meta.len(), Source::Named))?;
     } else if file_type.is_symlink() {
         let target =
             fs::read_link(source).map_err(|e| Error::io("reading the symlink", source, e))?;
-        f(&Entry::symlink(
-            name,
-            target.as_os_str().as_bytes().to_vec(),
-        ))?;
+        let mut entry = Entry::symlink(name, target.as_os_str().as_bytes().to_vec());
+        if compat == TarCompat::Nixpkgs {
+            entry.mode = own_mode;
+        }
+        f(&entry)?;
     } else {
         return Err(special_file(source, &meta, "a store path"));
     }
@@ -890,15 +985,31 @@ fn open_regular_file(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// A directory's entry names, sorted bytewise (readdir's order is the filesystem's whim).
-fn sorted_children(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+/// A directory's entry names, sorted bytewise (readdir's order is the filesystem's whim), or
+/// as Python sorts them.
+fn sorted_children(dir: &Path, compat: TarCompat) -> Result<Vec<std::ffi::OsString>> {
     let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
         .map_err(|e| Error::io("reading the directory", dir, e))?
         .map(|entry| entry.map(|e| e.file_name()))
         .collect::<std::io::Result<_>>()
         .map_err(|e| Error::io("reading the directory", dir, e))?;
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    match compat {
+        TarCompat::None => names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes())),
+        TarCompat::Nixpkgs => names
+            .sort_unstable_by(|a, b| python_chars(a.as_bytes()).cmp(python_chars(b.as_bytes()))),
+    }
     Ok(names)
+}
+
+/// A file name as Python sees it: the code points of its UTF-8, each byte that is not UTF-8 a
+/// surrogate U+DC80..U+DCFF (`surrogateescape`). Python sorts names by these, which differs
+/// from bytewise order only for names that are not UTF-8.
+fn python_chars(name: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    name.utf8_chunks().flat_map(|chunk| {
+        let valid = chunk.valid().chars().map(u32::from);
+        let invalid = chunk.invalid().iter().map(|&b| 0xDC00 + u32::from(b));
+        valid.chain(invalid)
+    })
 }
 
 /// The error for a socket, fifo or device where only files, directories and symlinks may be.
@@ -936,7 +1047,76 @@ pub(crate) mod tests {
             gname: String::new(),
             store_root: Some(root.to_path_buf()),
             parallel_reads: false,
+            tar_compat: TarCompat::None,
         }
+    }
+
+    #[test]
+    fn python_order_differs_from_bytes_only_off_utf8() {
+        let order = |a: &[u8], b: &[u8]| python_chars(a).cmp(python_chars(b));
+        assert_eq!(order(b"a-b", b"a.b"), std::cmp::Ordering::Less);
+        assert_eq!(order("é".as_bytes(), b"z"), std::cmp::Ordering::Greater);
+        // U+E000 is bytes EE 80 80, after 0xDD..; as Python sees them the raw byte 0xFF
+        // (a surrogate, U+DCFF) sorts first.
+        assert_eq!(
+            order(b"\xff", "\u{e000}".as_bytes()),
+            std::cmp::Ordering::Less
+        );
+        assert_eq!(
+            b"\xff".as_slice().cmp("\u{e000}".as_bytes()),
+            std::cmp::Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn nixpkgs_layers_keep_the_plan_order_absolute_names_and_own_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let first = format!("/nix/store/{HASH}-zzz");
+        let second = format!("/nix/store/{HASH}-aaa");
+        for path in [&first, &second] {
+            let dir = root.path().join(path.trim_start_matches('/'));
+            fs::create_dir_all(dir.join("sub")).unwrap();
+            fs::write(dir.join("sub/f"), "x").unwrap();
+            fs::set_permissions(dir.join("sub/f"), fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        let options = LayerOptions {
+            tar_compat: TarCompat::Nixpkgs,
+            ..options(root.path())
+        };
+        let tree = LayerTree::for_store_paths("/nix/store", &[&first, &second], &options).unwrap();
+        let bytes = tar_bytes(&tree);
+        assert_eq!(bytes.len() % 10240, 0);
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+                (name, e.header().mode().unwrap())
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "/nix/".to_string(),
+                "/nix/store/".to_string(),
+                format!("{first}/"),
+                format!("{first}/sub/"),
+                format!("{first}/sub/f"),
+                format!("{second}/"),
+                format!("{second}/sub/"),
+                format!("{second}/sub/f"),
+            ]
+        );
+        assert_eq!(entries[4].1, 0o640, "the file's own mode");
+        // The cache tells the formats apart.
+        let hashed = [(first.as_str(), None)];
+        assert_ne!(
+            store_layer_key("/nix/store", &hashed, &options),
+            store_layer_key("/nix/store", &hashed, &super::tests::options(root.path()))
+        );
     }
 
     fn tar_bytes(tree: &LayerTree) -> Vec<u8> {

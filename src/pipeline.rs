@@ -10,14 +10,14 @@ use rayon::prelude::*;
 use crate::base::{BaseBlob, BaseImage, BaseLayers, BaseOptions, SpooledTar};
 use crate::closure::{ClosureGraph, LoadOptions};
 use crate::codec::Codec;
-use crate::config::{self, ImageConfig, Platform, RuntimeOptions};
+use crate::config::{self, HistoryStyle, ImageConfig, Platform, RuntimeOptions};
 use crate::diff;
 use crate::digest::Digest;
 use crate::error::{Error, Result, Setting, shown};
 use crate::export;
 pub use crate::export::Exported;
 use crate::image_spec::PlatformSpec;
-use crate::layer::{self, Customisation, LayerOptions, LayerTree};
+use crate::layer::{self, Customisation, LayerOptions, LayerTree, TarCompat};
 use crate::output::{
     self, BlobSource, CacheKey, Compression, Format, ImageSource, IndexWritten, LayerSet,
     LayerSource, OutputOptions, PlatformImage, Shape, Sink, StoredImage, Written,
@@ -307,7 +307,7 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
     custom.check()?;
     let base = load_base(options)?;
     let base_count = base.as_ref().map_or(0, |b| b.layers.len());
-    let (graph, plan) = plan(&options.plan, base_count, !custom.is_empty())?;
+    let (graph, plan) = plan(&options.plan, base_count, has_customisation_layer(options))?;
     if options.print_plan {
         let json = plan.to_json(&graph, &base_layers_json(base.as_ref()))?;
         writeln!(std::io::stderr(), "{json}")
@@ -370,6 +370,12 @@ fn load_base(options: &BuildOptions) -> Result<Option<BaseImage>> {
     Ok(Some(base))
 }
 
+/// Whether the image ends in a customisation layer: when there is something to put in it, and
+/// always in nixpkgs' format, as dockerTools always writes one.
+fn has_customisation_layer(options: &BuildOptions) -> bool {
+    !options.customisation.is_empty() || options.layer.tar_compat == TarCompat::Nixpkgs
+}
+
 /// A layer we build: its tarball, and a label for errors ("layer 3 (/nix/store/…-glibc)").
 struct BuiltLayer {
     tree: LayerTree,
@@ -410,23 +416,38 @@ fn build_layers(
                     headers: tree.headers_digest().map(str::to_string),
                 },
             );
+            let comment = match options.layer.tar_compat {
+                TarCompat::None => config::store_layer_comment(&paths),
+                TarCompat::Nixpkgs => config::nixpkgs_layer_comment(&paths),
+            };
             Ok(BuiltLayer {
                 tree,
                 label,
-                comment: config::store_layer_comment(&paths),
+                comment,
                 key: Some(key),
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let custom = &options.customisation;
-    if !custom.is_empty() {
+    if has_customisation_layer(options) {
+        let comment = match options.layer.tar_compat {
+            TarCompat::None => config::customisation_comment(custom),
+            TarCompat::Nixpkgs => {
+                let sources: Vec<String> = (custom.contents.iter().cloned())
+                    .chain(custom.extra_dirs.iter().map(|d| d.display().to_string()))
+                    .collect();
+                config::nixpkgs_layer_comment(
+                    &sources.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            }
+        };
         built.push(BuiltLayer {
             tree: custom.layer(&options.layer)?,
             label: format!(
                 "layer {} (the customisation layer)",
                 first_index + plan.layers.len()
             ),
-            comment: config::customisation_comment(custom),
+            comment,
             key: None,
         });
     }
@@ -468,6 +489,10 @@ fn image_config(base: Option<&BaseImage>, options: &BuildOptions) -> Result<Imag
         platform: Platform::reconcile(options.platform.as_ref(), base_platform)?,
         created: options.config.created.clone(),
         base_history: base.map(BaseImage::history).unwrap_or_default(),
+        history_style: match options.layer.tar_compat {
+            TarCompat::None => HistoryStyle::Ours,
+            TarCompat::Nixpkgs => HistoryStyle::Nixpkgs,
+        },
         runtime: config::runtime_config(&base_runtime, &options.config)?,
     })
 }

@@ -3,6 +3,12 @@
 //!
 //! Every size is computable before any content is read, so a whole tarball's length is known
 //! from file metadata; that is what lets an image stream in one pass.
+//!
+//! [`Dialect::Nixpkgs`] encodes headers as nixpkgs' `stream_layered_image.py` does through
+//! Python's `tarfile` (PAX format, stream mode): no ustar prefix split (a name over 100
+//! characters or not ASCII goes to a PAX `path` record, the ustar field keeping its first 100
+//! characters with non-ASCII ones as `?`), a PAX header only for what ustar cannot hold, the
+//! checksum as `%06o\0 `, and the archive padded to Python's 10,240-byte records.
 
 use std::io::{self, Write};
 use std::thread::Scope;
@@ -91,6 +97,184 @@ impl<'a> Header<'a> {
             uname: b"",
             gname: b"",
         }
+    }
+}
+
+/// How a tarball's headers are encoded: ours, or as nixpkgs' Python writer does, byte for
+/// byte, so that layers share blobs with dockerTools' (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    #[default]
+    Ours,
+    Nixpkgs,
+}
+
+/// Python tarfile's record size: a closed archive is padded to a multiple of it.
+const PYTHON_RECORD: u64 = 20 * BLOCK;
+
+impl Dialect {
+    /// Bytes taken by a whole entry: headers, content and padding.
+    pub fn entry_len(self, header: &Header) -> u64 {
+        let headers = match self {
+            Dialect::Ours => header_len(header),
+            Dialect::Nixpkgs => python::header_len(header),
+        };
+        headers + padded(header.size)
+    }
+
+    /// Writes the header blocks of an entry; its content and `padding` follow from the caller.
+    pub fn write_header(self, out: &mut (impl Write + ?Sized), header: &Header) -> io::Result<()> {
+        match self {
+            Dialect::Ours => write_header(out, header),
+            Dialect::Nixpkgs => python::write_header(out, header),
+        }
+    }
+
+    /// The zero bytes that end a tarball whose entries take `entries` bytes.
+    pub fn end_len(self, entries: u64) -> u64 {
+        let end = END_OF_ARCHIVE.len() as u64;
+        match self {
+            Dialect::Ours => end,
+            Dialect::Nixpkgs => (entries + end).div_ceil(PYTHON_RECORD) * PYTHON_RECORD - entries,
+        }
+    }
+}
+
+/// Headers as Python's `tarfile` writes them in PAX format.
+mod python {
+    use super::{BLOCK, Header, Kind, padded, padding, pax_record};
+    use std::io::{self, Write};
+
+    /// The PAX records of an entry, in tarfile's order, and whether they are binary.
+    fn records(header: &Header) -> Vec<u8> {
+        let mut fields: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        for (key, value, limit) in [
+            (b"path".as_slice(), header.name, 100),
+            (b"linkpath", header.link, 100),
+            (b"uname", header.uname, 32),
+            (b"gname", header.gname, 32),
+        ] {
+            if !value.is_ascii() || value.len() > limit {
+                fields.push((key, value.to_vec()));
+            }
+        }
+        for (key, value, digits) in [
+            (b"uid".as_slice(), header.uid, 8),
+            (b"gid", header.gid, 8),
+            (b"size", header.size, 12),
+            (b"mtime", header.mtime, 12),
+        ] {
+            if !fits(value, digits) {
+                fields.push((key, value.to_string().into_bytes()));
+            }
+        }
+        let mut out = Vec::new();
+        // tarfile marks raw bytes (names that are not UTF-8) before every other record.
+        if fields.iter().any(|(_, v)| std::str::from_utf8(v).is_err()) {
+            out.extend_from_slice(b"21 hdrcharset=BINARY\n");
+        }
+        for (key, value) in fields {
+            pax_record(&mut out, key, &value);
+        }
+        out
+    }
+
+    /// Whether a number fits tarfile's octal field of `digits` bytes (one is the NUL).
+    fn fits(value: u64, digits: u32) -> bool {
+        value < 8u64.pow(digits - 1)
+    }
+
+    pub fn header_len(header: &Header) -> u64 {
+        let records = records(header).len() as u64;
+        if records == 0 {
+            BLOCK
+        } else {
+            BLOCK + padded(records) + BLOCK
+        }
+    }
+
+    pub fn write_header(out: &mut (impl Write + ?Sized), header: &Header) -> io::Result<()> {
+        let records = records(header);
+        if !records.is_empty() {
+            let pax = Header {
+                name: b"././@PaxHeader",
+                kind: Kind::File,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                size: records.len() as u64,
+                link: b"",
+                uname: b"",
+                gname: b"",
+            };
+            out.write_all(&block(&pax, b'x'))?;
+            out.write_all(&records)?;
+            out.write_all(&[0; BLOCK as usize][..padding(records.len() as u64)])?;
+        }
+        let typeflag = match header.kind {
+            Kind::File => b'0',
+            Kind::Directory => b'5',
+            Kind::Symlink => b'2',
+            Kind::CharDevice { .. } => b'3',
+            Kind::BlockDevice { .. } => b'4',
+            Kind::Fifo => b'6',
+        };
+        out.write_all(&block(header, typeflag))
+    }
+
+    /// A string field: as ASCII, each other character (or byte that is not UTF-8) a `?`,
+    /// cut to the field.
+    fn text(field: &mut [u8], value: &[u8]) {
+        let mut ascii = Vec::with_capacity(value.len());
+        for chunk in value.utf8_chunks() {
+            ascii.extend(
+                chunk
+                    .valid()
+                    .chars()
+                    .map(|c| if c.is_ascii() { c as u8 } else { b'?' }),
+            );
+            ascii.extend(std::iter::repeat_n(b'?', chunk.invalid().len()));
+        }
+        let n = ascii.len().min(field.len());
+        field[..n].copy_from_slice(&ascii[..n]);
+    }
+
+    /// A number field: zero-padded octal and a NUL, or zero where a PAX record holds it.
+    fn number(field: &mut [u8], value: u64) {
+        let digits = field.len() - 1;
+        let value = if fits(value, field.len() as u32) {
+            value
+        } else {
+            0
+        };
+        let text = format!("{value:0digits$o}");
+        field[..digits].copy_from_slice(text.as_bytes());
+        field[digits] = 0;
+    }
+
+    fn block(header: &Header, typeflag: u8) -> [u8; BLOCK as usize] {
+        let mut b = [0u8; BLOCK as usize];
+        text(&mut b[0..100], header.name);
+        number(&mut b[100..108], u64::from(header.mode & 0o7777));
+        number(&mut b[108..116], header.uid);
+        number(&mut b[116..124], header.gid);
+        number(&mut b[124..136], header.size);
+        number(&mut b[136..148], header.mtime);
+        b[148..156].fill(b' ');
+        b[156] = typeflag;
+        text(&mut b[157..257], header.link);
+        b[257..265].copy_from_slice(b"ustar\x0000");
+        text(&mut b[265..297], header.uname);
+        text(&mut b[297..329], header.gname);
+        if let Kind::CharDevice { major, minor } | Kind::BlockDevice { major, minor } = header.kind
+        {
+            number(&mut b[329..337], u64::from(major));
+            number(&mut b[337..345], u64::from(minor));
+        }
+        let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
+        b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        b
     }
 }
 
@@ -313,6 +497,86 @@ mod tests {
         let out = written(&big);
         assert_eq!(out.len(), 512 * 3);
         assert!(out.windows(15).any(|w| w == b"size=9663676416"));
+    }
+
+    fn written_in(dialect: Dialect, h: &Header) -> Vec<u8> {
+        let mut out = Vec::new();
+        dialect.write_header(&mut out, h).unwrap();
+        assert_eq!(
+            out.len() as u64 + padded(h.size),
+            dialect.entry_len(h),
+            "the length counted is the length written"
+        );
+        out
+    }
+
+    #[test]
+    fn python_headers_put_long_and_non_ascii_names_in_pax_records_without_a_prefix() {
+        let dir = "d".repeat(120);
+        let name = format!("/{dir}/file");
+        let out = written_in(Dialect::Nixpkgs, &header(name.as_bytes(), 0, b""));
+        assert_eq!(out.len(), 512 * 3, "a PAX header, its records, the entry");
+        assert_eq!(&out[..14], b"././@PaxHeader");
+        assert_eq!(out[156], b'x');
+        let record = format!("path={name}\n");
+        assert!(
+            out[512..1024]
+                .windows(record.len())
+                .any(|w| w == record.as_bytes())
+        );
+        // The entry's own name field: the first 100 characters, no prefix field.
+        assert_eq!(&out[1024..1124], &name.as_bytes()[..100]);
+        assert!(out[1024 + 345..1024 + 500].iter().all(|&b| b == 0));
+
+        let out = written_in(Dialect::Nixpkgs, &header("/café".as_bytes(), 0, b""));
+        assert_eq!(&out[1024..1030], b"/caf?\0", "one ? per character");
+        let out = written_in(Dialect::Nixpkgs, &header(b"/raw-\xff\xfe", 0, b""));
+        assert!(out[512..].starts_with(b"21 hdrcharset=BINARY\n"));
+        assert_eq!(&out[1024..1032], b"/raw-??\0");
+        // 100 ASCII bytes fit; 101 do not.
+        assert_eq!(
+            written_in(Dialect::Nixpkgs, &header(&[b'n'; 100], 0, b"")).len(),
+            512
+        );
+        assert_eq!(
+            written_in(Dialect::Nixpkgs, &header(&[b'n'; 101], 0, b"")).len(),
+            1536
+        );
+    }
+
+    #[test]
+    fn python_headers_number_fields_and_checksum() {
+        let mut h = header(b"/nix/", 0, b"");
+        h.kind = Kind::Directory;
+        h.mode = 0o40755;
+        h.uname = b"root";
+        h.gname = b"root";
+        let out = written_in(Dialect::Nixpkgs, &h);
+        assert_eq!(&out[100..108], b"0000755\0", "permission bits only");
+        assert_eq!(&out[136..148], b"00000000001\0");
+        assert_eq!(&out[257..265], b"ustar\x0000");
+        assert_eq!(&out[265..270], b"root\0");
+        assert!(out[329..345].iter().all(|&b| b == 0), "no device numbers");
+        let sum: u32 = out[..148]
+            .iter()
+            .chain(&[b' '; 8])
+            .chain(&out[156..])
+            .map(|&b| u32::from(b))
+            .sum();
+        assert_eq!(&out[148..156], format!("{sum:06o}\0 ").as_bytes());
+        // An id beyond 7 octal digits goes to a PAX record, the field holding 0.
+        h.uid = 3_000_000;
+        let out = written_in(Dialect::Nixpkgs, &h);
+        assert!(out[512..1024].starts_with(b"15 uid=3000000\n"));
+        assert_eq!(&out[1024 + 108..1024 + 116], b"0000000\0");
+    }
+
+    #[test]
+    fn python_archives_end_on_whole_records() {
+        assert_eq!(Dialect::Ours.end_len(512), 1024);
+        assert_eq!(Dialect::Nixpkgs.end_len(512), 10240 - 512);
+        assert_eq!(Dialect::Nixpkgs.end_len(10240 - 1024), 1024);
+        assert_eq!(Dialect::Nixpkgs.end_len(10240 - 512), 10240 + 512);
     }
 
     #[test]

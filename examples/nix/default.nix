@@ -36,7 +36,7 @@ layered.buildLayeredImage {
     Cmd = [ "/bin/hello" ]; # what `docker run example/hello:latest-example` runs
     Env = [ "GREETING=Hello" ]; # a repeated name keeps its last value
   };
-  maxLayers = 10; # store paths are grouped by popularity into at most this many layers
+  maxLayers = 10; # store paths are grouped as dockerTools does (auto) into at most this many layers
   extraCommands = "mkdir -p tmp && chmod 1777 tmp"; # shell run in the image root
   compressor = "gz"; # the whole archive: "none", "gz" or "zstd"
 }

@@ -20,8 +20,15 @@ chmod -R u+w "$out/root"
 rustc --edition 2021 -C opt-level=s -C strip=symbols -C panic=abort \
     -C target-feature=+crt-static -o "$out/root$hello/bin/hello" "$here/hello.rs"
 
+# Before anything is compiled, say what is needed: Rust (rustc, cargo) and a running Docker.
+for tool in rustc cargo docker; do
+    command -v "$tool" >/dev/null || { echo "build.sh: needs $tool on PATH (Rust from rustup.rs, Docker Engine)" >&2; exit 1; }
+done
+docker info >/dev/null 2>&1 || { echo "build.sh: the Docker daemon is not running (start it: sudo systemctl start docker, or dockerd &)" >&2; exit 1; }
+
 layered_gen=${LAYERED_GEN:-}
 if [ -z "$layered_gen" ]; then
+    echo "building layered-gen (cargo build --release; about 2 minutes on a fresh clone) ..." >&2
     cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
     layered_gen=$repo/target/release/layered-gen
 fi

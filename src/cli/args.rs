@@ -9,6 +9,7 @@ use layered_gen::base::BaseLayers;
 use layered_gen::codec::Codec;
 use layered_gen::config::{self, BaseConfig, Platform};
 use layered_gen::error::Setting;
+use layered_gen::layer::TarCompat;
 use layered_gen::output::Format;
 use layered_gen::plan::Layering;
 
@@ -420,6 +421,14 @@ pub struct BuildArgs {
     /// Example: --gname root
     #[arg(long, value_name = "NAME", default_value = "")]
     pub gname: String,
+
+    /// Whose tar format the store layers follow: ours (`none`), or nixpkgs' dockerTools byte
+    /// for byte (`nixpkgs`: absolute names, the files' own modes, Python tarfile's headers), so
+    /// that layers are the same blobs as a dockerTools image's of the same paths. With
+    /// `nixpkgs` the customisation layer is always there, as in dockerTools, and the history
+    /// is written as dockerTools writes it. Example: --tar-compat nixpkgs
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = TarCompat::None)]
+    pub tar_compat: TarCompat,
 
     /// Read the store paths under this directory (a chroot store): /nix/store/x is read from
     /// DIR/nix/store/x. Example: --store-root examples/tiny/root

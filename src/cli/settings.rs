@@ -167,6 +167,7 @@ impl BuildArgs {
                 store_root: self.store_root,
                 // The pipeline decides, from the output.
                 parallel_reads: false,
+                tar_compat: self.tar_compat,
             },
             platform: self.architecture,
             config: RuntimeOptions {

@@ -310,8 +310,20 @@ pub struct ImageConfig {
     pub created: String,
     /// A base image's history, kept before ours.
     pub base_history: Vec<Value>,
+    /// How our layers' history entries are written.
+    pub history_style: HistoryStyle,
     /// The `config` object: Cmd, Env, Labels, ...
     pub runtime: Map<String, Value>,
+}
+
+/// How the history entries of the layers we build are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HistoryStyle {
+    /// `created`, `created_by: "layered-gen"` and our comment.
+    #[default]
+    Ours,
+    /// As dockerTools writes them: `created` and the comment alone.
+    Nixpkgs,
 }
 
 /// What the image config says besides the layers and the platform.
@@ -385,7 +397,10 @@ impl ImageConfig {
         let ours = history.iter().map(|comment| {
             serde_json::to_value(HistoryEntry {
                 created: self.created.clone(),
-                created_by: "layered-gen".to_string(),
+                created_by: match self.history_style {
+                    HistoryStyle::Ours => Some("layered-gen".to_string()),
+                    HistoryStyle::Nixpkgs => None,
+                },
                 comment: comment.clone(),
             })
             .unwrap_or_default()
@@ -432,6 +447,43 @@ pub fn store_layer_comment(paths: &[&str]) -> String {
         comment.push_str(&format!(" and {} more", paths.len() - SHOWN));
     }
     comment
+}
+
+/// A history comment as dockerTools writes it: `store paths: ` and the paths as a Python list
+/// (`['/nix/store/…-a', '/nix/store/…-b']`), all of them.
+pub fn nixpkgs_layer_comment(paths: &[&str]) -> String {
+    let items: Vec<String> = paths.iter().map(|p| python_repr(p)).collect();
+    format!("store paths: [{}]", items.join(", "))
+}
+
+/// A string as Python's `repr` writes it: single quotes unless it holds a single quote and no
+/// double one, backslash escapes for the quote, backslashes and control characters.
+fn python_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }
 
 #[cfg(test)]
@@ -569,6 +621,7 @@ mod tests {
             platform: Platform::parse("arm/v6").unwrap(),
             created: DEFAULT_CREATED.to_string(),
             base_history: vec![serde_json::json!({"created_by": "base"})],
+            history_style: HistoryStyle::Ours,
             runtime: runtime_config(
                 &Map::new(),
                 &RuntimeOptions {
@@ -600,6 +653,18 @@ mod tests {
             json["config"],
             serde_json::json!({"Env": ["A=2"], "Labels": {"k": "v"}})
         );
+    }
+
+    #[test]
+    fn nixpkgs_comments_are_python_lists() {
+        assert_eq!(
+            nixpkgs_layer_comment(&["/nix/store/a-x", "/nix/store/b-y"]),
+            "store paths: ['/nix/store/a-x', '/nix/store/b-y']"
+        );
+        assert_eq!(nixpkgs_layer_comment(&[]), "store paths: []");
+        assert_eq!(python_repr("it's"), "\"it's\"");
+        assert_eq!(python_repr("a'b\"c"), "'a\\'b\"c'");
+        assert_eq!(python_repr("t\tn\n\u{1}\\é"), "'t\\tn\\n\\x01\\\\é'");
     }
 
     #[test]

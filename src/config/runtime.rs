@@ -4,7 +4,9 @@
 //! Merge rules: user keys override base keys; `Labels`, `ExposedPorts` and `Volumes` are unions
 //! (the user wins a clash); `Env` entries are merged by name — the last value wins and the entry
 //! keeps the position of the name's first occurrence — so Docker (last wins) and Kubernetes
-//! (first wins) see the same environment.
+//! (first wins) see the same environment. A config that sets `Entrypoint` without `Cmd` drops
+//! the base's `Cmd`, as Docker's builder does for an `ENTRYPOINT` without a `CMD` after `FROM`:
+//! the base's arguments were meant for the base's program, not for the new one.
 
 use std::path::Path;
 
@@ -307,6 +309,9 @@ pub fn merge(base: &Map<String, Value>, overlay: &Map<String, Value>) -> Map<Str
         };
         merged.insert(key.clone(), combined);
     }
+    if overlay.contains_key("Entrypoint") && !overlay.contains_key("Cmd") {
+        merged.remove("Cmd");
+    }
     // A config's own duplicates are merged too, base or not.
     if let Some(env) = merged.get("Env") {
         let env = merge_env(strings(Some(env)));
@@ -373,6 +378,31 @@ mod tests {
                 "Cmd": ["/bin/user"],
                 "WorkingDir": "/srv",
             })
+        );
+    }
+
+    #[test]
+    fn an_entrypoint_without_a_cmd_drops_the_base_cmd() {
+        let base = json!({"Entrypoint": ["/bin/base"], "Cmd": ["--base-flag"]});
+        let merged = |user: Value| {
+            Value::Object(merge(base.as_object().unwrap(), user.as_object().unwrap()))
+        };
+        assert_eq!(
+            merged(json!({"Entrypoint": ["/bin/child"]})),
+            json!({"Entrypoint": ["/bin/child"]})
+        );
+        assert_eq!(
+            merged(json!({"Entrypoint": ["/bin/child"], "Cmd": ["--child-flag"]})),
+            json!({"Entrypoint": ["/bin/child"], "Cmd": ["--child-flag"]})
+        );
+        // A Cmd alone keeps the base's Entrypoint, as a Dockerfile's CMD does.
+        assert_eq!(
+            merged(json!({"Cmd": ["--child-flag"]})),
+            json!({"Entrypoint": ["/bin/base"], "Cmd": ["--child-flag"]})
+        );
+        assert_eq!(
+            merged(json!({"User": "u"})),
+            json!({"Entrypoint": ["/bin/base"], "Cmd": ["--base-flag"], "User": "u"})
         );
     }
 

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::Error as _;
 
-use super::{Entry, LayerOptions, LayerTree, Owner, Source, sorted_children, special_file};
+use super::{
+    Entry, LayerOptions, LayerTree, Owner, Source, TarCompat, sorted_children, special_file,
+};
 use crate::error::{Error, Result, Setting, quoted, shown, shown_path};
 
 /// What the user puts at the image root.
@@ -106,7 +108,7 @@ fn link_tree(
     image_path: &[u8],
     origin: &str,
 ) -> Result<()> {
-    for name in sorted_children(source)? {
+    for name in sorted_children(source, TarCompat::None)? {
         let name = name.as_bytes().to_vec();
         let child = source.join(std::ffi::OsStr::from_bytes(&name));
         let meta = fs::symlink_metadata(&child).map_err(|e| Error::io("reading", &child, e))?;
@@ -249,7 +251,7 @@ fn record_modes_under(
     rules: &mut Vec<serde_json::Value>,
 ) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    for name in sorted_children(dir)? {
+    for name in sorted_children(dir, TarCompat::None)? {
         let child = dir.join(&name);
         let Some(name) = name.to_str() else {
             return Err(Error::value(format!(
@@ -289,7 +291,7 @@ fn record_modes_under(
 
 /// Copies `source` into `dir` as it is, replacing what contents put there.
 fn copy_tree(dir: &mut BTreeMap<Vec<u8>, Node>, source: &Path) -> Result<()> {
-    for name in sorted_children(source)? {
+    for name in sorted_children(source, TarCompat::None)? {
         let name = name.as_bytes().to_vec();
         let child = source.join(std::ffi::OsStr::from_bytes(&name));
         let meta = fs::symlink_metadata(&child).map_err(|e| Error::io("reading", &child, e))?;

@@ -622,3 +622,101 @@ fn base_layers_count_toward_the_budget_and_the_identity() {
     let other = build_base("layered-gen-test/budget", &["--env", "X=1"]);
     assert_ne!(tag_with(&base.image), tag_with(&other.image));
 }
+
+/// `docker build` of `FROM base` with each child config, and our build on the same base, must
+/// give the same `Cmd` and `Entrypoint` and run the same way.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn a_child_config_over_a_base_follows_docker_build() {
+    let docker = require("docker");
+    let base = build_base("layered-gen-test/ep-base", &[]);
+    run(Command::new(&docker).arg("load").arg("-i").arg(&base.image));
+    let (store, closure) = top_store();
+    // The Dockerfile line and the config layered-gen is given for it.
+    let cases = [
+        (
+            "entrypoint",
+            r#"ENTRYPOINT ["/bin/sh", "-c", "echo child \"$@\"", "sh"]"#,
+            json!({"Entrypoint": ["/bin/sh", "-c", "echo child \"$@\"", "sh"]}),
+        ),
+        (
+            "both",
+            "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo child \\\"$@\\\"\", \"sh\"]\nCMD [\"with\", \"args\"]",
+            json!({"Entrypoint": ["/bin/sh", "-c", "echo child \"$@\"", "sh"], "Cmd": ["with", "args"]}),
+        ),
+        (
+            "cmd",
+            r#"CMD ["/bin/sh", "-c", "echo cmd only"]"#,
+            json!({"Cmd": ["/bin/sh", "-c", "echo cmd only"]}),
+        ),
+        ("user", "USER 1000", json!({"User": "1000"})),
+    ];
+    let inspect = |reference: &str| {
+        let output = run(Command::new(&docker).args([
+            "inspect",
+            "--format",
+            "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{json .Config.User}}",
+            reference,
+        ]));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    for (name, dockerfile, config) in cases {
+        let theirs = format!("layered-gen-test/ep-docker-build:{name}");
+        let mut build = Command::new(&docker);
+        build
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "--quiet", "--network", "none", "-t", &theirs, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = build.spawn().unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("FROM layered-gen-test/ep-base:base\n{dockerfile}\n").as_bytes())
+            .unwrap();
+        let built = child.wait_with_output().unwrap();
+        assert!(
+            built.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+
+        let config_file = store.dir.path().join(format!("{name}.json"));
+        fs::write(&config_file, config.to_string()).unwrap();
+        let top = store.dir.path().join(format!("{name}.tar"));
+        succeeded(build_top(
+            &store,
+            &closure,
+            &top,
+            &[
+                "--from-image",
+                base.image.to_str().unwrap(),
+                "--config",
+                config_file.to_str().unwrap(),
+                "--name",
+                "layered-gen-test/ep-ours",
+                "--tag",
+                name,
+            ],
+        ));
+        run(Command::new(&docker).arg("load").arg("-i").arg(&top));
+        let ours = format!("layered-gen-test/ep-ours:{name}");
+        assert_eq!(
+            inspect(&ours),
+            inspect(&theirs),
+            "{name}: the config docker build makes"
+        );
+        let ran = |reference: &str| {
+            String::from_utf8_lossy(&docker_run(&[reference]).stdout).into_owned()
+        };
+        assert_eq!(ran(&ours), ran(&theirs), "{name}: what the container runs");
+        run(Command::new(&docker).args(["rmi", &ours, &theirs]));
+    }
+    run(Command::new(&docker).args(["rmi", "layered-gen-test/ep-base:base"]));
+}

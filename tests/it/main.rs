@@ -26,4 +26,5 @@ mod layering;
 mod nix_functions;
 mod push;
 mod reproducibility;
+mod tar_compat;
 mod threads;

@@ -343,11 +343,12 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
         .collect();
     assert_eq!(layers.len(), closure.len() + 1, "{layers:?}");
     for path in &closure {
+        // Names are absolute in dockerTools' format (nix/'s default), relative in ours.
         let inside = format!("{}/", path.trim_start_matches('/'));
         assert_eq!(
             layers
                 .iter()
-                .filter(|l| l.iter().any(|n| n == &inside))
+                .filter(|l| l.iter().any(|n| n.trim_start_matches('/') == inside))
                 .count(),
             1,
             "{path} is not in a layer of its own: {layers:?}"
@@ -374,7 +375,12 @@ fn the_manual_examples_build_and_show_what_the_manual_says() {
     fs::write(&config_closure, stream("configClosure")).unwrap();
     let layers = layer_listings(&config_closure);
     let inside = format!("{}/", hello.trim_start_matches('/'));
-    assert!(layers.iter().any(|l| l.contains(&inside)), "{layers:?}");
+    assert!(
+        layers
+            .iter()
+            .any(|l| l.iter().any(|n| n.trim_start_matches('/') == inside)),
+        "{layers:?}"
+    );
     assert!(docker_load(&config_closure).contains("Loaded image: hello:latest"));
     let ran = docker_run(&["hello:latest"]);
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "Hello, world!\n");
@@ -557,6 +563,8 @@ fn include_nix_db_registers_exactly_the_image_store_paths() {
     ];
     let nix = images_nix();
     let image = inputs.build(&nix, Some("withDb"), &tool_args);
+    // nixpkgs' buildLayeredImageWithNixDb is the same derivation.
+    assert_eq!(inputs.build(&nix, Some("withDbByName"), &tool_args), image);
 
     let docker = require("docker");
     docker_load(&image);
@@ -1297,7 +1305,7 @@ fn every_argument_is_honoured_or_refused() {
     assert!(
         output.status.success()
             && log.contains("\"storeLayerBudget\"")
-            && log.contains("popularity rank 1"),
+            && log.contains("\"layering\": \"auto\""),
         "{log}"
     );
     docker_load(&image);
@@ -1333,7 +1341,7 @@ fn every_argument_is_honoured_or_refused() {
          m = json.load(t.extractfile('manifest.json'))[0]\n\
          for l in m['Layers']:\n\
          \x20   for e in tarfile.open(fileobj=io.BytesIO(t.extractfile(l).read())):\n\
-         \x20       if e.name.startswith('nix/store/') and e.name.count('/') > 2:\n\
+         \x20       if e.name.lstrip('/').startswith('nix/store/') and e.name.lstrip('/').count('/') > 2:\n\
          \x20           print(e.mtime, e.uname, e.gname)\n",
         )
         .arg(&image));
@@ -1473,5 +1481,75 @@ fn nix_functions_use_lib_when_given() {
     assert!(
         log.contains("called without required argument 'name'"),
         "{log}"
+    );
+}
+
+/// The store paths a history comment in dockerTools' style lists: `store paths: ['/a', '/b']`.
+fn paths_of_comment(comment: &str) -> Vec<String> {
+    let list = comment
+        .strip_prefix("store paths: [")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("not a dockerTools comment: {comment}"));
+    list.split(", ")
+        .filter(|item| !item.is_empty())
+        .map(|item| item.trim_matches('\'').to_string())
+        .collect()
+}
+
+/// nix/'s defaults are dockerTools' now: auto layering, and the store layers in dockerTools'
+/// own tar format, the bytes Python's tarfile writes for the real store paths as dockerTools
+/// drives it, a customisation layer last, history as dockerTools writes it; the image rebuilds
+/// the same. `tarCompat = "none"` gives our format.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, python3: cargo test --features tool-tests (.ci/run)"
+)]
+fn store_layers_are_dockertools_own_by_default() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let image = inputs.build(&nix, Some("custom"), &[]);
+    inputs.check(&nix, "custom", &[]);
+    let manifest = archive_manifest(&image);
+    let members = manifest[0]["Layers"].as_array().unwrap();
+    let config: Value = serde_json::from_slice(
+        &tar_member(&image, manifest[0]["Config"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(history.len(), members.len());
+    let store_layers = members.len() - 1;
+    assert!(store_layers >= 2, "{config}");
+    for (index, member) in members[..store_layers].iter().enumerate() {
+        let comment = history[index]["comment"].as_str().unwrap();
+        assert_eq!(
+            history[index].as_object().unwrap().len(),
+            2,
+            "created and comment only"
+        );
+        let paths = paths_of_comment(comment);
+        let ours = tar_member(&image, member.as_str().unwrap()).unwrap();
+        let theirs =
+            crate::tar_compat::oracle_layer(inputs.dir.path(), Path::new(""), &paths, (0, "root"));
+        assert!(
+            ours == theirs,
+            "store layer {index} ({paths:?}) is not what dockerTools writes"
+        );
+    }
+
+    assert!(
+        layer_listings(&image)[0]
+            .iter()
+            .all(|name| name.starts_with('/'))
+    );
+    let ours = inputs.build(
+        &nix,
+        Some("custom"),
+        &["--arg", "extra", "{ tarCompat = \"none\"; }"],
+    );
+    let listing = layer_listings(&ours);
+    assert!(
+        listing.iter().flatten().all(|name| !name.starts_with('/')),
+        "our format's names are relative: {listing:?}"
     );
 }

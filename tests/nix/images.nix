@@ -155,13 +155,15 @@ rec {
   commands = layered.buildLayeredImage (commandsArgs // { compressor = "none"; });
   commandsStream = layered.streamLayeredImage commandsArgs;
   # includeNixDB: the image's own store paths registered in a Nix database.
-  withDb = layered.buildLayeredImage (common // {
+  withDbArgs = common // {
     name = "layered-gen-test/with-db";
     tag = "db";
-    includeNixDB = true;
     compressor = "none";
     extraCommands = "mkdir -m 1777 tmp";
-  });
+  };
+  withDb = layered.buildLayeredImage (withDbArgs // { includeNixDB = true; });
+  # nixpkgs' name for the same image.
+  withDbByName = layered.buildLayeredImageWithNixDb withDbArgs;
   # fakeRootCommands as root under fakeroot, in the tree (the manual's alice example), and
   # with enableFakechroot in a chroot, making a user as shadowSetup and useradd do (the
   # manual's redis example).
