@@ -174,6 +174,45 @@ pub fn base_image(data: &[u8]) {
     }
 }
 
+/// A layer directory's `layer.json` (`--layer`), beside a blob file holding the same bytes:
+/// an accepted one lists plain blob names and distinct paths, and copying a blob checks it.
+pub fn layer_dir(data: &[u8]) {
+    use layered_gen::digest::BlobSource;
+    let dir = tempfile::tempdir().expect("creating a scratch directory");
+    std::fs::write(dir.path().join("layer.json"), data).expect("writing the fuzz input");
+    std::fs::write(dir.path().join("layer.tar.gz"), data).expect("writing the fuzz input");
+    let Ok(layer) = layered_gen::base::prebuilt::PrebuiltLayer::load(dir.path()) else {
+        return;
+    };
+    assert!(
+        !layer.layer.blobs.is_empty(),
+        "a layer without blobs was accepted"
+    );
+    for blob in &layer.layer.blobs {
+        assert!(
+            !blob.file.contains('/'),
+            "a blob name with a slash was accepted"
+        );
+    }
+    for codec in [
+        layered_gen::codec::Codec::None,
+        layered_gen::codec::Codec::Gzip,
+        layered_gen::codec::Codec::Zstd,
+    ] {
+        if let Some(blob) = layer.blob(codec) {
+            // The file holds the JSON itself: whatever it is, it is checked, never trusted.
+            let copied = blob.copy_to(&mut std::io::sink());
+            if let Ok(info) = copied {
+                assert_eq!(
+                    Some(info),
+                    blob.known(),
+                    "a copy that differs from layer.json passed"
+                );
+            }
+        }
+    }
+}
+
 /// A fuzz target: bytes in, a panic on failure.
 pub type Target = fn(&[u8]);
 
@@ -187,4 +226,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("layering_pipeline", layering_pipeline),
     ("manifests", manifests),
     ("base_image", base_image),
+    ("layer_dir", layer_dir),
 ];

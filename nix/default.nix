@@ -206,21 +206,24 @@ let
     # dockerTools image of the same paths has, so registries and hosts store them once. With
     # the other layerings no dockerTools image has those layers, and ours is the format.
     (arg "tarCompat" null (
-      v: args:
-      let
-        compat =
-          if v != null then
-            v
-          else if args.layeringPipeline != null || args.layering == "auto" then
-            "nixpkgs"
-          else
-            "none";
-      in
-      [
+      _: args: [
         "--tar-compat"
-        compat
+        (tarCompatOf args)
       ]
     ))
+    # Layers built before (buildLayer): taken as they are, after the base's; the layer
+    # directories themselves are in the closure only for the paths they hold.
+    (arg "layers" [ ] (
+      v: _:
+      builtins.concatMap (layer: [
+        "--layer"
+        "${layer}"
+        "--exclude"
+        "${layer}"
+      ]) v
+    ))
+    # Read by the functions (planned layers become buildLayer derivations, below).
+    (arg "layerDerivations" false none)
     # debug: the layering in the build log, as dockerTools prints its pipeline's steps.
     (flag "debug" false (v: if v then [ "--print-plan" ] else [ ]))
     (flag "architecture" null (
@@ -274,6 +277,19 @@ let
     ))
     (flag "includeStorePaths" true (v: if v then [ ] else [ "--no-store-paths" ]))
   ];
+
+  # dockerTools' tar format wherever the grouping is one dockerTools makes (see its row).
+  tarCompatOf =
+    given:
+    let
+      args = withDefaults given;
+    in
+    if args.tarCompat != null then
+      args.tarCompat
+    else if args.layeringPipeline != null || args.layering == "auto" then
+      "nixpkgs"
+    else
+      "none";
 
   # A row of imageArguments: `flags` takes the value and every argument; `flag` rows only the
   # value; `none` makes no flag (the argument is read by another row).
@@ -476,11 +492,108 @@ let
   closureRoots =
     args:
     (if hasCommands args then [ (customisation args) ] else l.toList (args.contents or [ ]))
-    ++ [ (configFile args) ];
+    ++ [ (configFile args) ]
+    ++ (args.layers or [ ]);
 
   # The roots that are in the closure only for what they reference: left out of the image.
   excludedRoots =
-    args: [ (configFile args) ] ++ (if hasCommands args then [ (customisation args) ] else [ ]);
+    args:
+    [ (configFile args) ]
+    ++ (if hasCommands args then [ (customisation args) ] else [ ])
+    ++ (args.layers or [ ]);
+
+  # Whether the image ends in a customisation layer (as layered-gen decides it).
+  hasCustomisationLayer =
+    args:
+    l.toList (args.contents or [ ]) != [ ]
+    || hasCommands args
+    || (args.includeNixDB or false)
+    || tarCompatOf args == "nixpkgs";
+
+  # layerDerivations: the image planned in a small derivation, read back at evaluation (import
+  # from derivation), and each planned layer made a buildLayer of exactly its paths. A layer's
+  # derivation depends only on its own paths and the options that decide its bytes, so images
+  # sharing paths share layers, and an update rebuilds only the layers whose paths changed.
+  plannedLayers =
+    given:
+    let
+      args = withDefaults given;
+      plan = layeredGenDerivation {
+        name = "${derivationName args.name}-plan.json";
+        args =
+          [
+            "plan"
+            "--closure"
+            ".attrs.json"
+            "--closure-key"
+            "closure"
+            "--output-from-attrs"
+            ".attrs.json"
+            "--max-layers"
+            (toString args.maxLayers)
+          ]
+          ++ (
+            if args.layeringPipeline != null then
+              [
+                "--layering-pipeline"
+                "${pipelineFile args}"
+              ]
+            else
+              [
+                "--layering"
+                args.layering
+              ]
+          )
+          ++ builtins.concatMap (p: [
+            "--exclude"
+            "${p}"
+          ]) (excludedRoots args)
+          ++ builtins.concatMap (layer: [
+            "--layer"
+            "${layer}"
+          ]) args.layers
+          ++ (
+            if args.fromImage == null then
+              [ ]
+            else
+              [
+                "--from-image"
+                "${args.fromImage}"
+              ]
+          )
+          ++ (if hasCustomisationLayer args then [ "--customisation-layer" ] else [ ]);
+        exportReferencesGraph.closure = imageRoots args;
+      };
+      planned = builtins.fromJSON (builtins.unsafeDiscardStringContext (builtins.readFile plan));
+      storeLayers = builtins.filter (layer: layer.kind == "store") planned.layers;
+      nameOf = path: builtins.substring 33 (-1) (builtins.baseNameOf path);
+    in
+    map (
+      layer:
+      buildLayer {
+        name = nameOf (builtins.head layer.paths);
+        paths = map builtins.storePath layer.paths;
+        tarCompat = tarCompatOf given;
+        inherit (args)
+          mtime
+          uid
+          gid
+          uname
+          gname
+          ;
+      }
+    ) storeLayers;
+
+  # The arguments with layerDerivations turned into layers.
+  withLayerDerivations =
+    given:
+    if given.layerDerivations or false then
+      builtins.removeAttrs given [ "layerDerivations" ]
+      // {
+        layers = (given.layers or [ ]) ++ plannedLayers given;
+      }
+    else
+      given;
 
   # closureRoots, and the Nix database when there is one.
   imageRoots =
@@ -592,6 +705,8 @@ let
       # The derivation that runs extraCommands and fakeRootCommands (null without them): its
       # tree and perms.json are the customisation layer.
       customisationLayer = if hasCommands args then customisation args else null;
+      # The layers it takes as they are (`layers`, and those layerDerivations planned).
+      layers = args.layers or [ ];
     };
 
   compressorFlag =
@@ -609,6 +724,78 @@ let
     gz = ".gz";
     zstd = ".zst";
   };
+  # One layer as a derivation (`layered-gen layer`): its tarball's diff_id, its blob once per
+  # compressor ("gz", "zstd", "none", or a list of them) with digest and size, and the store
+  # paths it holds, in layer.json. Built once, on any builder, substituted from a binary cache
+  # afterwards; images take it with `layers = [ ... ]`, as it is. `deps`: store paths whose
+  # closure goes in, less the paths of `layers` (layers it goes on); `contents`: the same, and
+  # their trees linked at / in the layer, as an image's contents are (a shell layer with
+  # /bin/sh); `paths`: exactly these paths, in this order (what layerDerivations gives). The owner, mtime and tarCompat must be
+  # the image's for the layer to be the one the image would make itself.
+  buildLayer =
+    {
+      deps ? [ ],
+      contents ? [ ],
+      layers ? [ ],
+      paths ? null,
+      compressor ? "gz",
+      name ? null,
+      tarCompat ? "none",
+      mtime ? "1970-01-01T00:00:01Z",
+      uid ? 0,
+      gid ? 0,
+      uname ? "root",
+      gname ? "root",
+    }:
+    layeredGenDerivation {
+      name = if name == null then "layer" else "${name}-layer";
+      args =
+        [
+          "layer"
+          "--closure"
+          ".attrs.json"
+          "--closure-key"
+          "closure"
+          "--output-from-attrs"
+          ".attrs.json"
+          "--quiet"
+          "--mtime"
+          mtime
+          "--uid"
+          (toString uid)
+          "--gid"
+          (toString gid)
+          "--uname"
+          uname
+          "--gname"
+          gname
+          "--tar-compat"
+          tarCompat
+        ]
+        ++ builtins.concatMap (c: [
+          "--compression"
+          (compressorFlag c)
+        ]) (l.toList compressor)
+        ++ builtins.concatMap (layer: [
+          "--layer"
+          "${layer}"
+        ]) layers
+        ++ builtins.concatMap (p: [
+          "--contents"
+          "${p}"
+        ]) (l.toList contents)
+        ++ (
+          if paths == null then
+            [ ]
+          else
+            builtins.concatMap (p: [
+              "--path"
+              "${p}"
+            ]) paths
+        );
+      exportReferencesGraph.closure = (if paths == null then deps else paths) ++ l.toList contents;
+    };
+
 in
 rec {
   # An image file (docker-archive, or an OCI layout with format = "oci"), compressed as a whole
@@ -616,7 +803,7 @@ rec {
   buildLayeredImage =
     given:
     let
-      args = checkArgs "buildLayeredImage" (knownArgs ++ [ "compressor" ]) given;
+      args = withLayerDerivations (checkArgs "buildLayeredImage" (knownArgs ++ [ "compressor" ]) given);
       compressor = args.compressor or "gz";
       format = args.format or "docker-archive";
     in
@@ -663,7 +850,7 @@ rec {
   streamLayeredImage =
     given:
     let
-      args = checkArgs "streamLayeredImage" knownArgs given;
+      args = withLayerDerivations (checkArgs "streamLayeredImage" knownArgs given);
       script = streamScript {
         name = "stream-${derivationName args.name}";
         streamArgs = commonArgs args;
@@ -680,6 +867,8 @@ rec {
         streamScript = script;
       }
     );
+
+  inherit buildLayer;
 
   # nixpkgs' buildLayeredImageWithNixDb: buildLayeredImage with includeNixDB, a Nix database
   # registering the image's store paths so that nix commands work in the container. (nixpkgs

@@ -104,6 +104,8 @@ pub enum Setting {
     CertDir,
     MountFrom,
     CacheDir,
+    Layer,
+    Path,
 }
 
 #[derive(Debug)]

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::codec::Codec;
+use crate::digest::Digest;
+
 /// Media types, OCI and Docker.
 pub mod media_type {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -209,5 +212,63 @@ mod tests {
             serde_json::from_str(r#"{"Config":"c.json","RepoTags":null,"Layers":["a/layer.tar"]}"#)
                 .unwrap();
         assert!(entry.repo_tags.is_empty());
+    }
+}
+
+/// A layer directory (`layered-gen layer`, read by `crate::base::prebuilt`).
+/// The file that describes it.
+pub const LAYER_JSON: &str = "layer.json";
+/// The version of that file's format.
+pub const LAYER_FORMAT: u32 = 1;
+/// `layer.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LayerFile {
+    pub layered_gen_layer: u32,
+    /// The digest of the uncompressed tarball.
+    pub diff_id: Digest,
+    /// Its length.
+    pub tar_size: u64,
+    /// The store paths it holds, in the order it holds them.
+    pub paths: Vec<String>,
+    /// The same tarball, once per compression.
+    pub blobs: Vec<StoredBlob>,
+}
+
+/// One blob of a layer directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoredBlob {
+    pub compression: BlobCompression,
+    pub digest: Digest,
+    pub size: u64,
+    /// Its file name in the directory.
+    pub file: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobCompression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl BlobCompression {
+    pub fn codec(self) -> Codec {
+        match self {
+            BlobCompression::None => Codec::None,
+            BlobCompression::Gzip => Codec::Gzip,
+            BlobCompression::Zstd => Codec::Zstd,
+        }
+    }
+
+    /// The blob's file name in a layer directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            BlobCompression::None => "layer.tar",
+            BlobCompression::Gzip => "layer.tar.gz",
+            BlobCompression::Zstd => "layer.tar.zst",
+        }
     }
 }

@@ -197,6 +197,9 @@ enum Contents {
         roots: Vec<(PathBuf, Vec<u8>)>,
         /// The sizes of the regular files the first walk found, in walk order.
         file_sizes: Vec<u64>,
+        /// Entries made in memory after the store paths: the links a layer directory's
+        /// contents make at `/` (directories and symlinks only).
+        tail: Vec<Entry>,
     },
 }
 
@@ -358,6 +361,7 @@ impl LayerTree {
             parents,
             roots,
             file_sizes: Vec::new(),
+            tail: Vec::new(),
         };
         // The first walk: every file checked, the length counted, file sizes kept, the
         // headers hashed. Store paths are walked side by side (a layer may hold most of the
@@ -428,14 +432,66 @@ impl LayerTree {
     fn visit(&self, f: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
         match &self.contents {
             Contents::Listed(entries) => entries.iter().try_for_each(f),
-            Contents::Walked { parents, roots, .. } => {
+            Contents::Walked {
+                parents,
+                roots,
+                tail,
+                ..
+            } => {
                 parents.iter().try_for_each(&mut *f)?;
                 for (source, name) in roots {
                     walk(source, name.clone(), self.compat, f)?;
                 }
-                Ok(())
+                tail.iter().try_for_each(f)
             }
         }
+    }
+
+    /// The store paths' layer with `links` (a layer built in memory of directories and
+    /// symlinks, root's: the links contents make at `/`) after them, as one tarball.
+    pub fn with_links(mut self, links: LayerTree) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        let Contents::Listed(entries) = links.contents else {
+            return Ok(self);
+        };
+        let mut added = 0;
+        let mut headers = Sha256::new();
+        headers.update(
+            self.headers_digest
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        let mut linked = Vec::with_capacity(entries.len());
+        for mut entry in entries {
+            if entry.kind == Kind::File {
+                return Err(Error::value(format!(
+                    "{} is a file; the links of a layer's contents are directories and symlinks",
+                    shown(&String::from_utf8_lossy(&entry.name))
+                )));
+            }
+            entry.owner.get_or_insert_with(|| {
+                Box::new(Owner {
+                    uid: links.uid,
+                    gid: links.gid,
+                    uname: String::from_utf8_lossy(&links.uname).into_owned(),
+                    gname: String::from_utf8_lossy(&links.gname).into_owned(),
+                })
+            });
+            let header = self.header(&entry);
+            added += self.dialect.entry_len(&header);
+            hash_header(&mut headers, &header);
+            linked.push(entry);
+        }
+        let Contents::Walked { tail, .. } = &mut self.contents else {
+            return Ok(self);
+        };
+        tail.extend(linked);
+        let entries_len = self.length - self.end_len + added;
+        self.end_len = self.dialect.end_len(entries_len);
+        self.length = entries_len + self.end_len;
+        self.headers_digest = Some(crate::digest::digest_name(headers).to_string());
+        Ok(self)
     }
 
     /// The entries of a layer built in memory (empty for walked layers).

@@ -60,10 +60,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.plan.options(true),
                 args.base.options().as_ref(),
                 args.architecture.as_ref(),
+                &args.layers,
                 args.customisation_layer,
             )?;
-            print_stdout(&json).map(done)
+            match args.output.path()? {
+                Some(path) => commands::write_file(&path, &json).map(done),
+                None => print_stdout(&json).map(done),
+            }
         }
+        Some(Command::Layer(args)) => commands::layer(args).map(done),
         Some(Command::StreamScript { attrs }) => {
             attrs::write_stream_script(&attrs).map(|_script| ExitCode::SUCCESS)
         }

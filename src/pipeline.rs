@@ -1,12 +1,14 @@
 //! The stages in order, as the command line runs them: closure → plan → base → layers → config
 //! → output. Each stage is its own module; this one only hands data from one to the next.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::thread::Scope;
 
 use rayon::prelude::*;
 
+use crate::base::prebuilt::{self, PrebuiltBlob, PrebuiltLayer};
 use crate::base::{BaseBlob, BaseImage, BaseLayers, BaseOptions, SpooledTar};
 use crate::closure::{ClosureGraph, LoadOptions};
 use crate::codec::Codec;
@@ -16,7 +18,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result, Setting, shown};
 use crate::export;
 pub use crate::export::Exported;
-use crate::image_spec::PlatformSpec;
+use crate::image_spec::{BlobCompression, LayerFile, PlatformSpec};
 use crate::layer::{self, Customisation, LayerOptions, LayerTree, TarCompat};
 use crate::output::{
     self, BlobSource, CacheKey, Compression, Format, ImageSource, IndexWritten, LayerSet,
@@ -62,12 +64,110 @@ pub struct BuildOptions {
     pub output: OutputOptions,
     pub base: Option<BaseOptions>,
     pub base_layers: BaseLayers,
+    /// Layer directories (`layered-gen layer`) that go after the base's, as they are.
+    pub prebuilt: Vec<PathBuf>,
 }
 
-/// Reads the closure and plans its layers around the base's and the customisation layer.
+/// What `layered-gen layer` makes: one layer directory (see [`crate::base::prebuilt`]).
+#[derive(Clone, Debug)]
+pub struct LayerDirOptions {
+    pub closures: Vec<PathBuf>,
+    pub load: LoadOptions,
+    /// Layers this one goes on: their store paths are left out of it.
+    pub below: Vec<PathBuf>,
+    /// Exactly these store paths, in this order (a planned layer); empty: the whole closure
+    /// but the paths of `below`, in nixpkgs' order (by name, then hash).
+    pub paths: Vec<String>,
+    /// Store paths whose trees are linked at `/` in the layer, as an image's contents are.
+    pub contents: Vec<String>,
+    pub compressions: Vec<BlobCompression>,
+    pub layer: LayerOptions,
+    pub output: PathBuf,
+}
+
+/// Builds one layer directory: its store paths chosen, walked, and written once per
+/// compression.
+pub fn build_layer_dir(options: &LayerDirOptions) -> Result<LayerFile> {
+    let graph = ClosureGraph::load(&options.closures, &options.load)?;
+    let below = options
+        .below
+        .iter()
+        .map(|dir| PrebuiltLayer::load(dir))
+        .collect::<Result<Vec<_>>>()?;
+    prebuilt::check_apart(&below)?;
+    let held: HashMap<&str, &PrebuiltLayer> = below
+        .iter()
+        .flat_map(|l| l.layer.paths.iter().map(move |p| (p.as_str(), l)))
+        .collect();
+    let paths: Vec<&str> = if options.paths.is_empty() {
+        let mut paths: Vec<&str> = graph
+            .paths()
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !held.contains_key(p))
+            .collect();
+        paths.sort_by(|a, b| plan::path_key(a).cmp(&plan::path_key(b)));
+        paths
+    } else {
+        let mut seen = HashSet::new();
+        for path in &options.paths {
+            if graph.index_of(path).is_none() {
+                return Err(Error::value(format!(
+                    "the store path {} is not in the closure",
+                    shown(path)
+                ))
+                .about(Setting::Path));
+            }
+            if let Some(layer) = held.get(path.as_str()) {
+                return Err(Error::value(format!(
+                    "the store path {} is in the layer {} already",
+                    shown(path),
+                    layer.describe()
+                ))
+                .about(Setting::Path));
+            }
+            if !seen.insert(path.as_str()) {
+                return Err(
+                    Error::value(format!("the store path {} is given twice", shown(path)))
+                        .about(Setting::Path),
+                );
+            }
+        }
+        options.paths.iter().map(String::as_str).collect()
+    };
+    if paths.is_empty() {
+        return Err(Error::value(
+            "the layer would hold no store path: every path of the closure is in the layers it              goes on",
+        )
+        .about(Setting::Layer));
+    }
+    for path in &options.contents {
+        if graph.index_of(path).is_none() {
+            return Err(Error::value(format!(
+                "the contents {} is not in the closure",
+                shown(path)
+            ))
+            .about(Setting::Contents));
+        }
+    }
+    layer::check_sources(paths.iter().copied(), &options.layer)?;
+    let mut tree = LayerTree::for_store_paths(graph.store_dir(), &paths, &options.layer)?;
+    if !options.contents.is_empty() {
+        let links = Customisation {
+            contents: options.contents.clone(),
+            ..Customisation::default()
+        };
+        tree = tree.with_links(links.layer(&options.layer)?)?;
+    }
+    output::write_layer_dir(&options.output, &tree, &paths, &options.compressions)
+}
+
+/// Reads the closure and plans its layers around the base's, the prebuilt ones (whose paths
+/// are left out of the plan) and the customisation layer.
 pub fn plan(
     options: &PlanOptions,
     base_layers: usize,
+    prebuilt: &[PrebuiltLayer],
     customisation_layer: bool,
 ) -> Result<(ClosureGraph, Plan)> {
     let graph = ClosureGraph::load(
@@ -78,11 +178,17 @@ pub fn plan(
             exclude: options.exclude.clone(),
         },
     )?;
+    let graph = without_prebuilt(graph, prebuilt)?;
     let budget = Budget {
         max_layers: options.max_layers,
         base_layers,
+        prebuilt_layers: prebuilt.len(),
         customisation_layer,
     };
+    if graph.is_empty() && !prebuilt.is_empty() {
+        budget.check_without_store_layers()?;
+        return Ok((graph, Plan::empty(budget, options.layering)));
+    }
     let previous = options
         .previous_plan
         .as_deref()
@@ -104,19 +210,55 @@ pub fn plan(
     Ok((graph, plan))
 }
 
+/// The graph without the paths prebuilt layers hold. Each must be in the closure: a layer's
+/// paths reference paths the image must also hold, which only the closure vouches for.
+fn without_prebuilt(graph: ClosureGraph, prebuilt: &[PrebuiltLayer]) -> Result<ClosureGraph> {
+    if prebuilt.is_empty() {
+        return Ok(graph);
+    }
+    let mut held = vec![false; graph.len()];
+    for layer in prebuilt {
+        for path in &layer.layer.paths {
+            match graph.index_of(path) {
+                Some(x) => held[x] = true,
+                None => {
+                    return Err(Error::value(format!(
+                        "the layer {} holds {}, which is not in the closure: give the closure \
+                         of the image with the layer's paths in it",
+                        layer.describe(),
+                        shown(path)
+                    ))
+                    .about(Setting::Layer));
+                }
+            }
+        }
+    }
+    let keep: Vec<usize> = (0..graph.len()).filter(|&x| !held[x]).collect();
+    let edges: Vec<(usize, usize)> = (0..graph.len())
+        .flat_map(|a| graph.references(a).iter().map(move |&b| (a, b)))
+        .collect();
+    graph.part(&keep, edges.into_iter())
+}
+
 /// `layered-gen plan`: the plan as JSON, base layers first.
 pub fn plan_json(
     options: &PlanOptions,
     base: Option<&BaseOptions>,
     platform: Option<&Platform>,
+    prebuilt: &[PathBuf],
     customisation_layer: bool,
 ) -> Result<String> {
+    let prebuilt = prebuilt
+        .iter()
+        .map(|dir| PrebuiltLayer::load(dir))
+        .collect::<Result<Vec<_>>>()?;
+    prebuilt::check_apart(&prebuilt)?;
     let base = base
         // `plan` writes no image: a whole-compressed base is spooled under $TMPDIR.
         .map(|b| BaseImage::load(b, platform, &std::env::temp_dir()))
         .transpose()?;
     let base_layers = base_layers_json(base.as_ref());
-    let (graph, plan) = plan(options, base_layers.len(), customisation_layer)?;
+    let (graph, plan) = plan(options, base_layers.len(), &prebuilt, customisation_layer)?;
     plan.to_json(&graph, &base_layers)
 }
 
@@ -307,14 +449,21 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
     custom.check()?;
     let base = load_base(options)?;
     let base_count = base.as_ref().map_or(0, |b| b.layers.len());
-    let (graph, plan) = plan(&options.plan, base_count, has_customisation_layer(options))?;
+    let prebuilt = load_prebuilt(options)?;
+    let (graph, plan) = plan(
+        &options.plan,
+        base_count,
+        &prebuilt,
+        has_customisation_layer(options),
+    )?;
     if options.print_plan {
         let json = plan.to_json(&graph, &base_layers_json(base.as_ref()))?;
         writeln!(std::io::stderr(), "{json}")
             .map_err(|e| Error::io("writing", Path::new("standard error"), e))?;
     }
     for path in &custom.contents {
-        if graph.index_of(path).is_none() {
+        let prebuilt_holds = |path: &String| prebuilt.iter().any(|l| l.layer.paths.contains(path));
+        if graph.index_of(path).is_none() && !prebuilt_holds(path) {
             return Err(Error::value(format!(
                 "the contents {} is not in the closure; the closure must include the contents \
                  (export their references graph)",
@@ -333,12 +482,53 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
         built.iter().map(|l| l.tree.tar_len()).sum(),
     );
     let image = Image {
-        layers: image_layers(base.as_ref(), built, &progress, options)?,
+        layers: image_layers(base.as_ref(), &prebuilt, built, &progress, options)?,
         config: image_config(base.as_ref(), options)?,
     };
     let written = output::write_image(&image, &options.output);
     progress.finish();
     written
+}
+
+/// Reads the prebuilt layers, checks that they hold different paths, and picks the blob each
+/// gives the destination (see [`prebuilt_blob`]).
+fn load_prebuilt(options: &BuildOptions) -> Result<Vec<PrebuiltLayer>> {
+    let layers = options
+        .prebuilt
+        .iter()
+        .map(|dir| PrebuiltLayer::load(dir))
+        .collect::<Result<Vec<_>>>()?;
+    prebuilt::check_apart(&layers)?;
+    for layer in &layers {
+        prebuilt_blob(layer, options)?;
+    }
+    Ok(layers)
+}
+
+/// The blob of a prebuilt layer the image takes: the one compressed as the destination's layers
+/// are; into a docker-archive of plain layers, its gzip one (docker load and skopeo read
+/// compressed members, so nothing is decompressed or compressed again).
+fn prebuilt_blob<'a>(layer: &'a PrebuiltLayer, options: &BuildOptions) -> Result<PrebuiltBlob<'a>> {
+    let destination = &options.output.destination;
+    let wanted = destination.layer_compression().codec();
+    let docker_archive = destination.format() == Format::DockerArchive;
+    layer
+        .blob(wanted)
+        .or_else(|| match (docker_archive, wanted) {
+            (true, Codec::None) => layer.blob(Codec::Gzip),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Error::value(format!(
+                "the layer {} has {} blobs, and this image's layers are {}: build the layer \
+                 with that compression too (layered-gen layer --compression, buildLayer's \
+                 compressor)",
+                layer.describe(),
+                layer.compressions(),
+                wanted.name()
+            ))
+            .about(Setting::Layer)
+        })
 }
 
 /// Reads the base image, if any, and checks that the output can carry its layers.
@@ -391,7 +581,7 @@ fn build_layers(
     plan: &Plan,
     options: &BuildOptions,
 ) -> Result<Vec<BuiltLayer>> {
-    let first_index = plan.budget.base_layers;
+    let first_index = plan.budget.base_layers + plan.budget.prebuilt_layers;
     // Plain output leaves the workers idle: they read the layers' files too.
     let layer_options = LayerOptions {
         parallel_reads: options.output.destination.layer_compression() == Compression::None
@@ -454,9 +644,16 @@ fn build_layers(
     Ok(built)
 }
 
-/// The image's layers as the output stage takes them: the base's, then ours.
+/// Strings as the comment functions take them.
+fn strs(paths: &[String]) -> Vec<&str> {
+    paths.iter().map(String::as_str).collect()
+}
+
+/// The image's layers as the output stage takes them: the base's, the prebuilt ones, then
+/// ours.
 fn image_layers<'a>(
     base: Option<&'a BaseImage>,
+    prebuilt: &'a [PrebuiltLayer],
     built: Vec<BuiltLayer>,
     progress: &Progress,
     options: &BuildOptions,
@@ -471,6 +668,16 @@ fn image_layers<'a>(
                 BaseLayers::Keep => ImageLayer::Base(base.blob(index)),
             });
         }
+    }
+    for layer in prebuilt {
+        let comment = match options.layer.tar_compat {
+            TarCompat::None => config::store_layer_comment(&strs(&layer.layer.paths)),
+            TarCompat::Nixpkgs => config::nixpkgs_layer_comment(&strs(&layer.layer.paths)),
+        };
+        layers.push(ImageLayer::Prebuilt(
+            prebuilt_blob(layer, options)?,
+            comment,
+        ));
     }
     layers.extend(built.into_iter().map(|layer| {
         ImageLayer::Built(Box::new(Labelled {
@@ -500,6 +707,8 @@ fn image_config(base: Option<&BaseImage>, options: &BuildOptions) -> Result<Imag
 /// The image's layers as the pipeline holds them.
 enum ImageLayer<'a> {
     Base(BaseBlob<'a>),
+    /// A prebuilt layer's blob, and its history comment.
+    Prebuilt(PrebuiltBlob<'a>, String),
     DecompressedBase(SpooledTar),
     Built(Box<Labelled>),
 }
@@ -517,6 +726,7 @@ impl LayerSet for Image<'_> {
     fn layer(&self, index: usize) -> Result<LayerSource<'_>> {
         Ok(match &self.layers[index] {
             ImageLayer::Base(blob) => LayerSource::Blob(blob),
+            ImageLayer::Prebuilt(blob, _) => LayerSource::Blob(blob),
             ImageLayer::DecompressedBase(tar) => LayerSource::Tar(tar),
             ImageLayer::Built(tar) => LayerSource::Tar(tar.as_ref()),
         })
@@ -530,7 +740,7 @@ impl LayerSet for Image<'_> {
 
     fn layer_key(&self, index: usize) -> Option<CacheKey> {
         match &self.layers[index] {
-            ImageLayer::Base(_) => None,
+            ImageLayer::Base(_) | ImageLayer::Prebuilt(..) => None,
             // A base layer is named by its content; decompressed, it is that content.
             ImageLayer::DecompressedBase(tar) => Some(CacheKey::new(
                 format!("decompressed base layer {}", tar.diff_id),
@@ -550,6 +760,7 @@ impl ImageSource for Image<'_> {
             .layers
             .iter()
             .filter_map(|l| match l {
+                ImageLayer::Prebuilt(_, comment) => Some(comment.clone()),
                 ImageLayer::Built(built) => Some(built.layer.comment.clone()),
                 _ => None,
             })

@@ -11,6 +11,7 @@
 //! manifest (or its content-addressed name) and its uncompressed digest against the config's
 //! `diff_ids`. A mismatch is an error naming the layer.
 
+pub mod prebuilt;
 mod store;
 
 use std::io::{self, Read, Write};
@@ -623,80 +624,114 @@ impl BaseBlob<'_> {
     /// `plain_out`, both digests computed and checked on the way.
     fn copy(
         &self,
-        mut stored_out: Option<&mut dyn Write>,
-        mut plain_out: Option<&mut dyn Write>,
+        stored_out: Option<&mut dyn Write>,
+        plain_out: Option<&mut dyn Write>,
     ) -> Result<BlobInfo> {
         let store = &self.image.store;
         let name = &self.layer.name;
         let at = format!("{}: layer {}", shown(&store.describe()), shown(name));
-        let fail = |what: String| Error::input(&at, what).about(Setting::FromImage);
         let (mut reader, _) = store.open(name)?;
-        let mut stored = HashingWriter::new(io::sink());
-        let mut sink: Box<dyn Write + '_> = match plain_out.take() {
-            Some(out) => Box::new(out),
-            None => Box::new(io::sink()),
-        };
-        let mut plain = HashingWriter::new(&mut sink);
-        {
-            let mut decoder = self
-                .layer
-                .codec
-                .decoding_writer(&mut plain)
-                .map_err(|e| fail(format!("it does not decompress: {e}")))?;
-            let mut buffer = vec![0u8; 1 << 20];
-            loop {
-                let n = reader
-                    .read(&mut buffer)
-                    .map_err(|e| fail(format!("reading: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                let chunk = &buffer[..n];
-                stored.write_all(chunk).map_err(|e| fail(e.to_string()))?;
-                if let Some(out) = stored_out.as_mut() {
-                    out.write_all(chunk)
-                        .map_err(|e| Error::write("the image", e))?;
-                }
-                decoder
-                    .write_all(chunk)
-                    .map_err(|e| fail(format!("it does not decompress: {e}")))?;
+        copy_checked(
+            &mut reader,
+            self.layer.codec,
+            Expected {
+                digest: self.layer.digest.as_deref(),
+                diff_id: self.layer.diff_id.as_deref(),
+                size: None,
+                by: "the image",
+            },
+            stored_out,
+            plain_out,
+            (&at, |at, message| Error::damaged(at, message)),
+        )
+        .map_err(|e| e.about(Setting::FromImage))
+    }
+}
+
+/// What a stored blob must turn out to be; `by` names who says so.
+pub(crate) struct Expected<'a> {
+    pub digest: Option<&'a str>,
+    pub diff_id: Option<&'a str>,
+    pub size: Option<u64>,
+    pub by: &'a str,
+}
+
+/// Copies a stored blob once: its bytes to `stored_out`, decompressed to `plain_out`, both
+/// digests (and the size) computed on the way and checked against `expected`. Errors are about
+/// `at`; a blob that is not what it should be is reported by `damaged`.
+pub(crate) fn copy_checked(
+    reader: &mut dyn Read,
+    codec: Codec,
+    expected: Expected,
+    mut stored_out: Option<&mut dyn Write>,
+    mut plain_out: Option<&mut dyn Write>,
+    (at, damaged): (&str, fn(&str, String) -> Error),
+) -> Result<BlobInfo> {
+    let fail = |what: String| Error::input(at, what);
+    let mut stored = HashingWriter::new(io::sink());
+    let mut sink: Box<dyn Write + '_> = match plain_out.take() {
+        Some(out) => Box::new(out),
+        None => Box::new(io::sink()),
+    };
+    let mut plain = HashingWriter::new(&mut sink);
+    {
+        let mut decoder = codec
+            .decoding_writer(&mut plain)
+            .map_err(|e| fail(format!("it does not decompress: {e}")))?;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = reader
+                .read(&mut buffer)
+                .map_err(|e| fail(format!("reading: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buffer[..n];
+            stored.write_all(chunk).map_err(|e| fail(e.to_string()))?;
+            if let Some(out) = stored_out.as_mut() {
+                out.write_all(chunk)
+                    .map_err(|e| Error::write("the image", e))?;
             }
             decoder
-                .flush()
+                .write_all(chunk)
                 .map_err(|e| fail(format!("it does not decompress: {e}")))?;
         }
-        let (_, diff_id, _) = plain.finish();
-        let (_, digest, size) = stored.finish();
-        if let Some(expected) = &self.layer.digest {
-            if digest != *expected {
-                return Err(Error::damaged(
-                    &at,
-                    format!(
-                        "its digest is {digest}, but the image says {}",
-                        shown(expected)
-                    ),
-                )
-                .about(Setting::FromImage));
-            }
-        }
-        if let Some(expected) = &self.layer.diff_id {
-            if diff_id != *expected {
-                return Err(Error::damaged(
-                    &at,
-                    format!(
-                        "its uncompressed digest is {diff_id}, but the config's diff_id is {}",
-                        shown(expected)
-                    ),
-                )
-                .about(Setting::FromImage));
-            }
-        }
-        Ok(BlobInfo {
-            diff_id,
-            digest,
-            size,
-        })
+        decoder
+            .flush()
+            .map_err(|e| fail(format!("it does not decompress: {e}")))?;
     }
+    let (_, diff_id, _) = plain.finish();
+    let (_, digest, size) = stored.finish();
+    let by = expected.by;
+    let damaged = |message: String| damaged(at, message);
+    if let Some(want) = expected.size {
+        if size != want {
+            return Err(damaged(format!(
+                "it holds {size} bytes, but {by} says {want}"
+            )));
+        }
+    }
+    if let Some(want) = expected.digest {
+        if digest != *want {
+            return Err(damaged(format!(
+                "its digest is {digest}, but {by} says {}",
+                shown(want)
+            )));
+        }
+    }
+    if let Some(want) = expected.diff_id {
+        if diff_id != *want {
+            return Err(damaged(format!(
+                "its uncompressed digest is {diff_id}, but {by}'s diff_id is {}",
+                shown(want)
+            )));
+        }
+    }
+    Ok(BlobInfo {
+        diff_id,
+        digest,
+        size,
+    })
 }
 
 impl BlobSource for BaseBlob<'_> {

@@ -9,6 +9,7 @@ use layered_gen::base::BaseLayers;
 use layered_gen::codec::Codec;
 use layered_gen::config::{self, BaseConfig, Platform};
 use layered_gen::error::Setting;
+use layered_gen::image_spec::BlobCompression;
 use layered_gen::layer::TarCompat;
 use layered_gen::output::Format;
 use layered_gen::plan::Layering;
@@ -39,6 +40,12 @@ pub enum Command {
     ///
     /// Example: layered-gen plan --closure closure --max-layers 100
     Plan(PlanCommand),
+    /// Build one layer as a directory (layer.json and its blobs, compressed once per
+    /// --compression), for images to take as it is with --layer: nix/'s buildLayer, built once
+    /// on any builder and substituted from a binary cache afterwards.
+    ///
+    /// Example: layered-gen layer --closure .attrs.json --closure-key closure -o layer
+    Layer(LayerCommand),
     /// Put several images into one docker-archive, as dockerTools' mergeImages: layers they
     /// share are stored once, every image keeps its tags, `docker load` loads them all.
     ///
@@ -312,6 +319,42 @@ pub struct BaseArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct LayerCommand {
+    #[command(flatten)]
+    pub closure: ClosureArgs,
+
+    /// A layer this one goes on (a `layered-gen layer` directory): its store paths are left out
+    /// of this one. Repeat for several. Example: --layer /nix/store/...-glibc-layer
+    #[arg(long = "layer", value_name = "DIR")]
+    pub below: Vec<PathBuf>,
+
+    /// Exactly this store path, in this order (a planned layer); repeat for several. Default:
+    /// every path of the closure but those of --layer, by name. Example: --path /nix/store/...-hello-2.12
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+
+    /// A store path whose tree is linked at / in the layer (its closure goes in as the
+    /// closure's does), as an image's --contents. Example: --contents /nix/store/...-busybox
+    #[arg(long = "contents", value_name = "PATH")]
+    pub contents: Vec<String>,
+
+    /// A blob to write, compressed so; repeat for several blobs of the same tarball (default
+    /// gzip). Example: --compression gzip --compression zstd
+    #[arg(long = "compression", value_enum, value_name = "CODEC", default_values_t = [BlobCompression::Gzip])]
+    pub compressions: Vec<BlobCompression>,
+
+    #[command(flatten)]
+    pub layer: LayerArgs,
+
+    #[command(flatten)]
+    pub output: OutputPathArgs,
+
+    /// Print nothing but errors. Example: --quiet
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct PlanCommand {
     #[command(flatten)]
     pub plan: PlanArgs,
@@ -328,6 +371,16 @@ pub struct PlanCommand {
     /// --remove has. Example: --customisation-layer
     #[arg(long)]
     pub customisation_layer: bool,
+
+    /// A layer the image takes as it is (`layered-gen layer`): its paths are left out of the
+    /// plan and it counts toward --max-layers, as with the build's --layer.
+    /// Example: --layer /nix/store/...-glibc-layer
+    #[arg(long = "layer", value_name = "DIR")]
+    pub layers: Vec<PathBuf>,
+
+    /// Write the plan to this file instead of stdout.
+    #[command(flatten)]
+    pub output: OutputPathArgs,
 }
 
 #[derive(Args, Debug)]
@@ -390,50 +443,14 @@ pub struct BuildArgs {
     #[arg(long)]
     pub docker_legacy: bool,
 
-    /// mtime of every entry: seconds since 1970, an RFC 3339 time (as dockerTools' mtime) or
-    /// `now` (default: $SOURCE_DATE_EPOCH, else 1 like the Nix store).
-    /// Example: --mtime 1700000000
-    #[arg(
-        long,
-        value_name = "TIME",
-        env = "SOURCE_DATE_EPOCH",
-        default_value_t = 1,
-        value_parser = parse_mtime
-    )]
-    pub mtime: u64,
+    #[command(flatten)]
+    pub layer: LayerArgs,
 
-    /// Owner of the store paths' entries; the customisation layer's are root's unless --perms
-    /// says otherwise, as in dockerTools. Example: --uid 0
-    #[arg(long, default_value_t = 0)]
-    pub uid: u32,
-
-    /// Group of the store paths' entries (the customisation layer's: root's group).
-    /// Example: --gid 0
-    #[arg(long, default_value_t = 0)]
-    pub gid: u32,
-
-    /// Owner name of the store paths' entries (dockerTools' uname; default none: numbers
-    /// only). Example: --uname root
-    #[arg(long, value_name = "NAME", default_value = "")]
-    pub uname: String,
-
-    /// Group name of the store paths' entries (dockerTools' gname; default none).
-    /// Example: --gname root
-    #[arg(long, value_name = "NAME", default_value = "")]
-    pub gname: String,
-
-    /// Whose tar format the store layers follow: ours (`none`), or nixpkgs' dockerTools byte
-    /// for byte (`nixpkgs`: absolute names, the files' own modes, Python tarfile's headers), so
-    /// that layers are the same blobs as a dockerTools image's of the same paths. With
-    /// `nixpkgs` the customisation layer is always there, as in dockerTools, and the history
-    /// is written as dockerTools writes it. Example: --tar-compat nixpkgs
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = TarCompat::None)]
-    pub tar_compat: TarCompat,
-
-    /// Read the store paths under this directory (a chroot store): /nix/store/x is read from
-    /// DIR/nix/store/x. Example: --store-root examples/tiny/root
-    #[arg(long, value_name = "DIR")]
-    pub store_root: Option<PathBuf>,
+    /// A layer built before the image (`layered-gen layer`, nix/'s buildLayer): its blob goes in
+    /// as it is, after the base's layers, and its store paths are left out of the plan. Repeat
+    /// for several, in order. Example: --layer /nix/store/...-glibc-layer
+    #[arg(long = "layer", value_name = "DIR")]
+    pub layers: Vec<PathBuf>,
 
     /// Platform: a GOARCH name (amd64, arm64, arm/v7, ...) or a Nix system (x86_64-linux, ...);
     /// default: the base image's, else this machine's. Example: --architecture aarch64-linux
@@ -497,6 +514,68 @@ pub struct BuildArgs {
 }
 
 /// How to reach a registry (`-o docker://…`).
+/// What goes into every entry of a store layer: its time, owner and format.
+#[derive(Args, Debug)]
+pub struct LayerArgs {
+    /// mtime of every entry: seconds since 1970, an RFC 3339 time (as dockerTools' mtime) or
+    /// `now` (default: $SOURCE_DATE_EPOCH, else 1 like the Nix store).
+    /// Example: --mtime 1700000000
+    #[arg(
+        long,
+        value_name = "TIME",
+        env = "SOURCE_DATE_EPOCH",
+        default_value_t = 1,
+        value_parser = parse_mtime
+    )]
+    pub mtime: u64,
+
+    /// Owner of the store paths' entries; the customisation layer's are root's unless --perms
+    /// says otherwise, as in dockerTools. Example: --uid 0
+    #[arg(long, default_value_t = 0)]
+    pub uid: u32,
+
+    /// Group of the store paths' entries (the customisation layer's: root's group).
+    /// Example: --gid 0
+    #[arg(long, default_value_t = 0)]
+    pub gid: u32,
+
+    /// Owner name of the store paths' entries (dockerTools' uname; default none: numbers
+    /// only). Example: --uname root
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub uname: String,
+
+    /// Group name of the store paths' entries (dockerTools' gname; default none).
+    /// Example: --gname root
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub gname: String,
+
+    /// Whose tar format the store layers follow: ours (`none`), or nixpkgs' dockerTools byte
+    /// for byte (`nixpkgs`: absolute names, the files' own modes, Python tarfile's headers), so
+    /// that layers are the same blobs as a dockerTools image's of the same paths. With
+    /// `nixpkgs` the customisation layer is always there, as in dockerTools, and the history
+    /// is written as dockerTools writes it. Example: --tar-compat nixpkgs
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = TarCompat::None)]
+    pub tar_compat: TarCompat,
+
+    /// Read the store paths under this directory (a chroot store): /nix/store/x is read from
+    /// DIR/nix/store/x. Example: --store-root examples/tiny/root
+    #[arg(long, value_name = "DIR")]
+    pub store_root: Option<PathBuf>,
+}
+
+/// Where a command writes a file or directory it makes (default, for `plan`: stdout).
+#[derive(Args, Debug)]
+pub struct OutputPathArgs {
+    /// Where to write it. Example: -o layer
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Write to the output path `out` of a structured-attrs derivation (its .attrs.json), for
+    /// layered-gen as a Nix builder. Example: --output-from-attrs .attrs.json
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    pub output_from_attrs: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct PushArgs {
     /// Registry credentials (before any auth file: REGISTRY_AUTH_FILE,
@@ -622,6 +701,8 @@ pub fn flag(setting: Setting, command: CommandKind) -> &'static str {
         Setting::CertDir => "--cert-dir",
         Setting::MountFrom => "--mount-from",
         Setting::CacheDir => "--cache-dir",
+        Setting::Layer => "--layer",
+        Setting::Path => "--path",
     }
 }
 

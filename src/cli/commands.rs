@@ -7,7 +7,8 @@ use layered_gen::error::{Error, Result};
 use layered_gen::pipeline;
 
 use super::args::{
-    BuildArgs, CommandKind, DiffCommand, ExportCommand, IndexCommand, MergeCommand, flag,
+    BuildArgs, CommandKind, DiffCommand, ExportCommand, IndexCommand, LayerCommand, MergeCommand,
+    flag,
 };
 
 pub fn build(args: BuildArgs) -> Result<()> {
@@ -20,6 +21,29 @@ pub fn build(args: BuildArgs) -> Result<()> {
             "layered-gen: wrote {} ({} layers) to {place}",
             written.references().join(", "),
             written.layers.len()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a small output file whole (the plan), with a final newline.
+pub fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(path, format!("{text}\n"))
+        .map_err(|e| Error::io("writing", path, e).about(layered_gen::error::Setting::Output))
+}
+
+/// `layered-gen layer`: one layer directory.
+pub fn layer(args: LayerCommand) -> Result<()> {
+    let quiet = args.quiet;
+    let options = args.resolve()?;
+    let layer = pipeline::build_layer_dir(&options)?;
+    if !quiet {
+        eprintln!(
+            "layered-gen: wrote a layer of {} store paths ({}, {} bytes of tar) to {}",
+            layer.paths.len(),
+            layer.diff_id,
+            layer.tar_size,
+            options.output.display()
         );
     }
     Ok(())

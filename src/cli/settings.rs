@@ -5,6 +5,7 @@
 //! flags name and what depends on the terminal.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use layered_gen::base::BaseOptions;
 use layered_gen::closure::LoadOptions;
@@ -16,12 +17,67 @@ use layered_gen::output::{
     self, Compression, ConnectOptions, Credentials, Destination, OutputOptions, PushOptions,
     Repository, Sources,
 };
-use layered_gen::pipeline::{BuildOptions, ExportOptions, IndexOptions, MergeOptions, PlanOptions};
+use layered_gen::pipeline::{
+    BuildOptions, ExportOptions, IndexOptions, LayerDirOptions, MergeOptions, PlanOptions,
+};
 
 use super::args::{
-    BaseArgs, BuildArgs, ClosureArgs, ExportCommand, IndexCommand, MergeCommand, PlanArgs,
-    PushArgs, StreamOutputArgs,
+    BaseArgs, BuildArgs, ClosureArgs, ExportCommand, IndexCommand, LayerArgs, LayerCommand,
+    MergeCommand, OutputPathArgs, PlanArgs, PushArgs, StreamOutputArgs,
 };
+
+impl LayerArgs {
+    /// The layer options (the pipeline decides `parallel_reads` from the output).
+    pub fn options(self) -> LayerOptions {
+        LayerOptions {
+            mtime: self.mtime,
+            uid: self.uid.into(),
+            gid: self.gid.into(),
+            uname: self.uname,
+            gname: self.gname,
+            store_root: self.store_root,
+            parallel_reads: false,
+            tar_compat: self.tar_compat,
+        }
+    }
+}
+
+impl OutputPathArgs {
+    /// The path given, or the derivation's output; None when neither is.
+    pub fn path(&self) -> Result<Option<PathBuf>> {
+        match (&self.output, &self.output_from_attrs) {
+            (Some(path), _) => Ok(Some(path.clone())),
+            (None, Some(attrs)) => layered_gen::attrs::output_path(attrs).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+impl LayerCommand {
+    /// The options of `layered-gen layer`.
+    pub fn resolve(self) -> Result<LayerDirOptions> {
+        let output = self.output.path()?.ok_or_else(|| {
+            layered_gen::error::Error::value(
+                "say where the layer goes: -o DIR, or --output-from-attrs",
+            )
+            .about(Setting::Output)
+        })?;
+        Ok(LayerDirOptions {
+            load: LoadOptions {
+                closure_key: self.closure.closure_key,
+                max_size: self.closure.max_closure_size,
+                exclude: self.closure.exclude,
+            },
+            closures: self.closure.closures,
+            below: self.below,
+            paths: self.paths,
+            contents: self.contents,
+            compressions: self.compressions,
+            layer: self.layer.options(),
+            output,
+        })
+    }
+}
 
 impl StreamOutputArgs {
     /// How `-o` was given, if it was.
@@ -153,22 +209,12 @@ impl BuildArgs {
                 destination,
                 name,
                 tags,
-                mtime: self.mtime,
+                mtime: self.layer.mtime,
                 push,
                 cache,
                 verify_cache: self.cache.verify_cache,
             },
-            layer: LayerOptions {
-                mtime: self.mtime,
-                uid: self.uid.into(),
-                gid: self.gid.into(),
-                uname: self.uname,
-                gname: self.gname,
-                store_root: self.store_root,
-                // The pipeline decides, from the output.
-                parallel_reads: false,
-                tar_compat: self.tar_compat,
-            },
+            layer: self.layer.options(),
             platform: self.architecture,
             config: RuntimeOptions {
                 created: self.created,
@@ -184,6 +230,7 @@ impl BuildArgs {
                 labels: self.labels,
             },
             base: self.base.options(),
+            prebuilt: self.layers,
             base_layers: self.base_layers,
             plan: self.plan.options(!self.no_store_paths),
         })

@@ -130,6 +130,68 @@ pub fn choose_cache(
     Ok(cache)
 }
 
+/// Writes a layer directory (`layered-gen layer`, read back by `crate::base::prebuilt`): the
+/// tarball once per compression, made as an image's layer blob is made (so the same layer has
+/// the same digest here and in an image), then `layer.json`.
+pub fn write_layer_dir(
+    path: &std::path::Path,
+    tar: &dyn crate::tarball::TarStream,
+    paths: &[&str],
+    compressions: &[crate::image_spec::BlobCompression],
+) -> Result<crate::image_spec::LayerFile> {
+    use crate::image_spec::{LAYER_FORMAT, LAYER_JSON, LayerFile, StoredBlob};
+    use std::io::Write as _;
+    sink::write_dir(path, |dir| {
+        let mut blobs: Vec<StoredBlob> = Vec::new();
+        let mut diff_id = None;
+        for &compression in compressions {
+            if blobs.iter().any(|b| b.compression == compression) {
+                continue;
+            }
+            let file_path = dir.join(compression.file_name());
+            let file = std::fs::File::create(&file_path)
+                .map_err(|e| Error::io("creating", &file_path, e))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let info = blobs::write_layer_blob(
+                tar,
+                Compression::default_for(compression.codec()),
+                &mut out,
+            )?;
+            out.flush()
+                .map_err(|e| Error::io("writing", &file_path, e))?;
+            // Each compression reads the store again: it must be what it was.
+            if diff_id.as_ref().is_some_and(|d| *d != info.diff_id) {
+                return Err(Error::value(
+                    "the layer's store paths changed while its blobs were written",
+                ));
+            }
+            diff_id = Some(info.diff_id);
+            blobs.push(StoredBlob {
+                compression,
+                digest: info.digest,
+                size: info.size,
+                file: compression.file_name().to_string(),
+            });
+        }
+        let Some(diff_id) = diff_id else {
+            return Err(Error::value("a layer needs at least one compression"));
+        };
+        let layer = LayerFile {
+            layered_gen_layer: LAYER_FORMAT,
+            diff_id,
+            tar_size: tar.tar_len(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            blobs,
+        };
+        let mut json = serde_json::to_vec_pretty(&layer)
+            .map_err(|e| Error::value(format!("writing layer.json: {e}")))?;
+        json.push(b'\n');
+        let json_path = dir.join(LAYER_JSON);
+        std::fs::write(&json_path, json).map_err(|e| Error::io("writing", &json_path, e))?;
+        Ok(layer)
+    })
+}
+
 /// Writes the image where `options.destination` says.
 pub fn write_image(source: &dyn ImageSource, options: &OutputOptions) -> Result<Written> {
     // The writers check the output's directory; a missing one has no room to check here.

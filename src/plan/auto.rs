@@ -64,7 +64,7 @@ fn sizes(graph: &ClosureGraph) -> Result<Vec<u64>> {
 }
 
 /// nixpkgs sorts a layer's paths by name, then by the rest of the path.
-fn path_key(path: &str) -> (&str, &str) {
+pub(crate) fn path_key(path: &str) -> (&str, &str) {
     match path.split_once('-') {
         Some((hash, name)) => (name, hash),
         None => (path, ""),
@@ -398,6 +398,7 @@ mod tests {
         Budget {
             max_layers: store_layers + 1,
             base_layers: 0,
+            prebuilt_layers: 0,
             customisation_layer: true,
         }
     }

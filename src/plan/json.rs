@@ -135,7 +135,8 @@ fn number(n: &BigUint) -> Exact {
 impl PlanJson {
     /// The JSON of `plan` over `graph`, after the base image's layers.
     pub fn new(plan: &Plan, graph: &ClosureGraph, base_layers: &[BaseLayerJson]) -> Result<Self> {
-        let first = base_layers.len();
+        // Layers given with --layer come between the base's and the plan's.
+        let first = base_layers.len() + plan.budget.prebuilt_layers;
         let mut layers: Vec<PlanLayerJson> = base_layers
             .iter()
             .cloned()
@@ -158,7 +159,10 @@ impl PlanJson {
         }
         Ok(PlanJson {
             max_layers: plan.budget.max_layers,
-            store_layer_budget: plan.budget.store_layers()?,
+            store_layer_budget: match plan.layers.is_empty() && plan.budget.prebuilt_layers > 0 {
+                true => plan.budget.max_layers.saturating_sub(plan.budget.taken()),
+                false => plan.budget.store_layers()?,
+            },
             store_dir: graph.store_dir().to_string(),
             layers,
             popularities: Popularities(popularities),

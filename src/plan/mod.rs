@@ -17,6 +17,7 @@
 //! - With `L` store layers, the first `L - 1` paths get a layer each and the rest share the last.
 
 mod auto;
+pub(crate) use auto::path_key;
 mod json;
 mod layering_pipeline;
 mod reach;
@@ -40,6 +41,8 @@ pub struct Budget {
     pub max_layers: usize,
     /// Layers of a base image (`--from-image`), kept as they are.
     pub base_layers: usize,
+    /// Layers built before the image (`--layer`), after the base's.
+    pub prebuilt_layers: usize,
     /// Whether a customisation layer (contents at `/`) comes last.
     pub customisation_layer: bool,
 }
@@ -49,6 +52,7 @@ impl Budget {
         Budget {
             max_layers,
             base_layers: 0,
+            prebuilt_layers: 0,
             customisation_layer: false,
         }
     }
@@ -62,11 +66,14 @@ impl Budget {
             ))
             .about(Setting::MaxLayers));
         }
-        let taken = self.base_layers + usize::from(self.customisation_layer);
+        let taken = self.taken();
         if self.max_layers <= taken {
             let mut takers = Vec::new();
             if self.base_layers > 0 {
                 takers.push(format!("the base image has {} layers", self.base_layers));
+            }
+            if self.prebuilt_layers > 0 {
+                takers.push(format!("--layer gives {}", self.prebuilt_layers));
             }
             if self.customisation_layer {
                 takers.push("the customisation layer takes 1".to_string());
@@ -80,6 +87,40 @@ impl Budget {
             .about(Setting::MaxLayers));
         }
         Ok(self.max_layers - taken)
+    }
+
+    /// The layers that are not store layers of the plan.
+    pub fn taken(&self) -> usize {
+        self.base_layers + self.prebuilt_layers + usize::from(self.customisation_layer)
+    }
+
+    /// An image with no store paths left to plan (all in base or prebuilt layers): it only
+    /// has to fit.
+    pub fn check_without_store_layers(&self) -> Result<()> {
+        if self.taken() > self.max_layers {
+            return Err(Error::value(format!(
+                "a limit of {} layers is too small for the {} layers the image has without any \
+                 store layer of its own; allow {} or more",
+                self.max_layers,
+                self.taken(),
+                self.taken()
+            ))
+            .about(Setting::MaxLayers));
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// The plan of a closure with nothing left to plan.
+    pub fn empty(budget: Budget, layering: Layering) -> Self {
+        Plan {
+            budget,
+            layers: Vec::new(),
+            popularity: Vec::new(),
+            reasons: Vec::new(),
+            layering,
+        }
     }
 }
 
@@ -446,6 +487,7 @@ mod tests {
         let budget = Budget {
             max_layers: 5,
             base_layers: 4,
+            prebuilt_layers: 0,
             customisation_layer: true,
         };
         assert_eq!(
@@ -456,6 +498,7 @@ mod tests {
         let budget = Budget {
             max_layers: 10,
             base_layers: 3,
+            prebuilt_layers: 0,
             customisation_layer: true,
         };
         assert_eq!(budget.store_layers().unwrap(), 6);

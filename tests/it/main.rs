@@ -24,6 +24,7 @@ mod image_tools;
 mod index;
 mod layering;
 mod nix_functions;
+mod prebuilt_layers;
 mod push;
 mod reproducibility;
 mod tar_compat;

@@ -278,7 +278,20 @@ fn layer_listings_of_tar(file: &Path) -> Vec<String> {
     listing(&fs::read(file).unwrap())
 }
 
+/// The entry names of a tar (gzip-compressed or not: layers taken from buildLayer are).
 fn listing(tar_bytes: &[u8]) -> Vec<String> {
+    let plain;
+    let tar_bytes = if tar_bytes.starts_with(&[0x1f, 0x8b]) {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(tar_bytes)
+            .read_to_end(&mut out)
+            .unwrap();
+        plain = out;
+        &plain[..]
+    } else {
+        tar_bytes
+    };
     tar::Archive::new(tar_bytes)
         .entries()
         .unwrap()
@@ -1552,4 +1565,229 @@ fn store_layers_are_dockertools_own_by_default() {
         listing.iter().flatten().all(|name| !name.starts_with('/')),
         "our format's names are relative: {listing:?}"
     );
+}
+
+/// sha256:HEX of a file.
+fn file_digest(path: &Path) -> String {
+    format!("sha256:{}", sha256_file(path))
+}
+
+/// The output paths of an image's layer derivations (`image.layers`), read after it is built.
+fn layer_paths(inputs: &Inputs, nix: &Path, attr: &str) -> Vec<String> {
+    let output = inputs
+        .nix(
+            "nix-instantiate",
+            &["--read-write-mode", "--eval", "--strict", "--json"],
+            nix,
+        )
+        .args(["-A", &format!("{attr}.layers")])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let layers: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    layers
+        .iter()
+        .map(|l| {
+            l.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| l["outPath"].to_string())
+        })
+        .collect()
+}
+
+/// Layers as derivations: buildLayer writes layer.json and a blob per compressor, rebuilt the
+/// same by `nix-build --check`; an image takes its blob as it is (the archive member, the OCI
+/// blob, the streamed image), runs in Docker, refuses a layer given twice or two layers
+/// holding one path, naming both; with layerDerivations the image is the one-derivation
+/// build of the same plan (diff_ids, history, file for file), its layers are derivations a
+/// sibling image shares, and with import from derivation disabled Nix says so.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
+fn layers_as_derivations_are_taken_as_they_are_and_shared() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let layer = inputs.build(&nix, Some("busyboxLayer"), &[]);
+    inputs.check(&nix, "busyboxLayer", &[]);
+    let described: Value =
+        serde_json::from_slice(&fs::read(layer.join("layer.json")).unwrap()).unwrap();
+    assert_eq!(described["layeredGenLayer"], 1);
+    assert_eq!(
+        described["paths"].as_array().unwrap().len(),
+        1,
+        "{described}"
+    );
+    let blobs = described["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), 2, "gz and zstd: {described}");
+    for blob in blobs {
+        let file = layer.join(blob["file"].as_str().unwrap());
+        assert_eq!(file_digest(&file), blob["digest"].as_str().unwrap());
+        assert_eq!(
+            fs::metadata(&file).unwrap().len(),
+            blob["size"].as_u64().unwrap()
+        );
+    }
+    let gzip = layer.join("layer.tar.gz");
+
+    // The image's first layer is the layer's gzip blob, byte for byte; the image runs.
+    let image = inputs.build(&nix, Some("onLayers"), &[]);
+    inputs.check(&nix, "onLayers", &[]);
+    let manifest = archive_manifest(&image);
+    let members = manifest[0]["Layers"].as_array().unwrap();
+    assert_eq!(
+        members.len(),
+        3,
+        "busybox's layer, the app's, the customisation layer"
+    );
+    assert!(tar_member(&image, members[0].as_str().unwrap()).unwrap() == fs::read(&gzip).unwrap());
+    let config: Value = serde_json::from_slice(
+        &tar_member(&image, manifest[0]["Config"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["rootfs"]["diff_ids"][0], described["diffId"]);
+    let tag = manifest[0]["RepoTags"][0].as_str().unwrap().to_string();
+    docker_load(&image);
+    assert_eq!(
+        String::from_utf8_lossy(&docker_run(&[&tag]).stdout),
+        "hi top\n"
+    );
+    run(Command::new(require("docker")).args(["rmi", &tag]));
+    assert!(
+        inputs.stream(&nix, "onLayersStream", &[]) == fs::read(&image).unwrap(),
+        "streamed, the same image"
+    );
+    let oci = inputs.build(&nix, Some("onLayersOci"), &[]);
+    let blob = oci.join("blobs/sha256").join(
+        blobs[0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    assert!(
+        fs::read(blob).unwrap() == fs::read(&gzip).unwrap(),
+        "the OCI blob is the layer's"
+    );
+
+    // contents: busybox linked at / in its layer; the image runs its shell.
+    let shell = inputs.build(&nix, Some("onShellLayer"), &[]);
+    let tag = docker_load(&shell);
+    let tag = tag.trim().trim_start_matches("Loaded image: ").to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&docker_run(&[&tag]).stdout),
+        "from the shell layer\n"
+    );
+    run(Command::new(require("docker")).args(["rmi", &tag]));
+
+    for (attr, words) in [
+        ("layerTwice", "is given twice"),
+        ("layersOverlap", "both hold"),
+    ] {
+        let output = inputs.nix_build(&nix, Some(attr), &[]);
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && log.contains(words),
+            "{attr}: {log}"
+        );
+        assert!(
+            log.matches("-layer").count() >= 2,
+            "{attr} names both: {log}"
+        );
+    }
+
+    // layerDerivations: the same image as one derivation, made of layer derivations.
+    let whole = inputs.build(&nix, Some("whole"), &[]);
+    let split = inputs.build(&nix, Some("split"), &[]);
+    inputs.check(&nix, "split", &[]);
+    let config_of = |archive: &Path| -> Value {
+        let manifest = archive_manifest(archive);
+        serde_json::from_slice(
+            &tar_member(archive, manifest[0]["Config"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(config_of(&split)["rootfs"], config_of(&whole)["rootfs"]);
+    assert_eq!(config_of(&split)["history"], config_of(&whole)["history"]);
+    assert_eq!(layer_listings(&split), layer_listings(&whole));
+    let split_layers = layer_paths(&inputs, &nix, "split");
+    assert_eq!(split_layers.len(), 3, "{split_layers:?}");
+    for layer in &split_layers {
+        assert!(Path::new(layer).join("layer.json").is_file(), "{layer}");
+    }
+    inputs.build(&nix, Some("sibling"), &[]);
+    let sibling_layers = layer_paths(&inputs, &nix, "sibling");
+    let shared: Vec<&String> = sibling_layers
+        .iter()
+        .filter(|l| split_layers.contains(l))
+        .collect();
+    assert_eq!(
+        shared.len(),
+        2,
+        "busybox's and libgreet's layers are shared: {sibling_layers:?}"
+    );
+    assert!(shared.iter().any(|l| l.ends_with("-busybox-static-layer")));
+    assert!(shared.iter().any(|l| l.ends_with("-libgreet-2.0-layer")));
+
+    let output = inputs.nix_build(
+        &nix,
+        Some("split"),
+        &["--option", "allow-import-from-derivation", "false"],
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && log.contains("allow-import-from-derivation")
+            && log.contains("-plan.json"),
+        "{log}"
+    );
+}
+
+/// copyToRegistry with layer derivations pushes each layer from its stored blob: what the
+/// registry holds is the layer's gzip blob, and a second push asks and sends nothing.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker-registry, skopeo: cargo test --features tool-tests (.ci/run)"
+)]
+fn copy_to_registry_pushes_layer_derivations_from_their_blobs() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let layer = inputs.build(&nix, Some("busyboxLayer"), &[]);
+    let registry = Registry::start();
+    let remote = format!(
+        "docker://127.0.0.1:{}/layered-gen-test/on-layers:pushed",
+        registry.port
+    );
+    let script = inputs.build(&nix, Some("onLayers.copyToRegistry"), &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let push = || {
+        run(Command::new(script.join("bin/copy-to-registry"))
+            .args([&remote, "--quiet"])
+            .env("XDG_CACHE_HOME", cache.path()))
+    };
+    push();
+    let first = registry.uploads();
+    assert!(first >= 3, "the layers and the config went up: {first}");
+    let manifest: Value = serde_json::from_slice(
+        &run(Command::new(require("skopeo")).args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &remote,
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["layers"][0]["digest"].as_str().unwrap(),
+        file_digest(&layer.join("layer.tar.gz")),
+        "the layer's own blob"
+    );
+    push();
+    assert_eq!(registry.uploads(), first, "nothing is sent again");
 }

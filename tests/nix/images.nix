@@ -29,6 +29,11 @@ let
     printf '#!${sh}\n. ${lib}/lib/greet.sh\ngreet "$NAME"\n' > $out/bin/app
     chmod +x $out/bin/app
   '';
+  app2 = mk "app2-1.0" ''
+    mkdir -p $out/bin
+    printf '#!${sh}\n. ${lib}/lib/greet.sh\ngreet "two $NAME"\n' > $out/bin/app2
+    chmod +x $out/bin/app2
+  '';
   common = {
     contents = [ busybox app ];
     inherit maxLayers;
@@ -36,6 +41,52 @@ let
   };
 in
 rec {
+  # Layers as derivations: busybox alone, and the app on it (busybox's paths left out).
+  busyboxLayer = layered.buildLayer { deps = [ busybox ]; compressor = [ "gz" "zstd" ]; };
+  appLayer = layered.buildLayer { deps = [ app ]; layers = [ busyboxLayer ]; };
+  onLayers = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/on-layers";
+    compressor = "none";
+    layers = [ busyboxLayer appLayer ];
+  });
+  # A layer with busybox linked at /: the image runs its shell.
+  shellLayer = layered.buildLayer { contents = [ busybox ]; name = "shell"; };
+  onShellLayer = layered.buildLayeredImage {
+    name = "layered-gen-test/on-shell-layer";
+    contents = [ app ];
+    layers = [ shellLayer ];
+    compressor = "none";
+    config.Cmd = [ "/bin/sh" "-c" "echo from the shell layer" ];
+  };
+  onLayersOci = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/on-layers";
+    format = "oci";
+    layers = [ busyboxLayer ];
+  });
+  onLayersStream = layered.streamLayeredImage (common // {
+    name = "layered-gen-test/on-layers";
+    layers = [ busyboxLayer appLayer ];
+  });
+  layerTwice = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/layer-twice";
+    layers = [ busyboxLayer busyboxLayer ];
+  });
+  layersOverlap = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/layers-overlap";
+    layers = [ busyboxLayer (layered.buildLayer { deps = [ busybox app ]; }) ];
+  });
+  # layerDerivations: the same plan, as one derivation and as a derivation per layer; a
+  # sibling image sharing busybox and libgreet.
+  splitArgs = common // { name = "layered-gen-test/split"; compressor = "none"; layering = "reuse"; };
+  whole = layered.buildLayeredImage splitArgs;
+  split = layered.buildLayeredImage (splitArgs // { layerDerivations = true; });
+  sibling = layered.buildLayeredImage (splitArgs // {
+    name = "layered-gen-test/sibling";
+    contents = [ busybox app2 ];
+    config.Cmd = [ "/bin/app2" ];
+    layerDerivations = true;
+  });
+
   # The common image with `extra` arguments, for the argument checks.
   custom = layered.buildLayeredImage (common // { name = "layered-gen-test/custom"; compressor = "none"; } // extra);
   customStream = layered.streamLayeredImage (common // { name = "layered-gen-test/custom"; } // extra);

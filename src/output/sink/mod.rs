@@ -39,7 +39,7 @@ pub fn write_stream<T>(
 }
 
 /// Runs `fill` on a new, empty directory that then becomes `path`, replacing an earlier OCI
-/// layout there (and nothing else).
+/// layout or layer directory there (and nothing else).
 pub fn write_dir<T>(path: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     check_dir(path)?;
     let free = free_bytes(&parent_dir(path));
@@ -74,11 +74,13 @@ pub fn check_dir(path: &Path) -> Result<()> {
 /// Runs `fill` on a new, empty directory that then becomes the layout at `path`, replacing an
 /// earlier layout there (and nothing else).
 fn into_new_dir<T>(path: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    if path.exists() && !path.join("oci-layout").is_file() {
+    let ours =
+        path.join("oci-layout").is_file() || path.join(crate::image_spec::LAYER_JSON).is_file();
+    if path.exists() && !ours {
         let empty_dir = fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
         if !empty_dir {
             return Err(Error::value(format!(
-                "{} exists and is not an OCI layout; refusing to replace it",
+                "{} exists and is not an OCI layout or a layer directory; refusing to replace it",
                 shown_path(path)
             ))
             .about(Setting::Output));
