@@ -639,6 +639,7 @@ impl BaseBlob<'_> {
                 diff_id: self.layer.diff_id.as_deref(),
                 size: None,
                 by: "the image",
+                diff_id_by: "the config's diff_id",
             },
             stored_out,
             plain_out,
@@ -654,6 +655,8 @@ pub(crate) struct Expected<'a> {
     pub diff_id: Option<&'a str>,
     pub size: Option<u64>,
     pub by: &'a str,
+    /// Who gives the diff_id, in messages.
+    pub diff_id_by: &'a str,
 }
 
 /// Copies a stored blob once: its bytes to `stored_out`, decompressed to `plain_out`, both
@@ -722,7 +725,8 @@ pub(crate) fn copy_checked(
     if let Some(want) = expected.diff_id {
         if diff_id != *want {
             return Err(damaged(format!(
-                "its uncompressed digest is {diff_id}, but {by}'s diff_id is {}",
+                "its uncompressed digest is {diff_id}, but {} is {}",
+                expected.diff_id_by,
                 shown(want)
             )));
         }

@@ -250,6 +250,7 @@ impl BlobSource for PrebuiltBlob<'_> {
                 diff_id: Some(&self.layer.layer.diff_id),
                 size: Some(self.blob.size),
                 by: "layer.json",
+                diff_id_by: "layer.json's diffId",
             },
             Some(out),
             None,
