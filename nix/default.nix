@@ -521,14 +521,9 @@ let
       plan = layeredGenDerivation {
         name = "${derivationName args.name}-plan.json";
         args =
-          [
-            "plan"
-            "--closure"
-            ".attrs.json"
-            "--closure-key"
-            "closure"
-            "--output-from-attrs"
-            ".attrs.json"
+          [ "plan" ]
+          ++ fromAttrs
+          ++ [
             "--max-layers"
             (toString args.maxLayers)
           ]
@@ -608,6 +603,17 @@ let
       override =
         change: function (given // (if builtins.isFunction change then change given else change));
     };
+
+  # layered-gen as a builder: the closure Nix exported as `closure` into .attrs.json, and the
+  # output path from it.
+  fromAttrs = [
+    "--closure"
+    ".attrs.json"
+    "--closure-key"
+    "closure"
+    "--output-from-attrs"
+    ".attrs.json"
+  ];
 
   # A derivation that layered-gen builds from a structured-attrs derivation's .attrs.json.
   layeredGenDerivation =
@@ -750,14 +756,9 @@ let
     layeredGenDerivation {
       name = if name == null then "layer" else "${name}-layer";
       args =
-        [
-          "layer"
-          "--closure"
-          ".attrs.json"
-          "--closure-key"
-          "closure"
-          "--output-from-attrs"
-          ".attrs.json"
+        [ "layer" ]
+        ++ fromAttrs
+        ++ [
           "--quiet"
           "--mtime"
           mtime
@@ -814,15 +815,8 @@ rec {
           + (if format == "oci" then "-oci" else ".tar" + suffix.${compressor} or "");
         args =
           commonArgs args
-          ++ [
-            "--closure"
-            ".attrs.json"
-            "--closure-key"
-            "closure"
-            "--output-from-attrs"
-            ".attrs.json"
-            "--quiet"
-          ]
+          ++ fromAttrs
+          ++ [ "--quiet" ]
           ++ (
             if format == "oci" then
               [ ]

@@ -212,15 +212,7 @@ mod python {
             out.write_all(&records)?;
             out.write_all(&[0; BLOCK as usize][..padding(records.len() as u64)])?;
         }
-        let typeflag = match header.kind {
-            Kind::File => b'0',
-            Kind::Directory => b'5',
-            Kind::Symlink => b'2',
-            Kind::CharDevice { .. } => b'3',
-            Kind::BlockDevice { .. } => b'4',
-            Kind::Fifo => b'6',
-        };
-        out.write_all(&block(header, typeflag))
+        out.write_all(&block(header, super::typeflag(header.kind)))
     }
 
     /// A string field: as ASCII, each other character (or byte that is not UTF-8) a `?`,
@@ -367,15 +359,19 @@ pub fn write_header(out: &mut (impl Write + ?Sized), header: &Header) -> io::Res
         out.write_all(&pax)?;
         out.write_all(&[0; BLOCK as usize][..padding(pax.len() as u64)])?;
     }
-    let typeflag = match header.kind {
+    out.write_all(ustar_block(header, typeflag(header.kind)).as_bytes())
+}
+
+/// The ustar type flag of an entry of `kind`.
+fn typeflag(kind: Kind) -> u8 {
+    match kind {
         Kind::File => b'0',
         Kind::Directory => b'5',
         Kind::Symlink => b'2',
         Kind::CharDevice { .. } => b'3',
         Kind::BlockDevice { .. } => b'4',
         Kind::Fifo => b'6',
-    };
-    out.write_all(ustar_block(header, typeflag).as_bytes())
+    }
 }
 
 /// The 512-byte ustar block; fields that do not fit were put in PAX records and are truncated or

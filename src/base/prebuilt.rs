@@ -148,32 +148,9 @@ fn check(layer: &LayerFile) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Opens a file of a layer directory: a regular file, never through a symlink, never blocking.
+/// Opens a file of a layer directory (see `super::store::open_regular_in`).
 fn open_regular(path: &Path) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Error::input(
-                shown_path(path),
-                "it is a symlink; a layer directory's files must be regular files inside it",
-            ),
-            _ => Error::io("opening", path, e),
-        })
-        .map_err(|e| e.about(Setting::Layer))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io("reading", path, e).about(Setting::Layer))?;
-    if !meta.is_file() {
-        return Err(Error::input(
-            shown_path(path),
-            "it is not a regular file; a layer directory holds regular files",
-        )
-        .about(Setting::Layer));
-    }
-    Ok(file)
+    super::store::open_regular_in(path, "a layer directory").map_err(|e| e.about(Setting::Layer))
 }
 
 /// Refuses layers given twice, and two layers holding the same store path: the image would

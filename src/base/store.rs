@@ -213,7 +213,13 @@ impl Read for Member {
 /// Opens a file of a layout directory for reading: never through a symlink (which could lead
 /// out of the layout), never blocking (a FIFO or device opens at once, and is then refused by
 /// its type, checked on the open descriptor).
-fn open_regular(path: &Path) -> Result<File> {
+pub(super) fn open_regular(path: &Path) -> Result<File> {
+    open_regular_in(path, "a layout")
+}
+
+/// Opens a file of `place` (a layout, a layer directory) for reading: a regular file, never
+/// through a symlink, never blocking on a FIFO.
+pub(super) fn open_regular_in(path: &Path, place: &str) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -222,7 +228,7 @@ fn open_regular(path: &Path) -> Result<File> {
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => Error::input(
                 shown_path(path),
-                "it is a symlink; a layout's files must be regular files inside it",
+                format!("it is a symlink; {place}'s files must be regular files inside it"),
             ),
             _ => Error::io("opening", path, e),
         })?;
@@ -230,8 +236,10 @@ fn open_regular(path: &Path) -> Result<File> {
     if !meta.is_file() {
         return Err(Error::input(
             shown_path(path),
-            "it is not a regular file (a FIFO, device, socket or directory); a layout's blobs \
-             are regular files",
+            format!(
+                "it is not a regular file (a FIFO, device, socket or directory); {place}'s \
+                 files are regular files"
+            ),
         ));
     }
     Ok(file)
