@@ -89,12 +89,7 @@ pub struct LayerDirOptions {
 /// compression.
 pub fn build_layer_dir(options: &LayerDirOptions) -> Result<LayerFile> {
     let graph = ClosureGraph::load(&options.closures, &options.load)?;
-    let below = options
-        .below
-        .iter()
-        .map(|dir| PrebuiltLayer::load(dir))
-        .collect::<Result<Vec<_>>>()?;
-    prebuilt::check_apart(&below)?;
+    let below = prebuilt::load_all(&options.below)?;
     let held: HashMap<&str, &PrebuiltLayer> = below
         .iter()
         .flat_map(|l| l.layer.paths.iter().map(move |p| (p.as_str(), l)))
@@ -248,11 +243,7 @@ pub fn plan_json(
     prebuilt: &[PathBuf],
     customisation_layer: bool,
 ) -> Result<String> {
-    let prebuilt = prebuilt
-        .iter()
-        .map(|dir| PrebuiltLayer::load(dir))
-        .collect::<Result<Vec<_>>>()?;
-    prebuilt::check_apart(&prebuilt)?;
+    let prebuilt = prebuilt::load_all(prebuilt)?;
     let base = base
         // `plan` writes no image: a whole-compressed base is spooled under $TMPDIR.
         .map(|b| BaseImage::load(b, platform, &std::env::temp_dir()))
@@ -493,12 +484,7 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
 /// Reads the prebuilt layers, checks that they hold different paths, and picks the blob each
 /// gives the destination (see [`prebuilt_blob`]).
 fn load_prebuilt(options: &BuildOptions) -> Result<Vec<PrebuiltLayer>> {
-    let layers = options
-        .prebuilt
-        .iter()
-        .map(|dir| PrebuiltLayer::load(dir))
-        .collect::<Result<Vec<_>>>()?;
-    prebuilt::check_apart(&layers)?;
+    let layers = prebuilt::load_all(&options.prebuilt)?;
     for layer in &layers {
         prebuilt_blob(layer, options)?;
     }

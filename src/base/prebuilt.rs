@@ -153,6 +153,16 @@ fn open_regular(path: &Path) -> Result<File> {
     super::store::open_regular_in(path, "a layer directory").map_err(|e| e.about(Setting::Layer))
 }
 
+/// Reads layer directories in order and checks them apart (see [`check_apart`]).
+pub fn load_all(dirs: &[PathBuf]) -> Result<Vec<PrebuiltLayer>> {
+    let layers = dirs
+        .iter()
+        .map(|dir| PrebuiltLayer::load(dir))
+        .collect::<Result<Vec<_>>>()?;
+    check_apart(&layers)?;
+    Ok(layers)
+}
+
 /// Refuses layers given twice, and two layers holding the same store path: the image would
 /// hold its files twice, and the order would decide which copy wins.
 pub fn check_apart(layers: &[PrebuiltLayer]) -> Result<()> {

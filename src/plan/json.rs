@@ -159,10 +159,9 @@ impl PlanJson {
         }
         Ok(PlanJson {
             max_layers: plan.budget.max_layers,
-            store_layer_budget: match plan.layers.is_empty() && plan.budget.prebuilt_layers > 0 {
-                true => plan.budget.max_layers.saturating_sub(plan.budget.taken()),
-                false => plan.budget.store_layers()?,
-            },
+            // What is left beside the base's, the given and the customisation layer (a plan that
+            // exists fitted, so this is what store_layers gave it).
+            store_layer_budget: plan.budget.max_layers.saturating_sub(plan.budget.taken()),
             store_dir: graph.store_dir().to_string(),
             layers,
             popularities: Popularities(popularities),
