@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use layered_gen::base::prebuilt::BlobCheck;
 use layered_gen::base::{BaseImage, BaseOptions};
 use layered_gen::closure::{self, ClosureGraph, LoadOptions};
 use layered_gen::image_spec::{DockerManifestEntry, ImageConfigBlob, Index, Manifest};
@@ -199,15 +200,17 @@ pub fn layer_dir(data: &[u8]) {
         layered_gen::codec::Codec::Gzip,
         layered_gen::codec::Codec::Zstd,
     ] {
-        if let Some(blob) = layer.blob(codec) {
-            // The file holds the JSON itself: whatever it is, it is checked, never trusted.
-            let copied = blob.copy_to(&mut std::io::sink());
-            if let Ok(info) = copied {
-                assert_eq!(
-                    Some(info),
-                    blob.known(),
-                    "a copy that differs from layer.json passed"
-                );
+        for check in [BlobCheck::Digest, BlobCheck::Full] {
+            if let Some(blob) = layer.blob(codec, check) {
+                // The file holds the JSON itself: whatever it is, it is checked, never trusted.
+                let copied = blob.copy_to(&mut std::io::sink());
+                if let Ok(info) = copied {
+                    assert_eq!(
+                        Some(info),
+                        blob.known(),
+                        "a copy that differs from layer.json passed"
+                    );
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::thread::Scope;
 
 use rayon::prelude::*;
 
-use crate::base::prebuilt::{self, PrebuiltBlob, PrebuiltLayer};
+use crate::base::prebuilt::{self, BlobCheck, PrebuiltBlob, PrebuiltLayer};
 use crate::base::{BaseBlob, BaseImage, BaseLayers, BaseOptions, SpooledTar};
 use crate::closure::{ClosureGraph, LoadOptions};
 use crate::codec::Codec;
@@ -66,6 +66,8 @@ pub struct BuildOptions {
     pub base_layers: BaseLayers,
     /// Layer directories (`layered-gen layer`) that go after the base's, as they are.
     pub prebuilt: Vec<PathBuf>,
+    /// How much of their blobs is checked as they are copied.
+    pub prebuilt_check: BlobCheck,
 }
 
 /// What `layered-gen layer` makes: one layer directory (see [`crate::base::prebuilt`]).
@@ -499,9 +501,9 @@ fn prebuilt_blob<'a>(layer: &'a PrebuiltLayer, options: &BuildOptions) -> Result
     let wanted = destination.layer_compression().codec();
     let docker_archive = destination.format() == Format::DockerArchive;
     layer
-        .blob(wanted)
+        .blob(wanted, options.prebuilt_check)
         .or_else(|| match (docker_archive, wanted) {
-            (true, Codec::None) => layer.blob(Codec::Gzip),
+            (true, Codec::None) => layer.blob(Codec::Gzip, options.prebuilt_check),
             _ => None,
         })
         .ok_or_else(|| {

@@ -9,6 +9,10 @@
   busyboxDir,
   updated ? "",
   without ? "",
+  # A JSON file mapping corpus paths to their content already in the store (run.sh writes it
+  # from `contentPaths`): evaluation then takes them as they are instead of hashing the whole
+  # corpus again, which would dwarf every build measured.
+  imported ? null,
   maxLayers ? 100,
 }:
 let
@@ -33,14 +37,19 @@ let
     builtins.replaceStrings [ "~" ":" ] [ "_" "_" ] (
       builtins.substring 33 (-1) (builtins.baseNameOf p)
     );
+  importedPaths = if imported == null then { } else builtins.fromJSON (builtins.readFile imported);
   # The files, imported as they are; the updated package's gain a file.
   content =
     n:
     let
-      imported = builtins.path {
-        path = n.path;
-        name = "${nameOf n.path}-content";
-      };
+      imported =
+        if importedPaths ? ${n.path} then
+          builtins.storePath importedPaths.${n.path}
+        else
+          builtins.path {
+            path = n.path;
+            name = "${nameOf n.path}-content";
+          };
     in
     if nameOf n.path == updated then
       derivation {
@@ -93,9 +102,18 @@ let
     layering = "reuse";
     inherit maxLayers;
   };
+  streamArgs = builtins.removeAttrs args [ "format" ];
 in
 {
   packages = top;
+  contentPaths = builtins.listToAttrs (
+    map (n: {
+      name = n.path;
+      value = "${content n}";
+    }) (builtins.filter (n: n.path != rootPath && nameOf n.path != updated) graph)
+  );
+  stream = layered.streamLayeredImage streamArgs;
+  streamSplit = layered.streamLayeredImage (streamArgs // { layerDerivations = true; });
   whole = layered.buildLayeredImage args;
   split = layered.buildLayeredImage (args // { layerDerivations = true; });
   splitLayers = (layered.buildLayeredImage (args // { layerDerivations = true; })).layers;

@@ -36,58 +36,65 @@ pick() {
 updated=$(pick 0)
 without=$(pick 1)
 
-nix_build() { nix-build --no-out-link "$here/bench.nix" --arg corpus "$corpus" \
-    --arg layeredGenDir "$work/lg" --arg busyboxDir "$work/bb" "$@"; }
-layer_outs() { nix-instantiate --read-write-mode --eval --strict --json "$here/bench.nix" \
-    --arg corpus "$corpus" --arg layeredGenDir "$work/lg" --arg busyboxDir "$work/bb" "$@" |
-    jq -r '.[]'; }
-layer_drvs() { nix-instantiate "$here/bench.nix" --arg corpus "$corpus" \
-    --arg layeredGenDir "$work/lg" --arg busyboxDir "$work/bb" "$@" 2>/dev/null; }
+common=(--arg corpus "$corpus" --arg layeredGenDir "$work/lg" --arg busyboxDir "$work/bb")
+nix_build() { nix-build -j auto --no-out-link "$here/bench.nix" "${common[@]}" --arg imported "$work/imported.json" "$@"; }
+nix_instantiate() { nix-instantiate -j auto "$here/bench.nix" "${common[@]}" --arg imported "$work/imported.json" "$@" 2>>"$work/nix.log"; }
+nix_eval() { nix-instantiate -j auto --read-write-mode --eval --strict --json "$here/bench.nix" \
+    "${common[@]}" --arg imported "$work/imported.json" "$@" 2>>"$work/nix.log"; }
+layer_outs() { nix_eval "$@" | jq -r '.[]'; }
 now() { date +%s.%N; }
 seconds() { echo "$2 - $1" | bc; }
+ratio() { echo "scale=2; $1 / $2" | bc; }
 tar_bytes() { local total=0 size; for l in "$@"; do size=$(jq .tarSize "$l/layer.json"); total=$((total + size)); done; echo $total; }
 du_bytes() { [ $# -eq 0 ] && { echo 0; return; }; du -sbc "$@" | tail -1 | cut -f1; }
 mb() { echo "scale=1; $1 / 1000000" | bc; }
+# The layers of $2... that are not among those of $1 (a file of paths, one per line).
+not_in() { local known=$1; shift; for l in "$@"; do grep -qx "$l" "$known" || echo "$l"; done; }
 
 echo "corpus: $(jq .paths "$corpus/summary.json") paths, $(mb "$(jq .bytes "$corpus/summary.json")") MB; update: $updated; sibling without: $without" >&2
 # The packages, imported and wrapped, before and after the update: not part of any image
-# build's time. They are kept (GC roots in WORKDIR); everything else unreferenced goes, so that
+# build's time. They are kept (GC roots in WORKDIR), and their content's store paths are noted
+# so that evaluations do not hash the corpus again; everything else unreferenced goes, so that
 # every image and layer below is built from scratch.
-nix-build "$here/bench.nix" --arg corpus "$corpus" --arg layeredGenDir "$work/lg" \
-    --arg busyboxDir "$work/bb" -A packages -o "$work/packages" >/dev/null
-nix-build "$here/bench.nix" --arg corpus "$corpus" --arg layeredGenDir "$work/lg" \
-    --arg busyboxDir "$work/bb" --argstr updated "$updated" -A packages -o "$work/updated" >/dev/null
+nix-instantiate --read-write-mode --eval --strict --json "$here/bench.nix" "${common[@]}" \
+    -A contentPaths > "$work/imported.json" 2>>"$work/nix.log"
+nix_build -A packages -o "$work/packages" >/dev/null 2>>"$work/nix.log"
+nix_build --argstr updated "$updated" -A packages -o "$work/updated" >/dev/null 2>>"$work/nix.log"
 nix-store --gc >/dev/null 2>>"$work/nix.log"
+up=(--argstr updated "$updated")
 
+# First builds: one derivation, then layer derivations (the layers, the plan and the image).
 t=$(now); whole1=$(nix_build -A whole 2>>"$work/nix.log"); whole1_s=$(seconds "$t" "$(now)")
-t=$(now); nix_build -A splitLayers >/dev/null 2>>"$work/nix.log"; split1=$(nix_build -A split 2>>"$work/nix.log"); split1_s=$(seconds "$t" "$(now)")
-mapfile -t layers1 < <(layer_outs -A splitLayers)
+t=$(now); split1=$(nix_build -A split 2>>"$work/nix.log"); split1_s=$(seconds "$t" "$(now)")
+layer_outs -A splitLayers > "$work/layers1"
+mapfile -t layers1 < "$work/layers1"
 closure_bytes=$(tar_bytes "${layers1[@]}")
 
-t=$(now); whole2=$(nix_build --argstr updated "$updated" -A whole 2>>"$work/nix.log"); whole2_s=$(seconds "$t" "$(now)")
-t=$(now); nix_build --argstr updated "$updated" -A splitLayers >/dev/null 2>>"$work/nix.log"; layers2_s=$(seconds "$t" "$(now)")
-t=$(now); split2=$(nix_build --argstr updated "$updated" -A split 2>>"$work/nix.log"); assemble2_s=$(seconds "$t" "$(now)")
-split2_s=$(echo "$layers2_s + $assemble2_s" | bc)
-mapfile -t layers2 < <(layer_outs --argstr updated "$updated" -A splitLayers)
-changed=()
-for l in "${layers2[@]}"; do printf '%s\n' "${layers1[@]}" | grep -qx "$l" || changed+=("$l"); done
+# After the update: one derivation; the stream image with layer derivations (the changed
+# layers, the plan and a script); then the image file from the same layers (assembly only).
+t=$(now); whole2=$(nix_build "${up[@]}" -A whole 2>>"$work/nix.log"); whole2_s=$(seconds "$t" "$(now)")
+t=$(now); stream_drv=$(nix_instantiate "${up[@]}" -A streamSplit); eval2_s=$(seconds "$t" "$(now)")
+t=$(now); stream2=$(nix-store --realise "$stream_drv" 2>>"$work/nix.log"); stream2_s=$(seconds "$t" "$(now)")
+t=$(now); split2=$(nix_build "${up[@]}" -A split 2>>"$work/nix.log"); assemble2_s=$(seconds "$t" "$(now)")
+mapfile -t changed < <(not_in "$work/layers1" $(layer_outs "${up[@]}" -A splitLayers))
 changed_bytes=$(tar_bytes "${changed[@]}")
+# Evaluating the same expression again (the plan built): what evaluation alone costs.
+t=$(now); nix_instantiate "${up[@]}" -A streamSplit >/dev/null; eval_again_s=$(seconds "$t" "$(now)")
 # The changed layers built alone: removed again, then realised by their derivations only.
-mapfile -t drvs2 < <(layer_drvs --argstr updated "$updated" -A splitLayers)
 changed_drvs=()
-for d in "${drvs2[@]}"; do
-    out=$(nix-store -q --outputs "$d")
-    printf '%s\n' "${changed[@]}" | grep -qx "$out" && changed_drvs+=("$d")
-done
-nix-store --delete "$split2" "${changed[@]}" >/dev/null 2>>"$work/nix.log"
+for l in "${changed[@]}"; do changed_drvs+=("$(nix-store -q --deriver "$l")"); done
+nix-store --delete "$split2" "$stream2" "${changed[@]}" >/dev/null 2>>"$work/nix.log"
 t=$(now); nix-store --realise "${changed_drvs[@]}" >/dev/null 2>>"$work/nix.log"; alone_s=$(seconds "$t" "$(now)")
-nix_build --argstr updated "$updated" -A split >/dev/null 2>>"$work/nix.log"
+stream2=$(nix-store --realise "$stream_drv" 2>>"$work/nix.log")
+split2=$(nix_build "${up[@]}" -A split 2>>"$work/nix.log")
+# Streaming the image of layer derivations (what `| docker load` reads): blobs copied.
+t=$(now); stream_bytes=$("$stream2" | wc -c); streamrun_s=$(seconds "$t" "$(now)")
 
-t=$(now); nix_build --argstr without "$without" -A siblingLayers >/dev/null 2>>"$work/nix.log"; sibling=$(nix_build --argstr without "$without" -A sibling 2>>"$work/nix.log"); sibling_s=$(seconds "$t" "$(now)")
-mapfile -t layers3 < <(layer_outs --argstr without "$without" -A siblingLayers)
-own=()
-for l in "${layers3[@]}"; do printf '%s\n' "${layers1[@]}" | grep -qx "$l" || own+=("$l"); done
+# A sibling image without one top-level package: only its own layers are built.
+t=$(now); sibling=$(nix_build --argstr without "$without" -A sibling 2>>"$work/nix.log"); sibling_s=$(seconds "$t" "$(now)")
+mapfile -t own < <(not_in "$work/layers1" $(layer_outs --argstr without "$without" -A siblingLayers))
 own_bytes=$(tar_bytes "${own[@]}")
+sibling_layers=$(layer_outs --argstr without "$without" -A siblingLayers | wc -l)
 
 cat <<TABLE
 | build | time | tar bytes read | new store space |
@@ -95,9 +102,13 @@ cat <<TABLE
 | first build, one derivation | ${whole1_s} s | $(mb "$closure_bytes") MB | $(mb "$(du_bytes "$whole1")") MB |
 | first build, layer derivations | ${split1_s} s | $(mb "$closure_bytes") MB | $(mb "$(du_bytes "$split1" "${layers1[@]}")") MB (${#layers1[@]} layers + image) |
 | after the update, one derivation | ${whole2_s} s | $(mb "$closure_bytes") MB | $(mb "$(du_bytes "$whole2")") MB |
-| after the update, layer derivations | ${split2_s} s (layers ${layers2_s} s, image ${assemble2_s} s) | $(mb "$changed_bytes") MB (${#changed[@]} layers) | $(mb "$(du_bytes "$split2" "${changed[@]}")") MB |
+| after the update, streamLayeredImage, layer derivations | $(echo "$eval2_s + $stream2_s" | bc) s (evaluation and plan ${eval2_s} s, then ${stream2_s} s) | $(mb "$changed_bytes") MB (${#changed[@]} layers) | $(mb "$(du_bytes "$stream2" "${changed[@]}")") MB |
+| then buildLayeredImage of the same layers (assembly) | ${assemble2_s} s | 0 MB | $(mb "$(du_bytes "$split2")") MB |
 | the changed layers alone | ${alone_s} s | $(mb "$changed_bytes") MB | |
-| sibling image, layer derivations | ${sibling_s} s | $(mb "$own_bytes") MB (${#own[@]} own layers) | $(mb "$(du_bytes "$sibling" "${own[@]}")") MB |
+| evaluation alone, for reference | ${eval_again_s} s | | |
+| sibling image, layer derivations | ${sibling_s} s | $(mb "$own_bytes") MB (${#own[@]} of ${sibling_layers} layers its own) | $(mb "$(du_bytes "$sibling" "${own[@]}")") MB |
 
-layer derivations after the update / the changed layers alone: $(echo "scale=2; $split2_s / $alone_s" | bc)×
+streamLayeredImage after the update, built (${stream2_s} s) / the changed layers alone: $(ratio "$stream2_s" "$alone_s")×; with evaluation and plan: $(ratio "$(echo "$eval2_s + $stream2_s" | bc)" "$alone_s")×
+buildLayeredImage after the update, layers and assembly / the changed layers alone: $(ratio "$(echo "$stream2_s + $assemble2_s" | bc)" "$alone_s")×
+streaming the image of layer derivations: ${streamrun_s} s for $(mb "$stream_bytes") MB
 TABLE

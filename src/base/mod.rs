@@ -633,7 +633,7 @@ impl BaseBlob<'_> {
         let (mut reader, _) = store.open(name)?;
         copy_checked(
             &mut reader,
-            self.layer.codec,
+            Decode::Check(self.layer.codec),
             Expected {
                 digest: self.layer.digest.as_deref(),
                 diff_id: self.layer.diff_id.as_deref(),
@@ -659,18 +659,44 @@ pub(crate) struct Expected<'a> {
     pub diff_id_by: &'a str,
 }
 
+/// Whether a copied blob is decompressed on the way.
+#[derive(Clone, Copy)]
+pub(crate) enum Decode {
+    /// Decompressed with this codec: its diff_id is computed (and checked, when expected).
+    Check(Codec),
+    /// Not decompressed: its diff_id is the expected one, taken on trust (see
+    /// `prebuilt::BlobCheck`); only its size and digest are checked.
+    Trust,
+}
+
 /// Copies a stored blob once: its bytes to `stored_out`, decompressed to `plain_out`, both
 /// digests (and the size) computed on the way and checked against `expected`. Errors are about
 /// `at`; a blob that is not what it should be is reported by `damaged`.
 pub(crate) fn copy_checked(
     reader: &mut dyn Read,
-    codec: Codec,
+    decode: Decode,
     expected: Expected,
     mut stored_out: Option<&mut dyn Write>,
     mut plain_out: Option<&mut dyn Write>,
     (at, damaged): (&str, fn(&str, String) -> Error),
 ) -> Result<BlobInfo> {
     let fail = |what: String| Error::input(at, what);
+    let trusted_diff_id =
+        match decode {
+            Decode::Check(_) => None,
+            Decode::Trust => match (expected.diff_id, &plain_out) {
+                (Some(diff_id), None) => Some(Digest::parse(diff_id).ok_or_else(|| {
+                    fail(format!("the diff_id {} is not a digest", shown(diff_id)))
+                })?),
+                _ => {
+                    return Err(fail(
+                        "a blob copied without decompressing needs a known diff_id and no \
+                     decompressed copy"
+                            .to_string(),
+                    ));
+                }
+            },
+        };
     let mut stored = HashingWriter::new(io::sink());
     let mut sink: Box<dyn Write + '_> = match plain_out.take() {
         Some(out) => Box::new(out),
@@ -678,9 +704,14 @@ pub(crate) fn copy_checked(
     };
     let mut plain = HashingWriter::new(&mut sink);
     {
-        let mut decoder = codec
-            .decoding_writer(&mut plain)
-            .map_err(|e| fail(format!("it does not decompress: {e}")))?;
+        let mut decoder = match decode {
+            Decode::Check(codec) => Some(
+                codec
+                    .decoding_writer(&mut plain)
+                    .map_err(|e| fail(format!("it does not decompress: {e}")))?,
+            ),
+            Decode::Trust => None,
+        };
         let mut buffer = vec![0u8; 1 << 20];
         loop {
             let n = reader
@@ -695,15 +726,20 @@ pub(crate) fn copy_checked(
                 out.write_all(chunk)
                     .map_err(|e| Error::write("the image", e))?;
             }
+            if let Some(decoder) = decoder.as_mut() {
+                decoder
+                    .write_all(chunk)
+                    .map_err(|e| fail(format!("it does not decompress: {e}")))?;
+            }
+        }
+        if let Some(mut decoder) = decoder {
             decoder
-                .write_all(chunk)
+                .flush()
                 .map_err(|e| fail(format!("it does not decompress: {e}")))?;
         }
-        decoder
-            .flush()
-            .map_err(|e| fail(format!("it does not decompress: {e}")))?;
     }
-    let (_, diff_id, _) = plain.finish();
+    let (_, computed_diff_id, _) = plain.finish();
+    let diff_id = trusted_diff_id.unwrap_or(computed_diff_id);
     let (_, digest, size) = stored.finish();
     let by = expected.by;
     let damaged = |message: String| damaged(at, message);

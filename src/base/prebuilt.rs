@@ -1,7 +1,14 @@
 //! Layers made before the image (`layered-gen layer`, nix/'s `buildLayer`): a directory
 //! holding `layer.json` and the layer's blobs, compressed as asked. An image takes them as it
 //! takes a base image's layers: each blob is copied (for a push, first only asked about), its
-//! size, digest and uncompressed digest checked on the way, and never rebuilt.
+//! size and digest checked on the way, and never rebuilt.
+//!
+//! The diffId is the one claim only decompressing the blob can check, which costs several
+//! times the copy (the uncompressed bytes are hashed too). `layered-gen layer` took it from
+//! the tar it made, and the directory is trusted for it as the store that holds it is (as the
+//! layer cache is): a blob changed since is caught by its digest, and a layer.json written by
+//! hand with a wrong diffId gives an image that `docker load` and containerd refuse.
+//! `--verify-layers` ([`BlobCheck::Full`]) decompresses every blob and checks its diffId too.
 //!
 //! `layer.json` (`LayerFile`):
 //!
@@ -20,7 +27,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Expected, copy_checked};
+use super::{Decode, Expected, copy_checked};
 use crate::codec::Codec;
 use crate::digest::{BlobInfo, BlobSource};
 use crate::error::{Error, Result, Setting, shown, shown_path};
@@ -80,13 +87,17 @@ impl PrebuiltLayer {
         shown_path(&self.dir)
     }
 
-    /// Its blob compressed with `codec`, if it has one.
-    pub fn blob(&self, codec: Codec) -> Option<PrebuiltBlob<'_>> {
+    /// Its blob compressed with `codec`, if it has one, to be checked as `check` says.
+    pub fn blob(&self, codec: Codec, check: BlobCheck) -> Option<PrebuiltBlob<'_>> {
         self.layer
             .blobs
             .iter()
             .find(|b| b.compression.codec() == codec)
-            .map(|blob| PrebuiltBlob { layer: self, blob })
+            .map(|blob| PrebuiltBlob {
+                layer: self,
+                blob,
+                check,
+            })
     }
 
     /// The compressions it has, for messages.
@@ -200,10 +211,21 @@ pub fn check_apart(layers: &[PrebuiltLayer]) -> Result<()> {
     Ok(())
 }
 
+/// How much of a prebuilt blob is checked as it is copied (see the module's docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// Its size and digest, hashed as it is copied; its diffId is layer.json's.
+    #[default]
+    Digest,
+    /// Its diffId too, by decompressing it (`--verify-layers`).
+    Full,
+}
+
 /// One blob of a prebuilt layer, as an image copies it.
 pub struct PrebuiltBlob<'a> {
     layer: &'a PrebuiltLayer,
     blob: &'a StoredBlob,
+    check: BlobCheck,
 }
 
 impl BlobSource for PrebuiltBlob<'_> {
@@ -229,9 +251,13 @@ impl BlobSource for PrebuiltBlob<'_> {
         let path = self.layer.dir.join(&self.blob.file);
         let mut file = open_regular(&path)?;
         let at = shown_path(&path);
+        let decode = match self.check {
+            BlobCheck::Digest => Decode::Trust,
+            BlobCheck::Full => Decode::Check(self.codec()),
+        };
         copy_checked(
             &mut file,
-            self.codec(),
+            decode,
             Expected {
                 digest: Some(&self.blob.digest),
                 diff_id: Some(&self.layer.layer.diff_id),

@@ -452,6 +452,12 @@ pub struct BuildArgs {
     #[arg(long = "layer", value_name = "DIR")]
     pub layers: Vec<PathBuf>,
 
+    /// Decompress every --layer blob as it is copied and check its diffId too (by default its
+    /// size and digest are checked, and layer.json's diffId, which `layered-gen layer` took from
+    /// the tar it made, is trusted as the store holding it is). Example: --verify-layers
+    #[arg(long, requires = "layers")]
+    pub verify_layers: bool,
+
     /// Platform: a GOARCH name (amd64, arm64, arm/v7, ...) or a Nix system (x86_64-linux, ...);
     /// default: the base image's, else this machine's. Example: --architecture aarch64-linux
     #[arg(long, value_name = "ARCH", value_parser = parse_platform)]

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use layered_gen::base::BaseOptions;
+use layered_gen::base::prebuilt::BlobCheck;
 use layered_gen::closure::LoadOptions;
 use layered_gen::config::{RuntimeOptions, runtime};
 use layered_gen::error::{Result, ResultExt, Setting};
@@ -231,6 +232,11 @@ impl BuildArgs {
             },
             base: self.base.options(),
             prebuilt: self.layers,
+            prebuilt_check: if self.verify_layers {
+                BlobCheck::Full
+            } else {
+                BlobCheck::Digest
+            },
             base_layers: self.base_layers,
             plan: self.plan.options(!self.no_store_paths),
         })

@@ -209,6 +209,33 @@ fn prebuilt_layers_are_checked_as_any_input() {
         "{said}"
     );
 
+    // A diffId that is not the blob's: --verify-layers decompresses and refuses it; by default
+    // the diffId is layer.json's word (only the digest is checked), so the build goes on.
+    let edited_diff_id = copy("diff-id");
+    let mut json = layer_json(&edited_diff_id);
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    json["diffId"] = Value::from(wrong.as_str());
+    fs::write(edited_diff_id.join("layer.json"), json.to_string()).unwrap();
+    let said = build(&[&edited_diff_id], &["--verify-layers"]);
+    assert!(
+        said.contains("layer.tar.gz")
+            && said.contains("layer.json's diffId")
+            && said.contains(&wrong),
+        "{said}"
+    );
+    let trusted = layered_gen_on(&s.store, &s.closure)
+        .arg("--layer")
+        .arg(&edited_diff_id)
+        .arg("-o")
+        .arg(dir.join("trusted.tar"))
+        .output()
+        .unwrap();
+    assert!(trusted.status.success(), "{trusted:?}");
+    assert_eq!(
+        config_of(&dir.join("trusted.tar"))["rootfs"]["diff_ids"][0],
+        wrong
+    );
+
     // A blob that is a symlink, or a FIFO: refused, and the FIFO is never waited on.
     let linked = copy("linked");
     fs::remove_file(linked.join("layer.tar.gz")).unwrap();
