@@ -30,6 +30,7 @@ pub(crate) mod pipe;
 pub mod pipeline;
 pub mod plan;
 pub(crate) mod progress;
+pub mod sbom;
 pub mod tarball;
 
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@ use layered_gen::layer::{LayerOptions, link_contents, record_modes};
 use layered_gen::output::destination::note_closed_stdout;
 use layered_gen::output::install_signal_cleanup;
 use layered_gen::pipeline;
+use layered_gen::sbom;
 
 fn main() -> ExitCode {
     // Before anything is opened (see `note_closed_stdout`).
@@ -69,6 +70,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Some(Command::Layer(args)) => commands::layer(args).map(done),
+        Some(Command::Sbom(args)) => {
+            let graph = ClosureGraph::load(&args.closure.closures, &args.closure.load_options())?;
+            let options = sbom::SbomOptions {
+                created: args.created,
+            };
+            let json = sbom::write(&graph, args.format, &options)?;
+            match args.output.path()? {
+                Some(path) => commands::write_file(&path, &json).map(done),
+                None => print_stdout(&json).map(done),
+            }
+        }
         Some(Command::StreamScript { attrs }) => {
             attrs::write_stream_script(&attrs).map(|_script| ExitCode::SUCCESS)
         }

@@ -13,6 +13,7 @@ use layered_gen::image_spec::BlobCompression;
 use layered_gen::layer::TarCompat;
 use layered_gen::output::Format;
 use layered_gen::plan::Layering;
+use layered_gen::sbom::SbomFormat;
 
 /// Turn a Nix store closure into a layered, reproducible container image.
 ///
@@ -69,6 +70,13 @@ pub enum Command {
     ///
     /// Example: layered-gen diff result /nix/store/...-image.tar.check
     Diff(DiffCommand),
+    /// Print a bill of materials of the closure, one component per store path (name and
+    /// version as builtins.parseDrvName splits them, a pkg:nix purl, the narHash, the
+    /// references as dependencies): CycloneDX 1.5 or SPDX 2.3 JSON, the same bytes for the
+    /// same closure.
+    ///
+    /// Example: layered-gen sbom --closure closure --format spdx -o sbom.spdx.json
+    Sbom(SbomCommand),
     /// Write streamLayeredImage's executable from a structured-attrs derivation (used by
     /// nix/default.nix as the builder).
     ///
@@ -379,6 +387,25 @@ pub struct PlanCommand {
     pub layers: Vec<PathBuf>,
 
     /// Write the plan to this file instead of stdout.
+    #[command(flatten)]
+    pub output: OutputPathArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SbomCommand {
+    #[command(flatten)]
+    pub closure: ClosureArgs,
+
+    /// The document's format. Example: --format spdx
+    #[arg(long, value_enum, default_value_t = SbomFormat::Cyclonedx)]
+    pub format: SbomFormat,
+
+    /// The document's time, RFC 3339 or `now` (default 1970-01-01T00:00:01Z, reproducible;
+    /// SPDX takes UTC to the second). Example: --created 2024-05-01T12:00:00Z
+    #[arg(long, value_name = "TIME", default_value = config::DEFAULT_CREATED, value_parser = parse_created)]
+    pub created: String,
+
+    /// Write the document to this file instead of stdout.
     #[command(flatten)]
     pub output: OutputPathArgs,
 }

@@ -27,5 +27,6 @@ mod nix_functions;
 mod prebuilt_layers;
 mod push;
 mod reproducibility;
+mod sbom;
 mod tar_compat;
 mod threads;
