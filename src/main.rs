@@ -64,10 +64,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &args.layers,
                 args.customisation_layer,
             )?;
-            match args.output.path()? {
-                Some(path) => commands::write_file(&path, &json).map(done),
-                None => print_stdout(&json).map(done),
-            }
+            commands::write_document(&args.output, &json).map(done)
         }
         Some(Command::Layer(args)) => commands::layer(args).map(done),
         Some(Command::Sbom(args)) => {
@@ -76,10 +73,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 created: args.created,
             };
             let json = sbom::write(&graph, args.format, &options)?;
-            match args.output.path()? {
-                Some(path) => commands::write_file(&path, &json).map(done),
-                None => print_stdout(&json).map(done),
-            }
+            commands::write_document(&args.output, &json).map(done)
         }
         Some(Command::StreamScript { attrs }) => {
             attrs::write_stream_script(&attrs).map(|_script| ExitCode::SUCCESS)

@@ -63,8 +63,7 @@ struct Component {
 
 /// The SBOM of `graph` in `format`, as pretty JSON.
 pub fn write(graph: &ClosureGraph, format: SbomFormat, options: &SbomOptions) -> Result<String> {
-    let components = components(graph)?;
-    let roots = roots(graph, &components);
+    let (components, roots) = components(graph)?;
     let document = match format {
         SbomFormat::Cyclonedx => cyclonedx(&components, &roots, options),
         SbomFormat::Spdx => spdx(&components, &roots, options)?,
@@ -73,15 +72,16 @@ pub fn write(graph: &ClosureGraph, format: SbomFormat, options: &SbomOptions) ->
         .map_err(|e| Error::value(format!("the SBOM does not serialise: {e}")))
 }
 
-/// The components in store-path order (the graph's index order is its input's).
-fn components(graph: &ClosureGraph) -> Result<Vec<Component>> {
+/// The components in store-path order (the graph's index order is its input's), and the
+/// positions of the closure's roots among them, in that order.
+fn components(graph: &ClosureGraph) -> Result<(Vec<Component>, Vec<usize>)> {
     let mut order: Vec<usize> = (0..graph.len()).collect();
     order.sort_by(|&a, &b| graph.path(a).cmp(graph.path(b)));
     let mut position = vec![0; graph.len()];
     for (at, &index) in order.iter().enumerate() {
         position[index] = at;
     }
-    order
+    let components = order
         .iter()
         .map(|&index| {
             let store_path = graph.path(index).to_string();
@@ -115,16 +115,10 @@ fn components(graph: &ClosureGraph) -> Result<Vec<Component>> {
                 depends_on,
             })
         })
-        .collect()
-}
-
-/// The components no other references: the closure's roots, in store-path order.
-fn roots(graph: &ClosureGraph, components: &[Component]) -> Vec<usize> {
-    let root_paths: std::collections::HashSet<&str> =
-        graph.roots().into_iter().map(|r| graph.path(r)).collect();
-    (0..components.len())
-        .filter(|&i| root_paths.contains(components[i].store_path.as_str()))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let mut roots: Vec<usize> = graph.roots().into_iter().map(|r| position[r]).collect();
+    roots.sort_unstable();
+    Ok((components, roots))
 }
 
 /// A store path's name: its base name without the hash (`/nix/store/<32>-hello-2.12` is
@@ -325,28 +319,32 @@ fn spdx_time(created: &str) -> Result<&str> {
 }
 
 fn spdx(components: &[Component], roots: &[usize], options: &SbomOptions) -> Result<Value> {
-    let id = |c: &Component| {
-        let hash: String = c
-            .store_path
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .chars()
-            .map(|ch| {
-                if ch.is_ascii_alphanumeric() || ch == '.' || ch == '-' {
-                    ch
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        format!("SPDXRef-nix-{hash}")
-    };
+    // By position, so that no two store names can meet in one ID (an SPDX ID allows only
+    // letters, digits, `.` and `-`); the name follows for readers.
+    let ids: Vec<String> = components
+        .iter()
+        .enumerate()
+        .map(|(at, c)| {
+            let name: String = c
+                .name
+                .chars()
+                .map(|ch| {
+                    if ch.is_ascii_alphanumeric() || ch == '.' {
+                        ch
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            format!("SPDXRef-{at}-{name}")
+        })
+        .collect();
     let packages: Vec<Value> = components
         .iter()
-        .map(|c| {
+        .zip(&ids)
+        .map(|(c, id)| {
             let mut value = json!({
-                "SPDXID": id(c),
+                "SPDXID": id,
                 "name": c.name,
             });
             if let Some(version) = &c.version {
@@ -375,16 +373,16 @@ fn spdx(components: &[Component], roots: &[usize], options: &SbomOptions) -> Res
             json!({
                 "spdxElementId": "SPDXRef-DOCUMENT",
                 "relationshipType": "DESCRIBES",
-                "relatedSpdxElement": id(&components[r]),
+                "relatedSpdxElement": ids[r],
             })
         })
         .collect();
-    for c in components {
+    for (c, id) in components.iter().zip(&ids) {
         for &d in &c.depends_on {
             relationships.push(json!({
-                "spdxElementId": id(c),
+                "spdxElementId": id,
                 "relationshipType": "DEPENDS_ON",
-                "relatedSpdxElement": id(&components[d]),
+                "relatedSpdxElement": ids[d],
             }));
         }
     }

@@ -661,12 +661,12 @@ pub(crate) struct Expected<'a> {
 
 /// Whether a copied blob is decompressed on the way.
 #[derive(Clone, Copy)]
-pub(crate) enum Decode {
+pub(crate) enum Decode<'a> {
     /// Decompressed with this codec: its diff_id is computed (and checked, when expected).
     Check(Codec),
-    /// Not decompressed: its diff_id is the expected one, taken on trust (see
-    /// `prebuilt::BlobCheck`); only its size and digest are checked.
-    Trust,
+    /// Not decompressed: its diff_id is this one, taken on trust (see `prebuilt::BlobCheck`);
+    /// only its size and digest are checked, and there is no decompressed copy to give.
+    Trust(&'a Digest),
 }
 
 /// Copies a stored blob once: its bytes to `stored_out`, decompressed to `plain_out`, both
@@ -681,22 +681,11 @@ pub(crate) fn copy_checked(
     (at, damaged): (&str, fn(&str, String) -> Error),
 ) -> Result<BlobInfo> {
     let fail = |what: String| Error::input(at, what);
-    let trusted_diff_id =
-        match decode {
-            Decode::Check(_) => None,
-            Decode::Trust => match (expected.diff_id, &plain_out) {
-                (Some(diff_id), None) => Some(Digest::parse(diff_id).ok_or_else(|| {
-                    fail(format!("the diff_id {} is not a digest", shown(diff_id)))
-                })?),
-                _ => {
-                    return Err(fail(
-                        "a blob copied without decompressing needs a known diff_id and no \
-                     decompressed copy"
-                            .to_string(),
-                    ));
-                }
-            },
-        };
+    if matches!(decode, Decode::Trust(_)) && plain_out.is_some() {
+        return Err(Error::value(
+            "a blob copied without decompressing it has no decompressed copy to give",
+        ));
+    }
     let mut stored = HashingWriter::new(io::sink());
     let mut sink: Box<dyn Write + '_> = match plain_out.take() {
         Some(out) => Box::new(out),
@@ -710,7 +699,7 @@ pub(crate) fn copy_checked(
                     .decoding_writer(&mut plain)
                     .map_err(|e| fail(format!("it does not decompress: {e}")))?,
             ),
-            Decode::Trust => None,
+            Decode::Trust(_) => None,
         };
         let mut buffer = vec![0u8; 1 << 20];
         loop {
@@ -739,7 +728,10 @@ pub(crate) fn copy_checked(
         }
     }
     let (_, computed_diff_id, _) = plain.finish();
-    let diff_id = trusted_diff_id.unwrap_or(computed_diff_id);
+    let diff_id = match decode {
+        Decode::Check(_) => computed_diff_id,
+        Decode::Trust(diff_id) => diff_id.clone(),
+    };
     let (_, digest, size) = stored.finish();
     let by = expected.by;
     let damaged = |message: String| damaged(at, message);

@@ -7,7 +7,7 @@
 //! times the copy (the uncompressed bytes are hashed too). `layered-gen layer` took it from
 //! the tar it made, and the directory is trusted for it as the store that holds it is (as the
 //! layer cache is): a blob changed since is caught by its digest, and a layer.json written by
-//! hand with a wrong diffId gives an image that `docker load` and containerd refuse.
+//! hand with a wrong diffId gives an image that `docker load` refuses.
 //! `--verify-layers` ([`BlobCheck::Full`]) decompresses every blob and checks its diffId too.
 //!
 //! `layer.json` (`LayerFile`):
@@ -252,7 +252,7 @@ impl BlobSource for PrebuiltBlob<'_> {
         let mut file = open_regular(&path)?;
         let at = shown_path(&path);
         let decode = match self.check {
-            BlobCheck::Digest => Decode::Trust,
+            BlobCheck::Digest => Decode::Trust(&self.layer.layer.diff_id),
             BlobCheck::Full => Decode::Check(self.codec()),
         };
         copy_checked(

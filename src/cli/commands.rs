@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use layered_gen::base::BaseOptions;
-use layered_gen::error::{Error, Result};
+use layered_gen::error::{Error, Result, ResultExt, Setting};
 use layered_gen::pipeline;
 
 use super::args::{
     BuildArgs, CommandKind, DiffCommand, ExportCommand, IndexCommand, LayerCommand, MergeCommand,
-    flag,
+    OutputPathArgs, flag,
 };
 
 pub fn build(args: BuildArgs) -> Result<()> {
@@ -26,10 +26,13 @@ pub fn build(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes a small output file whole (the plan), with a final newline.
-pub fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
-    std::fs::write(path, format!("{text}\n"))
-        .map_err(|e| Error::io("writing", path, e).about(layered_gen::error::Setting::Output))
+/// Writes a small document (the plan, an SBOM) where `-o` or `--output-from-attrs` says, else
+/// to stdout, with a final newline.
+pub fn write_document(output: &OutputPathArgs, text: &str) -> Result<()> {
+    match output.path()? {
+        Some(path) => layered_gen::output::write_document(&path, text).about(Setting::Output),
+        None => print_stdout(text),
+    }
 }
 
 /// `layered-gen layer`: one layer directory.

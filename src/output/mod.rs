@@ -32,6 +32,18 @@ pub use image::docker_archive::StoredImage;
 pub use image::oci::PlatformImage;
 pub use image::{ImageSource, IndexWritten, Naming, Written};
 pub use sink::temporary::install_signal_cleanup;
+
+/// Writes a small document (a plan, an SBOM) to `path` as an image file is written: whole or
+/// not at all (a temporary file renamed, removed on error or signal), replacing only a regular
+/// file.
+pub fn write_document(path: &std::path::Path, text: &str) -> crate::error::Result<()> {
+    let sink = destination::Sink::File(path.to_path_buf());
+    sink::write_stream(&sink, Compression::None, |out| {
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| crate::error::Error::write(crate::error::shown_path(path), e))
+    })
+}
 pub use transport::reference::Repository;
 pub use transport::registry::PushOptions;
 pub use transport::registry::client::ConnectOptions;

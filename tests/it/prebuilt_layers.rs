@@ -359,3 +359,38 @@ fn a_layer_links_its_contents_at_the_root_after_its_store_paths() {
         fs::metadata(dir.join("layer.tar")).unwrap().len()
     );
 }
+
+/// What the README says of a layer.json edited to a wrong diffId, taken without
+/// --verify-layers: the image it gives is refused by `docker load`, which checks diff_ids.
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs docker: cargo test --features tool-tests (.ci/run)"
+)]
+fn docker_refuses_an_image_whose_trusted_diff_id_is_wrong() {
+    let docker = require("docker");
+    let s = sample();
+    let dir = s.store.dir.path();
+    let layer = dir.join("layer");
+    build_layer(&s.store, &s.closure, &layer, &["--path", &s.paths[0]]);
+    let mut json = layer_json(&layer);
+    json["diffId"] = Value::from(format!("sha256:{}", "cd".repeat(32)));
+    fs::write(layer.join("layer.json"), json.to_string()).unwrap();
+    let image = dir.join("wrong.tar");
+    run(layered_gen_on(&s.store, &s.closure)
+        .args(["--name", "layered-gen-test/wrong-diff-id", "--tag", "1"])
+        .arg("--layer")
+        .arg(&layer)
+        .arg("-o")
+        .arg(&image));
+    let loaded = Command::new(docker)
+        .arg("load")
+        .arg("-i")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        !loaded.status.success(),
+        "docker loaded an image whose diff_id is wrong: {loaded:?}"
+    );
+}
