@@ -64,6 +64,7 @@ fn random_behaviour(seed: &mut u64) -> Behaviour {
         lie_about_blob_digest: bit(9) && bit(10),
         forget_manifests: bit(11) && bit(12),
         bearer_realm: (bit(13) && bit(14)).then(String::new),
+        referrers_api: bit(15),
     }
 }
 
@@ -105,6 +106,9 @@ fn round(bin: &PathBuf, repo: &std::path::Path, behaviour: &Behaviour) -> Result
         .arg("--store-root")
         .arg(tiny.join("root"))
         .args(["--no-cache", "--timeout", "2", "-q"])
+        // Documents beside the image: the referrers API or the fallback tag, as the registry
+        // speaks it.
+        .args(["--format", "oci", "--sbom", "cyclonedx"])
         .args(["--creds", &format!("{USER}:{PASSWORD}")])
         .arg("-o")
         .arg(format!("docker://{}/red/team:1", registry.address()))

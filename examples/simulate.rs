@@ -72,6 +72,7 @@ fn graph_of(nodes: &[Node], keep: &[bool]) -> ClosureGraph {
                 .collect(),
             nar_size: Some(n.size),
             nar_hash: None,
+            deriver: None,
             origin: Origin {
                 file: "simulation".into(),
                 at: Location::Line(i + 1),

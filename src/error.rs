@@ -106,6 +106,9 @@ pub enum Setting {
     CacheDir,
     Layer,
     Path,
+    Sbom,
+    SbomInImage,
+    Provenance,
 }
 
 #[derive(Debug)]

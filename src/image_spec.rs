@@ -29,6 +29,8 @@ pub mod media_type {
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
     pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    /// The empty JSON object `{}`: the config of an artifact manifest (OCI 1.1).
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
     /// Whether a descriptor points at an index (a list of manifests).
     pub fn is_index(media_type: &str) -> bool {
@@ -49,6 +51,9 @@ pub struct Descriptor {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
+    /// What an artifact manifest holds (OCI 1.1), on descriptors of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,8 +78,16 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// An artifact's type (OCI 1.1): what its layers hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// The manifest an artifact is about (OCI 1.1 referrers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// An image index: manifests, one per platform or per image.
@@ -194,6 +207,7 @@ mod tests {
             media_type: media_type::OCI_MANIFEST.into(),
             digest: "sha256:ab".into(),
             size: 3,
+            artifact_type: None,
             annotations: Some(BTreeMap::from([
                 (REF_NAME.to_string(), "t".to_string()),
                 (CONTAINERD_NAME.to_string(), "n:t".to_string()),

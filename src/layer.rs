@@ -33,7 +33,10 @@ use crate::tarball::{self, Dialect, Header, Kind, StartedTar, TarStream};
 
 mod custom;
 
-pub use custom::{Customisation, PermRule, link_contents, parse_perms, read_perms, record_modes};
+pub use custom::{
+    Customisation, PermRule, check_image_path, link_contents, parse_perms, read_perms,
+    record_modes, write_image_file,
+};
 
 /// The knobs that reach into every entry.
 #[derive(Clone, Debug, Default)]
@@ -67,6 +70,14 @@ pub enum TarCompat {
 }
 
 impl TarCompat {
+    /// Its name, as `--tar-compat` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TarCompat::None => "none",
+            TarCompat::Nixpkgs => "nixpkgs",
+        }
+    }
+
     fn dialect(self) -> Dialect {
         match self {
             TarCompat::None => Dialect::Ours,

@@ -3,7 +3,8 @@
 //! One module per pipeline stage:
 //! [`closure`] reads the graph, [`plan`] splits it into layers, [`layer`] writes each layer as a
 //! deterministic tarball, [`config`] describes the image, [`output`] writes docker-archive or
-//! OCI layouts. [`pipeline`] runs them in order for the command line.
+//! OCI layouts. [`pipeline`] runs them in order for the command line. About the image, from the
+//! closure: [`sbom`] (its bill of materials) and [`provenance`] (how it was built).
 //!
 //! Shared by several stages, knowing none: [`error`] (the error type), [`digest`] (content
 //! digests), [`image_spec`] (the image formats' JSON documents), [`codec`] (compression formats), [`tarball`] (the tar
@@ -30,6 +31,7 @@ pub(crate) mod pipe;
 pub mod pipeline;
 pub mod plan;
 pub(crate) mod progress;
+pub mod provenance;
 pub mod sbom;
 pub mod tarball;
 

@@ -71,6 +71,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let graph = ClosureGraph::load(&args.closure.closures, &args.closure.load_options())?;
             let options = sbom::SbomOptions {
                 created: args.created,
+                image: None,
             };
             let json = sbom::write(&graph, args.format, &options)?;
             commands::write_document(&args.output, &json).map(done)

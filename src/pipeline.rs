@@ -15,17 +15,20 @@ use crate::codec::Codec;
 use crate::config::{self, HistoryStyle, ImageConfig, Platform, RuntimeOptions};
 use crate::diff;
 use crate::digest::Digest;
-use crate::error::{Error, Result, Setting, shown};
+use crate::error::{Error, Result, ResultExt, Setting, shown};
 use crate::export;
 pub use crate::export::Exported;
 use crate::image_spec::{BlobCompression, LayerFile, PlatformSpec};
 use crate::layer::{self, Customisation, LayerOptions, LayerTree, TarCompat};
 use crate::output::{
-    self, BlobSource, CacheKey, Compression, Format, ImageSource, IndexWritten, LayerSet,
-    LayerSource, OutputOptions, PlatformImage, Shape, Sink, StoredImage, Written,
+    self, Attachment, BlobSource, CacheKey, Compression, Destination, Format, ImageSource,
+    IndexWritten, LayerSet, LayerSource, OutputOptions, PlatformImage, Shape, Sink, StoredImage,
+    Subject, Written,
 };
 use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
 use crate::progress::Progress;
+use crate::provenance::{self, ProvenanceOptions};
+use crate::sbom::{self, ImageFacts, SbomFormat, SbomOptions};
 use crate::tarball::{StartedTar, TarStream};
 
 /// Where the closure comes from and how it is split.
@@ -68,6 +71,26 @@ pub struct BuildOptions {
     pub prebuilt: Vec<PathBuf>,
     /// How much of their blobs is checked as they are copied.
     pub prebuilt_check: BlobCheck,
+    /// The documents about the image written beside it.
+    pub documents: Documents,
+}
+
+/// Documents about the image, from the closure: written beside the image once it is made
+/// (see [`output::Attachment`]), or into it.
+#[derive(Clone, Debug, Default)]
+pub struct Documents {
+    /// SBOMs, one per format.
+    pub sbom: Vec<SbomFormat>,
+    /// Where in the image the closure's CycloneDX SBOM goes, if it does.
+    pub sbom_in_image: Option<String>,
+    /// An in-toto SLSA provenance statement.
+    pub provenance: bool,
+}
+
+impl Documents {
+    fn beside(&self) -> bool {
+        !self.sbom.is_empty() || self.provenance
+    }
 }
 
 /// What `layered-gen layer` makes: one layer directory (see [`crate::base::prebuilt`]).
@@ -438,6 +461,7 @@ pub fn export(options: &ExportOptions) -> Result<Exported> {
 
 /// Builds the image: the whole job of `layered-gen --closure ... -o ...`.
 pub fn build(options: &BuildOptions) -> Result<Written> {
+    check_documents(options)?;
     let custom = &options.customisation;
     custom.check()?;
     let base = load_base(options)?;
@@ -469,14 +493,41 @@ pub fn build(options: &BuildOptions) -> Result<Written> {
     if options.plan.include_store_paths {
         layer::check_sources(graph.paths().iter().map(String::as_str), &options.layer)?;
     }
+    // The SBOM that goes into the image is a file of the customisation layer.
+    let scratch = options.output.scratch_dir();
+    let in_image = sbom_in_image(&graph, options, &scratch)?;
+    let with_sbom;
+    let options = match &in_image {
+        Some(dir) => {
+            with_sbom = BuildOptions {
+                customisation: Customisation {
+                    extra_dirs: [
+                        options.customisation.extra_dirs.clone(),
+                        vec![dir.path().to_path_buf()],
+                    ]
+                    .concat(),
+                    ..options.customisation.clone()
+                },
+                ..options.clone()
+            };
+            &with_sbom
+        }
+        None => options,
+    };
     let built = build_layers(&graph, &plan, options)?;
     let progress = Progress::new(
         options.progress,
         built.iter().map(|l| l.tree.tar_len()).sum(),
     );
+    let layer_of = layer_of_paths(&graph, &plan, &prebuilt);
     let image = Image {
         layers: image_layers(base.as_ref(), &prebuilt, built, &progress, options)?,
         config: image_config(base.as_ref(), options)?,
+        about: options.documents.beside().then_some(About {
+            graph: &graph,
+            layer_of,
+            options,
+        }),
     };
     let written = output::write_image(&image, &options.output);
     progress.finish();
@@ -704,6 +755,16 @@ enum ImageLayer<'a> {
 struct Image<'a> {
     layers: Vec<ImageLayer<'a>>,
     config: ImageConfig,
+    /// What the documents beside the image are made from, when asked for.
+    about: Option<About<'a>>,
+}
+
+/// The closure and options an image's documents describe.
+struct About<'a> {
+    graph: &'a ClosureGraph,
+    /// Store path → the image layer holding it.
+    layer_of: HashMap<String, usize>,
+    options: &'a BuildOptions,
 }
 
 impl LayerSet for Image<'_> {
@@ -755,6 +816,170 @@ impl ImageSource for Image<'_> {
             .collect();
         Ok(self.config.to_json(diff_ids, &comments))
     }
+
+    fn attachments(&self, subject: &Subject<'_>) -> Result<Vec<Attachment>> {
+        match &self.about {
+            Some(about) => about.documents(subject, &self.config.platform),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl About<'_> {
+    /// The SBOMs and the provenance asked for, about `subject`.
+    fn documents(&self, subject: &Subject<'_>, platform: &Platform) -> Result<Vec<Attachment>> {
+        let documents = &self.options.documents;
+        let created = &self.options.config.created;
+        let attachment = |media_type: &str, file_name: &str, content: String| Attachment {
+            media_type: media_type.to_string(),
+            file_name: file_name.to_string(),
+            created: created.clone(),
+            content: content.into_bytes(),
+        };
+        let tag = subject.tags.first().cloned().unwrap_or_default();
+        let facts = ImageFacts {
+            name: subject.name.to_string(),
+            tag,
+            config_digest: subject.config_digest.to_string(),
+            manifest_digest: subject.manifest.map(|m| m.digest.clone()),
+            layer_of: self
+                .layer_of
+                .iter()
+                .filter_map(|(path, &index)| {
+                    let layer = subject.layers.get(index)?;
+                    Some((path.clone(), (index, layer.diff_id.to_string())))
+                })
+                .collect(),
+        };
+        let mut made = Vec::new();
+        for &format in &documents.sbom {
+            let options = SbomOptions {
+                created: created.clone(),
+                image: Some(facts.clone()),
+            };
+            let text = sbom::write(self.graph, format, &options)?;
+            made.push(attachment(format.media_type(), format.file_name(), text));
+        }
+        if documents.provenance {
+            let options = ProvenanceOptions {
+                name: subject.name.to_string(),
+                digest: subject
+                    .manifest
+                    .map_or_else(|| subject.config_digest.to_string(), |m| m.digest.clone()),
+                parameters: build_parameters(self.options, platform),
+                layers: subject
+                    .layers
+                    .iter()
+                    .map(|l| l.digest.to_string())
+                    .collect(),
+            };
+            let text = provenance::statement(self.graph, &options)?;
+            made.push(attachment(
+                provenance::MEDIA_TYPE,
+                "provenance.intoto.json",
+                text,
+            ));
+        }
+        Ok(made)
+    }
+}
+
+/// The options that decide an image's bytes, as its provenance states them.
+fn build_parameters(options: &BuildOptions, platform: &Platform) -> serde_json::Value {
+    let destination = &options.output.destination;
+    let plan = &options.plan;
+    serde_json::json!({
+        "name": options.output.name,
+        "tags": options.output.tags,
+        "format": destination.format().name(),
+        "layerCompression": destination.layer_compression().describe(),
+        "maxLayers": plan.max_layers,
+        "layering": match &plan.layering_pipeline {
+            Some(_) => Layering::Pipeline.name(),
+            None => plan.layering.name(),
+        },
+        "includeStorePaths": plan.include_store_paths,
+        "exclude": plan.exclude,
+        "created": options.config.created,
+        "platform": platform.describe(),
+        "tarCompat": options.layer.tar_compat.name(),
+        "contents": options.customisation.contents,
+        "layers": options.prebuilt.len(),
+        "baseImage": options.base.is_some(),
+    })
+}
+
+/// Store path → the position of the image layer holding it: the prebuilt layers after the
+/// base's, then the planned ones.
+fn layer_of_paths(
+    graph: &ClosureGraph,
+    plan: &Plan,
+    prebuilt: &[PrebuiltLayer],
+) -> HashMap<String, usize> {
+    let mut layer_of = HashMap::new();
+    for (i, layer) in prebuilt.iter().enumerate() {
+        for path in &layer.layer.paths {
+            layer_of.insert(path.clone(), plan.budget.base_layers + i);
+        }
+    }
+    let first = plan.budget.base_layers + plan.budget.prebuilt_layers;
+    for (i, layer) in plan.layers.iter().enumerate() {
+        for &p in layer {
+            layer_of.insert(graph.path(p).to_string(), first + i);
+        }
+    }
+    layer_of
+}
+
+/// What stops the documents from being written, found before any layer is.
+fn check_documents(options: &BuildOptions) -> Result<()> {
+    let documents = &options.documents;
+    if documents.beside() && matches!(options.output.destination, Destination::DockerDaemon { .. })
+    {
+        return Err(Error::value(
+            "the Docker daemon keeps nothing beside an image: write the SBOM or provenance \
+             with an image file, a layout or a push, or alone with layered-gen sbom",
+        )
+        .about(if documents.provenance {
+            Setting::Provenance
+        } else {
+            Setting::Sbom
+        }));
+    }
+    for format in &documents.sbom {
+        format.check(&options.config.created)?;
+    }
+    if let Some(path) = &documents.sbom_in_image {
+        layer::check_image_path(path).about(Setting::SbomInImage)?;
+    }
+    Ok(())
+}
+
+/// The closure's CycloneDX SBOM laid out at its image path in a scratch directory, for the
+/// customisation layer to take in, when asked for.
+fn sbom_in_image(
+    graph: &ClosureGraph,
+    options: &BuildOptions,
+    scratch: &Path,
+) -> Result<Option<tempfile::TempDir>> {
+    let Some(path) = &options.documents.sbom_in_image else {
+        return Ok(None);
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(".sbom-")
+        .tempdir_in(scratch)
+        .map_err(|e| Error::io("creating a directory in", scratch, e))?;
+    let text = sbom::write(
+        graph,
+        SbomFormat::Cyclonedx,
+        &SbomOptions {
+            created: options.config.created.clone(),
+            image: None,
+        },
+    )?;
+    layer::write_image_file(dir.path(), path, format!("{text}\n").as_bytes())
+        .about(Setting::SbomInImage)?;
+    Ok(Some(dir))
 }
 
 /// A built layer as it is written: counted on the progress bar, its errors labelled.

@@ -39,6 +39,22 @@ impl SbomFormat {
             SbomFormat::Spdx => "application/spdx+json",
         }
     }
+
+    /// The document's file name beside an image (a docker-archive member, an artifact's title).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            SbomFormat::Cyclonedx => "sbom.cdx.json",
+            SbomFormat::Spdx => "sbom.spdx.json",
+        }
+    }
+
+    /// Checks beforehand what would stop the document being written once the image is.
+    pub fn check(self, created: &str) -> Result<()> {
+        match self {
+            SbomFormat::Cyclonedx => Ok(()),
+            SbomFormat::Spdx => spdx_time(created).map(|_| ()),
+        }
+    }
 }
 
 /// What describes the document and its maker.
@@ -46,6 +62,23 @@ impl SbomFormat {
 pub struct SbomOptions {
     /// The document's time, RFC 3339 (see `config::parse_created`).
     pub created: String,
+    /// The image the closure went into, when the document goes with one.
+    pub image: Option<ImageFacts>,
+}
+
+/// An image as its SBOM names it: the root component, holding the closure's paths.
+#[derive(Clone, Debug, Default)]
+pub struct ImageFacts {
+    /// `registry/name` or the archive's name.
+    pub name: String,
+    /// The main tag.
+    pub tag: String,
+    /// Its config's digest (Docker's image id), `sha256:…`.
+    pub config_digest: String,
+    /// Its manifest's digest, where the image has a manifest (a layout, a registry).
+    pub manifest_digest: Option<String>,
+    /// Store path → the layer holding it: its position in the image and its diff_id.
+    pub layer_of: std::collections::HashMap<String, (usize, String)>,
 }
 
 /// One store path as a component.
@@ -57,13 +90,16 @@ struct Component {
     /// The narHash as SHA-256 hex, when the closure has it.
     sha256: Option<String>,
     nar_size: Option<u64>,
+    deriver: Option<String>,
+    /// The image layer holding it: position and diff_id.
+    layer: Option<(usize, String)>,
     /// Indices into the component list.
     depends_on: Vec<usize>,
 }
 
 /// The SBOM of `graph` in `format`, as pretty JSON.
 pub fn write(graph: &ClosureGraph, format: SbomFormat, options: &SbomOptions) -> Result<String> {
-    let (components, roots) = components(graph)?;
+    let (components, roots) = components(graph, options.image.as_ref())?;
     let document = match format {
         SbomFormat::Cyclonedx => cyclonedx(&components, &roots, options),
         SbomFormat::Spdx => spdx(&components, &roots, options)?,
@@ -74,7 +110,10 @@ pub fn write(graph: &ClosureGraph, format: SbomFormat, options: &SbomOptions) ->
 
 /// The components in store-path order (the graph's index order is its input's), and the
 /// positions of the closure's roots among them, in that order.
-fn components(graph: &ClosureGraph) -> Result<(Vec<Component>, Vec<usize>)> {
+fn components(
+    graph: &ClosureGraph,
+    image: Option<&ImageFacts>,
+) -> Result<(Vec<Component>, Vec<usize>)> {
     let mut order: Vec<usize> = (0..graph.len()).collect();
     order.sort_by(|&a, &b| graph.path(a).cmp(graph.path(b)));
     let mut position = vec![0; graph.len()];
@@ -109,9 +148,11 @@ fn components(graph: &ClosureGraph) -> Result<(Vec<Component>, Vec<usize>)> {
             Ok(Component {
                 name: name.to_string(),
                 version: version.map(str::to_string),
-                store_path,
                 sha256,
                 nar_size: graph.nar_size(index),
+                deriver: graph.deriver(index).map(str::to_string),
+                layer: image.and_then(|i| i.layer_of.get(graph.path(index)).cloned()),
+                store_path,
                 depends_on,
             })
         })
@@ -207,6 +248,15 @@ fn purl_encode(text: &str) -> String {
     out
 }
 
+/// The `pkg:nix` package URL of a store path, by its name and version.
+pub fn package_url(store_path: &str) -> String {
+    let (name, version) = parse_drv_name(store_name(store_path));
+    match version {
+        Some(version) => format!("pkg:nix/{}@{}", purl_encode(name), purl_encode(version)),
+        None => format!("pkg:nix/{}", purl_encode(name)),
+    }
+}
+
 fn purl(component: &Component) -> String {
     let name = purl_encode(&component.name);
     match &component.version {
@@ -237,6 +287,27 @@ fn tool_version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// The CycloneDX properties of a component: what has no field of its own.
+fn properties(c: &Component) -> Vec<Value> {
+    let mut properties = vec![json!({ "name": "nix:store_path", "value": c.store_path })];
+    if let Some(size) = c.nar_size {
+        properties.push(json!({ "name": "nix:nar_size", "value": size.to_string() }));
+    }
+    if let Some(deriver) = &c.deriver {
+        properties.push(json!({ "name": "nix:deriver", "value": deriver }));
+    }
+    if let Some((index, diff_id)) = &c.layer {
+        properties.push(json!({ "name": "layered-gen:layer", "value": index.to_string() }));
+        properties.push(json!({ "name": "layered-gen:layer_diff_id", "value": diff_id }));
+    }
+    properties
+}
+
+/// The image's reference for a document: `name:tag`.
+fn image_reference(image: &ImageFacts) -> String {
+    format!("{}:{}", image.name, image.tag)
+}
+
 fn cyclonedx(components: &[Component], roots: &[usize], options: &SbomOptions) -> Value {
     let component = |c: &Component, kind: &str| {
         let mut value = json!({
@@ -251,19 +322,23 @@ fn cyclonedx(components: &[Component], roots: &[usize], options: &SbomOptions) -
         if let Some(sha256) = &c.sha256 {
             value["hashes"] = json!([{ "alg": "SHA-256", "content": sha256 }]);
         }
-        let mut properties = vec![json!({ "name": "nix:store_path", "value": c.store_path })];
-        if let Some(size) = c.nar_size {
-            properties.push(json!({ "name": "nix:nar_size", "value": size.to_string() }));
-        }
-        value["properties"] = Value::Array(properties);
+        value["properties"] = Value::Array(properties(c));
         value
     };
-    let single_root = (roots.len() == 1).then(|| roots[0]);
+    // The subject: the image, holding every path; without one, the closure's single root.
+    let single_root = (options.image.is_none() && roots.len() == 1).then(|| roots[0]);
     let listed: Vec<Value> = (0..components.len())
         .filter(|&i| Some(i) != single_root)
-        .map(|i| component(&components[i], "library"))
+        .map(|i| {
+            let kind = if roots.contains(&i) {
+                "application"
+            } else {
+                "library"
+            };
+            component(&components[i], kind)
+        })
         .collect();
-    let dependencies: Vec<Value> = components
+    let mut dependencies: Vec<Value> = components
         .iter()
         .map(|c| {
             let on: Vec<&str> = c
@@ -280,7 +355,27 @@ fn cyclonedx(components: &[Component], roots: &[usize], options: &SbomOptions) -
             { "type": "application", "name": "layered-gen", "version": tool_version() }
         ] },
     });
-    if let Some(root) = single_root {
+    if let Some(image) = &options.image {
+        let reference = image_reference(image);
+        let mut properties =
+            vec![json!({ "name": "oci:config_digest", "value": image.config_digest })];
+        if let Some(manifest) = &image.manifest_digest {
+            properties.push(json!({ "name": "oci:manifest_digest", "value": manifest }));
+        }
+        metadata["component"] = json!({
+            "type": "container",
+            "bom-ref": reference,
+            "name": image.name,
+            "version": image.tag,
+            "hashes": [{ "alg": "SHA-256", "content": digest_hex(&image.config_digest) }],
+            "properties": properties,
+        });
+        let on: Vec<&str> = roots
+            .iter()
+            .map(|&r| components[r].store_path.as_str())
+            .collect();
+        dependencies.insert(0, json!({ "ref": reference, "dependsOn": on }));
+    } else if let Some(root) = single_root {
         metadata["component"] = component(&components[root], "application");
     }
     let mut document = json!({
@@ -294,6 +389,23 @@ fn cyclonedx(components: &[Component], roots: &[usize], options: &SbomOptions) -
     let serial = content_uuid(document.to_string().as_bytes());
     document["serialNumber"] = json!(format!("urn:uuid:{serial}"));
     document
+}
+
+/// The hex digits of `sha256:HEX`.
+fn digest_hex(digest: &str) -> &str {
+    digest.split_once(':').map_or(digest, |(_, hex)| hex)
+}
+
+/// What SPDX has no field for: the store path, its deriver, the layer holding it.
+fn spdx_comment(c: &Component) -> String {
+    let mut comment = format!("Nix store path {}", c.store_path);
+    if let Some(deriver) = &c.deriver {
+        comment.push_str(&format!(", built by {deriver}"));
+    }
+    if let Some((index, diff_id)) = &c.layer {
+        comment.push_str(&format!(", in image layer {index} ({diff_id})"));
+    }
+    comment
 }
 
 /// SPDX needs its time in UTC to the second: `YYYY-MM-DDThh:mm:ssZ`.
@@ -358,7 +470,7 @@ fn spdx(components: &[Component], roots: &[usize], options: &SbomOptions) -> Res
             value["licenseConcluded"] = json!("NOASSERTION");
             value["licenseDeclared"] = json!("NOASSERTION");
             value["copyrightText"] = json!("NOASSERTION");
-            value["comment"] = json!(format!("Nix store path {}", c.store_path));
+            value["comment"] = json!(spdx_comment(c));
             value["externalRefs"] = json!([{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
@@ -367,16 +479,53 @@ fn spdx(components: &[Component], roots: &[usize], options: &SbomOptions) -> Res
             value
         })
         .collect();
-    let mut relationships: Vec<Value> = roots
-        .iter()
-        .map(|&r| {
-            json!({
-                "spdxElementId": "SPDXRef-DOCUMENT",
-                "relationshipType": "DESCRIBES",
-                "relatedSpdxElement": ids[r],
-            })
+    let mut packages = packages;
+    let mut relationships: Vec<Value> = Vec::new();
+    let describe = |id: &str| {
+        json!({
+            "spdxElementId": "SPDXRef-DOCUMENT",
+            "relationshipType": "DESCRIBES",
+            "relatedSpdxElement": id,
         })
-        .collect();
+    };
+    if let Some(image) = &options.image {
+        // The image is the subject; it contains every path of the closure.
+        let mut value = json!({
+            "SPDXID": "SPDXRef-image",
+            "name": image.name,
+            "versionInfo": image.tag,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{ "algorithm": "SHA256", "checksumValue": digest_hex(&image.config_digest) }],
+            "primaryPackagePurpose": "CONTAINER",
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        });
+        value["comment"] = json!(match &image.manifest_digest {
+            Some(manifest) => format!(
+                "The image {}: config {}, manifest {manifest}",
+                image_reference(image),
+                image.config_digest
+            ),
+            None => format!(
+                "The image {}: config {}",
+                image_reference(image),
+                image.config_digest
+            ),
+        });
+        packages.insert(0, value);
+        relationships.push(describe("SPDXRef-image"));
+        relationships.extend(ids.iter().map(|id| {
+            json!({
+                "spdxElementId": "SPDXRef-image",
+                "relationshipType": "CONTAINS",
+                "relatedSpdxElement": id,
+            })
+        }));
+    } else {
+        relationships.extend(roots.iter().map(|&r| describe(&ids[r])));
+    }
     for (c, id) in components.iter().zip(&ids) {
         for &d in &c.depends_on {
             relationships.push(json!({
@@ -386,9 +535,10 @@ fn spdx(components: &[Component], roots: &[usize], options: &SbomOptions) -> Res
             }));
         }
     }
-    let name = match roots {
-        [root] => store_name(&components[*root].store_path).to_string(),
-        _ => "closure".to_string(),
+    let name = match (&options.image, roots) {
+        (Some(image), _) => image_reference(image),
+        (None, [root]) => store_name(&components[*root].store_path).to_string(),
+        (None, _) => "closure".to_string(),
     };
     let mut document = json!({
         "spdxVersion": "SPDX-2.3",
@@ -465,6 +615,8 @@ mod tests {
             version: Some("3.24 beta".into()),
             sha256: None,
             nar_size: None,
+            deriver: None,
+            layer: None,
             depends_on: vec![],
         };
         assert_eq!(purl(&c), "pkg:nix/gtk%2B3@3.24%20beta");

@@ -490,6 +490,25 @@ pub struct BuildArgs {
     #[arg(long, value_name = "ARCH", value_parser = parse_platform)]
     pub architecture: Option<Platform>,
 
+    /// Write the closure's bill of materials beside the image, the image as its subject: in an
+    /// OCI layout or a registry as an OCI 1.1 artifact about the image manifest (the referrers
+    /// API, or the sha256-<hex> tag where the registry has none), in a docker-archive as
+    /// sbom.cdx.json or sbom.spdx.json. Repeat for both formats. Example: --sbom cyclonedx
+    #[arg(long = "sbom", value_enum, value_name = "FORMAT")]
+    pub sbom: Vec<SbomFormat>,
+
+    /// Also put the closure's CycloneDX SBOM into the image, at this path of the customisation
+    /// layer, for scanners that read files (it cannot name the image it is in: the image's
+    /// digests depend on it). Example: --sbom-in-image /share/sbom.cdx.json
+    #[arg(long, value_name = "PATH")]
+    pub sbom_in_image: Option<String>,
+
+    /// Write an in-toto SLSA v1 provenance statement beside the image, as --sbom is: the
+    /// closure's store paths and derivations as dependencies, the options that decide the
+    /// image's bytes. Example: --provenance
+    #[arg(long)]
+    pub provenance: bool,
+
     /// Creation time, RFC 3339 or `now` (default 1970-01-01T00:00:01Z, reproducible).
     /// Example: --created 2024-05-01T12:00:00Z
     #[arg(long, value_name = "TIME", default_value = config::DEFAULT_CREATED, value_parser = parse_created)]
@@ -736,6 +755,9 @@ pub fn flag(setting: Setting, command: CommandKind) -> &'static str {
         Setting::CacheDir => "--cache-dir",
         Setting::Layer => "--layer",
         Setting::Path => "--path",
+        Setting::Sbom => "--sbom",
+        Setting::SbomInImage => "--sbom-in-image",
+        Setting::Provenance => "--provenance",
     }
 }
 

@@ -19,7 +19,8 @@ use layered_gen::output::{
     Repository, Sources,
 };
 use layered_gen::pipeline::{
-    BuildOptions, ExportOptions, IndexOptions, LayerDirOptions, MergeOptions, PlanOptions,
+    BuildOptions, Documents, ExportOptions, IndexOptions, LayerDirOptions, MergeOptions,
+    PlanOptions,
 };
 
 use super::args::{
@@ -238,6 +239,17 @@ impl BuildArgs {
                 BlobCheck::Digest
             },
             base_layers: self.base_layers,
+            documents: Documents {
+                sbom: self
+                    .sbom
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, f)| !self.sbom[..*i].contains(f))
+                    .map(|(_, &f)| f)
+                    .collect(),
+                sbom_in_image: self.sbom_in_image,
+                provenance: self.provenance,
+            },
             plan: self.plan.options(!self.no_store_paths),
         })
     }

@@ -46,6 +46,8 @@ struct TypedRecord<'a> {
     nar_size: Option<u64>,
     #[serde(rename = "narHash", default, borrow)]
     nar_hash: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    deriver: Option<Cow<'a, str>>,
     #[serde(default)]
     valid: Option<bool>,
 }
@@ -186,6 +188,7 @@ fn parse_list_fast(file: &str, list: &str, at: &str) -> Option<Vec<PathRecord>> 
                 path: r.path.into_owned(),
                 nar_size: r.nar_size,
                 nar_hash: r.nar_hash.map(Cow::into_owned),
+                deriver: r.deriver.map(Cow::into_owned).filter(|d| !d.is_empty()),
                 origin: Origin {
                     file: file.clone(),
                     at: Location::JsonItem {
@@ -342,11 +345,17 @@ impl Reader<'_> {
             .get("narHash")
             .and_then(Value::as_str)
             .map(str::to_string);
+        let deriver = fields
+            .get("deriver")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
         Ok(PathRecord {
             references: full_references(&path, references),
             path,
             nar_size,
             nar_hash,
+            deriver,
             origin,
         })
     }

@@ -68,6 +68,8 @@ pub struct PathRecord {
     pub references: Vec<String>,
     pub nar_size: Option<u64>,
     pub nar_hash: Option<String>,
+    /// The `.drv` that built it, where the format names one.
+    pub deriver: Option<String>,
     pub origin: Origin,
 }
 
@@ -82,6 +84,7 @@ pub struct ClosureGraph {
     nar_sizes: Vec<Option<u64>>,
     /// The NAR hashes the closure gives (the layer cache keys layers by them).
     nar_hashes: Vec<Option<String>>,
+    derivers: Vec<Option<String>>,
     /// Where each path was first listed in the closure files (in the order given), the order
     /// nixpkgs' own tools see and break ties by.
     listed: Vec<usize>,
@@ -148,6 +151,7 @@ impl ClosureGraph {
         let referrers = reverse(&references);
         let nar_sizes = merged.iter().map(|r| r.nar_size).collect();
         let nar_hashes = merged.iter().map(|r| r.nar_hash.clone()).collect();
+        let derivers = merged.iter().map(|r| r.deriver.clone()).collect();
         let paths = merged.into_iter().map(|r| r.path).collect();
         let mut graph = ClosureGraph {
             store_dir,
@@ -156,6 +160,7 @@ impl ClosureGraph {
             referrers,
             nar_sizes,
             nar_hashes,
+            derivers,
             listed,
             topological_order: Vec::new(),
             self_referencing,
@@ -193,6 +198,7 @@ impl ClosureGraph {
             references,
             nar_sizes: keep.iter().map(|&x| self.nar_sizes[x]).collect(),
             nar_hashes: keep.iter().map(|&x| self.nar_hashes[x].clone()).collect(),
+            derivers: keep.iter().map(|&x| self.derivers[x].clone()).collect(),
             listed: keep.iter().map(|&x| self.listed[x]).collect(),
             topological_order: Vec::new(),
             self_referencing: keep.iter().map(|&x| self.self_referencing[x]).collect(),
@@ -311,6 +317,11 @@ impl ClosureGraph {
     /// The path's NAR hash, when the closure format gives one.
     pub fn nar_hash(&self, index: usize) -> Option<&str> {
         self.nar_hashes[index].as_deref()
+    }
+
+    /// The `.drv` path that built path `index`, when the closure file names it.
+    pub fn deriver(&self, index: usize) -> Option<&str> {
+        self.derivers[index].as_deref()
     }
 
     /// The closure as `nix-store --load-db` reads it (closureInfo's `registration`): for each
@@ -485,6 +496,7 @@ fn merge_duplicates(records: Vec<PathRecord>) -> Result<(Vec<PathRecord>, Vec<us
                 }
                 existing.nar_size = existing.nar_size.or(record.nar_size);
                 existing.nar_hash = existing.nar_hash.take().or(record.nar_hash);
+                existing.deriver = existing.deriver.take().or(record.deriver);
             }
             _ => {
                 merged.push(record);
@@ -671,6 +683,7 @@ pub(crate) mod tests {
             references,
             nar_size,
             nar_hash: None,
+            deriver: None,
             origin: Origin {
                 file: "t".into(),
                 at: Location::Line(1),
@@ -718,6 +731,7 @@ pub(crate) mod tests {
         let (a, b) = (p(0, "app"), p(1, "lib"));
         let hashed = |path: &str, refs: &[&str], i: u64| PathRecord {
             nar_hash: Some(format!("sha256:{}", "1".repeat(52))),
+            deriver: None,
             nar_size: Some(100 + i),
             ..record(path, refs)
         };

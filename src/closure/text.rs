@@ -144,6 +144,7 @@ impl<'a> Parser<'a> {
                 references,
                 nar_size,
                 nar_hash,
+                deriver: (!deriver.is_empty()).then(|| deriver.to_string()),
                 origin: self.origin(path_line),
             });
         }

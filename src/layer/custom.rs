@@ -387,6 +387,31 @@ fn resolve_in_store(store_path: &str, options: &LayerOptions) -> Result<String> 
 }
 
 /// Checks an absolute, normalised image path and splits it into components.
+/// Checks that `path` can name a file in the image: absolute and normalised.
+pub fn check_image_path(path: &str) -> Result<()> {
+    components(path).map(|_| ()).map_err(Error::value)
+}
+
+/// Lays `content` out at image path `path` under `root`, as a file of mode 0644 in
+/// directories of mode 0755 (an extra dir holding it then adds it to the layer).
+pub fn write_image_file(root: &Path, path: &str, content: &[u8]) -> Result<()> {
+    let parts = components(path).map_err(Error::value)?;
+    let mut at = root.to_path_buf();
+    for (n, part) in parts.iter().enumerate() {
+        at.push(part);
+        let last = n + 1 == parts.len();
+        if last {
+            fs::write(&at, content).map_err(|e| Error::io("writing", &at, e))?;
+        } else if !at.is_dir() {
+            fs::create_dir(&at).map_err(|e| Error::io("creating", &at, e))?;
+        }
+        let mode = if last { 0o644 } else { 0o755 };
+        fs::set_permissions(&at, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("setting the mode of", &at, e))?;
+    }
+    Ok(())
+}
+
 fn components(path: &str) -> Result<Vec<&str>, String> {
     let parts: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
     let ok = path.starts_with('/')

@@ -30,7 +30,7 @@ pub use compress::Compression;
 pub use destination::{Destination, DockerLayers, Format, MediaTypes, Sink};
 pub use image::docker_archive::StoredImage;
 pub use image::oci::PlatformImage;
-pub use image::{ImageSource, IndexWritten, Naming, Written};
+pub use image::{Attachment, ImageSource, IndexWritten, Naming, Subject, Written};
 pub use sink::temporary::install_signal_cleanup;
 
 /// Writes a small document (a plan, an SBOM) to `path` as an image file is written: whole or

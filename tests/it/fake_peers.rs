@@ -233,6 +233,9 @@ pub struct Behaviour {
     pub lie_about_blob_digest: bool,
     /// Manifests are acknowledged but not kept.
     pub forget_manifests: bool,
+    /// Speaks the referrers API (OCI 1.1): a manifest with a `subject` is answered with
+    /// `OCI-Subject` and listed at `/v2/NAME/referrers/DIGEST`.
+    pub referrers_api: bool,
 }
 
 #[derive(Default)]
@@ -248,6 +251,7 @@ pub struct Registry {
     log: Log,
     handler: Handler,
     lie_about_sizes: Arc<AtomicBool>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Registry {
@@ -259,8 +263,9 @@ impl Registry {
         let next = Arc::new(AtomicUsize::new(0));
         let own = peer.origin();
         let lies = lie_about_sizes.clone();
+        let shared = state.clone();
         let handler: Handler = Arc::new(move |request, body| {
-            registry(request, body, &behaviour, &state, &next, &own, &lies)
+            registry(request, body, &behaviour, &shared, &next, &own, &lies)
         });
         let log: Log = Arc::default();
         peer.serve_into(handler.clone(), log.clone());
@@ -269,7 +274,28 @@ impl Registry {
             log,
             handler,
             lie_about_sizes,
+            state,
         }
+    }
+
+    /// The manifest stored under `reference` (a tag or a digest).
+    pub fn manifest(&self, reference: &str) -> Option<Vec<u8>> {
+        let state = self.state.lock().unwrap();
+        state.manifests.get(reference).map(|(m, _)| m.clone())
+    }
+
+    /// The blob stored under `digest`.
+    pub fn blob(&self, digest: &str) -> Option<Vec<u8>> {
+        self.state.lock().unwrap().blobs.get(digest).cloned()
+    }
+
+    /// Stores `body` under the tag `reference`, as if pushed.
+    pub fn set_manifest(&self, reference: &str, body: &[u8], media_type: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.manifests.insert(
+            reference.to_string(),
+            (body.to_vec(), media_type.to_string()),
+        );
     }
 
     /// `127.0.0.1:PORT`.
@@ -419,7 +445,60 @@ fn registry(
             } else {
                 digest
             };
-            Reply::empty(201).with("Docker-Content-Digest", &named)
+            let reply = Reply::empty(201).with("Docker-Content-Digest", &named);
+            match subject_of(body) {
+                Some(subject) if behaviour.referrers_api => reply.with("OCI-Subject", &subject),
+                _ => reply,
+            }
+        }
+        ("GET", p) if p.contains("/manifests/") => {
+            let reference = p.rsplit('/').next().unwrap_or("");
+            match state.manifests.get(reference) {
+                Some((manifest, media_type)) => Reply::empty(200)
+                    .with("Content-Type", media_type)
+                    .with("Docker-Content-Digest", &sha256(manifest))
+                    .body(manifest.clone()),
+                None => Reply::json(404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#),
+            }
+        }
+        ("GET", p) if p.contains("/referrers/") && behaviour.referrers_api => {
+            let subject = p.rsplit('/').next().unwrap_or("");
+            let mut listed: Vec<(String, serde_json::Value)> = state
+                .manifests
+                .iter()
+                .filter(|(reference, (body, _))| {
+                    reference.starts_with("sha256:") && subject_of(body).as_deref() == Some(subject)
+                })
+                .map(|(reference, (body, media_type))| {
+                    let manifest: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    let descriptor = serde_json::json!({
+                        "mediaType": media_type,
+                        "digest": reference,
+                        "size": body.len(),
+                        "artifactType": manifest["artifactType"],
+                        "annotations": manifest["annotations"],
+                    });
+                    (reference.clone(), descriptor)
+                })
+                .collect();
+            listed.sort_by(|a, b| a.0.cmp(&b.0));
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": listed.into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
+            });
+            Reply::empty(200)
+                .with("Content-Type", "application/vnd.oci.image.index.v1+json")
+                .body(index.to_string().into_bytes())
+        }
+        ("GET", p) if p.contains("/blobs/sha256:") => {
+            let digest = p.rsplit('/').next().unwrap_or("");
+            match state.blobs.get(digest) {
+                Some(blob) => Reply::empty(200)
+                    .with("Docker-Content-Digest", digest)
+                    .body(blob.clone()),
+                None => Reply::json(404, r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#),
+            }
         }
         ("HEAD", p) if p.contains("/manifests/") => {
             let reference = p.rsplit('/').next().unwrap_or("");
@@ -433,6 +512,12 @@ fn registry(
         }
         _ => Reply::json(404, r#"{"errors":[{"code":"UNSUPPORTED"}]}"#),
     }
+}
+
+/// The digest of a manifest's `subject`, if it has one.
+fn subject_of(manifest: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    value["subject"]["digest"].as_str().map(str::to_string)
 }
 
 /// The 401 of a registry that wants auth the request lacks.

@@ -11,6 +11,7 @@ mod common;
 mod targets;
 
 mod archive_extras;
+mod attached;
 mod bad_input;
 mod closure_formats;
 mod customisation;

@@ -178,7 +178,7 @@ fn a_closure_with_a_bad_nar_hash_is_refused_naming_the_path() {
 }
 
 /// Runs the format's own validator (tests/it/oracles/validate_sbom.py) on `file`.
-fn validate(kind: &str, file: &Path) -> std::process::Output {
+pub(crate) fn validate(kind: &str, file: &Path) -> std::process::Output {
     let script = repo_root().join("tests/it/oracles/validate_sbom.py");
     let output = Command::new(require("python3"))
         .arg(script)
@@ -223,4 +223,34 @@ fn both_formats_pass_their_own_validators() {
         fs::write(&broken, doc.to_string()).unwrap();
         assert_eq!(validate(kind, &broken).status.code(), Some(1), "{kind}");
     }
+}
+
+/// exportReferencesGraph's text format names each path's deriver: the SBOM and the
+/// provenance carry it.
+#[test]
+fn derivers_from_the_closure_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let drv = "/nix/store/4k8x0m2k1yzyv8g4hwd2qzcn1l2n2v8s-hello-2.12.1.drv";
+    let text = format!("{HELLO}\n{drv}\n1\n{GLIBC}\n{GLIBC}\n\n0\n");
+    let closure = dir.path().join("closure");
+    fs::write(&closure, text).unwrap();
+    let doc: Value = serde_json::from_str(&sbom(&closure, &[])).unwrap();
+    let root = &doc["metadata"]["component"];
+    let properties = root["properties"].as_array().unwrap();
+    assert!(
+        properties.contains(&json!({"name": "nix:deriver", "value": drv})),
+        "{properties:?}"
+    );
+    let glibc = by_ref(doc["components"].as_array().unwrap(), "bom-ref", GLIBC);
+    assert!(
+        !glibc["properties"].to_string().contains("nix:deriver"),
+        "an empty deriver line names none"
+    );
+    let spdx: Value = serde_json::from_str(&sbom(&closure, &["--format", "spdx"])).unwrap();
+    let hello = by_ref(spdx["packages"].as_array().unwrap(), "comment", HELLO);
+    assert!(
+        hello["comment"].as_str().unwrap().contains(drv),
+        "{}",
+        hello["comment"]
+    );
 }

@@ -55,6 +55,15 @@ impl Compression {
         }
     }
 
+    /// `gzip 6`, `zstd 3`, `none`: the codec and level, as a provenance states them.
+    pub fn describe(&self) -> String {
+        match self {
+            Compression::None => "none".to_string(),
+            Compression::Gzip { level } => format!("gzip {level}"),
+            Compression::Zstd { level } => format!("zstd {level}"),
+        }
+    }
+
     /// Compression with `codec` at its default level.
     pub fn default_for(codec: Codec) -> Self {
         match codec {

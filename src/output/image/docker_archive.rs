@@ -22,8 +22,8 @@ use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
 use super::{
-    ImageSource, Naming, Written, copy_all, write_dir_header, write_end, write_entry_header,
-    write_error, write_file, write_padding,
+    ImageSource, Naming, Subject, Written, copy_all, write_dir_header, write_end,
+    write_entry_header, write_error, write_file, write_padding,
 };
 use crate::digest::{BlobInfo, Digest, sha256_digest};
 use crate::error::{Error, Result, Setting};
@@ -112,6 +112,7 @@ pub fn write(
     write_file(out, &config_name, &config, naming.mtime)?;
 
     let tags = naming.tags_for(&config_digest);
+    write_attachments(source, out, naming, &tags, &config_digest, &layers)?;
     finish(
         out,
         naming,
@@ -154,6 +155,34 @@ impl Placement for Spool<'_> {
             made: true,
         })
     }
+}
+
+/// The documents about the image, as files beside its config (`docker load` and skopeo read
+/// only what `manifest.json` names; the files are for whoever unpacks the archive).
+fn write_attachments(
+    source: &dyn ImageSource,
+    out: &mut dyn Write,
+    naming: Naming<'_>,
+    tags: &[String],
+    config_digest: &Digest,
+    layers: &[BlobInfo],
+) -> Result<()> {
+    let attachments = source.attachments(&Subject {
+        name: naming.name,
+        tags,
+        manifest: None,
+        config_digest,
+        layers,
+    })?;
+    for attachment in attachments {
+        write_file(
+            out,
+            &attachment.file_name,
+            &attachment.content,
+            naming.mtime,
+        )?;
+    }
+    Ok(())
 }
 
 /// Ends an archive of one image: `manifest.json`, then the end-of-archive blocks.
@@ -269,6 +298,7 @@ fn write_with_legacy(
     .into_iter()
     .collect();
     write_file(out, "repositories", &to_bytes(&repositories), mtime)?;
+    write_attachments(source, out, naming, &tags, &config_digest, &layers)?;
     finish(
         out,
         naming,

@@ -18,6 +18,7 @@ pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
         media_type: media_type.to_string(),
         digest: digest.to_string(),
         size,
+        artifact_type: None,
         annotations: None,
         platform: None,
     }
@@ -61,12 +62,15 @@ pub fn image_manifest(
     Manifest {
         schema_version: 2,
         media_type: Some(manifest_type.to_string()),
+        artifact_type: None,
         config: descriptor(config_media_type(format), config_digest, config_size as u64),
         layers: layers
             .iter()
             .zip(media_types)
             .map(|(l, media_type)| descriptor(media_type, &l.digest, l.size))
             .collect(),
+        subject: None,
+        annotations: None,
     }
 }
 

@@ -5,18 +5,51 @@
 pub mod docker_archive;
 pub mod manifest;
 pub mod oci;
+pub mod referrers;
 
 use std::io::Write;
 
 use super::blobs::LayerSet;
 use crate::digest::{BlobInfo, Digest};
 use crate::error::{Error, Result};
+use crate::image_spec::Descriptor;
 use crate::tarball::{self, Header, Kind};
 
-/// What the writers need from the rest of the pipeline: the layers, and the config once the
-/// layers' uncompressed digests are known.
+/// What the writers need from the rest of the pipeline: the layers, the config once the
+/// layers' uncompressed digests are known, and the documents about the finished image.
 pub trait ImageSource: LayerSet {
     fn config(&self, diff_ids: &[Digest]) -> Result<Vec<u8>>;
+
+    /// Documents to store beside the image (an SBOM, provenance), made once the image they
+    /// describe is: none unless asked for.
+    fn attachments(&self, _subject: &Subject<'_>) -> Result<Vec<Attachment>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The finished image, as the documents about it name it.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub name: &'a str,
+    pub tags: &'a [String],
+    /// Its manifest, where the format has one (a docker-archive has none a registry would
+    /// know: there the config digest, Docker's image id, names the image).
+    pub manifest: Option<&'a Descriptor>,
+    pub config_digest: &'a Digest,
+    pub layers: &'a [BlobInfo],
+}
+
+/// A document about the image, stored beside it: an OCI 1.1 artifact whose subject is the
+/// image manifest (layouts and registries), or a file (docker-archives).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// The document's media type, and the artifact's type.
+    pub media_type: String,
+    /// Its file name in a docker-archive, and its title in an artifact.
+    pub file_name: String,
+    /// When the document was made (RFC 3339; the image's `--created`).
+    pub created: String,
+    pub content: Vec<u8>,
 }
 
 /// What an image is called and when its archive's own entries were made.

@@ -7,14 +7,14 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::manifest::{image_manifest, index_document, layout_index};
+use super::manifest::{descriptor, image_manifest, index_document, layout_index};
 use super::{
-    ImageSource, IndexWritten, Naming, Written, copy_all, tags_or_derived, write_dir_header,
-    write_end, write_entry_header, write_file, write_padding,
+    Attachment, ImageSource, IndexWritten, Naming, Subject, Written, copy_all, referrers,
+    tags_or_derived, write_dir_header, write_end, write_entry_header, write_file, write_padding,
 };
 use crate::digest::{BlobInfo, Digest, HashingWriter, sha256_digest};
 use crate::error::{Error, Result};
-use crate::image_spec::{OCI_LAYOUT, PlatformSpec, media_type, to_bytes};
+use crate::image_spec::{Descriptor, OCI_LAYOUT, PlatformSpec, media_type, to_bytes};
 use crate::output::blobs::{
     self, BlobSource, Layer, LayerSet, LayerSource, Making, Placed, Placement,
 };
@@ -93,6 +93,20 @@ fn pack(dir: &Path, out: &mut dyn Write, mtime: u64) -> Result<()> {
         write_file(out, name, &content, mtime)?;
     }
     write_end(out)
+}
+
+/// Writes `attachment` as an artifact about `subject` into the blob directory; returns the
+/// descriptor `index.json` lists it by.
+fn write_artifact(
+    blob_dir: &Path,
+    attachment: &Attachment,
+    subject: &Descriptor,
+) -> Result<Descriptor> {
+    let made = referrers::artifact(attachment, subject);
+    write_blob(blob_dir, &attachment.content)?;
+    write_blob(blob_dir, referrers::EMPTY_CONFIG)?;
+    write_blob(blob_dir, &made.manifest)?;
+    Ok(made.descriptor)
 }
 
 fn write_blob(dir: &Path, bytes: &[u8]) -> Result<Digest> {
@@ -318,13 +332,30 @@ fn write_layout(
     } = write_blobs(source, making, &blob_dir, previous)?;
     let manifest_digest = write_blob(&blob_dir, &manifest)?;
     let tags = naming.tags_for(&config_digest);
-    let index = layout_index(
+    let mut index = layout_index(
         media_type::OCI_MANIFEST,
         &manifest_digest,
         manifest.len(),
         naming.name,
         &tags,
     );
+    let subject = descriptor(
+        media_type::OCI_MANIFEST,
+        &manifest_digest,
+        manifest.len() as u64,
+    );
+    let attachments = source.attachments(&Subject {
+        name: naming.name,
+        tags: &tags,
+        manifest: Some(&subject),
+        config_digest: &config_digest,
+        layers: &layers,
+    })?;
+    for attachment in &attachments {
+        index
+            .manifests
+            .push(write_artifact(&blob_dir, attachment, &subject)?);
+    }
     write_layout_files(dir, &to_bytes(&index))?;
     Ok(Written {
         name: naming.name.to_string(),

@@ -101,6 +101,19 @@ impl Answer {
             .unwrap_or_default()
     }
 
+    /// The body, refused past `limit` bytes (a document to parse: never cut short).
+    pub fn bytes(&mut self, limit: u64) -> std::result::Result<Vec<u8>, String> {
+        self.response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => format!("it is larger than {limit} bytes"),
+                e => format!("reading it failed: {e}"),
+            })
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.response
             .headers()

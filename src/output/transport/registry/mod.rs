@@ -10,6 +10,9 @@
 //!    turns out to hold already costs one upload, not a failure.
 //! 5. **Config, then manifest**, once per tag. The manifest goes last, so a failure anywhere
 //!    before leaves no tag pointing at an incomplete image.
+//! 6. **Attachments** (an SBOM, provenance) as OCI 1.1 artifacts about the manifest, listed
+//!    by the referrers API or, where the registry has none, by the fallback tag (see
+//!    `image::referrers`).
 //!
 //! Media types follow `--format`: Docker's v2 schema 2 for docker-archive (what every
 //! registry and Docker itself take), OCI's for oci (zstd only there).
@@ -24,14 +27,16 @@ use std::time::Instant;
 use super::reference::Repository;
 use crate::digest::{BlobInfo, Digest, sha256_digest};
 use crate::error::{Error, Result, Setting};
-use crate::image_spec::{media_type, to_bytes};
+use crate::image_spec::{Descriptor, Index, media_type, to_bytes};
 use crate::output::blobs::{self, Layer, Making, Placed, Placement};
 use crate::output::destination::Format;
 use crate::output::image::manifest::{
-    config_media_type, image_manifest, index_document, layer_media_type,
+    config_media_type, descriptor, image_manifest, index_document, layer_media_type,
 };
 use crate::output::image::oci::{AS_THEY_ARE, PlatformImage};
-use crate::output::image::{ImageSource, IndexWritten, Naming, Written, tags_or_derived};
+use crate::output::image::{
+    Attachment, ImageSource, IndexWritten, Naming, Subject, Written, referrers, tags_or_derived,
+};
 use client::{Client, ConnectOptions, Payload};
 
 /// HEAD requests in flight at once.
@@ -42,6 +47,9 @@ const UPLOAD_ATTEMPTS: u32 = 3;
 /// asked about before anything is sent.
 const SMALL_LAYER: u64 = 8 << 20;
 const MAX_ERROR_BODY: u64 = 64 << 10;
+/// The largest referrers index read back (the distribution registry takes manifests up to
+/// 4 MiB).
+const MAX_INDEX: u64 = 4 << 20;
 
 /// How to push.
 #[derive(Clone, Debug, Default)]
@@ -98,8 +106,22 @@ pub fn push(
         put_manifest(&client, tag, &pushed.manifest, &pushed.manifest_type)?;
     }
     read_back(&client, &pushed.manifest, &pushed.manifest_type)?;
+    let name = repository.full_name();
+    let subject = descriptor(
+        &pushed.manifest_type,
+        &sha256_digest(&pushed.manifest),
+        pushed.manifest.len() as u64,
+    );
+    let attachments = source.attachments(&Subject {
+        name: &name,
+        tags: &tags,
+        manifest: Some(&subject),
+        config_digest: &pushed.config_digest,
+        layers: &pushed.layers,
+    })?;
+    attach(&client, &attachments, &subject)?;
     Ok(Written {
-        name: repository.full_name(),
+        name,
         tags,
         config_digest: pushed.config_digest,
         layers: pushed.layers,
@@ -157,6 +179,93 @@ fn push_blobs(
         layers,
         config_digest,
     })
+}
+
+/// Step 6: the documents about the image, as artifacts whose subject is its manifest. A
+/// registry that says it indexed an artifact's subject (`OCI-Subject`) lists it in its
+/// referrers API; for one that does not, the artifacts are added to the `sha256-HEX` tag's
+/// index (the referrers tag schema), which keeps what it listed already.
+fn attach(client: &Client, attachments: &[Attachment], subject: &Descriptor) -> Result<()> {
+    if attachments.is_empty() {
+        return Ok(());
+    }
+    let empty = referrers::empty_config();
+    if !exists(client, &empty.digest, empty.size)? {
+        upload_bytes(
+            client,
+            &empty.digest,
+            referrers::EMPTY_CONFIG,
+            media_type::OCI_EMPTY,
+            "the empty config",
+        )?;
+    }
+    let mut unindexed = Vec::new();
+    for attachment in attachments {
+        let content = &attachment.content;
+        let digest = sha256_digest(content);
+        let what = format!("the attached {}", attachment.file_name);
+        if !exists(client, &digest, content.len() as u64)? {
+            upload_bytes(client, &digest, content, &attachment.media_type, &what)?;
+        }
+        let artifact = referrers::artifact(attachment, subject);
+        let answer = put_manifest(
+            client,
+            &artifact.descriptor.digest,
+            &artifact.manifest,
+            media_type::OCI_MANIFEST,
+        )?;
+        if answer.header("oci-subject").map(str::trim) != Some(subject.digest.as_str()) {
+            unindexed.push(artifact);
+        }
+    }
+    if unindexed.is_empty() {
+        return Ok(());
+    }
+    let tag = referrers::fallback_tag(&subject.digest);
+    let index = referrers::fallback_index(fallback_index(client, &tag)?, &unindexed);
+    put_manifest(client, &tag, &index, media_type::OCI_INDEX)?;
+    Ok(())
+}
+
+/// The index the fallback tag holds now, if any: it must be an image index.
+fn fallback_index(client: &Client, tag: &str) -> Result<Option<Index>> {
+    let doing = format!("reading the referrers index {tag}");
+    let mut answer = client.send_with_accept(
+        "GET",
+        &client.url(&format!("manifests/{tag}")),
+        media_type::OCI_INDEX,
+    )?;
+    match answer.status {
+        200 => {}
+        404 => return Ok(None),
+        status => {
+            let body = answer.text(MAX_ERROR_BODY);
+            return Err(client.refused(&doing, status, &body));
+        }
+    }
+    let not_replaced = |why: String| {
+        client.error(
+            doing.clone(),
+            format!("{why}; the tag is left as it is and no document was attached by it"),
+        )
+    };
+    let body = answer
+        .bytes(MAX_INDEX)
+        .map_err(|why| not_replaced(format!("the tag's manifest: {why}")))?;
+    let index: Index = serde_json::from_slice(&body)
+        .map_err(|e| not_replaced(format!("the tag holds no image index ({e})")))?;
+    if index.media_type.as_deref() != Some(media_type::OCI_INDEX) {
+        return Err(not_replaced(format!(
+            "the tag holds a {}, not an OCI image index",
+            crate::error::shown(
+                index
+                    .media_type
+                    .as_deref()
+                    .unwrap_or("document without a media type")
+            )
+        )));
+    }
+    Ok(Some(index))
 }
 
 /// Pushes a multi-platform image (`index -o docker://…`): every platform's blobs and its
@@ -566,7 +675,12 @@ fn refusal(client: &Client, doing: &str, mut answer: client::Answer) -> Retry {
 }
 
 /// PUTs the manifest under `tag`; the registry must store it under its digest.
-fn put_manifest(client: &Client, tag: &str, bytes: &[u8], content_type: &str) -> Result<()> {
+fn put_manifest(
+    client: &Client,
+    tag: &str,
+    bytes: &[u8],
+    content_type: &str,
+) -> Result<client::Answer> {
     let mut answer = client.send(
         "PUT",
         &client.url(&format!("manifests/{tag}")),
@@ -577,7 +691,8 @@ fn put_manifest(client: &Client, tag: &str, bytes: &[u8], content_type: &str) ->
         let body = answer.text(MAX_ERROR_BODY);
         return Err(client.refused(&doing, answer.status, &body));
     }
-    check_stored_digest(client, &answer, &sha256_digest(bytes), &doing)
+    check_stored_digest(client, &answer, &sha256_digest(bytes), &doing)?;
+    Ok(answer)
 }
 
 /// One line of progress: `layer 12 sha256:ab12…: already there`.
