@@ -109,6 +109,8 @@ pub enum Setting {
     Sbom,
     SbomInImage,
     Provenance,
+    SignKey,
+    Key,
 }
 
 #[derive(Debug)]

@@ -4,7 +4,8 @@
 //! [`closure`] reads the graph, [`plan`] splits it into layers, [`layer`] writes each layer as a
 //! deterministic tarball, [`config`] describes the image, [`output`] writes docker-archive or
 //! OCI layouts. [`pipeline`] runs them in order for the command line. About the image, from the
-//! closure: [`sbom`] (its bill of materials) and [`provenance`] (how it was built).
+//! closure: [`sbom`] (its bill of materials) and [`provenance`] (how it was built); [`signature`]
+//! signs and checks it as cosign does.
 //!
 //! Shared by several stages, knowing none: [`error`] (the error type), [`digest`] (content
 //! digests), [`image_spec`] (the image formats' JSON documents), [`codec`] (compression formats), [`tarball`] (the tar
@@ -33,6 +34,7 @@ pub mod plan;
 pub(crate) mod progress;
 pub mod provenance;
 pub mod sbom;
+pub mod signature;
 pub mod tarball;
 
 pub use error::{Error, Result};

@@ -67,6 +67,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             commands::write_document(&args.output, &json).map(done)
         }
         Some(Command::Layer(args)) => commands::layer(args).map(done),
+        Some(Command::Verify(args)) => commands::verify(args).map(done),
         Some(Command::Sbom(args)) => {
             let graph = ClosureGraph::load(&args.closure.closures, &args.closure.load_options())?;
             let options = sbom::SbomOptions {

@@ -8,7 +8,7 @@ use layered_gen::pipeline;
 
 use super::args::{
     BuildArgs, CommandKind, DiffCommand, ExportCommand, IndexCommand, LayerCommand, MergeCommand,
-    OutputPathArgs, flag,
+    OutputPathArgs, VerifyCommand, flag,
 };
 
 pub fn build(args: BuildArgs) -> Result<()> {
@@ -33,6 +33,29 @@ pub fn write_document(output: &OutputPathArgs, text: &str) -> Result<()> {
         Some(path) => layered_gen::output::write_document(&path, text).about(Setting::Output),
         None => print_stdout(text),
     }
+}
+
+/// `layered-gen verify`: the image's signature and its attached documents, one line each.
+pub fn verify(args: VerifyCommand) -> Result<()> {
+    use layered_gen::output::{ImageReference, verify};
+    let image = ImageReference::parse(&args.image).map_err(|e| e.context("IMAGE"))?;
+    let key = layered_gen::signature::PublicKey::read(&args.key)?;
+    let verified = verify(&image, &key, &args.connect.options()?)?;
+    let mut report = format!(
+        "verified: {}@{} is signed with {}\n",
+        image.repository.full_name(),
+        verified.digest,
+        args.key.display()
+    );
+    for (kind, digest) in &verified.documents {
+        report.push_str(&format!(
+            "verified: attached {kind} {digest}: intact, about the image, signed\n"
+        ));
+    }
+    if verified.documents.is_empty() {
+        report.push_str("no SBOM or provenance is attached\n");
+    }
+    print_stdout(report.trim_end())
 }
 
 /// `layered-gen layer`: one layer directory.

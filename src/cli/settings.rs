@@ -11,7 +11,7 @@ use layered_gen::base::BaseOptions;
 use layered_gen::base::prebuilt::BlobCheck;
 use layered_gen::closure::LoadOptions;
 use layered_gen::config::{RuntimeOptions, runtime};
-use layered_gen::error::{Result, ResultExt, Setting};
+use layered_gen::error::{Error, Result, ResultExt, Setting};
 use layered_gen::layer::{Customisation, LayerOptions, read_perms};
 use layered_gen::output::destination::{self, OutputArg, Request, Resolved};
 use layered_gen::output::{
@@ -23,9 +23,11 @@ use layered_gen::pipeline::{
     PlanOptions,
 };
 
+use layered_gen::signature::PrivateKey;
+
 use super::args::{
-    BaseArgs, BuildArgs, ClosureArgs, ExportCommand, IndexCommand, LayerArgs, LayerCommand,
-    MergeCommand, OutputPathArgs, PlanArgs, PushArgs, StreamOutputArgs,
+    BaseArgs, BuildArgs, ClosureArgs, ConnectArgs, ExportCommand, IndexCommand, LayerArgs,
+    LayerCommand, MergeCommand, OutputPathArgs, PlanArgs, PushArgs, StreamOutputArgs,
 };
 
 impl LayerArgs {
@@ -136,29 +138,37 @@ impl BaseArgs {
     }
 }
 
-impl PushArgs {
-    /// How to reach the registry of `destination` (defaults for any other destination).
-    fn options(&self, destination: &Destination) -> Result<PushOptions> {
+impl ConnectArgs {
+    /// How to reach and authenticate with a registry.
+    pub fn options(&self) -> Result<ConnectOptions> {
         let creds = self
             .creds
             .as_deref()
             .map(Credentials::parse)
             .transpose()
             .about(Setting::Creds)?;
+        Ok(ConnectOptions {
+            creds,
+            sources: Sources::from_environment(),
+            cert_dir: self.cert_dir.clone(),
+            insecure: !self.tls_verify,
+            idle_timeout: self.timeout,
+        })
+    }
+}
+
+impl PushArgs {
+    /// How to reach the registry of `destination` (defaults for any other destination).
+    fn options(&self, destination: &Destination) -> Result<PushOptions> {
         let mount_from = self
             .mount_from
             .iter()
             .map(|name| Repository::parse(name).about(Setting::MountFrom))
             .collect::<Result<_>>()?;
         let push = PushOptions {
-            connect: ConnectOptions {
-                creds,
-                sources: Sources::from_environment(),
-                cert_dir: self.cert_dir.clone(),
-                insecure: !self.tls_verify,
-                idle_timeout: self.timeout,
-            },
+            connect: self.connect.options()?,
             mount_from,
+            sign_key: None,
         };
         if let Destination::Registry { repository, .. } = destination {
             push.check_mounts(repository)?;
@@ -185,7 +195,17 @@ impl BuildArgs {
             tags: self.tags.clone(),
             tag_from_output: self.tag_from_output,
         })?;
-        let push = self.push.options(&destination)?;
+        let mut push = self.push.options(&destination)?;
+        if let Some(key) = &self.sign_key {
+            if !matches!(destination, Destination::Registry { .. }) {
+                return Err(Error::value(
+                    "a signature is kept where cosign looks for it, in the registry beside the \
+                     image: sign a push (-o docker://HOST/NAME:TAG)",
+                )
+                .about(Setting::SignKey));
+            }
+            push.sign_key = Some(PrivateKey::read(key)?);
+        }
         let cache = output::choose_cache(
             &destination,
             self.cache.cache_dir.as_deref(),

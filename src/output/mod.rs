@@ -48,6 +48,7 @@ pub use transport::reference::Repository;
 pub use transport::registry::PushOptions;
 pub use transport::registry::client::ConnectOptions;
 pub use transport::registry::credentials::{Credentials, Sources};
+pub use transport::registry::signatures::{ImageReference, Verified, verify};
 
 use crate::error::{Error, Result, Setting, shown_path};
 use crate::tarball;

@@ -289,6 +289,12 @@ impl Registry {
         self.state.lock().unwrap().blobs.get(digest).cloned()
     }
 
+    /// Replaces the blob under `digest` (a registry whose storage was tampered with).
+    pub fn set_blob(&self, digest: &str, body: &[u8]) {
+        let mut state = self.state.lock().unwrap();
+        state.blobs.insert(digest.to_string(), body.to_vec());
+    }
+
     /// Stores `body` under the tag `reference`, as if pushed.
     pub fn set_manifest(&self, reference: &str, body: &[u8], media_type: &str) {
         let mut state = self.state.lock().unwrap();

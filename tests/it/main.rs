@@ -29,5 +29,6 @@ mod prebuilt_layers;
 mod push;
 mod reproducibility;
 mod sbom;
+mod signatures;
 mod tar_compat;
 mod threads;

@@ -167,6 +167,20 @@ impl Client {
         options: &ConnectOptions,
         pull_also: &[Repository],
     ) -> Result<Self> {
+        Self::connect_for(repository, options, pull_also, "pull,push")
+    }
+
+    /// Connects to read `repository` only (a token for pulling is enough).
+    pub fn connect_reading(repository: &Repository, options: &ConnectOptions) -> Result<Self> {
+        Self::connect_for(repository, options, &[], "pull")
+    }
+
+    fn connect_for(
+        repository: &Repository,
+        options: &ConnectOptions,
+        pull_also: &[Repository],
+        actions: &str,
+    ) -> Result<Self> {
         let host = repository.api_host().to_string();
         let tls = tls_config(options)?;
         let idle = options.idle_timeout();
@@ -184,7 +198,7 @@ impl Client {
             .build()
             .into();
         let (base, mut ping) = ping(&agent, &host, repository.is_local() || options.insecure)?;
-        let mut scopes = vec![format!("repository:{}:pull,push", repository.path)];
+        let mut scopes = vec![format!("repository:{}:{actions}", repository.path)];
         for other in pull_also {
             scopes.push(format!("repository:{}:pull", other.path));
         }

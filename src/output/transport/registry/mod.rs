@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod signatures;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +58,8 @@ pub struct PushOptions {
     pub connect: ConnectOptions,
     /// `--mount-from`: repositories of the same registry to mount blobs from.
     pub mount_from: Vec<Repository>,
+    /// `--sign-key`: sign the image and its attached documents, as cosign does.
+    pub sign_key: Option<crate::signature::PrivateKey>,
 }
 
 impl PushOptions {
@@ -119,7 +122,13 @@ pub fn push(
         config_digest: &pushed.config_digest,
         layers: &pushed.layers,
     })?;
-    attach(&client, &attachments, &subject)?;
+    let artifacts = attach(&client, &attachments, &subject)?;
+    if let Some(key) = &push.sign_key {
+        signatures::sign(&client, key, &name, &subject.digest)?;
+        for artifact in &artifacts {
+            signatures::sign(&client, key, &name, &artifact.digest)?;
+        }
+    }
     Ok(Written {
         name,
         tags,
@@ -185,9 +194,13 @@ fn push_blobs(
 /// registry that says it indexed an artifact's subject (`OCI-Subject`) lists it in its
 /// referrers API; for one that does not, the artifacts are added to the `sha256-HEX` tag's
 /// index (the referrers tag schema), which keeps what it listed already.
-fn attach(client: &Client, attachments: &[Attachment], subject: &Descriptor) -> Result<()> {
+fn attach(
+    client: &Client,
+    attachments: &[Attachment],
+    subject: &Descriptor,
+) -> Result<Vec<Descriptor>> {
     if attachments.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let empty = referrers::empty_config();
     if !exists(client, &empty.digest, empty.size)? {
@@ -200,6 +213,7 @@ fn attach(client: &Client, attachments: &[Attachment], subject: &Descriptor) -> 
         )?;
     }
     let mut unindexed = Vec::new();
+    let mut pushed = Vec::new();
     for attachment in attachments {
         let content = &attachment.content;
         let digest = sha256_digest(content);
@@ -214,48 +228,59 @@ fn attach(client: &Client, attachments: &[Attachment], subject: &Descriptor) -> 
             &artifact.manifest,
             media_type::OCI_MANIFEST,
         )?;
+        pushed.push(artifact.descriptor.clone());
         if answer.header("oci-subject").map(str::trim) != Some(subject.digest.as_str()) {
             unindexed.push(artifact);
         }
     }
-    if unindexed.is_empty() {
-        return Ok(());
+    if !unindexed.is_empty() {
+        let tag = referrers::fallback_tag(&subject.digest);
+        let index = referrers::fallback_index(fallback_index(client, &tag)?, &unindexed);
+        put_manifest(client, &tag, &index, media_type::OCI_INDEX)?;
     }
-    let tag = referrers::fallback_tag(&subject.digest);
-    let index = referrers::fallback_index(fallback_index(client, &tag)?, &unindexed);
-    put_manifest(client, &tag, &index, media_type::OCI_INDEX)?;
-    Ok(())
+    Ok(pushed)
+}
+
+/// The manifest (or index) under `reference`, bounded; None when the registry has none.
+fn fetch_manifest(client: &Client, reference: &str, accept: &str) -> Result<Option<Vec<u8>>> {
+    let doing = format!("reading the manifest {reference}");
+    let mut answer = client.send_with_accept(
+        "GET",
+        &client.url(&format!("manifests/{reference}")),
+        accept,
+    )?;
+    match answer.status {
+        200 => answer
+            .bytes(MAX_INDEX)
+            .map(Some)
+            .map_err(|why| client.error(doing, format!("its manifest: {why}"))),
+        404 => Ok(None),
+        status => {
+            let body = answer.text(MAX_ERROR_BODY);
+            Err(client.refused(&doing, status, &body))
+        }
+    }
 }
 
 /// The index the fallback tag holds now, if any: it must be an image index.
 fn fallback_index(client: &Client, tag: &str) -> Result<Option<Index>> {
-    let doing = format!("reading the referrers index {tag}");
-    let mut answer = client.send_with_accept(
-        "GET",
-        &client.url(&format!("manifests/{tag}")),
-        media_type::OCI_INDEX,
-    )?;
-    match answer.status {
-        200 => {}
-        404 => return Ok(None),
-        status => {
-            let body = answer.text(MAX_ERROR_BODY);
-            return Err(client.refused(&doing, status, &body));
-        }
-    }
-    let not_replaced = |why: String| {
+    let Some(body) = fetch_manifest(client, tag, media_type::OCI_INDEX)? else {
+        return Ok(None);
+    };
+    parse_index(&body).map(Some).map_err(|why| {
         client.error(
-            doing.clone(),
+            format!("reading the referrers index {tag}"),
             format!("{why}; the tag is left as it is and no document was attached by it"),
         )
-    };
-    let body = answer
-        .bytes(MAX_INDEX)
-        .map_err(|why| not_replaced(format!("the tag's manifest: {why}")))?;
-    let index: Index = serde_json::from_slice(&body)
-        .map_err(|e| not_replaced(format!("the tag holds no image index ({e})")))?;
+    })
+}
+
+/// An OCI image index, or why `body` is not one.
+fn parse_index(body: &[u8]) -> std::result::Result<Index, String> {
+    let index: Index =
+        serde_json::from_slice(body).map_err(|e| format!("the tag holds no image index ({e})"))?;
     if index.media_type.as_deref() != Some(media_type::OCI_INDEX) {
-        return Err(not_replaced(format!(
+        return Err(format!(
             "the tag holds a {}, not an OCI image index",
             crate::error::shown(
                 index
@@ -263,9 +288,9 @@ fn fallback_index(client: &Client, tag: &str) -> Result<Option<Index>> {
                     .as_deref()
                     .unwrap_or("document without a media type")
             )
-        )));
+        ));
     }
-    Ok(Some(index))
+    Ok(index)
 }
 
 /// Pushes a multi-platform image (`index -o docker://…`): every platform's blobs and its
