@@ -114,6 +114,12 @@ let
   # default, and the flags it becomes given the value and all the (defaulted) arguments.
   # name, tag, extraTags, passthru and meta are read where they are used.
   imageArguments = [
+    # SBOMs beside the image ("cyclonedx", "spdx"): files in an archive, artifacts in a
+    # layout or a registry. The Docker daemon and podman keep nothing beside an image: their
+    # copy scripts leave them out (image.sbom has it).
+    (flag "sbom" [ ] (v: builtins.concatMap (format: [ "--sbom" format ]) v))
+    # A private key outside the store, read when copyToRegistry runs (see signKeyArgs).
+    (arg "signKey" null none)
     (flag "maxLayers" 100 (v: [
       "--max-layers"
       (toString v)
@@ -374,7 +380,9 @@ let
     else if (args.layeringPipeline or null) != null && args ? layering then
       refuse "give layeringPipeline or layering, not both"
     else
-      args;
+      # A bad signKey fails the evaluation of any of the image's attributes, not only of
+      # copyToRegistry.
+      builtins.seq (signKeyArgs args) args;
 
   # extraCommands run as dockerTools runs them: in the tree the contents make at / (its
   # symlinkJoin), then fakeRootCommands as root under fakeroot (with enableFakechroot, in a
@@ -672,8 +680,59 @@ let
     streamScript {
       name = "copy-to-${kind}";
       copyTo = kind;
-      streamArgs = imageArgs args;
+      streamArgs =
+        if kind == "registry" then
+          imageArgs args ++ signKeyArgs args
+        else
+          imageArgs (builtins.removeAttrs args [ "sbom" ]);
       inherit args tag;
+    };
+
+  # signKey: a path outside the store, as a string, read when copyToRegistry runs; never a
+  # Nix path (which would copy the private key into the world-readable store).
+  signKeyArgs =
+    args:
+    let
+      key = args.signKey or null;
+    in
+    if key == null then
+      [ ]
+    else if builtins.isPath key then
+      throw (
+        "layered-gen: signKey must be a string naming a file outside the store (\"/run/secrets/"
+        + "cosign.key\"), not a Nix path, which would copy the private key into the store"
+      )
+    else if
+      builtins.hasContext key
+      || builtins.substring 0 (builtins.stringLength builtins.storeDir + 1) key == builtins.storeDir + "/"
+    then
+      throw "layered-gen: signKey ${builtins.unsafeDiscardStringContext key} is in the Nix store, which anyone can read: keep the private key outside it"
+    else
+      [
+        "--sign-key"
+        key
+      ];
+
+  # The closure's SBOM as its own small derivation (image.sbom): `sbom`'s first format, or
+  # CycloneDX. It describes the closure (the image's digests are known only once it is made;
+  # the documents beside the image name them).
+  sbomOf =
+    args:
+    let
+      format = if (args.sbom or [ ]) == [ ] then "cyclonedx" else builtins.head args.sbom;
+      suffix = if format == "spdx" then "spdx.json" else "cdx.json";
+    in
+    layeredGenDerivation {
+      name = "${derivationName args.name}-sbom.${suffix}";
+      args = [
+        "sbom"
+        "--format"
+        format
+        "--created"
+        (args.created or "1970-01-01T00:00:01Z")
+      ]
+      ++ fromAttrs;
+      exportReferencesGraph.closure = imageRoots args;
     };
 
   # Everything that decides the image, as a small JSON file (nixpkgs' conf.json plays this
@@ -708,6 +767,8 @@ let
       copyToRegistry = copyScript "registry" args imageTag;
       copyToDockerDaemon = copyScript "docker-daemon" args imageTag;
       copyToPodman = copyScript "podman" args imageTag;
+      # The closure's bill of materials (see sbomOf).
+      sbom = sbomOf args;
       # The derivation that runs extraCommands and fakeRootCommands (null without them): its
       # tree and perms.json are the customisation layer.
       customisationLayer = if hasCommands args then customisation args else null;

@@ -1791,3 +1791,86 @@ fn copy_to_registry_pushes_layer_derivations_from_their_blobs() {
     push();
     assert_eq!(registry.uploads(), first, "nothing is sent again");
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "tool-tests"),
+    ignore = "needs nix-build, docker-registry, skopeo, busybox: cargo test --features tool-tests (.ci/run)"
+)]
+fn sboms_signatures_and_the_sbom_passthru() {
+    let inputs = Inputs::new();
+    let nix = images_nix();
+    let key = repo_root().join("tests/it/keys/p256.pem");
+    let key_arg = ["--argstr", "signKey", key.to_str().unwrap()];
+
+    // buildLayeredImage: the SBOMs are files of the archive, the image their subject.
+    let archive = inputs.build(&nix, Some("audited"), &key_arg);
+    let cdx: Value =
+        serde_json::from_slice(&tar_member(&archive, "sbom.cdx.json").unwrap()).unwrap();
+    let config = archive_manifest(&archive)[0]["Config"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        cdx["metadata"]["component"]["hashes"][0]["content"],
+        config.trim_end_matches(".json")
+    );
+    assert!(tar_member(&archive, "sbom.spdx.json").is_some());
+    inputs.check(&nix, "audited", &key_arg);
+
+    // An OCI layout lists the SPDX artifact beside the image.
+    let layout = inputs.build(&nix, Some("auditedOci"), &[]);
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][1]["artifactType"],
+        "application/spdx+json"
+    );
+
+    // image.sbom: the closure's SBOM as its own derivation, reproducible.
+    let sbom = inputs.build(&nix, Some("audited.sbom"), &key_arg);
+    let doc: Value = serde_json::from_slice(&fs::read(&sbom).unwrap()).unwrap();
+    assert_eq!(doc["bomFormat"], "CycloneDX");
+    assert!(
+        doc.to_string().contains("app-1.0"),
+        "the closure's packages are in it"
+    );
+    inputs.check(&nix, "audited.sbom", &key_arg);
+
+    // copyToRegistry signs with the key it reads when it runs (the store holds only its path).
+    let registry = Registry::start();
+    let remote = format!(
+        "docker://127.0.0.1:{}/layered-gen-test/audited:1",
+        registry.port
+    );
+    let script = inputs.build(&nix, Some("audited.copyToRegistry"), &key_arg);
+    let store_text = run(Command::new(require("nix-store"))
+        .args(["--query", "--requisites"])
+        .arg(&script));
+    let requisites = String::from_utf8(store_text.stdout).unwrap();
+    for path in requisites.lines() {
+        let bytes = fs::read(Path::new(path)).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("BEGIN PRIVATE KEY"),
+            "{path} holds the private key"
+        );
+    }
+    run(Command::new(script.join("bin/copy-to-registry")).args([&remote, "--quiet"]));
+    let verified = run(Command::new(bin())
+        .args(["verify", &remote, "--key"])
+        .arg(repo_root().join("tests/it/keys/p256.pub")));
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(
+        said.matches("intact, about the image, signed").count(),
+        2,
+        "{said}"
+    );
+
+    // A key as a Nix path or in the store is refused at evaluation.
+    for attr in ["keyAsPath", "keyInStore"] {
+        let output = inputs.nix_build(&nix, Some(attr), &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{attr} built");
+        assert!(stderr.contains("signKey"), "{attr}: {stderr}");
+    }
+}

@@ -1,7 +1,7 @@
 # Images built by nix/default.nix for tests/nix_functions.rs, from real derivations made with a
 # static busybox (no nixpkgs).
 { layeredGenDir, busyboxDir, nixDir ? null, sqliteDir ? null, debianDir ? null, maxLayers ? 10
-, config ? { }, extra ? { } }:
+, config ? { }, extra ? { }, signKey ? null }:
 let
   busybox = builtins.path { path = busyboxDir; name = "busybox-static"; };
   sh = "${busybox}/bin/sh";
@@ -255,4 +255,20 @@ rec {
   fakeChroot = rooted.buildLayeredImage (fakeChrootArgs // { compressor = "none"; });
   fakeChrootStream = rooted.streamLayeredImage fakeChrootArgs;
   noStore = layered.buildLayeredImage (common // { name = "layered-gen-test/nostore"; includeStorePaths = false; compressor = "none"; });
+  # Supply chain: SBOMs beside the image, provenance, a signed push.
+  audited = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/audited";
+    tag = "1";
+    compressor = "none";
+    sbom = [ "cyclonedx" "spdx" ];
+    inherit signKey;
+  });
+  auditedOci = layered.buildLayeredImage (common // {
+    name = "layered-gen-test/audited";
+    tag = "1";
+    format = "oci";
+    sbom = [ "spdx" ];
+  });
+  keyAsPath = layered.streamLayeredImage (common // { name = "k"; signKey = ./images.nix; });
+  keyInStore = layered.streamLayeredImage (common // { name = "k"; signKey = "${busybox}/key.pem"; });
 }
