@@ -117,7 +117,9 @@ let
     # SBOMs beside the image ("cyclonedx", "spdx"): files in an archive, artifacts in a
     # layout or a registry. The Docker daemon and podman keep nothing beside an image: their
     # copy scripts leave them out (image.sbom has it).
-    (flag "sbom" [ ] (v: builtins.concatMap (format: [ "--sbom" format ]) v))
+    (arg "sbom" [ ] (
+      v: args: if v == [ ] then [ ] else builtins.concatMap (format: [ "--sbom" format ]) v ++ sbomMetaArgs args
+    ))
     # A private key outside the store, read when copyToRegistry runs (see signKeyArgs).
     (arg "signKey" null none)
     (flag "maxLayers" 100 (v: [
@@ -713,6 +715,43 @@ let
         key
       ];
 
+  # What the contents' `meta` says (description, homepage, licenses), as a small JSON file
+  # for --sbom-meta; none when no package of the contents has a meta.
+  sbomMetaArgs =
+    args:
+    let
+      described = builtins.filter (p: builtins.isAttrs p && p ? meta) (l.toList (args.contents or [ ]));
+      licensesOf =
+        license:
+        map (
+          x:
+          if builtins.isAttrs x then
+            {
+              spdxId = x.spdxId or null;
+              fullName = x.fullName or null;
+            }
+          else
+            {
+              spdxId = null;
+              fullName = toString x;
+            }
+        ) (l.toList license);
+      firstOf = x: if builtins.isList x then (if x == [ ] then null else builtins.head x) else x;
+      entry = p: {
+        path = "${p}";
+        description = p.meta.description or null;
+        homepage = firstOf (p.meta.homepage or null);
+        licenses = licensesOf (p.meta.license or [ ]);
+      };
+    in
+    if described == [ ] then
+      [ ]
+    else
+      [
+        "--sbom-meta"
+        "${jsonFile "${derivationName args.name}-sbom-meta.json" (map entry described)}"
+      ];
+
   # The closure's SBOM as its own small derivation (image.sbom): `sbom`'s first format, or
   # CycloneDX. It describes the closure (the image's digests are known only once it is made;
   # the documents beside the image name them).
@@ -731,6 +770,7 @@ let
         "--created"
         (args.created or "1970-01-01T00:00:01Z")
       ]
+      ++ sbomMetaArgs args
       ++ fromAttrs;
       exportReferencesGraph.closure = imageRoots args;
     };

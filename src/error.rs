@@ -111,6 +111,7 @@ pub enum Setting {
     Provenance,
     SignKey,
     Key,
+    SbomMeta,
 }
 
 #[derive(Debug)]

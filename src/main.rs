@@ -73,6 +73,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let options = sbom::SbomOptions {
                 created: args.created,
                 image: None,
+                meta: args.meta.read()?,
             };
             let json = sbom::write(&graph, args.format, &options)?;
             commands::write_document(&args.output, &json).map(done)

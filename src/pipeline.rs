@@ -28,7 +28,7 @@ use crate::output::{
 use crate::plan::{self, BaseKind, BaseLayerJson, Budget, Layering, Plan, PreviousPlan};
 use crate::progress::Progress;
 use crate::provenance::{self, ProvenanceOptions};
-use crate::sbom::{self, ImageFacts, SbomFormat, SbomOptions};
+use crate::sbom::{self, ImageFacts, PackageMetas, SbomFormat, SbomOptions};
 use crate::tarball::{StartedTar, TarStream};
 
 /// Where the closure comes from and how it is split.
@@ -85,6 +85,8 @@ pub struct Documents {
     pub sbom_in_image: Option<String>,
     /// An in-toto SLSA provenance statement.
     pub provenance: bool,
+    /// What the packages' `meta` says, for the SBOMs.
+    pub meta: PackageMetas,
 }
 
 impl Documents {
@@ -856,6 +858,7 @@ impl About<'_> {
             let options = SbomOptions {
                 created: created.clone(),
                 image: Some(facts.clone()),
+                meta: documents.meta.clone(),
             };
             let text = sbom::write(self.graph, format, &options)?;
             made.push(attachment(format.media_type(), format.file_name(), text));
@@ -975,6 +978,7 @@ fn sbom_in_image(
         &SbomOptions {
             created: options.config.created.clone(),
             image: None,
+            meta: options.documents.meta.clone(),
         },
     )?;
     layer::write_image_file(dir.path(), path, format!("{text}\n").as_bytes())

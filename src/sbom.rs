@@ -64,6 +64,65 @@ pub struct SbomOptions {
     pub created: String,
     /// The image the closure went into, when the document goes with one.
     pub image: Option<ImageFacts>,
+    /// What the packages' `meta` says, by store path (`--sbom-meta`).
+    pub meta: PackageMetas,
+}
+
+/// `meta` of the packages, by store path.
+pub type PackageMetas = std::collections::HashMap<String, PackageMeta>;
+
+/// What a package's Nix `meta` says that a bill of materials carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageMeta {
+    pub path: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub homepage: Option<String>,
+    #[serde(default)]
+    pub licenses: Vec<License>,
+}
+
+/// One of `meta.license`: its SPDX id where it has one, its full name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct License {
+    #[serde(default)]
+    pub spdx_id: Option<String>,
+    #[serde(default)]
+    pub full_name: Option<String>,
+}
+
+impl License {
+    /// The SPDX id, when it is one (letters, digits, `.`, `-`, `+`): anything else is only
+    /// a name.
+    fn spdx(&self) -> Option<&str> {
+        self.spdx_id.as_deref().filter(|id| {
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
+        })
+    }
+
+    fn name(&self) -> &str {
+        self.full_name
+            .as_deref()
+            .or(self.spdx_id.as_deref())
+            .unwrap_or("unknown")
+    }
+}
+
+/// The largest `--sbom-meta` file read.
+const MAX_META_FILE: u64 = 64 << 20;
+
+/// Reads `--sbom-meta`: a JSON list of `{"path", "description", "homepage", "licenses":
+/// [{"spdxId", "fullName"}]}` (what nix/ writes from the packages' `meta`).
+pub fn read_meta(path: &std::path::Path) -> Result<PackageMetas> {
+    let list: Vec<PackageMeta> = crate::json_file::read_typed_limited(path, MAX_META_FILE)
+        .map_err(|e| e.about(crate::error::Setting::SbomMeta))?;
+    Ok(list.into_iter().map(|m| (m.path.clone(), m)).collect())
 }
 
 /// An image as its SBOM names it: the root component, holding the closure's paths.
@@ -91,6 +150,7 @@ struct Component {
     sha256: Option<String>,
     nar_size: Option<u64>,
     deriver: Option<String>,
+    meta: Option<PackageMeta>,
     /// The image layer holding it: position and diff_id.
     layer: Option<(usize, String)>,
     /// Indices into the component list.
@@ -99,7 +159,7 @@ struct Component {
 
 /// The SBOM of `graph` in `format`, as pretty JSON.
 pub fn write(graph: &ClosureGraph, format: SbomFormat, options: &SbomOptions) -> Result<String> {
-    let (components, roots) = components(graph, options.image.as_ref())?;
+    let (components, roots) = components(graph, options.image.as_ref(), &options.meta)?;
     let document = match format {
         SbomFormat::Cyclonedx => cyclonedx(&components, &roots, options),
         SbomFormat::Spdx => spdx(&components, &roots, options)?,
@@ -113,6 +173,7 @@ pub fn write(graph: &ClosureGraph, format: SbomFormat, options: &SbomOptions) ->
 fn components(
     graph: &ClosureGraph,
     image: Option<&ImageFacts>,
+    meta: &PackageMetas,
 ) -> Result<(Vec<Component>, Vec<usize>)> {
     let mut order: Vec<usize> = (0..graph.len()).collect();
     order.sort_by(|&a, &b| graph.path(a).cmp(graph.path(b)));
@@ -151,6 +212,7 @@ fn components(
                 sha256,
                 nar_size: graph.nar_size(index),
                 deriver: graph.deriver(index).map(str::to_string),
+                meta: meta.get(graph.path(index)).cloned(),
                 layer: image.and_then(|i| i.layer_of.get(graph.path(index)).cloned()),
                 store_path,
                 depends_on,
@@ -322,6 +384,25 @@ fn cyclonedx(components: &[Component], roots: &[usize], options: &SbomOptions) -
         if let Some(sha256) = &c.sha256 {
             value["hashes"] = json!([{ "alg": "SHA-256", "content": sha256 }]);
         }
+        if let Some(meta) = &c.meta {
+            if let Some(description) = &meta.description {
+                value["description"] = json!(description);
+            }
+            // CycloneDX takes one SPDX expression, or licenses by name.
+            if let Some(expression) = spdx_expression(meta) {
+                value["licenses"] = json!([{ "expression": expression }]);
+            } else if !meta.licenses.is_empty() {
+                let named: Vec<Value> = meta
+                    .licenses
+                    .iter()
+                    .map(|l| json!({ "license": { "name": l.name() } }))
+                    .collect();
+                value["licenses"] = Value::Array(named);
+            }
+            if let Some(homepage) = &meta.homepage {
+                value["externalReferences"] = json!([{ "type": "website", "url": homepage }]);
+            }
+        }
         value["properties"] = Value::Array(properties(c));
         value
     };
@@ -396,6 +477,25 @@ fn digest_hex(digest: &str) -> &str {
     digest.split_once(':').map_or(digest, |(_, hex)| hex)
 }
 
+/// The declared license as an SPDX expression (see [`spdx_expression`]); NOASSERTION when a
+/// license has no SPDX id.
+fn spdx_license(c: &Component) -> String {
+    c.meta
+        .as_ref()
+        .and_then(spdx_expression)
+        .unwrap_or_else(|| "NOASSERTION".to_string())
+}
+
+/// The package's licenses as one SPDX expression, when each has an SPDX id: joined by AND,
+/// since a Nix package under several licenses is under all of them.
+fn spdx_expression(meta: &PackageMeta) -> Option<String> {
+    if meta.licenses.is_empty() {
+        return None;
+    }
+    let ids: Option<Vec<&str>> = meta.licenses.iter().map(License::spdx).collect();
+    ids.map(|ids| ids.join(" AND "))
+}
+
 /// What SPDX has no field for: the store path, its deriver, the layer holding it.
 fn spdx_comment(c: &Component) -> String {
     let mut comment = format!("Nix store path {}", c.store_path);
@@ -468,9 +568,17 @@ fn spdx(components: &[Component], roots: &[usize], options: &SbomOptions) -> Res
                 value["checksums"] = json!([{ "algorithm": "SHA256", "checksumValue": sha256 }]);
             }
             value["licenseConcluded"] = json!("NOASSERTION");
-            value["licenseDeclared"] = json!("NOASSERTION");
+            value["licenseDeclared"] = json!(spdx_license(c));
             value["copyrightText"] = json!("NOASSERTION");
             value["comment"] = json!(spdx_comment(c));
+            if let Some(meta) = &c.meta {
+                if let Some(description) = &meta.description {
+                    value["description"] = json!(description);
+                }
+                if let Some(homepage) = &meta.homepage {
+                    value["homepage"] = json!(homepage);
+                }
+            }
             value["externalRefs"] = json!([{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
@@ -616,6 +724,7 @@ mod tests {
             sha256: None,
             nar_size: None,
             deriver: None,
+            meta: None,
             layer: None,
             depends_on: vec![],
         };

@@ -398,6 +398,26 @@ pub struct PlanCommand {
     pub output: OutputPathArgs,
 }
 
+/// What the packages' Nix `meta` adds to an SBOM.
+#[derive(Args, Debug)]
+pub struct SbomMetaArgs {
+    /// The packages' description, homepage and licenses, as nix/ writes them from `meta`: a
+    /// JSON list of {"path", "description", "homepage", "licenses": [{"spdxId", "fullName"}]}.
+    /// Example: --sbom-meta /nix/store/...-sbom-meta.json
+    #[arg(long = "sbom-meta", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+impl SbomMetaArgs {
+    /// The metadata read from the file, if one is given.
+    pub fn read(&self) -> layered_gen::Result<layered_gen::sbom::PackageMetas> {
+        match &self.file {
+            Some(path) => layered_gen::sbom::read_meta(path),
+            None => Ok(Default::default()),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SbomCommand {
     #[command(flatten)]
@@ -406,6 +426,9 @@ pub struct SbomCommand {
     /// The document's format. Example: --format spdx
     #[arg(long, value_enum, default_value_t = SbomFormat::Cyclonedx)]
     pub format: SbomFormat,
+
+    #[command(flatten)]
+    pub meta: SbomMetaArgs,
 
     /// The document's time, RFC 3339 or `now` (default 1970-01-01T00:00:01Z, reproducible;
     /// SPDX takes UTC to the second). Example: --created 2024-05-01T12:00:00Z
@@ -503,6 +526,9 @@ pub struct BuildArgs {
     /// sbom.cdx.json or sbom.spdx.json. Repeat for both formats. Example: --sbom cyclonedx
     #[arg(long = "sbom", value_enum, value_name = "FORMAT")]
     pub sbom: Vec<SbomFormat>,
+
+    #[command(flatten)]
+    pub sbom_meta: SbomMetaArgs,
 
     /// Also put the closure's CycloneDX SBOM into the image, at this path of the customisation
     /// layer, for scanners that read files (it cannot name the image it is in: the image's
@@ -795,6 +821,7 @@ pub fn flag(setting: Setting, command: CommandKind) -> &'static str {
         Setting::Provenance => "--provenance",
         Setting::SignKey => "--sign-key",
         Setting::Key => "--key",
+        Setting::SbomMeta => "--sbom-meta",
     }
 }
 

@@ -195,6 +195,12 @@ impl BuildArgs {
             tags: self.tags.clone(),
             tag_from_output: self.tag_from_output,
         })?;
+        if self.sbom_meta.file.is_some() && self.sbom.is_empty() && self.sbom_in_image.is_none() {
+            return Err(Error::value(
+                "package metadata goes into an SBOM: give --sbom or --sbom-in-image with it",
+            )
+            .about(Setting::SbomMeta));
+        }
         let mut push = self.push.options(&destination)?;
         if let Some(key) = &self.sign_key {
             if !matches!(destination, Destination::Registry { .. }) {
@@ -269,6 +275,7 @@ impl BuildArgs {
                     .collect(),
                 sbom_in_image: self.sbom_in_image,
                 provenance: self.provenance,
+                meta: self.sbom_meta.read()?,
             },
             plan: self.plan.options(!self.no_store_paths),
         })

@@ -1816,6 +1816,19 @@ fn sboms_signatures_and_the_sbom_passthru() {
         config.trim_end_matches(".json")
     );
     assert!(tar_member(&archive, "sbom.spdx.json").is_some());
+    // The contents' meta is in it.
+    let app = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "app")
+        .expect("app is a component");
+    assert_eq!(app["description"], "The test app");
+    assert_eq!(app["licenses"], json!([{"expression": "MIT"}]));
+    assert_eq!(
+        app["externalReferences"][0]["url"],
+        "https://example.org/app"
+    );
     inputs.check(&nix, "audited", &key_arg);
 
     // An OCI layout lists the SPDX artifact beside the image.
@@ -1832,8 +1845,8 @@ fn sboms_signatures_and_the_sbom_passthru() {
     let doc: Value = serde_json::from_slice(&fs::read(&sbom).unwrap()).unwrap();
     assert_eq!(doc["bomFormat"], "CycloneDX");
     assert!(
-        doc.to_string().contains("app-1.0"),
-        "the closure's packages are in it"
+        doc.to_string().contains("app-1.0") && doc.to_string().contains("The test app"),
+        "the closure's packages and their meta are in it"
     );
     inputs.check(&nix, "audited.sbom", &key_arg);
 

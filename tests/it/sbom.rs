@@ -204,9 +204,11 @@ pub(crate) fn validate(kind: &str, file: &Path) -> std::process::Output {
 fn both_formats_pass_their_own_validators() {
     let dir = tempfile::tempdir().unwrap();
     let closure = closure(dir.path());
+    let meta = meta_file(dir.path());
     for (kind, format) in [("cyclonedx", "cyclonedx"), ("spdx", "spdx")] {
         let file = dir.path().join(format!("sbom.{kind}.json"));
-        fs::write(&file, sbom(&closure, &["--format", format])).unwrap();
+        let args = ["--format", format, "--sbom-meta", meta.to_str().unwrap()];
+        fs::write(&file, sbom(&closure, &args)).unwrap();
         let output = validate(kind, &file);
         assert!(
             output.status.success(),
@@ -252,5 +254,76 @@ fn derivers_from_the_closure_are_named() {
         hello["comment"].as_str().unwrap().contains(drv),
         "{}",
         hello["comment"]
+    );
+}
+
+/// The packages' `meta` (`--sbom-meta`, what nix/ writes): description, homepage and
+/// licenses, with SPDX ids where Nix has them, names where it has not.
+fn meta_file(dir: &Path) -> std::path::PathBuf {
+    let meta = json!([
+        {"path": HELLO, "description": "A \"friendly\" greeter", "homepage": "https://www.gnu.org/software/hello/",
+         "licenses": [{"spdxId": "GPL-3.0-or-later", "fullName": "GNU General Public License v3.0 or later"}]},
+        {"path": GLIBC, "licenses": [{"spdxId": "LGPL-2.1-or-later"}, {"spdxId": "GPL-2.0-or-later"}]},
+        {"path": ODD, "licenses": [{"fullName": "Unfree, redistributable"}]},
+    ]);
+    let path = dir.join("meta.json");
+    fs::write(&path, meta.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn package_meta_gives_descriptions_homepages_and_licenses() {
+    let dir = tempfile::tempdir().unwrap();
+    let closure = closure(dir.path());
+    let meta = meta_file(dir.path());
+    let meta_arg = ["--sbom-meta", meta.to_str().unwrap()];
+    let doc: Value = serde_json::from_str(&sbom(&closure, &meta_arg)).unwrap();
+    let root = &doc["metadata"]["component"];
+    assert_eq!(root["description"], "A \"friendly\" greeter");
+    assert_eq!(
+        root["licenses"],
+        json!([{"expression": "GPL-3.0-or-later"}])
+    );
+    assert_eq!(
+        root["externalReferences"][0]["url"],
+        "https://www.gnu.org/software/hello/"
+    );
+    let components = doc["components"].as_array().unwrap();
+    let odd = by_ref(components, "bom-ref", ODD);
+    assert_eq!(
+        odd["licenses"],
+        json!([{"license": {"name": "Unfree, redistributable"}}])
+    );
+    let spdx: Value = serde_json::from_str(&sbom(
+        &closure,
+        &[&meta_arg[..], &["--format", "spdx"]].concat(),
+    ))
+    .unwrap();
+    let packages = spdx["packages"].as_array().unwrap();
+    let glibc = by_ref(packages, "comment", GLIBC);
+    assert_eq!(
+        glibc["licenseDeclared"],
+        "LGPL-2.1-or-later AND GPL-2.0-or-later"
+    );
+    assert_eq!(
+        by_ref(packages, "comment", ODD)["licenseDeclared"],
+        "NOASSERTION"
+    );
+    assert_eq!(
+        by_ref(packages, "comment", HELLO)["homepage"],
+        "https://www.gnu.org/software/hello/"
+    );
+    // A meta file with a key it does not know is refused, naming it.
+    fs::write(&meta, r#"[{"path": "/x", "licence": []}]"#).unwrap();
+    let text = layered_gen_fails(&[
+        "sbom",
+        "--closure",
+        closure.to_str().unwrap(),
+        "--sbom-meta",
+        meta.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("--sbom-meta") && text.contains("licence"),
+        "{text}"
     );
 }

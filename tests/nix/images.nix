@@ -260,6 +260,7 @@ rec {
     name = "layered-gen-test/audited";
     tag = "1";
     compressor = "none";
+    contents = [ busybox (app // { meta = { description = "The test app"; homepage = [ "https://example.org/app" ]; license = { spdxId = "MIT"; fullName = "MIT License"; }; }; }) ];
     sbom = [ "cyclonedx" "spdx" ];
     inherit signKey;
   });
