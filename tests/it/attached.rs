@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::fake_peers::{Behaviour, Registry};
+use crate::fake_peers::{Behaviour, Registry, sha256};
 
 const CYCLONEDX: &str = "application/vnd.cyclonedx+json";
 const SPDX: &str = "application/spdx+json";
@@ -340,19 +340,7 @@ fn push(store: &TestStore, registry: &Registry, extra: &[&str]) -> String {
 /// The image manifest's digest as the registry holds it under tag 1.
 fn pushed_manifest(registry: &Registry) -> String {
     let manifest = registry.manifest("1").expect("the image is tagged");
-    sha256_hex_digest(&manifest)
-}
-
-fn sha256_hex_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(bytes);
-    format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    sha256(&manifest)
 }
 
 #[test]
@@ -386,10 +374,7 @@ fn a_registry_with_the_referrers_api_lists_the_artifacts_itself() {
         assert_eq!(artifact["subject"]["digest"], subject.as_str());
         let layer = &artifact["layers"][0];
         let content = registry.blob(layer["digest"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            sha256_hex_digest(&content),
-            layer["digest"].as_str().unwrap()
-        );
+        assert_eq!(sha256(&content), layer["digest"].as_str().unwrap());
     }
     assert_eq!(registry.blob(EMPTY).as_deref(), Some(&b"{}"[..]));
 }
@@ -532,10 +517,7 @@ fn documents_round_trip_through_a_real_registry_and_pass_their_validators() {
             assert_eq!(artifact["subject"]["digest"], subject.as_str(), "{tag}");
             let layer = &artifact["layers"][0];
             let content = fetch_blob(registry.port, "test/app", layer["digest"].as_str().unwrap());
-            assert_eq!(
-                sha256_hex_digest(&content),
-                layer["digest"].as_str().unwrap()
-            );
+            assert_eq!(sha256(&content), layer["digest"].as_str().unwrap());
             let kind = match descriptor["artifactType"].as_str().unwrap() {
                 CYCLONEDX => "cyclonedx",
                 SPDX => "spdx",

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::fake_peers::{Behaviour, Registry};
+use crate::fake_peers::{Behaviour, Registry, sha256};
 
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const SIGNATURE: &str = "dev.cosignproject.cosign/signature";
@@ -27,18 +27,6 @@ fn sample() -> TestStore {
 
 fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
-}
-
-fn sha256_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(bytes);
-    format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
 }
 
 /// Pushes the sample store as `repository:tag`, signed, with an SBOM and provenance.
@@ -86,7 +74,7 @@ fn a_signed_push_verifies_and_a_wrong_key_or_a_tampered_registry_does_not() {
         let image = format!("docker://{}/my/app:1", registry.address());
         let pushed = push_signed(&store, &image, &[]);
         assert!(pushed.status.success(), "{}", text(&pushed));
-        let subject = sha256_digest(&registry.manifest("1").unwrap());
+        let subject = sha256(&registry.manifest("1").unwrap());
 
         // The signature image, as cosign writes it.
         let tag = format!("{}.sig", subject.replace(':', "-"));
@@ -141,7 +129,7 @@ fn a_signed_push_verifies_and_a_wrong_key_or_a_tampered_registry_does_not() {
             &["--env", "X=1"],
         );
         assert!(other.status.success(), "{}", text(&other));
-        let other_subject = sha256_digest(&registry.manifest("2").unwrap());
+        let other_subject = sha256(&registry.manifest("2").unwrap());
         let other_tag = format!("{}.sig", other_subject.replace(':', "-"));
         let own = registry.manifest(&tag).unwrap();
         registry.set_manifest(

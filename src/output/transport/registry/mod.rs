@@ -172,15 +172,13 @@ fn push_blobs(
     let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config = source.config(&diff_ids)?;
     let config_digest = sha256_digest(&config);
-    if !exists(client, &config_digest, config.len() as u64)? {
-        upload_bytes(
-            client,
-            &config_digest,
-            &config,
-            config_media_type(format),
-            "the config",
-        )?;
-    }
+    upload_missing(
+        client,
+        &config_digest,
+        &config,
+        config_media_type(format),
+        "the config",
+    )?;
     let manifest = image_manifest(format, &config_digest, config.len(), &layers, &media_types);
     Ok(Pushed {
         manifest: to_bytes(&manifest),
@@ -203,24 +201,20 @@ fn attach(
         return Ok(Vec::new());
     }
     let empty = referrers::empty_config();
-    if !exists(client, &empty.digest, empty.size)? {
-        upload_bytes(
-            client,
-            &empty.digest,
-            referrers::EMPTY_CONFIG,
-            media_type::OCI_EMPTY,
-            "the empty config",
-        )?;
-    }
+    upload_missing(
+        client,
+        &empty.digest,
+        referrers::EMPTY_CONFIG,
+        media_type::OCI_EMPTY,
+        "the empty config",
+    )?;
     let mut unindexed = Vec::new();
     let mut pushed = Vec::new();
     for attachment in attachments {
         let content = &attachment.content;
         let digest = sha256_digest(content);
         let what = format!("the attached {}", attachment.file_name);
-        if !exists(client, &digest, content.len() as u64)? {
-            upload_bytes(client, &digest, content, &attachment.media_type, &what)?;
-        }
+        upload_missing(client, &digest, content, &attachment.media_type, &what)?;
         let artifact = referrers::artifact(attachment, subject);
         let answer = put_manifest(
             client,
@@ -573,6 +567,20 @@ fn start_upload(client: &Client, what: &str) -> Result<String> {
 fn with_digest(location: &str, digest: &str) -> String {
     let separator = if location.contains('?') { '&' } else { '?' };
     format!("{location}{separator}digest={digest}")
+}
+
+/// Uploads `bytes` (whose digest is `digest`) unless the registry holds them already.
+fn upload_missing(
+    client: &Client,
+    digest: &str,
+    bytes: &[u8],
+    content_type: &str,
+    what: &str,
+) -> Result<()> {
+    if exists(client, digest, bytes.len() as u64)? {
+        return Ok(());
+    }
+    upload_bytes(client, digest, bytes, content_type, what)
 }
 
 /// Uploads bytes whose digest is known, in one PUT.

@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::client::{Client, ConnectOptions, Payload};
-use super::{
-    MAX_ERROR_BODY, exists, fetch_manifest, parse_index, put_manifest, short, upload_bytes,
-};
+use super::{MAX_ERROR_BODY, fetch_manifest, parse_index, put_manifest, short, upload_missing};
 use crate::digest::{Digest, sha256_digest};
 use crate::error::{Error, Result, shown};
 use crate::image_spec::{Descriptor, Manifest, media_type, to_bytes};
@@ -40,15 +38,13 @@ const DOCUMENT_TYPES: [&str; 3] = [
 pub fn sign(client: &Client, key: &PrivateKey, repository: &str, digest: &str) -> Result<()> {
     let payload = payload(repository, digest);
     let payload_digest = sha256_digest(&payload);
-    if !exists(client, &payload_digest, payload.len() as u64)? {
-        upload_bytes(
-            client,
-            &payload_digest,
-            &payload,
-            SIMPLE_SIGNING,
-            "the signature payload",
-        )?;
-    }
+    upload_missing(
+        client,
+        &payload_digest,
+        &payload,
+        SIMPLE_SIGNING,
+        "the signature payload",
+    )?;
     let mut layer = descriptor(SIMPLE_SIGNING, &payload_digest, payload.len() as u64);
     layer.annotations = Some(BTreeMap::from([(
         SIGNATURE_ANNOTATION.to_string(),
@@ -76,15 +72,13 @@ pub fn sign(client: &Client, key: &PrivateKey, repository: &str, digest: &str) -
     }
     let config = signature_config(&layers);
     let config_digest = sha256_digest(&config);
-    if !exists(client, &config_digest, config.len() as u64)? {
-        upload_bytes(
-            client,
-            &config_digest,
-            &config,
-            media_type::OCI_CONFIG,
-            "the signature config",
-        )?;
-    }
+    upload_missing(
+        client,
+        &config_digest,
+        &config,
+        media_type::OCI_CONFIG,
+        "the signature config",
+    )?;
     let manifest = to_bytes(&Manifest {
         schema_version: 2,
         media_type: Some(media_type::OCI_MANIFEST.to_string()),
