@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::closure::ClosureGraph;
 use crate::error::{Error, Result, shown};
-use crate::sbom::{nar_hash_hex, package_url};
+use crate::sbom::{nar_sha256, package_url};
 
 /// The media type of an in-toto statement (an OCI artifact's `artifactType`).
 pub const MEDIA_TYPE: &str = "application/vnd.in-toto+json";
@@ -98,14 +98,7 @@ pub fn statement(graph: &ClosureGraph, options: &ProvenanceOptions) -> Result<St
 fn dependency(graph: &ClosureGraph, index: usize, root: bool) -> Result<Value> {
     let path = graph.path(index);
     let mut value = json!({ "name": path, "uri": package_url(path) });
-    if let Some(hash) = graph.nar_hash(index) {
-        let hex = nar_hash_hex(hash).map_err(|why| {
-            Error::value(format!(
-                "the narHash of {} ({}) {why}",
-                shown(path),
-                shown(hash)
-            ))
-        })?;
+    if let Some(hex) = nar_sha256(graph, index)? {
         value["digest"] = json!({ "sha256": hex });
     }
     let mut annotations = serde_json::Map::new();

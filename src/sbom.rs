@@ -186,18 +186,7 @@ fn components(
         .map(|&index| {
             let store_path = graph.path(index).to_string();
             let (name, version) = parse_drv_name(store_name(&store_path));
-            let sha256 = graph
-                .nar_hash(index)
-                .map(|hash| {
-                    nar_hash_hex(hash).map_err(|why| {
-                        Error::value(format!(
-                            "the narHash of {} ({}) {why}",
-                            shown(&store_path),
-                            shown(hash)
-                        ))
-                    })
-                })
-                .transpose()?;
+            let sha256 = nar_sha256(graph, index)?;
             let mut depends_on: Vec<usize> = graph
                 .references(index)
                 .iter()
@@ -222,6 +211,21 @@ fn components(
     let mut roots: Vec<usize> = graph.roots().into_iter().map(|r| position[r]).collect();
     roots.sort_unstable();
     Ok((components, roots))
+}
+
+/// The narHash of path `index` as SHA-256 hex, when the closure gives one; a hash that is
+/// not SHA-256 in a spelling Nix writes is an error naming the path.
+pub fn nar_sha256(graph: &ClosureGraph, index: usize) -> Result<Option<String>> {
+    let Some(hash) = graph.nar_hash(index) else {
+        return Ok(None);
+    };
+    nar_hash_hex(hash).map(Some).map_err(|why| {
+        Error::value(format!(
+            "the narHash of {} ({}) {why}",
+            shown(graph.path(index)),
+            shown(hash)
+        ))
+    })
 }
 
 /// A store path's name: its base name without the hash (`/nix/store/<32>-hello-2.12` is
@@ -320,11 +324,7 @@ pub fn package_url(store_path: &str) -> String {
 }
 
 fn purl(component: &Component) -> String {
-    let name = purl_encode(&component.name);
-    match &component.version {
-        Some(version) => format!("pkg:nix/{name}@{}", purl_encode(version)),
-        None => format!("pkg:nix/{name}"),
-    }
+    package_url(&component.store_path)
 }
 
 /// A UUID (version 5 layout) from the SHA-256 of `bytes`: the same document, the same serial.
@@ -718,7 +718,7 @@ mod tests {
     #[test]
     fn purls_encode_what_the_spec_asks() {
         let c = Component {
-            store_path: String::new(),
+            store_path: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-gtk+3-3.24 beta".into(),
             name: "gtk+3".into(),
             version: Some("3.24 beta".into()),
             sha256: None,

@@ -468,7 +468,7 @@ fn fetch_blob(port: u16, repository: &str, digest: &str) -> Vec<u8> {
 #[test]
 #[cfg_attr(
     not(feature = "tool-tests"),
-    ignore = "needs docker-registry, skopeo, curl, umoci and the SBOM validators: cargo test --features tool-tests (.ci/run)"
+    ignore = "needs docker-registry, skopeo, curl, umoci, docker and the SBOM validators: cargo test --features tool-tests (.ci/run)"
 )]
 fn documents_round_trip_through_a_real_registry_and_pass_their_validators() {
     let (store, _) = sample();
@@ -551,6 +551,22 @@ fn documents_round_trip_through_a_real_registry_and_pass_their_validators() {
             .arg(&remote)
             .arg(format!("oci:{}:{tag}", copied.display())));
     }
+
+    // A docker-archive carrying the documents as files still loads into Docker.
+    let archive = dir.path().join("documented.tar");
+    store.build(
+        &archive,
+        &[
+            &["--name", "layered-gen-test/documented", "--tag", "1"][..],
+            &documents,
+        ]
+        .concat(),
+    );
+    assert!(tar_member(&archive, "sbom.cdx.json").is_some());
+    run(Command::new(require("docker"))
+        .args(["load", "-i"])
+        .arg(&archive));
+    run(Command::new(require("docker")).args(["image", "rm", "layered-gen-test/documented:1"]));
 
     // A layout listing artifacts beside the image is still read by skopeo and umoci.
     let layout = dir.path().join("layout");
